@@ -1,0 +1,1 @@
+//! `ticker-benches`: the `ticker-bench` tool and criterion benches of the core.

@@ -1,0 +1,279 @@
+//! Instruments: their decimal specification from config and the exact conversion between
+//! decimals at the edge and ticks/lots inside the engine.
+//!
+//! Conversions never round: a price off the tick grid or a size off the lot grid is rejected
+//! with [`RejectReason::OffTick`] / [`RejectReason::OffLot`].
+
+use crate::event::RejectReason;
+use crate::types::{InstrumentId, Lots, Ticks};
+use rust_decimal::prelude::ToPrimitive;
+use rust_decimal::Decimal;
+
+/// An instrument as configured, in decimals.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct InstrumentSpec {
+    pub symbol: String,
+    /// Smallest price increment, e.g. `0.01`.
+    pub tick_size: Decimal,
+    /// Smallest size increment, e.g. `0.0001`.
+    pub lot_size: Decimal,
+    /// Smallest accepted order size (a multiple of `lot_size`).
+    pub min_size: Decimal,
+    /// Largest accepted order size (a multiple of `lot_size`).
+    pub max_size: Decimal,
+    /// Centre of the price band (on the tick grid).
+    pub reference_price: Decimal,
+    /// Half-width of the price band as a fraction of the reference price, e.g. `0.10` for ±10%.
+    /// Limit prices and stop triggers outside the band are rejected; market orders fill up to
+    /// the band's edge and cancel the rest.
+    pub band: Decimal,
+}
+
+/// Why an [`InstrumentSpec`] cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SpecError {
+    #[error(
+        "instrument symbol must be 1 to 32 characters of A-Z, 0-9, '-', '_', '/' or '.', got {0:?}"
+    )]
+    BadSymbol(String),
+    #[error("{field} must be positive, got {value}")]
+    NotPositive { field: &'static str, value: Decimal },
+    #[error("{field} {value} is not a multiple of {unit_field} {unit}")]
+    OffGrid {
+        field: &'static str,
+        value: Decimal,
+        unit_field: &'static str,
+        unit: Decimal,
+    },
+    #[error("min_size {min} is larger than max_size {max}")]
+    MinAboveMax { min: Decimal, max: Decimal },
+    #[error("band {0} must be between 0 (exclusive) and 1 (exclusive)")]
+    BadBand(Decimal),
+    #[error("{field} {value} does not fit the engine's integer range")]
+    OutOfRange { field: &'static str, value: Decimal },
+}
+
+/// An instrument as the engine uses it: integer limits derived once from the spec.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Instrument {
+    pub id: InstrumentId,
+    pub spec: InstrumentSpec,
+    pub min_lots: Lots,
+    pub max_lots: Lots,
+    pub reference_ticks: Ticks,
+    /// Lowest accepted price, in ticks (at least one tick).
+    pub band_low: Ticks,
+    /// Highest accepted price, in ticks.
+    pub band_high: Ticks,
+}
+
+impl Instrument {
+    pub fn new(id: InstrumentId, spec: InstrumentSpec) -> Result<Self, SpecError> {
+        let symbol_ok = !spec.symbol.is_empty()
+            && spec.symbol.len() <= 32
+            && spec
+                .symbol
+                .bytes()
+                .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b"-_/.".contains(&b));
+        if !symbol_ok {
+            return Err(SpecError::BadSymbol(spec.symbol.clone()));
+        }
+        for (field, value) in [
+            ("tick_size", spec.tick_size),
+            ("lot_size", spec.lot_size),
+            ("min_size", spec.min_size),
+            ("max_size", spec.max_size),
+            ("reference_price", spec.reference_price),
+        ] {
+            if value <= Decimal::ZERO {
+                return Err(SpecError::NotPositive { field, value });
+            }
+        }
+        if spec.band <= Decimal::ZERO || spec.band >= Decimal::ONE {
+            return Err(SpecError::BadBand(spec.band));
+        }
+        let grid = |field, value: Decimal, unit_field, unit: Decimal| {
+            if (value % unit).is_zero() {
+                let n = (value / unit)
+                    .to_i64()
+                    .ok_or(SpecError::OutOfRange { field, value })?;
+                Ok(n)
+            } else {
+                Err(SpecError::OffGrid {
+                    field,
+                    value,
+                    unit_field,
+                    unit,
+                })
+            }
+        };
+        let min_lots = grid("min_size", spec.min_size, "lot_size", spec.lot_size)? as Lots;
+        let max_lots = grid("max_size", spec.max_size, "lot_size", spec.lot_size)? as Lots;
+        if min_lots > max_lots {
+            return Err(SpecError::MinAboveMax {
+                min: spec.min_size,
+                max: spec.max_size,
+            });
+        }
+        let reference_ticks = grid(
+            "reference_price",
+            spec.reference_price,
+            "tick_size",
+            spec.tick_size,
+        )?;
+        // The band edges are rounded inwards onto the tick grid: the band is a protection
+        // limit, so it may only get narrower, never wider than configured.
+        let half = spec.reference_price * spec.band;
+        let low = ((spec.reference_price - half) / spec.tick_size).ceil();
+        let high = ((spec.reference_price + half) / spec.tick_size).floor();
+        let band_low = low
+            .to_i64()
+            .ok_or(SpecError::OutOfRange {
+                field: "band",
+                value: spec.band,
+            })?
+            .max(1);
+        let band_high = high.to_i64().ok_or(SpecError::OutOfRange {
+            field: "band",
+            value: spec.band,
+        })?;
+        Ok(Instrument {
+            id,
+            spec,
+            min_lots,
+            max_lots,
+            reference_ticks,
+            band_low,
+            band_high,
+        })
+    }
+
+    /// Converts a decimal price to ticks, rejecting prices off the tick grid or not positive.
+    pub fn price_to_ticks(&self, price: Decimal) -> Result<Ticks, RejectReason> {
+        if price <= Decimal::ZERO {
+            return Err(RejectReason::InvalidPrice);
+        }
+        if !(price % self.spec.tick_size).is_zero() {
+            return Err(RejectReason::OffTick);
+        }
+        (price / self.spec.tick_size)
+            .to_i64()
+            .ok_or(RejectReason::OutsideBand)
+    }
+
+    /// Converts a decimal size to lots, rejecting sizes off the lot grid or not positive.
+    pub fn size_to_lots(&self, size: Decimal) -> Result<Lots, RejectReason> {
+        if size <= Decimal::ZERO {
+            return Err(RejectReason::InvalidSize);
+        }
+        if !(size % self.spec.lot_size).is_zero() {
+            return Err(RejectReason::OffLot);
+        }
+        (size / self.spec.lot_size)
+            .to_u64()
+            .ok_or(RejectReason::TooLarge)
+    }
+
+    /// The decimal price of `ticks`, in the tick size's scale.
+    pub fn ticks_to_price(&self, ticks: Ticks) -> Decimal {
+        let mut d = Decimal::from(ticks) * self.spec.tick_size;
+        d.rescale(self.spec.tick_size.scale());
+        d
+    }
+
+    /// The decimal size of `lots`, in the lot size's scale.
+    pub fn lots_to_size(&self, lots: Lots) -> Decimal {
+        let mut d = Decimal::from(lots) * self.spec.lot_size;
+        d.rescale(self.spec.lot_size.scale());
+        d
+    }
+
+    /// Whether a limit price (or stop trigger) lies inside the price band.
+    pub fn in_band(&self, ticks: Ticks) -> bool {
+        (self.band_low..=self.band_high).contains(&ticks)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::str::FromStr;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    pub(crate) fn btc() -> InstrumentSpec {
+        InstrumentSpec {
+            symbol: "BTC-USD".into(),
+            tick_size: d("0.01"),
+            lot_size: d("0.0001"),
+            min_size: d("0.0001"),
+            max_size: d("100"),
+            reference_price: d("50000"),
+            band: d("0.10"),
+        }
+    }
+
+    #[test]
+    fn converts_on_grid_values_exactly_and_back() {
+        let i = Instrument::new(0, btc()).unwrap();
+        assert_eq!(i.price_to_ticks(d("50000.25")), Ok(5_000_025));
+        assert_eq!(i.size_to_lots(d("1.5")), Ok(15_000));
+        assert_eq!(i.ticks_to_price(5_000_025).to_string(), "50000.25");
+        assert_eq!(i.lots_to_size(15_000).to_string(), "1.5000");
+        assert_eq!(i.ticks_to_price(5_000_000).to_string(), "50000.00");
+    }
+
+    #[test]
+    fn off_grid_values_are_rejected_not_rounded() {
+        let i = Instrument::new(0, btc()).unwrap();
+        assert_eq!(i.price_to_ticks(d("50000.001")), Err(RejectReason::OffTick));
+        assert_eq!(i.size_to_lots(d("0.00015")), Err(RejectReason::OffLot));
+        assert_eq!(i.price_to_ticks(d("0")), Err(RejectReason::InvalidPrice));
+        assert_eq!(i.price_to_ticks(d("-1")), Err(RejectReason::InvalidPrice));
+        assert_eq!(i.size_to_lots(d("0")), Err(RejectReason::InvalidSize));
+    }
+
+    #[test]
+    fn band_is_rounded_inwards_onto_the_grid() {
+        let mut spec = btc();
+        spec.reference_price = d("100.01");
+        spec.band = d("0.1");
+        let i = Instrument::new(0, spec).unwrap();
+        // 100.01 ± 10.001 = [90.009, 110.011] -> [90.01, 110.01]
+        assert_eq!((i.band_low, i.band_high), (9001, 11001));
+        assert!(i.in_band(9001) && i.in_band(11001));
+        assert!(!i.in_band(9000) && !i.in_band(11002));
+    }
+
+    #[test]
+    fn bad_specs_name_the_field() {
+        let mut spec = btc();
+        spec.min_size = d("0.00005");
+        let err = Instrument::new(0, spec).unwrap_err();
+        assert!(err.to_string().contains("min_size"), "{err}");
+        let mut spec = btc();
+        spec.tick_size = d("0");
+        assert!(matches!(
+            Instrument::new(0, spec),
+            Err(SpecError::NotPositive {
+                field: "tick_size",
+                ..
+            })
+        ));
+        let mut spec = btc();
+        spec.symbol = "btc usd".into();
+        assert!(matches!(
+            Instrument::new(0, spec),
+            Err(SpecError::BadSymbol(_))
+        ));
+        let mut spec = btc();
+        spec.max_size = d("0.0001");
+        spec.min_size = d("1");
+        assert!(matches!(
+            Instrument::new(0, spec),
+            Err(SpecError::MinAboveMax { .. })
+        ));
+    }
+}
