@@ -36,6 +36,7 @@
 
 mod bitmap;
 pub mod book;
+pub mod codec;
 pub mod command;
 pub mod engine;
 pub mod event;
