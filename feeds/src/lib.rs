@@ -1,5 +1,27 @@
-//! `ticker-feeds`: market-data views built from the engine's events, the topic hub that fans
-//! them out, and the order-flow sources (market simulator, replay).
+//! `ticker-feeds`: everything a subscriber sees, built from the engine's event stream.
 //!
-//! Not built yet: this crate is filled by the feeds issue. It exists so the workspace has its
-//! final shape.
+//! - [`market_data`] applies engine events to the views — [`depth`] (L2 with checksums),
+//!   [`ticker`] (L1 and rolling 24h statistics), [`candles`], trades and [`l3`] — and
+//!   [`orders`] routes order updates per account. Views keep replica state built from events
+//!   only; they never read the engine's book.
+//! - [`hub`] fans each update, encoded once, out to every subscriber without waiting for any,
+//!   with per-topic slow-consumer policies and a short history for resume-from-seq.
+//! - [`wire`] writes exact decimal strings and JSON.
+
+pub mod candles;
+pub mod depth;
+pub mod hub;
+pub mod instruments;
+pub mod l3;
+pub mod market_data;
+pub mod orders;
+pub mod ticker;
+pub mod topic;
+pub mod wire;
+
+pub use hub::{
+    Delivery, Ended, Hub, HubConfig, Message, MessageKind, SnapshotReason, Subscription,
+};
+pub use instruments::{Instruments, WireInstrument};
+pub use market_data::{FeedsConfig, MarketData};
+pub use topic::{Channel, Interval, SlowPolicy, Topic};

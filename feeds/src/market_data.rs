@@ -1,0 +1,443 @@
+//! Applies the engine's event stream to every view and publishes what changed: depth, ticker,
+//! trades, candles and L3 per instrument, order updates per account. One `MarketData` is fed
+//! by one thread (the egress consumer); it is the only writer of the views.
+//!
+//! The engine closes each command with its `LevelChanged` events, so a run of them for one
+//! instrument marks the end of that command's effect on the instrument: depth, ticker and
+//! candles publish there, at most once per command. Trades and L3 publish per event.
+
+use crate::candles::{self, CandleSeries};
+use crate::depth::DepthView;
+use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicState};
+use crate::instruments::{Instruments, WireInstrument};
+use crate::l3::{self, L3Event, L3Snapshotter, L3State};
+use crate::orders::OrderRouter;
+use crate::ticker::{self, Rolling24h, TickerState};
+use crate::topic::{Channel, Interval, Topic};
+use crate::wire::JsonObject;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::sync::Arc;
+use ticker_engine::*;
+
+/// Feed settings; defaults in brackets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FeedsConfig {
+    /// Depth levels per side in snapshots and in the maintained window [50].
+    pub depth_levels: usize,
+    /// Closed candles kept per interval for snapshots [500].
+    pub candles_kept: usize,
+    pub hub: HubConfig,
+}
+
+impl Default for FeedsConfig {
+    fn default() -> Self {
+        FeedsConfig {
+            depth_levels: 50,
+            candles_kept: 500,
+            hub: HubConfig::default(),
+        }
+    }
+}
+
+struct Series {
+    topic: Arc<TopicState>,
+    state: Arc<Mutex<CandleState>>,
+}
+
+struct CandleState {
+    series: CandleSeries,
+    last_seq: u64,
+}
+
+struct CandleSnapshotter {
+    wire: Arc<WireInstrument>,
+    state: Arc<Mutex<CandleState>>,
+}
+
+impl SnapshotSource for CandleSnapshotter {
+    fn snapshot(&self) -> Option<Arc<Message>> {
+        let st = self.state.lock();
+        Some(Arc::new(Message {
+            seq: st.last_seq,
+            prev_seq: 0,
+            kind: MessageKind::Snapshot,
+            json: candles::encode_snapshot(&self.wire, &st.series, st.last_seq),
+        }))
+    }
+}
+
+struct InstrumentFeeds {
+    wire: Arc<WireInstrument>,
+    depth: DepthView,
+    ticker_topic: Arc<TopicState>,
+    ticker: TickerState,
+    ticker_seq: u64,
+    rolling: Rolling24h,
+    traded: bool,
+    trades_topic: Arc<TopicState>,
+    trades_seq: u64,
+    candles: Vec<Series>,
+    l3_topic: Arc<TopicState>,
+    l3: Arc<Mutex<L3State>>,
+}
+
+impl InstrumentFeeds {
+    fn new(hub: &Hub, wire: Arc<WireInstrument>, config: &FeedsConfig) -> Self {
+        let id = wire.id();
+        let topic = |channel| {
+            hub.topic(Topic::Market {
+                channel,
+                instrument: id,
+            })
+        };
+        let candles = Interval::ALL
+            .into_iter()
+            .map(|interval| {
+                let state = Arc::new(Mutex::new(CandleState {
+                    series: CandleSeries::new(interval, config.candles_kept),
+                    last_seq: 0,
+                }));
+                let topic = topic(Channel::Candles(interval));
+                topic.set_snapshot_source(Arc::new(CandleSnapshotter {
+                    wire: wire.clone(),
+                    state: state.clone(),
+                }));
+                Series { topic, state }
+            })
+            .collect();
+        let l3 = l3::new_state();
+        let l3_topic = topic(Channel::L3);
+        l3_topic.set_snapshot_source(Arc::new(L3Snapshotter {
+            wire: wire.clone(),
+            state: l3.clone(),
+        }));
+        InstrumentFeeds {
+            depth: DepthView::new(wire.clone(), config.depth_levels, topic(Channel::Depth)),
+            ticker_topic: topic(Channel::Ticker),
+            ticker: TickerState::default(),
+            ticker_seq: 0,
+            rolling: Rolling24h::default(),
+            traded: false,
+            trades_topic: topic(Channel::Trades),
+            trades_seq: 0,
+            candles,
+            l3_topic,
+            l3,
+            wire,
+        }
+    }
+
+    fn publish_ticker(&mut self, seq: u64, ts: Timestamp) {
+        self.rolling.expire(ts);
+        self.ticker.stats = self.rolling.stats();
+        let json = ticker::encode(&self.wire, seq, self.ticker_seq, ts, &self.ticker);
+        self.ticker_topic.publish(Arc::new(Message {
+            seq,
+            prev_seq: self.ticker_seq,
+            kind: MessageKind::Update,
+            json,
+        }));
+        self.ticker_seq = seq;
+    }
+
+    /// End of a command's effect on this instrument.
+    fn flush(&mut self, changes: &[(Side, Ticks, Lots)], seq: u64, ts: Timestamp) {
+        self.depth.apply(changes, seq, ts);
+        let (bid, ask) = self.depth.best();
+        if bid != self.ticker.bid || ask != self.ticker.ask || self.traded {
+            self.ticker.bid = bid;
+            self.ticker.ask = ask;
+            self.publish_ticker(seq, ts);
+        }
+        if self.traded {
+            for s in &self.candles {
+                let mut st = s.state.lock();
+                if let Some(c) = st.series.open_candle() {
+                    let json =
+                        candles::encode(&self.wire, st.series.interval, seq, st.last_seq, &c);
+                    s.topic.publish(Arc::new(Message {
+                        seq,
+                        prev_seq: st.last_seq,
+                        kind: MessageKind::Update,
+                        json,
+                    }));
+                    st.last_seq = seq;
+                }
+            }
+        }
+        self.traded = false;
+    }
+
+    /// Closes candles whose interval ended by `ts`.
+    fn roll_candles(&mut self, seq: u64, ts: Timestamp) {
+        for s in &self.candles {
+            let mut st = s.state.lock();
+            if let Some(c) = st.series.roll(ts) {
+                let json = candles::encode(&self.wire, st.series.interval, seq, st.last_seq, &c);
+                s.topic.publish(Arc::new(Message {
+                    seq,
+                    prev_seq: st.last_seq,
+                    kind: MessageKind::Update,
+                    json,
+                }));
+                st.last_seq = seq;
+            }
+        }
+    }
+
+    fn l3(&mut self, seq: u64, ts: Timestamp, event: L3Event) {
+        let mut st = self.l3.lock();
+        let known = match event {
+            L3Event::Add {
+                order_id,
+                side,
+                price,
+                size,
+            } => {
+                st.book.add(order_id, side, price, size);
+                true
+            }
+            L3Event::Amend { order_id, size } => st.book.set_size(order_id, size),
+            L3Event::Match { order_id, size, .. } => st.book.matched(order_id, size),
+            L3Event::Delete { order_id, .. } => st.book.delete(order_id),
+        };
+        if !known {
+            // The order never rested (a taker): nothing an L3 subscriber knows of.
+            return;
+        }
+        let json = l3::encode(&self.wire, seq, st.last_seq, ts, &event);
+        self.l3_topic.publish(Arc::new(Message {
+            seq,
+            prev_seq: st.last_seq,
+            kind: MessageKind::Update,
+            json,
+        }));
+        st.last_seq = seq;
+    }
+
+    fn trade(&mut self, e: &Event, trade_id: u64, price: Ticks, size: Lots, aggressor: Side) {
+        let mut out = Vec::with_capacity(200);
+        JsonObject::new(&mut out)
+            .str("type", "trade")
+            .str("channel", "trades")
+            .str("instrument", self.wire.symbol())
+            .u64("seq", e.seq)
+            .u64("prev_seq", self.trades_seq)
+            .u64("ts", e.ts)
+            .u64("trade_id", trade_id)
+            .decimal("price", self.wire.price, price)
+            .decimal("size", self.wire.size, size as i64)
+            .str("side", l3::side_str(aggressor))
+            .finish();
+        self.trades_topic.publish(Arc::new(Message {
+            seq: e.seq,
+            prev_seq: self.trades_seq,
+            kind: MessageKind::Update,
+            json: Bytes::from(out),
+        }));
+        self.trades_seq = e.seq;
+        self.ticker.last = Some((price, size));
+        self.rolling.record(e.ts, price, size);
+        self.roll_candles(e.seq, e.ts);
+        for s in &self.candles {
+            s.state.lock().series.record(e.ts, price, size);
+        }
+        self.traded = true;
+    }
+}
+
+pub struct MarketData {
+    config: FeedsConfig,
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+    feeds: Vec<Option<InstrumentFeeds>>,
+    orders: OrderRouter,
+    pending: Vec<(Side, Ticks, Lots)>,
+    pending_for: Option<(InstrumentId, u64, Timestamp)>,
+}
+
+impl MarketData {
+    pub fn new(config: FeedsConfig, hub: Arc<Hub>, instruments: Arc<Instruments>) -> Self {
+        MarketData {
+            orders: OrderRouter::new(hub.clone(), instruments.clone()),
+            config,
+            hub,
+            instruments,
+            feeds: Vec::new(),
+            pending: Vec::with_capacity(64),
+            pending_for: None,
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn instruments(&self) -> &Arc<Instruments> {
+        &self.instruments
+    }
+
+    /// Replica depth book of an instrument (tests and tools).
+    pub fn depth_book(&self, instrument: InstrumentId) -> Option<crate::depth::DepthBook> {
+        self.feed(instrument).map(|f| f.depth.book())
+    }
+
+    fn feed(&self, instrument: InstrumentId) -> Option<&InstrumentFeeds> {
+        self.feeds.get(instrument as usize).and_then(|f| f.as_ref())
+    }
+
+    fn feed_mut(&mut self, instrument: InstrumentId) -> Option<&mut InstrumentFeeds> {
+        self.feeds
+            .get_mut(instrument as usize)
+            .and_then(|f| f.as_mut())
+    }
+
+    fn flush(&mut self) {
+        if let Some((instrument, seq, ts)) = self.pending_for.take() {
+            let pending = std::mem::take(&mut self.pending);
+            if let Some(f) = self.feed_mut(instrument) {
+                f.flush(&pending, seq, ts);
+            }
+            self.pending = pending;
+            self.pending.clear();
+        }
+    }
+
+    /// Applies a batch of events in sequence order.
+    pub fn apply(&mut self, events: &[Event]) {
+        for e in events {
+            self.apply_one(e);
+        }
+        self.flush();
+    }
+
+    fn apply_one(&mut self, e: &Event) {
+        if let EventKind::LevelChanged {
+            instrument,
+            side,
+            price,
+            size,
+            ..
+        } = e.kind
+        {
+            if self.pending_for.is_some_and(|p| p.0 != instrument) {
+                self.flush();
+            }
+            self.pending.push((side, price, size));
+            self.pending_for = Some((instrument, e.seq, e.ts));
+            return;
+        }
+        self.flush();
+        match &e.kind {
+            EventKind::InstrumentAdded { instrument, spec } => {
+                if let Ok(wire) = WireInstrument::new(*instrument, (**spec).clone()) {
+                    let wire = self.instruments.insert(wire);
+                    let idx = *instrument as usize;
+                    if self.feeds.len() <= idx {
+                        self.feeds.resize_with(idx + 1, || None);
+                    }
+                    self.feeds[idx] = Some(InstrumentFeeds::new(&self.hub, wire, &self.config));
+                }
+            }
+            &EventKind::Trade {
+                trade_id,
+                instrument,
+                price,
+                size,
+                aggressor,
+                maker_order,
+                ..
+            } => {
+                if let Some(f) = self.feed_mut(instrument) {
+                    f.trade(e, trade_id, price, size, aggressor);
+                    f.l3(
+                        e.seq,
+                        e.ts,
+                        L3Event::Match {
+                            order_id: maker_order,
+                            price,
+                            size,
+                            trade_id,
+                        },
+                    );
+                }
+            }
+            &EventKind::OrderRested {
+                order_id,
+                instrument,
+                side,
+                price,
+                visible,
+                ..
+            } => {
+                if let Some(f) = self.feed_mut(instrument) {
+                    f.l3(
+                        e.seq,
+                        e.ts,
+                        L3Event::Add {
+                            order_id,
+                            side,
+                            price,
+                            size: visible,
+                        },
+                    );
+                }
+            }
+            &EventKind::OrderAmended {
+                order_id,
+                instrument,
+                visible,
+                priority_kept,
+                ..
+            } => {
+                let event = if priority_kept {
+                    L3Event::Amend {
+                        order_id,
+                        size: visible,
+                    }
+                } else {
+                    L3Event::Delete {
+                        order_id,
+                        reason: "requeue",
+                    }
+                };
+                if let Some(f) = self.feed_mut(instrument) {
+                    f.l3(e.seq, e.ts, event);
+                }
+            }
+            &EventKind::OrderDone {
+                order_id,
+                instrument,
+                reason,
+                ..
+            } => {
+                if let Some(f) = self.feed_mut(instrument) {
+                    f.l3(
+                        e.seq,
+                        e.ts,
+                        L3Event::Delete {
+                            order_id,
+                            reason: reason.as_str(),
+                        },
+                    );
+                }
+            }
+            &EventKind::TradingStatus { instrument, halted } => {
+                if let Some(f) = self.feed_mut(instrument) {
+                    f.ticker.halted = halted;
+                    f.publish_ticker(e.seq, e.ts);
+                }
+            }
+            _ => {}
+        }
+        self.orders.apply(e);
+    }
+
+    /// Advances time with no event (e.g. on heartbeats): closes candles whose interval ended.
+    pub fn tick(&mut self, seq: u64, ts: Timestamp) {
+        for f in self.feeds.iter_mut().flatten() {
+            f.roll_candles(seq, ts);
+        }
+    }
+}

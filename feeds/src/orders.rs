@@ -1,0 +1,481 @@
+//! Order updates routed per account, in engine order, each with the account's own gap-free
+//! sequence number (`seq`, `prev_seq = seq - 1`) so a client can resume. Nothing here is ever
+//! dropped: the hub disconnects a subscriber that falls behind instead.
+//!
+//! Each account topic also answers snapshots with the account's open orders, so a client
+//! starting (or resuming too late) sees its book of orders, then the updates after it.
+
+use crate::hub::{Hub, Message, MessageKind, SnapshotSource, TopicState};
+use crate::instruments::{Instruments, WireInstrument};
+use crate::l3::side_str;
+use crate::topic::Topic;
+use crate::wire::JsonObject;
+use bytes::Bytes;
+use parking_lot::Mutex;
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use ticker_engine::*;
+
+pub fn command_str(c: CommandTag) -> &'static str {
+    match c {
+        CommandTag::Place => "place",
+        CommandTag::Cancel => "cancel",
+        CommandTag::Amend => "amend",
+        CommandTag::MassCancel => "mass_cancel",
+        CommandTag::SessionClosed => "session_closed",
+        CommandTag::AddInstrument => "add_instrument",
+        CommandTag::Halt => "halt",
+        CommandTag::Resume => "resume",
+        CommandTag::Heartbeat => "heartbeat",
+    }
+}
+
+pub fn order_type_str(t: OrderType) -> &'static str {
+    match t {
+        OrderType::Limit => "limit",
+        OrderType::Market => "market",
+        OrderType::StopMarket => "stop_market",
+        OrderType::StopLimit => "stop_limit",
+    }
+}
+
+pub fn tif_str(t: TimeInForce) -> &'static str {
+    match t {
+        TimeInForce::Gtc => "gtc",
+        TimeInForce::Ioc => "ioc",
+        TimeInForce::Fok => "fok",
+        TimeInForce::Gtd => "gtd",
+    }
+}
+
+/// An open order as the account's snapshot shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OpenOrder {
+    pub info: OrderInfo,
+    pub remaining: Lots,
+    pub visible: Lots,
+    pub filled: Lots,
+    pub status: &'static str,
+}
+
+struct AccountState {
+    seq: u64,
+    open: BTreeMap<OrderId, OpenOrder>,
+}
+
+struct AccountStream {
+    topic: Arc<TopicState>,
+    state: Arc<Mutex<AccountState>>,
+}
+
+struct AccountSnapshotter {
+    instruments: Arc<Instruments>,
+    state: Arc<Mutex<AccountState>>,
+}
+
+impl SnapshotSource for AccountSnapshotter {
+    fn snapshot(&self) -> Option<Arc<Message>> {
+        let st = self.state.lock();
+        let mut out = Vec::with_capacity(128 + 256 * st.open.len());
+        JsonObject::new(&mut out)
+            .str("type", "snapshot")
+            .str("channel", "orders")
+            .u64("seq", st.seq)
+            .u64("prev_seq", 0)
+            .raw_with("orders", |o| {
+                o.push(b'[');
+                let mut first = true;
+                for order in st.open.values() {
+                    let Some(wire) = self.instruments.get(order.info.instrument) else {
+                        continue;
+                    };
+                    if !first {
+                        o.push(b',');
+                    }
+                    first = false;
+                    let mut obj = JsonObject::new(o);
+                    write_info(&wire, &order.info, &mut obj);
+                    obj.decimal("remaining", wire.size, order.remaining as i64)
+                        .decimal("visible", wire.size, order.visible as i64)
+                        .decimal("filled", wire.size, order.filled as i64)
+                        .str("status", order.status)
+                        .finish();
+                }
+                o.push(b']');
+            })
+            .finish();
+        Some(Arc::new(Message {
+            seq: st.seq,
+            prev_seq: 0,
+            kind: MessageKind::Snapshot,
+            json: Bytes::from(out),
+        }))
+    }
+}
+
+fn id_str(id: OrderId) -> String {
+    id.0.to_string()
+}
+
+fn write_info(wire: &WireInstrument, i: &OrderInfo, o: &mut JsonObject<'_>) {
+    o.str("order_id", &id_str(i.order_id))
+        .u64("client_id", i.client_id)
+        .str("instrument", wire.symbol())
+        .str("side", side_str(i.side))
+        .str("order_type", order_type_str(i.order_type));
+    if i.order_type.has_limit_price() {
+        o.decimal("price", wire.price, i.price);
+    }
+    if i.order_type.is_stop() {
+        o.decimal("trigger", wire.price, i.trigger);
+    }
+    o.decimal("size", wire.size, i.size as i64)
+        .str("tif", tif_str(i.tif));
+    if i.tif == TimeInForce::Gtd {
+        o.u64("expiry", i.expiry);
+    }
+    if i.post_only {
+        o.bool("post_only", true);
+    }
+    if i.display > 0 {
+        o.decimal("display", wire.size, i.display as i64);
+    }
+}
+
+/// Routes engine events to per-account order-update topics.
+pub struct OrderRouter {
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+    accounts: HashMap<AccountId, AccountStream>,
+}
+
+impl OrderRouter {
+    pub fn new(hub: Arc<Hub>, instruments: Arc<Instruments>) -> Self {
+        OrderRouter {
+            hub,
+            instruments,
+            accounts: HashMap::new(),
+        }
+    }
+
+    fn stream(&mut self, account: AccountId) -> &AccountStream {
+        let (hub, instruments) = (&self.hub, &self.instruments);
+        self.accounts.entry(account).or_insert_with(|| {
+            let topic = hub.topic(Topic::Orders(account));
+            let state = Arc::new(Mutex::new(AccountState {
+                seq: 0,
+                open: BTreeMap::new(),
+            }));
+            topic.set_snapshot_source(Arc::new(AccountSnapshotter {
+                instruments: instruments.clone(),
+                state: state.clone(),
+            }));
+            AccountStream { topic, state }
+        })
+    }
+
+    /// Publishes one update to `account`: `body` writes the event-specific fields, `update`
+    /// changes the open-order state under the same lock.
+    fn publish(
+        &mut self,
+        account: AccountId,
+        event: &Event,
+        name: &str,
+        update: impl FnOnce(&mut BTreeMap<OrderId, OpenOrder>),
+        body: impl FnOnce(&mut JsonObject<'_>),
+    ) {
+        let stream = self.stream(account);
+        let mut st = stream.state.lock();
+        update(&mut st.open);
+        st.seq += 1;
+        let seq = st.seq;
+        let mut out = Vec::with_capacity(320);
+        let mut o = JsonObject::new(&mut out);
+        o.str("type", "order")
+            .str("event", name)
+            .u64("seq", seq)
+            .u64("prev_seq", seq - 1)
+            .u64("engine_seq", event.seq)
+            .u64("ts", event.ts);
+        body(&mut o);
+        o.finish();
+        stream.topic.publish(Arc::new(Message {
+            seq,
+            prev_seq: seq - 1,
+            kind: MessageKind::Update,
+            json: Bytes::from(out),
+        }));
+    }
+
+    pub fn apply(&mut self, e: &Event) {
+        let instruments = self.instruments.clone();
+        let wire_of = |i: InstrumentId| instruments.get(i);
+        match &e.kind {
+            EventKind::PlaceAccepted { corr, order } => {
+                let Some(wire) = wire_of(order.instrument) else {
+                    return;
+                };
+                let open = OpenOrder {
+                    info: *order,
+                    remaining: order.size,
+                    visible: 0,
+                    filled: 0,
+                    status: "new",
+                };
+                self.publish(
+                    order.account,
+                    e,
+                    "accepted",
+                    |m| {
+                        m.insert(order.order_id, open);
+                    },
+                    |o| {
+                        o.u64("corr", *corr);
+                        write_info(&wire, order, o);
+                    },
+                );
+            }
+            EventKind::Accepted {
+                corr,
+                command,
+                account,
+                order_id,
+                instrument,
+            } if *account != 0 => {
+                let symbol = instrument.and_then(wire_of);
+                self.publish(
+                    *account,
+                    e,
+                    "ack",
+                    |_| {},
+                    |o| {
+                        o.u64("corr", *corr).str("command", command_str(*command));
+                        if !order_id.is_none() {
+                            o.str("order_id", &id_str(*order_id));
+                        }
+                        if let Some(w) = symbol {
+                            o.str("instrument", w.symbol());
+                        }
+                    },
+                );
+            }
+            EventKind::Rejected {
+                corr,
+                command,
+                account,
+                client_id,
+                order_id,
+                reason,
+            } if *account != 0 => {
+                self.publish(
+                    *account,
+                    e,
+                    "rejected",
+                    |_| {},
+                    |o| {
+                        o.u64("corr", *corr)
+                            .str("command", command_str(*command))
+                            .str("reason", reason.as_str());
+                        if *client_id != 0 {
+                            o.u64("client_id", *client_id);
+                        }
+                        if !order_id.is_none() {
+                            o.str("order_id", &id_str(*order_id));
+                        }
+                    },
+                );
+            }
+            EventKind::OrderRested {
+                order_id,
+                account,
+                instrument,
+                price,
+                visible,
+                remaining,
+                ..
+            } => {
+                let Some(wire) = wire_of(*instrument) else {
+                    return;
+                };
+                self.publish(
+                    *account,
+                    e,
+                    "rested",
+                    |m| {
+                        if let Some(o) = m.get_mut(order_id) {
+                            o.status = "resting";
+                            o.visible = *visible;
+                            o.remaining = *remaining;
+                            o.info.price = *price;
+                        }
+                    },
+                    |o| {
+                        o.str("order_id", &id_str(*order_id))
+                            .str("instrument", wire.symbol())
+                            .decimal("price", wire.price, *price)
+                            .decimal("visible", wire.size, *visible as i64)
+                            .decimal("remaining", wire.size, *remaining as i64);
+                    },
+                );
+            }
+            EventKind::StopArmed {
+                order_id,
+                account,
+                instrument,
+                trigger,
+                ..
+            }
+            | EventKind::StopTriggered {
+                order_id,
+                account,
+                instrument,
+                trigger,
+                ..
+            } => {
+                let Some(wire) = wire_of(*instrument) else {
+                    return;
+                };
+                let armed = matches!(e.kind, EventKind::StopArmed { .. });
+                let name = if armed {
+                    "stop_armed"
+                } else {
+                    "stop_triggered"
+                };
+                self.publish(
+                    *account,
+                    e,
+                    name,
+                    |m| {
+                        if let Some(o) = m.get_mut(order_id) {
+                            o.status = if armed { "armed" } else { "triggered" };
+                        }
+                    },
+                    |o| {
+                        o.str("order_id", &id_str(*order_id))
+                            .str("instrument", wire.symbol())
+                            .decimal("trigger", wire.price, *trigger);
+                        if let EventKind::StopTriggered { last_price, .. } = e.kind {
+                            o.decimal("last_price", wire.price, last_price);
+                        }
+                    },
+                );
+            }
+            EventKind::Trade {
+                trade_id,
+                instrument,
+                price,
+                size,
+                taker_order,
+                taker_account,
+                maker_order,
+                maker_account,
+                taker_remaining,
+                maker_remaining,
+                ..
+            } => {
+                let Some(wire) = wire_of(*instrument) else {
+                    return;
+                };
+                for (account, order, remaining, liquidity) in [
+                    (*taker_account, *taker_order, *taker_remaining, "taker"),
+                    (*maker_account, *maker_order, *maker_remaining, "maker"),
+                ] {
+                    self.publish(
+                        account,
+                        e,
+                        "fill",
+                        |m| {
+                            if let Some(o) = m.get_mut(&order) {
+                                o.filled += size;
+                                o.remaining = remaining;
+                                o.visible = o.visible.saturating_sub(*size);
+                            }
+                        },
+                        |o| {
+                            o.str("order_id", &id_str(order))
+                                .str("instrument", wire.symbol())
+                                .u64("trade_id", *trade_id)
+                                .decimal("price", wire.price, *price)
+                                .decimal("size", wire.size, *size as i64)
+                                .decimal("remaining", wire.size, remaining as i64)
+                                .str("liquidity", liquidity);
+                        },
+                    );
+                }
+            }
+            EventKind::OrderAmended {
+                order_id,
+                account,
+                instrument,
+                price,
+                trigger,
+                remaining,
+                visible,
+                priority_kept,
+                ..
+            } => {
+                let Some(wire) = wire_of(*instrument) else {
+                    return;
+                };
+                self.publish(
+                    *account,
+                    e,
+                    "amended",
+                    |m| {
+                        if let Some(o) = m.get_mut(order_id) {
+                            o.info.price = *price;
+                            o.info.trigger = *trigger;
+                            o.remaining = *remaining;
+                            o.visible = *visible;
+                        }
+                    },
+                    |o| {
+                        o.str("order_id", &id_str(*order_id))
+                            .str("instrument", wire.symbol())
+                            .decimal("price", wire.price, *price)
+                            .decimal("remaining", wire.size, *remaining as i64)
+                            .decimal("visible", wire.size, *visible as i64)
+                            .bool("priority_kept", *priority_kept);
+                        if *trigger != 0 {
+                            o.decimal("trigger", wire.price, *trigger);
+                        }
+                    },
+                );
+            }
+            EventKind::OrderDone {
+                order_id,
+                account,
+                instrument,
+                filled,
+                cancelled,
+                reason,
+                ..
+            } => {
+                let Some(wire) = wire_of(*instrument) else {
+                    return;
+                };
+                self.publish(
+                    *account,
+                    e,
+                    "done",
+                    |m| {
+                        m.remove(order_id);
+                    },
+                    |o| {
+                        o.str("order_id", &id_str(*order_id))
+                            .str("instrument", wire.symbol())
+                            .str("reason", reason.as_str())
+                            .decimal("filled", wire.size, *filled as i64)
+                            .decimal("cancelled", wire.size, *cancelled as i64);
+                    },
+                );
+            }
+            _ => {}
+        }
+    }
+
+    /// Number of accounts with a stream.
+    pub fn accounts(&self) -> usize {
+        self.accounts.len()
+    }
+}
