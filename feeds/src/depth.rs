@@ -10,7 +10,8 @@
 //!
 //! ## Checksum
 //! CRC-32 (IEEE 802.3, the one in zlib) of one ASCII string: for each of the best 10 asks from
-//! the lowest price up, then each of the best 10 bids from the highest price down, the price
+//! the lowest price up, then each of the best 10 bids from the highest price down (fewer when
+//! the subscribed window `N` is below 10: then the best `N`), the price
 //! and then the size, each written as on the wire with the decimal point removed and leading
 //! zeros stripped (a zero size never appears: such levels are gone). The result is sent as an
 //! unsigned 32-bit integer. Worked example in `docs/feeds.md` and in the tests below.
@@ -75,9 +76,12 @@ impl DepthBook {
         }
     }
 
-    pub fn checksum(&self, wire: &WireInstrument) -> u32 {
-        let asks: Vec<_> = self.levels(Side::Sell).take(CHECKSUM_LEVELS).collect();
-        let bids: Vec<_> = self.levels(Side::Buy).take(CHECKSUM_LEVELS).collect();
+    /// The checksum over the best `min(window, 10)` levels per side, where `window` is the
+    /// depth subscribers hold.
+    pub fn checksum(&self, wire: &WireInstrument, window: usize) -> u32 {
+        let n = CHECKSUM_LEVELS.min(window);
+        let asks: Vec<_> = self.levels(Side::Sell).take(n).collect();
+        let bids: Vec<_> = self.levels(Side::Buy).take(n).collect();
         checksum(wire, &asks, &bids)
     }
 }
@@ -264,7 +268,7 @@ impl DepthView {
         if !any {
             return false;
         }
-        let sum = st.book.checksum(&self.wire);
+        let sum = st.book.checksum(&self.wire, self.levels);
         let json = encode(
             &self.wire,
             "update",

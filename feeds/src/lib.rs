@@ -20,7 +20,7 @@ pub mod topic;
 pub mod wire;
 
 pub use hub::{
-    Delivery, Ended, Hub, HubConfig, Message, MessageKind, SnapshotReason, Subscription,
+    Delivery, Ended, Hub, HubConfig, HubStats, Message, MessageKind, SnapshotReason, Subscription,
 };
 pub use instruments::{Instruments, WireInstrument};
 pub use market_data::{FeedsConfig, MarketData};

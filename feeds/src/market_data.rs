@@ -11,7 +11,7 @@ use crate::depth::DepthView;
 use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::{self, L3Event, L3Snapshotter, L3State};
-use crate::orders::OrderRouter;
+use crate::orders::{Accounts, OrderRouter};
 use crate::ticker::{self, Rolling24h, TickerState};
 use crate::topic::{Channel, Interval, Topic};
 use crate::wire::JsonObject;
@@ -252,6 +252,7 @@ pub struct MarketData {
     hub: Arc<Hub>,
     instruments: Arc<Instruments>,
     feeds: Vec<Option<InstrumentFeeds>>,
+    accounts: Arc<Accounts>,
     orders: OrderRouter,
     pending: Vec<(Side, Ticks, Lots)>,
     pending_for: Option<(InstrumentId, u64, Timestamp)>,
@@ -259,8 +260,10 @@ pub struct MarketData {
 
 impl MarketData {
     pub fn new(config: FeedsConfig, hub: Arc<Hub>, instruments: Arc<Instruments>) -> Self {
+        let accounts = Arc::new(Accounts::new(hub.clone(), instruments.clone()));
         MarketData {
-            orders: OrderRouter::new(hub.clone(), instruments.clone()),
+            orders: OrderRouter::new(accounts.clone()),
+            accounts,
             config,
             hub,
             instruments,
@@ -272,6 +275,11 @@ impl MarketData {
 
     pub fn hub(&self) -> &Arc<Hub> {
         &self.hub
+    }
+
+    /// Per-account order streams: subscribe to an account's order updates through this.
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
     }
 
     pub fn instruments(&self) -> &Arc<Instruments> {

@@ -5,7 +5,7 @@
 //! Each account topic also answers snapshots with the account's open orders, so a client
 //! starting (or resuming too late) sees its book of orders, then the updates after it.
 
-use crate::hub::{Hub, Message, MessageKind, SnapshotSource, TopicState};
+use crate::hub::{Hub, Message, MessageKind, SnapshotSource, Subscription, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::side_str;
 use crate::topic::Topic;
@@ -142,36 +142,74 @@ fn write_info(wire: &WireInstrument, i: &OrderInfo, o: &mut JsonObject<'_>) {
     }
 }
 
-/// Routes engine events to per-account order-update topics.
-pub struct OrderRouter {
+/// The per-account order streams, shared by the router (their only writer) and the fronts,
+/// which open a stream before subscribing so that even a new account's subscriber starts from
+/// its (empty) open-orders snapshot.
+pub struct Accounts {
     hub: Arc<Hub>,
     instruments: Arc<Instruments>,
-    accounts: HashMap<AccountId, AccountStream>,
+    streams: Mutex<HashMap<AccountId, Arc<AccountStream>>>,
 }
 
-impl OrderRouter {
+impl Accounts {
     pub fn new(hub: Arc<Hub>, instruments: Arc<Instruments>) -> Self {
-        OrderRouter {
+        Accounts {
             hub,
             instruments,
-            accounts: HashMap::new(),
+            streams: Mutex::new(HashMap::new()),
         }
     }
 
-    fn stream(&mut self, account: AccountId) -> &AccountStream {
-        let (hub, instruments) = (&self.hub, &self.instruments);
-        self.accounts.entry(account).or_insert_with(|| {
-            let topic = hub.topic(Topic::Orders(account));
-            let state = Arc::new(Mutex::new(AccountState {
-                seq: 0,
-                open: BTreeMap::new(),
-            }));
-            topic.set_snapshot_source(Arc::new(AccountSnapshotter {
-                instruments: instruments.clone(),
-                state: state.clone(),
-            }));
-            AccountStream { topic, state }
-        })
+    fn stream(&self, account: AccountId) -> Arc<AccountStream> {
+        self.streams
+            .lock()
+            .entry(account)
+            .or_insert_with(|| {
+                let topic = self.hub.topic(Topic::Orders(account));
+                let state = Arc::new(Mutex::new(AccountState {
+                    seq: 0,
+                    open: BTreeMap::new(),
+                }));
+                topic.set_snapshot_source(Arc::new(AccountSnapshotter {
+                    instruments: self.instruments.clone(),
+                    state: state.clone(),
+                }));
+                Arc::new(AccountStream { topic, state })
+            })
+            .clone()
+    }
+
+    /// Subscribes to an account's order updates (see [`Hub::subscribe`]).
+    pub fn subscribe(&self, account: AccountId, from_seq: Option<u64>) -> Subscription {
+        self.stream(account);
+        self.hub.subscribe(Topic::Orders(account), from_seq)
+    }
+
+    /// Number of accounts with a stream.
+    pub fn len(&self) -> usize {
+        self.streams.lock().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Routes engine events to per-account order-update topics.
+pub struct OrderRouter {
+    accounts: Arc<Accounts>,
+    instruments: Arc<Instruments>,
+    /// The router's own handles, so routing an event takes no shared lock.
+    cache: HashMap<AccountId, Arc<AccountStream>>,
+}
+
+impl OrderRouter {
+    pub fn new(accounts: Arc<Accounts>) -> Self {
+        OrderRouter {
+            instruments: accounts.instruments.clone(),
+            accounts,
+            cache: HashMap::new(),
+        }
     }
 
     /// Publishes one update to `account`: `body` writes the event-specific fields, `update`
@@ -184,7 +222,11 @@ impl OrderRouter {
         update: impl FnOnce(&mut BTreeMap<OrderId, OpenOrder>),
         body: impl FnOnce(&mut JsonObject<'_>),
     ) {
-        let stream = self.stream(account);
+        let accounts = &self.accounts;
+        let stream = self
+            .cache
+            .entry(account)
+            .or_insert_with(|| accounts.stream(account));
         let mut st = stream.state.lock();
         update(&mut st.open);
         st.seq += 1;
@@ -472,10 +514,5 @@ impl OrderRouter {
             }
             _ => {}
         }
-    }
-
-    /// Number of accounts with a stream.
-    pub fn accounts(&self) -> usize {
-        self.accounts.len()
     }
 }
