@@ -15,6 +15,8 @@ pub mod instruments;
 pub mod l3;
 pub mod market_data;
 pub mod orders;
+pub mod record;
+pub mod sim;
 pub mod ticker;
 pub mod topic;
 pub mod wire;
