@@ -77,11 +77,14 @@ pub(crate) struct State {
     /// Head slot of each session's list of live orders.
     sessions: FxHashMap<SessionId, u32>,
     client_ids: FxHashMap<(AccountId, ClientOrderId), u32>,
-    expiries: BinaryHeap<Reverse<(Timestamp, OrderId)>>,
+    /// GTD orders by expiry, then by acceptance (the sequence number of their `PlaceAccepted`),
+    /// so orders expiring at the same time leave in the order they arrived.
+    expiries: BinaryHeap<Reverse<(Timestamp, u64, OrderId)>>,
     /// Levels the current command touched; flushed as `LevelChanged` at its end.
     dirty: Vec<(InstrumentId, Side, Ticks)>,
-    /// Stops triggered and waiting to execute, in trigger order.
-    triggered: VecDeque<u32>,
+    /// Stops triggered and waiting to execute, in trigger order, with the last trade price
+    /// that triggered each.
+    triggered: VecDeque<(u32, Ticks)>,
 }
 
 impl Default for Engine {
@@ -178,7 +181,8 @@ impl Engine {
 
     /// Applies one command and appends its events to `out` (which is not cleared).
     ///
-    /// First, GTD orders whose expiry is at or before `cmd.ts` expire. Then the command is
+    /// First, GTD orders whose expiry is at or before `cmd.ts` expire (earliest expiry first,
+    /// orders with the same expiry in order of acceptance). Then the command is
     /// validated; a place is checked in this order, the first failure being the reject reason:
     /// account, instrument, halted, size (invalid, too small, too large), limit price (invalid,
     /// band), trigger (invalid, band), time in force and post-only fit, expiry, display size,
@@ -211,7 +215,7 @@ impl Engine {
     }
 
     fn expire(&mut self, ts: Timestamp, out: &mut Vec<Event>) {
-        while let Some(&Reverse((expiry, id))) = self.st.expiries.peek() {
+        while let Some(&Reverse((expiry, _, id))) = self.st.expiries.peek() {
             if expiry > ts {
                 break;
             }
@@ -351,9 +355,6 @@ impl Engine {
         }
         let order_id = o.id;
         st.index(slot);
-        if p.tif == TimeInForce::Gtd {
-            st.expiries.push(Reverse((p.expiry, order_id)));
-        }
         let info = OrderInfo {
             order_id,
             account: p.account,
@@ -372,6 +373,9 @@ impl Engine {
             stp: p.stp,
         };
         st.emit(out, ts, EventKind::PlaceAccepted { corr, order: info });
+        if p.tif == TimeInForce::Gtd {
+            st.expiries.push(Reverse((p.expiry, st.seq, order_id)));
+        }
         let book = &mut self.books[p.instrument as usize];
         if p.order_type.is_stop() {
             st.arm(book, slot, ts, out);
@@ -516,6 +520,8 @@ impl Engine {
         self.st.amend(book, slot, a, ts, out);
     }
 
+    /// Cancels the account's live orders (resting and armed) that match the filters, newest
+    /// first: the account's list is kept newest first.
     fn mass_cancel(
         &mut self,
         corr: Correlation,
@@ -569,6 +575,7 @@ impl Engine {
         }
     }
 
+    /// Cancels every live order tagged with `session`, newest first like a mass cancel.
     fn session_closed(
         &mut self,
         corr: Correlation,
@@ -987,7 +994,9 @@ impl State {
                             self.finish(book, taker, DoneReason::SelfTrade, ts, out);
                             return false;
                         }
+                        // The taker shrinks without trading: say so, so its size adds up.
                         self.pool.get_mut(taker).remaining -= q;
+                        self.emit_amended(taker, true, ts, out);
                     }
                 }
                 continue;
@@ -1138,7 +1147,9 @@ impl State {
 
     /// Executes every stop the last trade price has reached, and those their trades reach, in
     /// order: buy stops by trigger ascending, sell stops by trigger descending, ties by arrival.
-    /// A stop once triggered executes even if later trades move the price back.
+    /// A stop once triggered executes even if later trades move the price back; its
+    /// `StopTriggered` reports the last trade price that triggered it, not the price when its
+    /// turn to execute comes.
     pub(crate) fn run_triggered_stops(
         &mut self,
         book: &mut Book,
@@ -1147,12 +1158,12 @@ impl State {
     ) {
         loop {
             while let Some(e) = book.pop_triggered() {
-                self.triggered.push_back(e.slot);
+                let last_price = book.last_price.unwrap_or_default();
+                self.triggered.push_back((e.slot, last_price));
             }
-            let Some(slot) = self.triggered.pop_front() else {
+            let Some((slot, last_price)) = self.triggered.pop_front() else {
                 return;
             };
-            let last_price = book.last_price.unwrap_or_default();
             let o = self.pool.get_mut(slot);
             o.flags &= !FLAG_STOP_ARMED;
             let (side, account, stp, remaining, order_type, price, tif) = (
