@@ -279,6 +279,7 @@ pub fn encode_command(cmd: &Command, out: &mut Vec<u8>) {
     w.u8(cmd.kind.tag() as u8);
     w.u64(cmd.ts);
     w.u64(cmd.corr);
+    w.u64(cmd.deadline);
     match &cmd.kind {
         CommandKind::Place(p) => {
             w.u64(p.account);
@@ -326,6 +327,7 @@ pub fn decode_command(buf: &[u8]) -> Result<(Command, usize), CodecError> {
     let tag = r.command_tag()?;
     let ts = r.u64()?;
     let corr = r.u64()?;
+    let deadline = r.u64()?;
     let kind = match tag {
         CommandTag::Place => CommandKind::Place(Place {
             account: r.u64()?,
@@ -369,7 +371,15 @@ pub fn decode_command(buf: &[u8]) -> Result<(Command, usize), CodecError> {
         },
         CommandTag::Heartbeat => CommandKind::Heartbeat,
     };
-    Ok((Command { ts, corr, kind }, r.pos))
+    Ok((
+        Command {
+            ts,
+            corr,
+            deadline,
+            kind,
+        },
+        r.pos,
+    ))
 }
 
 /// Appends the encoding of `event` to `out`.
@@ -757,6 +767,7 @@ mod tests {
             .into_iter()
             .enumerate()
             .map(|(i, kind)| Command {
+                deadline: 0,
                 ts: 10 + i as u64,
                 corr: i as u64,
                 kind,

@@ -6,14 +6,29 @@ use crate::types::*;
 
 /// A command with the ingress timestamp and the caller's correlation id.
 ///
-/// The engine never reads a clock: `ts` (stamped when the command entered the ingress) drives
-/// GTD expiry and is copied onto every event the command produces, so replaying the same
-/// commands gives the same events.
+/// The engine never reads a clock: `ts` (stamped at ingress; the threaded pipeline can stamp it
+/// when the engine thread takes the command) drives GTD expiry and deadlines and is copied onto
+/// every event the command produces, so replaying the same commands gives the same events.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Command {
     pub ts: Timestamp,
     pub corr: Correlation,
+    /// The caller gives up after this time: a command whose `ts` is later is rejected with
+    /// [`crate::RejectReason::DeadlineExceeded`] without being executed. `0`: no deadline.
+    pub deadline: Timestamp,
     pub kind: CommandKind,
+}
+
+impl Command {
+    /// A command with no deadline.
+    pub fn new(ts: Timestamp, corr: Correlation, kind: CommandKind) -> Self {
+        Command {
+            ts,
+            corr,
+            deadline: 0,
+            kind,
+        }
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]

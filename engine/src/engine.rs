@@ -182,7 +182,8 @@ impl Engine {
     /// Applies one command and appends its events to `out` (which is not cleared).
     ///
     /// First, GTD orders whose expiry is at or before `cmd.ts` expire (earliest expiry first,
-    /// orders with the same expiry in order of acceptance). Then the command is
+    /// orders with the same expiry in order of acceptance). A command past its deadline is then
+    /// rejected with [`RejectReason::DeadlineExceeded`]. Otherwise the command is
     /// validated; a place is checked in this order, the first failure being the reject reason:
     /// account, instrument, halted, size (invalid, too small, too large), limit price (invalid,
     /// band), trigger (invalid, band), time in force and post-only fit, expiry, display size,
@@ -191,6 +192,22 @@ impl Engine {
         let ts = cmd.ts;
         let corr = cmd.corr;
         self.expire(ts, out);
+        if cmd.deadline != 0 && ts > cmd.deadline && cmd.kind.tag() != CommandTag::Heartbeat {
+            let kind = rejected(
+                corr,
+                cmd.kind.tag(),
+                cmd.kind.account(),
+                match &cmd.kind {
+                    CommandKind::Place(p) => p.client_id,
+                    _ => 0,
+                },
+                OrderId::NONE,
+                RejectReason::DeadlineExceeded,
+            );
+            self.st.emit(out, ts, kind);
+            // Expirations above may have changed levels.
+            return self.st.flush_levels(&self.books, ts, out);
+        }
         match &cmd.kind {
             CommandKind::Place(p) => self.place(corr, ts, p, out),
             CommandKind::Cancel(c) => self.cancel(corr, ts, c, out),

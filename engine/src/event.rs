@@ -194,10 +194,12 @@ pub enum RejectReason {
     InvalidAccount = 23,
     /// Too many instruments for one engine (`EngineConfig::max_instruments`).
     TooManyInstruments = 24,
+    /// The command reached the engine after its deadline; it was not executed.
+    DeadlineExceeded = 25,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 24] = [
+    pub const ALL: [RejectReason; 25] = [
         RejectReason::UnknownInstrument,
         RejectReason::OffTick,
         RejectReason::OffLot,
@@ -222,6 +224,7 @@ impl RejectReason {
         RejectReason::InvalidInstrumentSpec,
         RejectReason::InvalidAccount,
         RejectReason::TooManyInstruments,
+        RejectReason::DeadlineExceeded,
     ];
 
     /// Stable snake_case name used on the wire and in metrics.
@@ -251,6 +254,7 @@ impl RejectReason {
             RejectReason::InvalidInstrumentSpec => "invalid_instrument_spec",
             RejectReason::InvalidAccount => "invalid_account",
             RejectReason::TooManyInstruments => "too_many_instruments",
+            RejectReason::DeadlineExceeded => "deadline_exceeded",
         }
     }
 }

@@ -25,11 +25,11 @@
 //!     band: Decimal::new(1, 1),            // ±10%
 //! };
 //! let mut events = Vec::new();
-//! engine.apply(&Command { ts: 1, corr: 1, kind: CommandKind::AddInstrument(Box::new(spec)) }, &mut events);
+//! engine.apply(&Command::new(1, 1, CommandKind::AddInstrument(Box::new(spec))), &mut events);
 //! let ask = Place::limit(7, 0, Side::Sell, 5_000_000, 10_000); // 50000.00 x 1.0000
-//! engine.apply(&Command { ts: 2, corr: 2, kind: CommandKind::Place(ask) }, &mut events);
+//! engine.apply(&Command::new(2, 2, CommandKind::Place(ask)), &mut events);
 //! let bid = Place::limit(8, 0, Side::Buy, 5_000_000, 4_000);
-//! engine.apply(&Command { ts: 3, corr: 3, kind: CommandKind::Place(bid) }, &mut events);
+//! engine.apply(&Command::new(3, 3, CommandKind::Place(bid)), &mut events);
 //! assert!(events.iter().any(|e| matches!(e.kind, EventKind::Trade { size: 4_000, .. })));
 //! assert_eq!(engine.book(0).unwrap().best_ask(), Some(5_000_000));
 //! ```

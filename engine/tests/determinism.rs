@@ -204,6 +204,7 @@ impl Stream {
             _ => CommandKind::Heartbeat,
         };
         Command {
+            deadline: 0,
             ts: self.ts,
             corr: self.corr,
             kind,
@@ -257,6 +258,7 @@ fn run_identically(seed: u64, commands: usize, configs: [EngineConfig; 2]) -> Ta
     let mut tally = Tally::default();
     for k in 0..INSTRUMENTS {
         let cmd = Command {
+            deadline: 0,
             ts: 0,
             corr: 0,
             kind: CommandKind::AddInstrument(Box::new(spec(k))),

@@ -460,9 +460,16 @@ impl Harness {
             ),
             Action::Heartbeat => (CommandKind::Heartbeat, CommandKind::Heartbeat),
         };
+        // Every 23rd command arrives after its deadline, every 5th well within one.
+        let deadline = match self.corr {
+            c if c % 23 == 0 => self.ts - 1,
+            c if c % 5 == 0 => self.ts + 1_000,
+            _ => 0,
+        };
         let command = |kind| Command {
             ts: self.ts,
             corr: self.corr,
+            deadline,
             kind,
         };
         (command(engine), command(reference))

@@ -55,6 +55,7 @@ impl Venue {
         self.ts = ts;
         self.corr += 1;
         let cmd = Command {
+            deadline: 0,
             ts,
             corr: self.corr,
             kind,
@@ -944,4 +945,33 @@ fn capacity_exhausted_rejects_and_leaves_book_intact() {
 
     v.cancel(1, OrderRef::Id(a)).unwrap();
     assert!(v.place(Place::limit(2, 0, BUY, 99, 1)).is_ok());
+}
+
+#[test]
+fn command_reaching_the_engine_after_its_deadline_is_rejected_and_not_executed() {
+    let mut v = Venue::new();
+    let ts = v.ts + 10;
+    v.ts = ts;
+    v.corr += 1;
+    let late = Command {
+        ts,
+        corr: v.corr,
+        deadline: ts - 1,
+        kind: CommandKind::Place(Place::limit(1, 0, SELL, 100, 5)),
+    };
+    v.events = v.engine.apply_collect(&late);
+    assert_eq!(v.outcome(), Err(RejectReason::DeadlineExceeded));
+    assert_eq!(v.engine.book(0).unwrap().best_ask(), None, "nothing rested");
+    let on_time = Command {
+        ts: ts + 1,
+        corr: v.corr + 1,
+        deadline: ts + 1,
+        kind: CommandKind::Place(Place::limit(1, 0, SELL, 100, 5)),
+    };
+    v.events = v.engine.apply_collect(&on_time);
+    assert!(
+        v.outcome().is_ok(),
+        "a deadline equal to ts is still in time"
+    );
+    assert_eq!(v.engine.book(0).unwrap().best_ask(), Some(100));
 }

@@ -202,6 +202,7 @@ mod tests {
         let ins = Instrument::new(0, spec.clone()).unwrap();
         let mut sim = Simulator::new(SimConfig::default(), &[ins], 0);
         let mut cmds = vec![Command {
+            deadline: 0,
             ts: 0,
             corr: 0,
             kind: ticker_engine::CommandKind::AddInstrument(Box::new(spec)),

@@ -173,6 +173,7 @@ impl Simulator {
         }
         self.corr += 1;
         Command {
+            deadline: 0,
             ts: self.now,
             corr: self.corr,
             kind: self.queue.pop_front().unwrap_or(CommandKind::Heartbeat),
@@ -342,6 +343,7 @@ mod tests {
         for (i, x) in ins.iter().enumerate() {
             engine.apply(
                 &Command {
+                    deadline: 0,
                     ts: 0,
                     corr: i as u64,
                     kind: CommandKind::AddInstrument(Box::new(x.spec.clone())),

@@ -48,6 +48,7 @@ impl Rig {
         self.ts += 1_000_000;
         self.events.clear();
         let cmd = Command {
+            deadline: 0,
             ts: self.ts,
             corr: self.ts,
             kind,

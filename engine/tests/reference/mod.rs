@@ -208,6 +208,22 @@ impl Reference {
         self.ts = cmd.ts;
         self.expire();
         let corr = cmd.corr;
+        if cmd.deadline != 0 && cmd.ts > cmd.deadline && cmd.kind != CommandKind::Heartbeat {
+            let client_id = match &cmd.kind {
+                CommandKind::Place(p) => p.client_id,
+                _ => 0,
+            };
+            self.emit(EventKind::Rejected {
+                corr,
+                command: cmd.kind.tag(),
+                account: cmd.kind.account(),
+                client_id,
+                order_id: OrderId::NONE,
+                reason: RejectReason::DeadlineExceeded,
+            });
+            self.level_changes();
+            return std::mem::take(&mut self.out);
+        }
         match &cmd.kind {
             CommandKind::Place(p) => self.place(corr, p),
             CommandKind::Cancel(c) => self.cancel(corr, c),

@@ -10,11 +10,11 @@ fn main() -> anyhow::Result<()> {
         .into_iter()
         .enumerate()
     {
-        let cmd = ticker_engine::Command {
-            ts: 0,
-            corr: i as u64,
-            kind: ticker_engine::CommandKind::AddInstrument(Box::new(spec)),
-        };
+        let cmd = ticker_engine::Command::new(
+            0,
+            i as u64,
+            ticker_engine::CommandKind::AddInstrument(Box::new(spec)),
+        );
         engine.apply(&cmd, &mut events);
     }
     for book in engine.books() {
