@@ -137,6 +137,12 @@ impl<'a> JsonObject<'a> {
 
 pub fn write_json_string(value: &str, out: &mut Vec<u8>) {
     out.push(b'"');
+    // Names, symbols and reasons never need escaping: copy them whole.
+    if !value.bytes().any(|b| b == b'"' || b == b'\\' || b < 0x20) {
+        out.extend_from_slice(value.as_bytes());
+        out.push(b'"');
+        return;
+    }
     for c in value.chars() {
         match c {
             '"' => out.extend_from_slice(b"\\\""),
