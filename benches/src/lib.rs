@@ -1,1 +1,20 @@
-//! `ticker-benches`: the `ticker-bench` tool and criterion benches of the core.
+//! `ticker-benches`: the `ticker-bench` load tool and the criterion benches of the core.
+//!
+//! - [`workload`] generates seeded command streams, entirely before anything is timed;
+//!   [`rng`] is the tiny generator behind it.
+//! - [`engine_load`] is `ticker-bench engine`: throughput and latency of the matching engine,
+//!   called directly (`book` mode) or through the threaded pipeline ([`pipeline_load`]).
+//! - [`report`] turns measurements into the one-line JSON reports the tool prints.
+//!
+//! `benches/book.rs` holds the criterion micro-benches of single book operations.
+//!
+//! ```sh
+//! cargo run --release -p ticker-benches --bin ticker-bench -- engine --mode book
+//! cargo bench -p ticker-benches --bench book
+//! ```
+
+pub mod engine_load;
+pub mod pipeline_load;
+pub mod report;
+pub mod rng;
+pub mod workload;

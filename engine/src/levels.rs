@@ -306,7 +306,7 @@ mod tests {
 
     #[test]
     fn bids_best_is_highest_and_asks_lowest_across_ladder_and_far_prices() {
-        let mut pool = OrderPool::new(16);
+        let mut pool = OrderPool::new(16, false);
         // A ladder of 8 ticks around 100 on a band of 50..=150.
         let mut bids = PriceLevels::new(Side::Buy, 50, 150, 100, 8);
         let mut asks = PriceLevels::new(Side::Sell, 50, 150, 100, 8);
@@ -326,7 +326,7 @@ mod tests {
 
     #[test]
     fn unlinking_keeps_fifo_and_moves_best() {
-        let mut pool = OrderPool::new(16);
+        let mut pool = OrderPool::new(16, false);
         let mut asks = PriceLevels::new(Side::Sell, 1, 1000, 500, 1 << 10);
         let a = order(&mut pool, 500, 2);
         let b = order(&mut pool, 500, 3);

@@ -43,6 +43,8 @@ pub mod event;
 pub mod instrument;
 mod levels;
 mod order;
+pub mod pipeline;
+pub mod ring;
 pub mod types;
 
 pub use book::Book;
@@ -51,4 +53,5 @@ pub use engine::{Engine, EngineConfig, OrderView};
 pub use event::*;
 pub use instrument::{Instrument, InstrumentSpec, SpecError};
 pub use levels::Level;
+pub use pipeline::{Batch, Clock, Egress, Ingress, Pipeline, PipelineConfig, SubmitError};
 pub use types::*;

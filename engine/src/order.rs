@@ -101,16 +101,26 @@ pub(crate) struct OrderPool {
 }
 
 impl OrderPool {
-    /// Reserves room for `capacity` orders. Pages of the slab are only touched (and so only
-    /// cost memory) once orders use them.
-    pub fn new(capacity: usize) -> Self {
+    /// Reserves room for `capacity` orders. Without `prefault`, pages of the slab are only
+    /// touched (and so only cost memory) once orders use them; with it, every slot is written
+    /// now and chained into the free list in ascending order.
+    pub fn new(capacity: usize, prefault: bool) -> Self {
         let capacity = capacity.min(NIL as usize - 1) as u32;
-        OrderPool {
+        let mut pool = OrderPool {
             slots: Vec::with_capacity(capacity as usize),
             free_head: NIL,
             capacity,
             live: 0,
+        };
+        if prefault {
+            pool.slots
+                .resize_with(capacity as usize, || Order::vacant(0));
+            for slot in (0..capacity).rev() {
+                pool.slots[slot as usize].next = pool.free_head;
+                pool.free_head = slot;
+            }
         }
+        pool
     }
 
     pub fn live(&self) -> usize {
@@ -175,7 +185,7 @@ mod tests {
 
     #[test]
     fn recycled_slots_get_new_ids_and_old_ids_stop_resolving() {
-        let mut pool = OrderPool::new(2);
+        let mut pool = OrderPool::new(2, false);
         let a = pool.alloc().unwrap();
         let id_a = pool.get(a).id;
         let b = pool.alloc().unwrap();
@@ -189,6 +199,18 @@ mod tests {
         assert_eq!(pool.find(pool.get(b).id), Some(b));
         assert_eq!(pool.find(OrderId::NONE), None);
         assert_eq!(pool.live(), 2);
+    }
+
+    #[test]
+    fn a_prefaulted_pool_hands_out_every_slot_once_in_order() {
+        let mut pool = OrderPool::new(3, true);
+        let slots: Vec<_> = (0..3).map(|_| pool.alloc().unwrap()).collect();
+        assert_eq!(slots, vec![0, 1, 2]);
+        assert!(pool.alloc().is_none());
+        let id = pool.get(1).id;
+        pool.free(1);
+        assert_eq!(pool.find(id), None);
+        assert_eq!(pool.alloc(), Some(1));
     }
 
     #[test]

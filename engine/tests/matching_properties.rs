@@ -307,13 +307,15 @@ fn scenario() -> impl Strategy<Value = Scenario> {
             prop_oneof![4 => Just(4096usize), 1 => 3usize..=12],
             prop_oneof![2 => Just(1usize << 18), 1 => Just(5usize), 1 => Just(16usize)],
             prop_oneof![Just(instruments), Just(8)],
+            any::<bool>(),
         )
             .prop_map(
-                |(order_capacity, ladder_ticks, max_instruments)| EngineConfig {
+                |(order_capacity, ladder_ticks, max_instruments, prefault)| EngineConfig {
                     order_capacity,
                     max_instruments,
                     ladder_ticks,
                     index_capacity: 16,
+                    prefault,
                 },
             );
         let step = (prop_oneof![3 => 0u64..3, 1 => 3u64..40], action(n))

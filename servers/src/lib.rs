@@ -1,6 +1,7 @@
 //! `ticker-servers`: the gRPC and WebSocket fronts of tickerd and the `tickerd` binary.
 //!
-//! So far it holds the embedded default configuration; the gRPC and WebSocket issues add the
-//! fronts.
+//! [`market`] runs the engine thread, the feeds thread and the simulator, and gives the fronts
+//! one order-entry API; [`defaults`] is the embedded configuration.
 
 pub mod defaults;
+pub mod market;

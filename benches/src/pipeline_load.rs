@@ -1,0 +1,212 @@
+//! `ticker-bench engine --mode pipeline`: the workload through the threaded pipeline
+//! ([`ticker_engine::pipeline`]): one producer thread submits through an [`Ingress`], the engine
+//! thread matches, one consumer thread drains event [`Batch`]es from the [`Egress`].
+//!
+//! - The throughput pass submits as fast as the ingress accepts and ends when the consumer
+//!   sees the outcome of the last operation.
+//! - The latency pass submits open-loop at a fixed rate (by default half the throughput just
+//!   measured, so queues stay short) and measures, per operation, from the time it was
+//!   *scheduled* to be sent until the consumer sees its outcome event (matched by `corr`).
+//!   Measuring from the schedule rather than the actual send keeps a stalled producer from
+//!   hiding the delay it caused (coordinated omission).
+//!
+//! [`Ingress`]: ticker_engine::Ingress
+//! [`Batch`]: ticker_engine::Batch
+
+use crate::engine_load::tally;
+use crate::report::{latency_histogram, record_ns, LatencySummary, ModeReport, Outcomes};
+use crate::workload::Workload;
+use anyhow::{anyhow, bail, Context};
+use hdrhistogram::Histogram;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+use ticker_engine::pipeline::{Pipeline, PipelineConfig, RecvTimeoutError};
+use ticker_engine::ring::WaitStrategy;
+use ticker_engine::{Command, Correlation, EventKind};
+
+/// A paced producer ahead of schedule by more than this sleeps instead of yielding.
+const PACING_SLEEP_THRESHOLD: Duration = Duration::from_micros(200);
+/// A pass fails when the consumer sees no event for this long while outcomes are missing.
+const STALL_TIMEOUT: Duration = Duration::from_secs(10);
+/// Share of the measured throughput the latency pass submits at when no rate is given.
+const DEFAULT_LOAD_PERCENT: f64 = 50.0;
+
+/// How the pipeline is driven.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct PipelineLoad {
+    /// How the producer, engine and consumer threads wait.
+    pub wait: WaitStrategy,
+    /// Submission rate of the latency pass in operations a second; `None` for
+    /// [`DEFAULT_LOAD_PERCENT`] of the throughput pass's rate.
+    pub latency_rate: Option<f64>,
+}
+
+/// What one pass through the pipeline saw.
+struct Pass {
+    /// From the first submit until the consumer saw the last outcome.
+    elapsed: Duration,
+    last_seq: u64,
+    histogram: Option<Histogram<u64>>,
+    outcomes: Outcomes,
+}
+
+/// Both passes of pipeline mode.
+pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeReport> {
+    let throughput = run_pass(workload, load.wait, None)?;
+    let ops = workload.ops.len() as u64;
+    let ops_per_sec = ops as f64 / throughput.elapsed.as_secs_f64();
+    let rate = load
+        .latency_rate
+        .unwrap_or(ops_per_sec * DEFAULT_LOAD_PERCENT / 100.0);
+    if !(rate.is_finite() && rate > 0.0) {
+        bail!("the latency pass needs a positive submission rate, got {rate} ops/s");
+    }
+    let latency = run_pass(workload, load.wait, Some(rate))?;
+    if latency.last_seq != throughput.last_seq {
+        bail!(
+            "the two passes diverged: last event seq {} in the throughput pass, {} in the \
+             latency pass",
+            throughput.last_seq,
+            latency.last_seq
+        );
+    }
+    let histogram = latency
+        .histogram
+        .ok_or_else(|| anyhow!("the latency pass recorded no histogram"))?;
+    Ok(ModeReport {
+        mode: "pipeline",
+        ops,
+        ops_per_sec,
+        latency: LatencySummary::of(&histogram),
+        outcomes: latency.outcomes,
+        note: format!(
+            "ops_per_sec from a pass submitting as fast as the ingress accepts, until the \
+             consumer saw the last outcome; latency percentiles from a separate pass on a fresh \
+             engine submitting open-loop at {rate:.0} ops/s, from each op's scheduled send time \
+             to the consumer seeing its outcome event (Instant reads included); wait strategy \
+             {:?}; 1 producer, engine and 1 consumer thread",
+            load.wait
+        ),
+        workload: workload.config.describe(),
+    })
+}
+
+/// Runs the measured operations through a fresh pipeline. With `rate`, submits at that many
+/// operations a second and records each one's latency.
+fn run_pass(workload: &Workload, wait: WaitStrategy, rate: Option<f64>) -> anyhow::Result<Pass> {
+    let config = PipelineConfig {
+        wait,
+        engine: workload.engine_config(),
+        ..PipelineConfig::default()
+    };
+    let engine = workload.prepared_engine();
+    // Cloned before the clock starts, so the producer only moves commands into the ring.
+    let commands: Vec<Command> = workload.ops.clone();
+    let first_corr = commands.first().map_or(0, |c| c.corr);
+    let last_corr = commands.last().map_or(0, |c| c.corr);
+    // Scheduled send time of each operation, in ns after `base`, indexed by `corr - first_corr`.
+    // Written by the producer before the submit and read by the consumer after the outcome:
+    // the rings' release/acquire hand-offs order the two, so relaxed accesses suffice.
+    let sent: Vec<AtomicU64> = (0..commands.len()).map(|_| AtomicU64::new(0)).collect();
+    let interval_ns = rate.map(|r| 1e9 / r);
+
+    let (pipeline, ingress, mut egress) =
+        Pipeline::spawn_with(engine, config).context("starting the engine thread")?;
+    let base = Instant::now();
+    let (consumed, submitted) = thread::scope(|s| {
+        let sent = &sent;
+        let producer = s.spawn(move || -> anyhow::Result<()> {
+            for (i, command) in commands.into_iter().enumerate() {
+                if let Some(interval) = interval_ns {
+                    let due = (i as f64 * interval) as u64;
+                    wait_until(base, due);
+                    sent[i].store(due, Ordering::Relaxed);
+                }
+                ingress
+                    .submit(command)
+                    .map_err(|e| anyhow!("submitting to the pipeline: {e}"))?;
+            }
+            Ok(())
+        });
+        let egress = &mut egress;
+        let consumer = s.spawn(move || -> anyhow::Result<_> {
+            let mut histogram = interval_ns.map(|_| latency_histogram());
+            let mut outcomes = Outcomes::default();
+            let mut seen: u64 = 0;
+            loop {
+                let batch = match egress.recv_deadline(Instant::now() + STALL_TIMEOUT) {
+                    Ok(batch) => batch,
+                    Err(RecvTimeoutError::Timeout) => bail!(
+                        "the pipeline stalled: no events for {STALL_TIMEOUT:?} after the outcomes \
+                         of {seen} of {} operations",
+                        last_corr + 1 - first_corr
+                    ),
+                    Err(RecvTimeoutError::Closed) => bail!(
+                        "the engine thread stopped after the outcomes of {seen} of {} operations",
+                        last_corr + 1 - first_corr
+                    ),
+                };
+                let now = base.elapsed().as_nanos() as u64;
+                let mut last = false;
+                for e in batch.iter() {
+                    if let Some(corr) = outcome_corr(&e.kind) {
+                        seen += 1;
+                        last |= corr == last_corr;
+                        if let Some(histogram) = histogram.as_mut() {
+                            let due = sent[(corr - first_corr) as usize].load(Ordering::Relaxed);
+                            record_ns(histogram, now.saturating_sub(due));
+                        }
+                    }
+                }
+                if histogram.is_some() {
+                    tally(&batch, &mut outcomes)?;
+                }
+                if last {
+                    return Ok((histogram, outcomes, now));
+                }
+            }
+        });
+        (consumer.join(), producer.join())
+    });
+    // Every outcome is in (or the pass failed): stop the engine thread and take it back.
+    pipeline.shutdown();
+    drop(egress);
+    let engine = pipeline.join();
+    submitted.map_err(|_| anyhow!("the producer thread panicked"))??;
+    let (histogram, outcomes, last_seen) =
+        consumed.map_err(|_| anyhow!("the consumer thread panicked"))??;
+    Ok(Pass {
+        elapsed: Duration::from_nanos(last_seen),
+        last_seq: engine.last_seq(),
+        histogram,
+        outcomes,
+    })
+}
+
+/// The correlation id of an outcome event (the first event of every command).
+fn outcome_corr(kind: &EventKind) -> Option<Correlation> {
+    match kind {
+        EventKind::PlaceAccepted { corr, .. }
+        | EventKind::Accepted { corr, .. }
+        | EventKind::Rejected { corr, .. } => Some(*corr),
+        _ => None,
+    }
+}
+
+/// Waits until `due_ns` after `base`: sleeping while far ahead, then yielding so the engine
+/// and consumer threads keep the cores.
+fn wait_until(base: Instant, due_ns: u64) {
+    loop {
+        let now = base.elapsed().as_nanos() as u64;
+        if now >= due_ns {
+            return;
+        }
+        let ahead = Duration::from_nanos(due_ns - now);
+        if ahead > PACING_SLEEP_THRESHOLD {
+            thread::sleep(ahead - PACING_SLEEP_THRESHOLD / 2);
+        } else {
+            thread::yield_now();
+        }
+    }
+}

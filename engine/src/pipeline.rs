@@ -1,0 +1,659 @@
+//! The engine thread and its two rings: the threaded form of [`Engine::apply`].
+//!
+//! ```text
+//!  Ingress (clone per producer) ──► ingress ring (MPSC) ──► engine thread ──► egress ring (SPSC) ──► Egress
+//!                                                            ▲                                      │
+//!                                                            └───────── empty batch buffers ◄───────┘
+//! ```
+//!
+//! [`Pipeline::spawn`] starts one thread that owns an [`Engine`]. Producers submit
+//! [`Command`]s through cloneable [`Ingress`] handles; the engine thread drains them in runs of
+//! up to [`PipelineConfig::max_batch`], applies each in arrival order and publishes every
+//! run's events as one [`Batch`] on the egress ring, which one [`Egress`] handle reads.
+//!
+//! Back-pressure is explicit and nothing is dropped: a full ingress either hands the command
+//! back ([`Ingress::try_submit`]) or makes the producer wait ([`Ingress::submit`]); a full
+//! egress makes the engine thread wait for the consumer. Batch buffers are made at start
+//! (egress capacity plus two) and travel back to the engine thread when a [`Batch`] is
+//! dropped, so in steady state nothing on the path allocates.
+//! All waiting follows the configured [`WaitStrategy`].
+//!
+//! The engine thread stops once every [`Ingress`] is dropped or [`Pipeline::shutdown`] is
+//! called, after applying every command accepted before that; [`Pipeline::join`] then hands
+//! the [`Engine`] back. If the [`Egress`] is dropped the engine thread stops too: with nobody
+//! to deliver events to, applying more commands would lose their events.
+//!
+//! ```
+//! use ticker_engine::pipeline::{Pipeline, PipelineConfig};
+//! use ticker_engine::{Command, CommandKind, EngineConfig, EventKind};
+//!
+//! let config = PipelineConfig {
+//!     engine: EngineConfig { order_capacity: 1024, ..EngineConfig::default() },
+//!     ..PipelineConfig::default()
+//! };
+//! let (pipeline, ingress, mut egress) = Pipeline::spawn(config).unwrap();
+//! ingress.submit(Command { deadline: 0, ts: 1, corr: 7, kind: CommandKind::Halt { instrument: 0 } }).unwrap();
+//! drop(ingress); // the last producer is gone: the engine drains and stops
+//! let batch = egress.recv().unwrap();
+//! assert!(matches!(batch[0].kind, EventKind::Rejected { corr: 7, .. }));
+//! drop(batch); // the buffer goes back to the engine thread
+//! assert!(egress.recv().is_none());
+//! let engine = pipeline.join();
+//! assert_eq!(engine.last_seq(), 1);
+//! ```
+
+use crate::command::Command;
+use crate::engine::{Engine, EngineConfig};
+use crate::event::Event;
+use crate::ring::{
+    mpsc, spsc, Doorbell, MpscConsumer, MpscProducer, MpscQueue, MpscRing, PopError, PushError,
+    QueueConsumer, QueueProducer, SpscConsumer, SpscProducer, WaitStrategy,
+};
+use std::fmt;
+use std::io;
+use std::ops::Deref;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::{self, JoinHandle, Thread, ThreadId};
+use std::time::Instant;
+
+/// Sizes and waiting of the pipeline. Capacities are rounded up to powers of two.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PipelineConfig {
+    /// Commands the ingress ring holds. Default 65,536: about 10 ms of work at 5 M commands a
+    /// second, enough to absorb bursts without producers waiting.
+    pub ingress_capacity: usize,
+    /// Event batches the egress ring holds. Default 256: with full batches, as many commands'
+    /// events as the ingress holds commands, while a stalled consumer pins at most this many
+    /// buffers.
+    pub egress_capacity: usize,
+    /// Most commands applied into one batch. Larger batches amortise the per-batch handover;
+    /// smaller ones reach the consumer sooner. Default 256; 0 counts as 1.
+    pub max_batch: usize,
+    /// How producers, the engine thread and the consumer wait. Default [`WaitStrategy::park`],
+    /// which behaves on any number of cores; `BusySpin` needs a core per waiting thread.
+    pub wait: WaitStrategy,
+    /// The engine's own sizes (used by [`Pipeline::spawn`]). Default [`EngineConfig::default`].
+    pub engine: EngineConfig,
+    /// Where command timestamps come from. Default [`Clock::Caller`].
+    pub clock: Clock,
+}
+
+/// Which time a command carries into the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum Clock {
+    /// Keep the `ts` the producer set (replays, tests, benchmarks: fully deterministic).
+    #[default]
+    Caller,
+    /// Stamp `ts` with the wall clock when the engine thread takes the command off the ingress
+    /// ring (read once per run of commands, never going backwards), so GTD expiry and deadlines
+    /// are judged on arrival at the engine, not on submission.
+    Wall,
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        PipelineConfig {
+            ingress_capacity: 1 << 16,
+            egress_capacity: 1 << 8,
+            max_batch: 256,
+            wait: WaitStrategy::park(),
+            engine: EngineConfig::default(),
+            clock: Clock::Caller,
+        }
+    }
+}
+
+/// Events a batch buffer is first sized for, per command (an outcome plus about one more on
+/// average). Buffers then keep the largest capacity they ever needed.
+const EVENTS_PER_COMMAND_HINT: usize = 2;
+/// Batch buffers made at start beyond the egress ring's capacity: the one the consumer holds
+/// and the one the engine thread fills.
+const BUFFERS_BEYOND_EGRESS: usize = 2;
+/// Thread handles the egress consumer can hand the engine thread before it picks them up;
+/// one is needed per thread the consumer moves to, so a few are plenty.
+const WAKER_MAILBOX: usize = 4;
+const ENGINE_THREAD_NAME: &str = "ticker-engine";
+
+/// What the handles and the engine thread share besides the rings.
+#[derive(Default)]
+struct Shared {
+    /// [`Pipeline::shutdown`] was called.
+    stop: AtomicBool,
+    /// The engine thread is parked on an empty ingress or a full egress.
+    engine_bell: Doorbell,
+    /// The egress consumer is parked on an empty egress.
+    consumer_bell: Doorbell,
+    /// Batches the engine thread found the egress full for (and waited).
+    egress_stalls: AtomicU64,
+}
+
+/// A running engine thread. See the [module docs](self).
+pub struct Pipeline {
+    thread: JoinHandle<Engine>,
+    shared: Arc<Shared>,
+}
+
+impl Pipeline {
+    /// Starts an engine built from `config.engine`, on our MPSC ring.
+    pub fn spawn(config: PipelineConfig) -> io::Result<(Pipeline, Ingress, Egress)> {
+        let engine = Engine::new(config.engine.clone());
+        Self::spawn_on::<MpscRing>(engine, config)
+    }
+
+    /// Starts a given engine (e.g. restored from a snapshot), on our MPSC ring.
+    pub fn spawn_with(
+        engine: Engine,
+        config: PipelineConfig,
+    ) -> io::Result<(Pipeline, Ingress, Egress)> {
+        Self::spawn_on::<MpscRing>(engine, config)
+    }
+
+    /// Starts a given engine with the ingress on queue family `Q` (e.g.
+    /// [`crate::ring::ArrayQueueRing`]). `config.engine` is not used.
+    pub fn spawn_on<Q: MpscQueue<Command>>(
+        engine: Engine,
+        config: PipelineConfig,
+    ) -> io::Result<(Pipeline, Ingress<Q>, Egress)> {
+        let max_batch = config.max_batch.max(1);
+        let (commands_tx, commands_rx) = Q::bounded(config.ingress_capacity);
+        let (batches_tx, batches_rx) = spsc::bounded(config.egress_capacity);
+        // Every buffer in circulation is made now, so that steady state allocates nothing:
+        // a full egress ring, one batch the consumer holds and one the engine fills. A
+        // consumer holding more batches at once makes the engine allocate more; the return
+        // ring has room for as many again, and a buffer that finds it full is simply freed.
+        let buffers = batches_tx.capacity() + BUFFERS_BEYOND_EGRESS;
+        let (recycle_tx, recycle_rx) = mpsc::bounded(2 * buffers);
+        for _ in 0..buffers {
+            let buffer = Vec::with_capacity(max_batch * EVENTS_PER_COMMAND_HINT);
+            if recycle_tx.try_push(buffer).is_err() {
+                unreachable!("the return ring holds twice the buffers");
+            }
+        }
+        let (wakers_tx, wakers_rx) = spsc::bounded(WAKER_MAILBOX);
+        let shared = Arc::new(Shared::default());
+        let engine_thread = EngineThread::<Q> {
+            engine,
+            commands: commands_rx,
+            batches: batches_tx,
+            recycled: recycle_rx,
+            wakers: wakers_rx,
+            shared: shared.clone(),
+            max_batch,
+            wait: config.wait,
+            clock: config.clock,
+            last_stamp: 0,
+        };
+        let thread = thread::Builder::new()
+            .name(ENGINE_THREAD_NAME.into())
+            .spawn(move || engine_thread.run())?;
+        let ingress = Ingress {
+            commands: commands_tx,
+            shared: shared.clone(),
+            engine_thread: thread.thread().clone(),
+            wait: config.wait,
+        };
+        let egress = Egress {
+            batches: batches_rx,
+            recycle: recycle_tx,
+            wakers: wakers_tx,
+            registered: None,
+            shared: shared.clone(),
+            engine_thread: thread.thread().clone(),
+            wait: config.wait,
+        };
+        Ok((Pipeline { thread, shared }, ingress, egress))
+    }
+
+    /// Asks the engine thread to stop: commands already accepted are still applied and their
+    /// events delivered. Once the engine thread has seen the request, submits fail with
+    /// [`SubmitError::Closed`]; one accepted before that is applied, so none is lost.
+    pub fn shutdown(&self) {
+        self.shared.stop.store(true, Ordering::Release);
+        self.thread.thread().unpark();
+    }
+
+    /// How many batches the engine thread found the egress full for, and waited for the
+    /// consumer: the back-pressure a slow consumer puts on matching.
+    pub fn egress_stalls(&self) -> u64 {
+        self.shared.egress_stalls.load(Ordering::Relaxed)
+    }
+
+    /// Whether the engine thread has stopped.
+    pub fn is_finished(&self) -> bool {
+        self.thread.is_finished()
+    }
+
+    /// Waits for the engine thread to stop and returns its engine. It stops after
+    /// [`Pipeline::shutdown`] or once every [`Ingress`] is dropped, and only after the
+    /// consumer has taken its events (or dropped the [`Egress`]): keep reading while joining.
+    ///
+    /// A panic on the engine thread is resumed here.
+    pub fn join(self) -> Engine {
+        match self.thread.join() {
+            Ok(engine) => engine,
+            Err(panic) => std::panic::resume_unwind(panic),
+        }
+    }
+}
+
+impl fmt::Debug for Pipeline {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Pipeline")
+            .field("stop", &self.shared.stop.load(Ordering::Relaxed))
+            .field("egress_stalls", &self.egress_stalls())
+            .field("finished", &self.thread.is_finished())
+            .finish()
+    }
+}
+
+/// Why a command was not accepted; the command comes back.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum SubmitError {
+    /// The ingress ring is full (only from [`Ingress::try_submit`]).
+    #[error("ingress ring is full (command corr {})", .0.corr)]
+    IngressFull(Command),
+    /// The engine thread is stopping or stopped; the command was not applied.
+    #[error("pipeline is shut down (command corr {})", .0.corr)]
+    Closed(Command),
+}
+
+impl SubmitError {
+    /// The command that was not accepted.
+    pub fn into_command(self) -> Command {
+        match self {
+            SubmitError::IngressFull(command) | SubmitError::Closed(command) => command,
+        }
+    }
+}
+
+/// A producer's handle: clone one per thread (or share it; it is `Sync`).
+pub struct Ingress<Q: MpscQueue<Command> = MpscRing> {
+    commands: Q::Producer,
+    shared: Arc<Shared>,
+    engine_thread: Thread,
+    wait: WaitStrategy,
+}
+
+impl<Q: MpscQueue<Command>> Clone for Ingress<Q> {
+    fn clone(&self) -> Self {
+        Ingress {
+            commands: self.commands.clone(),
+            shared: self.shared.clone(),
+            engine_thread: self.engine_thread.clone(),
+            wait: self.wait,
+        }
+    }
+}
+
+impl<Q: MpscQueue<Command>> Ingress<Q> {
+    /// Submits without waiting: a full ring hands the command back in
+    /// [`SubmitError::IngressFull`].
+    pub fn try_submit(&self, command: Command) -> Result<(), SubmitError> {
+        match self.commands.try_push(command) {
+            Ok(()) => {
+                self.wake_engine();
+                Ok(())
+            }
+            Err(PushError::Full(command)) => Err(SubmitError::IngressFull(command)),
+            Err(PushError::Closed(command)) => Err(SubmitError::Closed(command)),
+        }
+    }
+
+    /// Submits, waiting with the configured strategy while the ring is full. Fails only with
+    /// [`SubmitError::Closed`].
+    pub fn submit(&self, command: Command) -> Result<(), SubmitError> {
+        let mut pending = Some(command);
+        // No doorbell: the engine thread cannot know which producers wait for room, so a
+        // parked producer re-checks on the strategy's timeout.
+        self.wait.wait_for(None, || {
+            let command = pending.take().expect("a pending command between polls");
+            match self.commands.try_push(command) {
+                Ok(()) => Some(Ok(())),
+                Err(PushError::Full(command)) => {
+                    pending = Some(command);
+                    None
+                }
+                Err(PushError::Closed(command)) => Some(Err(SubmitError::Closed(command))),
+            }
+        })?;
+        self.wake_engine();
+        Ok(())
+    }
+
+    /// Commands the ingress ring holds.
+    pub fn capacity(&self) -> usize {
+        self.commands.capacity()
+    }
+
+    fn wake_engine(&self) {
+        if self.wait.parks() {
+            self.shared.engine_bell.ring(&self.engine_thread);
+        }
+    }
+}
+
+impl<Q: MpscQueue<Command>> fmt::Debug for Ingress<Q> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Ingress")
+            .field("queue", &Q::NAME)
+            .field("capacity", &self.commands.capacity())
+            .finish()
+    }
+}
+
+/// Why [`Egress::try_recv`] returned no batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TryRecvError {
+    #[error("no event batch is ready")]
+    Empty,
+    #[error("the engine thread stopped and every batch was received")]
+    Closed,
+}
+
+/// Why [`Egress::recv_deadline`] returned no batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum RecvTimeoutError {
+    #[error("no event batch arrived before the deadline")]
+    Timeout,
+    #[error("the engine thread stopped and every batch was received")]
+    Closed,
+}
+
+/// The consumer's handle: batches of events in sequence order.
+///
+/// It may move between threads; a blocking receive wakes promptly on whichever thread it is
+/// made from.
+pub struct Egress {
+    batches: SpscConsumer<Vec<Event>>,
+    recycle: MpscProducer<Vec<Event>>,
+    /// Hands the engine thread the handle of the thread that blocks in `recv`.
+    wakers: SpscProducer<Thread>,
+    registered: Option<ThreadId>,
+    shared: Arc<Shared>,
+    engine_thread: Thread,
+    wait: WaitStrategy,
+}
+
+impl Egress {
+    /// The next batch if one is ready.
+    pub fn try_recv(&mut self) -> Result<Batch, TryRecvError> {
+        match self.batches.try_pop() {
+            Ok(events) => Ok(self.received(events)),
+            Err(PopError::Empty) => Err(TryRecvError::Empty),
+            Err(PopError::Closed) => Err(TryRecvError::Closed),
+        }
+    }
+
+    /// The next batch, waiting for it; `None` once the engine thread has stopped and every
+    /// batch was received.
+    pub fn recv(&mut self) -> Option<Batch> {
+        match self.try_recv() {
+            Ok(batch) => return Some(batch),
+            Err(TryRecvError::Closed) => return None,
+            Err(TryRecvError::Empty) => {}
+        }
+        self.register_waiter();
+        let batches = &mut self.batches;
+        let popped = self.wait.wait_for(Some(&self.shared.consumer_bell), || {
+            match batches.try_pop() {
+                Err(PopError::Empty) => None,
+                other => Some(other),
+            }
+        });
+        popped.ok().map(|events| self.received(events))
+    }
+
+    /// The next batch, waiting for it until `deadline`.
+    pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Batch, RecvTimeoutError> {
+        match self.try_recv() {
+            Ok(batch) => return Ok(batch),
+            Err(TryRecvError::Closed) => return Err(RecvTimeoutError::Closed),
+            Err(TryRecvError::Empty) => {}
+        }
+        self.register_waiter();
+        let batches = &mut self.batches;
+        let popped = self
+            .wait
+            .wait_until(
+                Some(&self.shared.consumer_bell),
+                deadline,
+                || match batches.try_pop() {
+                    Err(PopError::Empty) => None,
+                    other => Some(other),
+                },
+            );
+        match popped {
+            Some(Ok(events)) => Ok(self.received(events)),
+            Some(Err(_)) => Err(RecvTimeoutError::Closed),
+            None => Err(RecvTimeoutError::Timeout),
+        }
+    }
+
+    fn received(&self, events: Vec<Event>) -> Batch {
+        // A slot just freed: the engine may be parked waiting for one.
+        if self.wait.parks() {
+            self.shared.engine_bell.ring(&self.engine_thread);
+        }
+        Batch {
+            events,
+            recycle: Some(self.recycle.clone()),
+        }
+    }
+
+    /// Before parking for the first time on a thread, tell the engine thread whom to unpark.
+    fn register_waiter(&mut self) {
+        if !self.wait.parks() {
+            return;
+        }
+        let current = thread::current();
+        if self.registered != Some(current.id()) {
+            let id = current.id();
+            // A full mailbox (the engine has not collected earlier handles yet) leaves us
+            // unregistered; we retry on the next wait and meanwhile wake on the timeout.
+            if self.wakers.try_push(current).is_ok() {
+                self.registered = Some(id);
+            }
+        }
+    }
+}
+
+impl fmt::Debug for Egress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Egress")
+            .field("capacity", &self.batches.capacity())
+            .finish()
+    }
+}
+
+/// The events of one run of commands, in sequence order. Dropping it returns its buffer to the
+/// engine thread for reuse; [`Batch::into_vec`] keeps the buffer instead.
+pub struct Batch {
+    events: Vec<Event>,
+    /// `None` once the buffer has been taken out.
+    recycle: Option<MpscProducer<Vec<Event>>>,
+}
+
+impl Batch {
+    /// Takes the events out; the buffer is not returned to the engine thread.
+    pub fn into_vec(mut self) -> Vec<Event> {
+        self.recycle = None;
+        std::mem::take(&mut self.events)
+    }
+}
+
+impl Deref for Batch {
+    type Target = [Event];
+
+    fn deref(&self) -> &[Event] {
+        &self.events
+    }
+}
+
+impl fmt::Debug for Batch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_list().entries(self.events.iter()).finish()
+    }
+}
+
+impl Drop for Batch {
+    fn drop(&mut self) {
+        if let Some(recycle) = self.recycle.take() {
+            let mut events = std::mem::take(&mut self.events);
+            // Cleared here, on the consumer's thread, so the engine thread does not pay for
+            // dropping events.
+            events.clear();
+            // Full or closed: the buffer is not needed back, so it is freed.
+            drop(recycle.try_push(events));
+        }
+    }
+}
+
+/// Everything the engine thread owns.
+struct EngineThread<Q: MpscQueue<Command>> {
+    engine: Engine,
+    commands: Q::Consumer,
+    batches: SpscProducer<Vec<Event>>,
+    recycled: MpscConsumer<Vec<Event>>,
+    wakers: SpscConsumer<Thread>,
+    shared: Arc<Shared>,
+    max_batch: usize,
+    wait: WaitStrategy,
+    clock: Clock,
+    /// Last wall-clock stamp given, so stamps never go backwards.
+    last_stamp: u64,
+}
+
+impl<Q: MpscQueue<Command>> EngineThread<Q> {
+    fn run(mut self) -> Engine {
+        // A buffer whose run of commands produced no events (e.g. heartbeats), kept for the
+        // next run instead of being published empty.
+        let mut spare: Option<Vec<Event>> = None;
+        let mut consumer: Option<Thread> = None;
+        while let Some(first) = self.next_command() {
+            let mut events = spare
+                .take()
+                .or_else(|| self.recycled.try_pop().ok())
+                .unwrap_or_else(|| Vec::with_capacity(self.max_batch * EVENTS_PER_COMMAND_HINT));
+            let stamp = self.stamp();
+            let mut first = first;
+            stamp(&mut first);
+            self.engine.apply(&first, &mut events);
+            for _ in 1..self.max_batch {
+                match self.commands.try_pop() {
+                    Ok(mut command) => {
+                        stamp(&mut command);
+                        self.engine.apply(&command, &mut events)
+                    }
+                    Err(_) => break,
+                }
+            }
+            if events.is_empty() {
+                spare = Some(events);
+                continue;
+            }
+            if !self.publish(events) {
+                break;
+            }
+            self.wake_consumer(&mut consumer);
+        }
+        // Stopping: refuse further commands, and let a waiting consumer see the end.
+        self.commands.close();
+        let Self {
+            engine,
+            batches,
+            mut wakers,
+            shared,
+            wait,
+            ..
+        } = self;
+        drop(batches);
+        if wait.parks() && shared.consumer_bell.sleeper_waiting() {
+            while let Ok(thread) = wakers.try_pop() {
+                consumer = Some(thread);
+            }
+            if let Some(thread) = &consumer {
+                thread.unpark();
+            }
+        }
+        engine
+    }
+
+    /// How this run of commands gets its timestamps (one clock read per run at most).
+    fn stamp(&mut self) -> impl Fn(&mut Command) {
+        let now = match self.clock {
+            Clock::Caller => None,
+            Clock::Wall => {
+                let wall = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| d.as_nanos() as u64);
+                self.last_stamp = self.last_stamp.max(wall);
+                Some(self.last_stamp)
+            }
+        };
+        move |command: &mut Command| {
+            if let Some(now) = now {
+                command.ts = now;
+            }
+        }
+    }
+
+    /// Waits for the next command; `None` once the ingress is closed and drained.
+    fn next_command(&mut self) -> Option<Command> {
+        // Checked once per run so that a steady stream of commands cannot delay the stop.
+        if self.shared.stop.load(Ordering::Relaxed) {
+            self.commands.close();
+        }
+        let commands = &mut self.commands;
+        let shared = &*self.shared;
+        self.wait
+            .wait_for(Some(&shared.engine_bell), || match commands.try_pop() {
+                Ok(command) => Some(Some(command)),
+                Err(PopError::Closed) => Some(None),
+                Err(PopError::Empty) => {
+                    // Closing is idempotent; what is already in the ring still drains.
+                    if shared.stop.load(Ordering::Acquire) {
+                        commands.close();
+                    }
+                    None
+                }
+            })
+    }
+
+    /// Publishes one batch, waiting while the egress is full. `false` if the consumer is gone.
+    fn publish(&mut self, events: Vec<Event>) -> bool {
+        let batches = &mut self.batches;
+        let shared = &*self.shared;
+        let mut pending = Some(events);
+        let mut stalled = false;
+        self.wait.wait_for(Some(&shared.engine_bell), || {
+            let events = pending.take().expect("a pending batch between polls");
+            match batches.try_push(events) {
+                Ok(()) => Some(true),
+                Err(PushError::Full(events)) => {
+                    if !stalled {
+                        stalled = true;
+                        shared.egress_stalls.fetch_add(1, Ordering::Relaxed);
+                    }
+                    pending = Some(events);
+                    None
+                }
+                Err(PushError::Closed(_)) => Some(false),
+            }
+        })
+    }
+
+    fn wake_consumer(&mut self, consumer: &mut Option<Thread>) {
+        if !self.wait.parks() || !self.shared.consumer_bell.sleeper_waiting() {
+            return;
+        }
+        // The consumer registers its thread before announcing sleep, so the handle is in
+        // the mailbox by the time we see the bell.
+        while let Ok(thread) = self.wakers.try_pop() {
+            *consumer = Some(thread);
+        }
+        if let Some(thread) = consumer {
+            thread.unpark();
+        }
+    }
+}

@@ -1,0 +1,439 @@
+//! The running market: the engine thread, the feeds thread that drains it, the optional
+//! simulator, and the order-entry API the fronts share.
+//!
+//! ```text
+//! fronts ──execute()──► ingress ring ──► engine thread ──► egress ring ──► feeds thread
+//!   ▲                                                                        │  MarketData (views, hub)
+//!   └──────────── the command's events (outcome first) ◄── reply routing ◄───┘
+//! ```
+//!
+//! Each command gets a correlation id from one counter. The feeds thread applies every batch to
+//! the views first, then hands each waiting caller the events of its command: the outcome
+//! event and everything up to the next command's outcome (a command's events are contiguous and
+//! never span batches).
+
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use ticker_engine::pipeline::{Clock, Pipeline, PipelineConfig, SubmitError};
+use ticker_engine::*;
+use ticker_feeds::orders::Accounts;
+use ticker_feeds::sim::{SimConfig, Simulator};
+use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
+use tokio::sync::oneshot;
+
+/// Everything the market runs with; defaults in brackets.
+#[derive(Debug, Clone)]
+pub struct MarketConfig {
+    pub pipeline: PipelineConfig,
+    pub feeds: FeedsConfig,
+    /// Instruments added at start [`crate::defaults::instruments`].
+    pub instruments: Vec<InstrumentSpec>,
+    /// The simulator, or `None` to take orders from clients only [`SimConfig::default`].
+    pub simulator: Option<SimConfig>,
+    /// How often a heartbeat advances engine time (GTD expiry) and closes candles [100 ms].
+    pub heartbeat: Duration,
+}
+
+impl Default for MarketConfig {
+    fn default() -> Self {
+        MarketConfig {
+            // Timestamps come from the wall clock when the engine takes each command, so GTD
+            // expiry and deadlines are judged on arrival at the engine.
+            pipeline: PipelineConfig {
+                clock: Clock::Wall,
+                ..PipelineConfig::default()
+            },
+            feeds: FeedsConfig::default(),
+            instruments: crate::defaults::instruments(),
+            simulator: Some(SimConfig::default()),
+            heartbeat: Duration::from_millis(100),
+        }
+    }
+}
+
+/// Why a command could not be executed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ExecuteError {
+    #[error("the engine's ingress queue is full; retry later")]
+    Busy,
+    #[error("the market is shutting down")]
+    ShuttingDown,
+}
+
+/// Where a command's events go: an async caller, or a thread outside any runtime.
+enum Reply {
+    Async(oneshot::Sender<Vec<Event>>),
+    Blocking(std::sync::mpsc::SyncSender<Vec<Event>>),
+}
+
+type Replies = Mutex<HashMap<Correlation, Reply>>;
+
+/// Counters of the running market.
+#[derive(Debug, Default)]
+pub struct MarketStats {
+    /// Commands stamped for the engine (from clients, the simulator and heartbeats).
+    pub commands: AtomicU64,
+    pub events: AtomicU64,
+    pub busy_rejects: AtomicU64,
+}
+
+pub struct Market {
+    ingress: Ingress,
+    replies: Arc<Replies>,
+    next_corr: Arc<AtomicU64>,
+    next_session: AtomicU64,
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+    accounts: Arc<Accounts>,
+    stop: Arc<AtomicBool>,
+    stats: Arc<MarketStats>,
+    threads: Mutex<Vec<JoinHandle<()>>>,
+    pipeline: Mutex<Option<Pipeline>>,
+}
+
+/// Wall-clock nanoseconds since the Unix epoch: the ingress timestamp.
+pub fn now_ns() -> Timestamp {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+}
+
+impl Market {
+    /// Starts the engine and feeds threads, adds the configured instruments and, if
+    /// configured, starts the simulator. Returns once the instruments are in place.
+    pub fn start(config: MarketConfig) -> std::io::Result<Arc<Market>> {
+        let (pipeline, ingress, mut egress) = Pipeline::spawn(config.pipeline.clone())?;
+        let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
+        let instruments = Arc::new(Instruments::default());
+        let mut md = MarketData::new(config.feeds.clone(), hub.clone(), instruments.clone());
+        let accounts = md.accounts().clone();
+        let replies: Arc<Replies> = Arc::new(Mutex::new(HashMap::new()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let stats = Arc::new(MarketStats::default());
+        let feeds = {
+            let replies = replies.clone();
+            let stats = stats.clone();
+            std::thread::Builder::new()
+                .name("ticker-feeds".into())
+                .spawn(move || {
+                    let mut last_tick = Instant::now();
+                    while let Some(batch) = egress.recv() {
+                        md.apply(&batch);
+                        stats
+                            .events
+                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        route_replies(&replies, &batch);
+                        if last_tick.elapsed() >= Duration::from_millis(100) {
+                            last_tick = Instant::now();
+                            let seq = batch.last().map_or(0, |e| e.seq);
+                            md.tick(seq, now_ns());
+                        }
+                    }
+                })?
+        };
+        let market = Arc::new(Market {
+            ingress,
+            replies,
+            next_corr: Arc::new(AtomicU64::new(1)),
+            next_session: AtomicU64::new(1),
+            hub,
+            instruments,
+            accounts,
+            stop,
+            stats,
+            threads: Mutex::new(vec![feeds]),
+            pipeline: Mutex::new(Some(pipeline)),
+        });
+        for spec in &config.instruments {
+            let events =
+                market.execute_blocking(CommandKind::AddInstrument(Box::new(spec.clone())));
+            if let Some(Event {
+                kind: EventKind::Rejected { reason, .. },
+                ..
+            }) = events.first()
+            {
+                return Err(std::io::Error::other(format!(
+                    "instrument {} rejected: {reason}",
+                    spec.symbol
+                )));
+            }
+        }
+        market.spawn_heartbeat(config.heartbeat)?;
+        if let Some(sim) = config.simulator {
+            market.spawn_simulator(sim)?;
+        }
+        Ok(market)
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    pub fn instruments(&self) -> &Arc<Instruments> {
+        &self.instruments
+    }
+
+    pub fn accounts(&self) -> &Arc<Accounts> {
+        &self.accounts
+    }
+
+    pub fn stats(&self) -> &Arc<MarketStats> {
+        &self.stats
+    }
+
+    fn command(&self, kind: CommandKind) -> Command {
+        self.stats.commands.fetch_add(1, Ordering::Relaxed);
+        Command {
+            deadline: 0,
+            ts: now_ns(),
+            corr: self.next_corr.fetch_add(1, Ordering::Relaxed),
+            kind,
+        }
+    }
+
+    /// A session id no other order-entry session of this market has, for cancel-on-disconnect
+    /// (`Place::session`, `CommandKind::SessionClosed`).
+    pub fn new_session(&self) -> SessionId {
+        self.next_session.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Submits a command and waits for its events (outcome first). Never waits for room in the
+    /// ingress ring: a full ring is [`ExecuteError::Busy`].
+    pub async fn execute(&self, kind: CommandKind) -> Result<Vec<Event>, ExecuteError> {
+        self.execute_with_deadline(kind, 0).await
+    }
+
+    /// [`execute`](Self::execute) for a caller that gives up at `deadline` (ns since the Unix
+    /// epoch; 0 for none): a command stamped after it is rejected by the engine with
+    /// [`RejectReason::DeadlineExceeded`] without being executed.
+    pub async fn execute_with_deadline(
+        &self,
+        kind: CommandKind,
+        deadline: Timestamp,
+    ) -> Result<Vec<Event>, ExecuteError> {
+        let rx = self.submit_for_reply(kind, deadline)?;
+        rx.await.map_err(|_| ExecuteError::ShuttingDown)
+    }
+
+    fn submit_for_reply(
+        &self,
+        kind: CommandKind,
+        deadline: Timestamp,
+    ) -> Result<oneshot::Receiver<Vec<Event>>, ExecuteError> {
+        if self.stop.load(Ordering::Relaxed) {
+            return Err(ExecuteError::ShuttingDown);
+        }
+        let cmd = Command {
+            deadline,
+            ..self.command(kind)
+        };
+        let (tx, rx) = oneshot::channel();
+        self.replies.lock().insert(cmd.corr, Reply::Async(tx));
+        let corr = cmd.corr;
+        match self.ingress.try_submit(cmd) {
+            Ok(()) => Ok(rx),
+            Err(e) => {
+                self.replies.lock().remove(&corr);
+                Err(match e {
+                    SubmitError::IngressFull(_) => {
+                        self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                        ExecuteError::Busy
+                    }
+                    SubmitError::Closed(_) => ExecuteError::ShuttingDown,
+                })
+            }
+        }
+    }
+
+    /// [`execute`](Self::execute) for threads outside an async runtime (start-up, tools);
+    /// waits for room in the ingress ring instead of failing.
+    pub fn execute_blocking(&self, kind: CommandKind) -> Vec<Event> {
+        let cmd = self.command(kind);
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        self.replies.lock().insert(cmd.corr, Reply::Blocking(tx));
+        let corr = cmd.corr;
+        if self.ingress.submit(cmd).is_err() {
+            self.replies.lock().remove(&corr);
+            return Vec::new();
+        }
+        rx.recv().unwrap_or_default()
+    }
+
+    /// Submits a command whose outcome nobody awaits (it still reaches the feeds).
+    pub fn submit_detached(&self, kind: CommandKind) -> Result<(), ExecuteError> {
+        let cmd = self.command(kind);
+        self.ingress.try_submit(cmd).map_err(|e| match e {
+            SubmitError::IngressFull(_) => ExecuteError::Busy,
+            SubmitError::Closed(_) => ExecuteError::ShuttingDown,
+        })
+    }
+
+    fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("ticker-heartbeat".into())
+            .spawn(move || loop {
+                std::thread::park_timeout(every);
+                let Some(market) = weak.upgrade() else { return };
+                if market.stop.load(Ordering::Relaxed) {
+                    return;
+                }
+                // A full ingress means traffic is advancing time anyway.
+                let _ = market.submit_detached(CommandKind::Heartbeat);
+            })?;
+        self.threads.lock().push(handle);
+        Ok(())
+    }
+
+    fn spawn_simulator(self: &Arc<Self>, config: SimConfig) -> std::io::Result<()> {
+        let instruments: Vec<Instrument> = self
+            .instruments
+            .all()
+            .iter()
+            .map(|w| w.instrument.clone())
+            .collect();
+        let weak = Arc::downgrade(self);
+        let handle = std::thread::Builder::new()
+            .name("ticker-simulator".into())
+            .spawn(move || {
+                let mut sim = Simulator::new(config, &instruments, 0);
+                let start = Instant::now();
+                loop {
+                    let cmd = sim.next_command();
+                    // Keep the simulated pace against the wall clock.
+                    let due = Duration::from_nanos(cmd.ts);
+                    if let Some(wait) = due.checked_sub(start.elapsed()) {
+                        std::thread::park_timeout(wait);
+                    }
+                    let Some(market) = weak.upgrade() else { return };
+                    if market.stop.load(Ordering::Relaxed) {
+                        return;
+                    }
+                    let cmd = market.command(cmd.kind);
+                    if market.ingress.submit(cmd).is_err() {
+                        return;
+                    }
+                }
+            })?;
+        self.threads.lock().push(handle);
+        Ok(())
+    }
+
+    /// Stops taking commands, lets the engine drain, and joins every thread. Waiting callers
+    /// get their events or [`ExecuteError::ShuttingDown`].
+    pub fn shutdown(&self) {
+        self.stop.store(true, Ordering::Relaxed);
+        let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
+        for t in &threads {
+            t.thread().unpark();
+        }
+        if let Some(p) = self.pipeline.lock().take() {
+            p.shutdown();
+            // The feeds thread ends when the engine thread has stopped and every batch is read.
+            p.join();
+        }
+        for t in threads {
+            let _ = t.join();
+        }
+        self.replies.lock().clear();
+    }
+}
+
+/// Hands each waiting caller the events of its command.
+fn route_replies(replies: &Replies, events: &[Event]) {
+    let outcome_corr = |e: &Event| match e.kind {
+        EventKind::PlaceAccepted { corr, .. }
+        | EventKind::Accepted { corr, .. }
+        | EventKind::Rejected { corr, .. } => Some(corr),
+        _ => None,
+    };
+    let mut i = 0;
+    while i < events.len() {
+        let Some(corr) = outcome_corr(&events[i]) else {
+            i += 1;
+            continue;
+        };
+        let end = events[i + 1..]
+            .iter()
+            .position(|e| outcome_corr(e).is_some())
+            .map_or(events.len(), |p| i + 1 + p);
+        // The caller may have gone (a cancelled request): nothing to do then.
+        match replies.lock().remove(&corr) {
+            Some(Reply::Async(tx)) => {
+                let _ = tx.send(events[i..end].to_vec());
+            }
+            Some(Reply::Blocking(tx)) => {
+                let _ = tx.send(events[i..end].to_vec());
+            }
+            None => {}
+        }
+        i = end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn quiet() -> MarketConfig {
+        MarketConfig {
+            simulator: None,
+            ..MarketConfig::default()
+        }
+    }
+
+    #[tokio::test]
+    async fn execute_returns_the_commands_own_events() {
+        let market = Market::start(quiet()).unwrap();
+        let btc = market.instruments().by_symbol("BTC-USD").unwrap().id();
+        let ask = Place::limit(1, btc, Side::Sell, 6_500_000, 100);
+        let events = market.execute(CommandKind::Place(ask)).await.unwrap();
+        assert!(matches!(events[0].kind, EventKind::PlaceAccepted { .. }));
+        assert!(matches!(events[1].kind, EventKind::OrderRested { .. }));
+        let bid = Place::limit(2, btc, Side::Buy, 6_500_000, 40);
+        let events = market.execute(CommandKind::Place(bid)).await.unwrap();
+        assert!(events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::Trade { size: 40, .. })));
+        let bad = Place::limit(2, 99, Side::Buy, 1, 1);
+        let events = market.execute(CommandKind::Place(bad)).await.unwrap();
+        assert!(matches!(
+            events[0].kind,
+            EventKind::Rejected {
+                reason: RejectReason::UnknownInstrument,
+                ..
+            }
+        ));
+        market.shutdown();
+        assert_eq!(
+            market.execute(CommandKind::Heartbeat).await,
+            Err(ExecuteError::ShuttingDown)
+        );
+    }
+
+    #[tokio::test]
+    async fn the_simulator_moves_the_market() {
+        let market = Market::start(MarketConfig {
+            simulator: Some(SimConfig {
+                rate: 20_000,
+                ..SimConfig::default()
+            }),
+            ..MarketConfig::default()
+        })
+        .unwrap();
+        let topic = ticker_feeds::Topic::Market {
+            channel: ticker_feeds::Channel::Trades,
+            instrument: 0,
+        };
+        let mut sub = market.hub().subscribe(topic, None);
+        for _ in 0..5 {
+            let next = tokio::time::timeout(Duration::from_secs(20), sub.recv()).await;
+            assert!(matches!(next, Ok(Ok(_))), "a trade arrives: {next:?}");
+        }
+        market.shutdown();
+    }
+}
