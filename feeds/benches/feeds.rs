@@ -118,6 +118,7 @@ fn hub_fanout(c: &mut Criterion) {
                 prev_seq: seq - 1,
                 kind: MessageKind::Update,
                 json: json.clone(),
+                proto: json.clone(),
             }));
             for s in &mut subs {
                 black_box(s.try_recv().unwrap());
@@ -132,6 +133,7 @@ fn hub_fanout(c: &mut Criterion) {
                 prev_seq: seq - 1,
                 kind: MessageKind::Update,
                 json: json.clone(),
+                proto: json.clone(),
             }));
         })
     });

@@ -18,6 +18,8 @@
 
 use crate::hub::{Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::WireInstrument;
+use crate::proto;
+use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -148,11 +150,20 @@ impl SnapshotSource for Snapshotter {
             &asks,
             sum,
         );
+        let payload = proto::depth(&self.wire, true, &bids, &asks, sum);
         Some(Arc::new(Message {
             seq: st.last_seq,
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json,
+            proto: proto::market(
+                &self.wire,
+                Channel::Depth,
+                st.last_seq,
+                0,
+                st.last_ts,
+                payload,
+            ),
         }))
     }
 }
@@ -279,11 +290,13 @@ impl DepthView {
             &self.changed[1],
             sum,
         );
+        let payload = proto::depth(&self.wire, false, &self.changed[0], &self.changed[1], sum);
         let message = Arc::new(Message {
             seq,
             prev_seq: st.last_seq,
             kind: MessageKind::Update,
             json,
+            proto: proto::market(&self.wire, Channel::Depth, seq, st.last_seq, ts, payload),
         });
         st.last_seq = seq;
         st.last_ts = ts;

@@ -30,6 +30,9 @@ pub struct Message {
     pub kind: MessageKind,
     /// The message as JSON text.
     pub json: Bytes,
+    /// The message as protobuf: a `ticker.v1.MarketDataMessage` (market data) or
+    /// `ticker.v1.OrderUpdate` (order updates) without its per-subscriber fields.
+    pub proto: Bytes,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -9,6 +9,8 @@
 
 use crate::hub::{Message, MessageKind, SnapshotSource};
 use crate::instruments::WireInstrument;
+use crate::proto;
+use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
 use parking_lot::Mutex;
@@ -242,11 +244,13 @@ impl SnapshotSource for L3Snapshotter {
             .raw_with("bids", |o| side_json(Side::Buy, o))
             .raw_with("asks", |o| side_json(Side::Sell, o))
             .finish();
+        let payload = proto::l3_book(wire, &st.book);
         Some(Arc::new(Message {
             seq: st.last_seq,
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json: Bytes::from(out),
+            proto: proto::market(wire, Channel::L3, st.last_seq, 0, 0, payload),
         }))
     }
 }

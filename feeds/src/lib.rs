@@ -6,7 +6,8 @@
 //!   only; they never read the engine's book.
 //! - [`hub`] fans each update, encoded once, out to every subscriber without waiting for any,
 //!   with per-topic slow-consumer policies and a short history for resume-from-seq.
-//! - [`wire`] writes exact decimal strings and JSON.
+//! - [`wire`] writes exact decimal strings and JSON; [`proto`] encodes the same messages as
+//!   protobuf (`ticker.v1`), also once per update.
 
 pub mod candles;
 pub mod depth;
@@ -15,6 +16,7 @@ pub mod instruments;
 pub mod l3;
 pub mod market_data;
 pub mod orders;
+pub mod proto;
 pub mod record;
 pub mod sim;
 pub mod ticker;

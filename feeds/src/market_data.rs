@@ -12,6 +12,7 @@ use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicStat
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::{self, L3Event, L3Snapshotter, L3State};
 use crate::orders::{Accounts, OrderRouter};
+use crate::proto;
 use crate::ticker::{self, Rolling24h, TickerState};
 use crate::topic::{Channel, Interval, Topic};
 use crate::wire::JsonObject;
@@ -58,11 +59,14 @@ struct CandleSnapshotter {
 impl SnapshotSource for CandleSnapshotter {
     fn snapshot(&self) -> Option<Arc<Message>> {
         let st = self.state.lock();
+        let channel = Channel::Candles(st.series.interval);
+        let payload = proto::candles(&self.wire, &st.series);
         Some(Arc::new(Message {
             seq: st.last_seq,
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json: candles::encode_snapshot(&self.wire, &st.series, st.last_seq),
+            proto: proto::market(&self.wire, channel, st.last_seq, 0, 0, payload),
         }))
     }
 }
@@ -132,11 +136,20 @@ impl InstrumentFeeds {
         self.rolling.expire(ts);
         self.ticker.stats = self.rolling.stats();
         let json = ticker::encode(&self.wire, seq, self.ticker_seq, ts, &self.ticker);
+        let payload = proto::ticker(&self.wire, &self.ticker);
         self.ticker_topic.publish(Arc::new(Message {
             seq,
             prev_seq: self.ticker_seq,
             kind: MessageKind::Update,
             json,
+            proto: proto::market(
+                &self.wire,
+                Channel::Ticker,
+                seq,
+                self.ticker_seq,
+                ts,
+                payload,
+            ),
         }));
         self.ticker_seq = seq;
     }
@@ -154,13 +167,16 @@ impl InstrumentFeeds {
             for s in &self.candles {
                 let mut st = s.state.lock();
                 if let Some(c) = st.series.open_candle() {
-                    let json =
-                        candles::encode(&self.wire, st.series.interval, seq, st.last_seq, &c);
+                    let interval = st.series.interval;
+                    let json = candles::encode(&self.wire, interval, seq, st.last_seq, &c);
+                    let payload = proto::candle(&self.wire, &c);
+                    let channel = Channel::Candles(interval);
                     s.topic.publish(Arc::new(Message {
                         seq,
                         prev_seq: st.last_seq,
                         kind: MessageKind::Update,
                         json,
+                        proto: proto::market(&self.wire, channel, seq, st.last_seq, ts, payload),
                     }));
                     st.last_seq = seq;
                 }
@@ -174,12 +190,16 @@ impl InstrumentFeeds {
         for s in &self.candles {
             let mut st = s.state.lock();
             if let Some(c) = st.series.roll(ts) {
-                let json = candles::encode(&self.wire, st.series.interval, seq, st.last_seq, &c);
+                let interval = st.series.interval;
+                let json = candles::encode(&self.wire, interval, seq, st.last_seq, &c);
+                let payload = proto::candle(&self.wire, &c);
+                let channel = Channel::Candles(interval);
                 s.topic.publish(Arc::new(Message {
                     seq,
                     prev_seq: st.last_seq,
                     kind: MessageKind::Update,
                     json,
+                    proto: proto::market(&self.wire, channel, seq, st.last_seq, ts, payload),
                 }));
                 st.last_seq = seq;
             }
@@ -207,11 +227,13 @@ impl InstrumentFeeds {
             return;
         }
         let json = l3::encode(&self.wire, seq, st.last_seq, ts, &event);
+        let payload = proto::l3(&self.wire, &event);
         self.l3_topic.publish(Arc::new(Message {
             seq,
             prev_seq: st.last_seq,
             kind: MessageKind::Update,
             json,
+            proto: proto::market(&self.wire, Channel::L3, seq, st.last_seq, ts, payload),
         }));
         st.last_seq = seq;
     }
@@ -230,11 +252,20 @@ impl InstrumentFeeds {
             .decimal("size", self.wire.size, size as i64)
             .str("side", l3::side_str(aggressor))
             .finish();
+        let payload = proto::trade(&self.wire, trade_id, price, size, aggressor);
         self.trades_topic.publish(Arc::new(Message {
             seq: e.seq,
             prev_seq: self.trades_seq,
             kind: MessageKind::Update,
             json: Bytes::from(out),
+            proto: proto::market(
+                &self.wire,
+                Channel::Trades,
+                e.seq,
+                self.trades_seq,
+                e.ts,
+                payload,
+            ),
         }));
         self.trades_seq = e.seq;
         self.ticker.last = Some((price, size));

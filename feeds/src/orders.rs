@@ -8,6 +8,7 @@
 use crate::hub::{Hub, Message, MessageKind, SnapshotSource, Subscription, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::side_str;
+use crate::proto;
 use crate::topic::Topic;
 use crate::wire::JsonObject;
 use bytes::Bytes;
@@ -15,6 +16,8 @@ use parking_lot::Mutex;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use ticker_engine::*;
+use ticker_proto::v1 as pb;
+use ticker_proto::v1::order_update::Event as Update;
 
 pub fn command_str(c: CommandTag) -> &'static str {
     match c {
@@ -104,11 +107,27 @@ impl SnapshotSource for AccountSnapshotter {
                 o.push(b']');
             })
             .finish();
+        let orders = st
+            .open
+            .values()
+            .filter_map(|order| {
+                let wire = self.instruments.get(order.info.instrument)?;
+                Some(pb::OpenOrder {
+                    order: Some(proto::order(&wire, &order.info)),
+                    remaining_size: proto::size(&wire, order.remaining),
+                    visible_size: proto::size(&wire, order.visible),
+                    filled_size: proto::size(&wire, order.filled),
+                    status: order.status.to_string(),
+                })
+            })
+            .collect();
+        let snapshot = Update::Snapshot(pb::OpenOrders { orders });
         Some(Arc::new(Message {
             seq: st.seq,
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json: Bytes::from(out),
+            proto: proto::order_update(st.seq, 0, 0, 0, snapshot),
         }))
     }
 }
@@ -185,6 +204,22 @@ impl Accounts {
         self.hub.subscribe(Topic::Orders(account), from_seq)
     }
 
+    /// One of the account's open orders as the feeds last saw it, by engine or client id.
+    /// The fronts use it to learn an order's instrument (an amend's decimals are converted on
+    /// that instrument's grid).
+    pub fn open_order(&self, account: AccountId, order: OrderRef) -> Option<OpenOrder> {
+        let stream = self.streams.lock().get(&account)?.clone();
+        let st = stream.state.lock();
+        match order {
+            OrderRef::Id(id) => st.open.get(&id).cloned(),
+            OrderRef::Client(client) => st
+                .open
+                .values()
+                .find(|o| client != 0 && o.info.client_id == client)
+                .cloned(),
+        }
+    }
+
     /// Number of accounts with a stream.
     pub fn len(&self) -> usize {
         self.streams.lock().len()
@@ -212,8 +247,9 @@ impl OrderRouter {
         }
     }
 
-    /// Publishes one update to `account`: `body` writes the event-specific fields, `update`
-    /// changes the open-order state under the same lock.
+    /// Publishes one update to `account`: `body` writes the event-specific JSON fields,
+    /// `proto_event` is the same as protobuf, `update` changes the open-order state under the
+    /// same lock.
     fn publish(
         &mut self,
         account: AccountId,
@@ -221,6 +257,7 @@ impl OrderRouter {
         name: &str,
         update: impl FnOnce(&mut BTreeMap<OrderId, OpenOrder>),
         body: impl FnOnce(&mut JsonObject<'_>),
+        proto_event: Update,
     ) {
         let accounts = &self.accounts;
         let stream = self
@@ -246,6 +283,7 @@ impl OrderRouter {
             prev_seq: seq - 1,
             kind: MessageKind::Update,
             json: Bytes::from(out),
+            proto: proto::order_update(seq, seq - 1, event.seq, event.ts, proto_event),
         }));
     }
 
@@ -275,6 +313,10 @@ impl OrderRouter {
                         o.u64("corr", *corr);
                         write_info(&wire, order, o);
                     },
+                    Update::Accepted(pb::OrderAccepted {
+                        correlation: *corr,
+                        order: Some(proto::order(&wire, order)),
+                    }),
                 );
             }
             EventKind::Accepted {
@@ -285,6 +327,14 @@ impl OrderRouter {
                 instrument,
             } if *account != 0 => {
                 let symbol = instrument.and_then(wire_of);
+                let ack = Update::Ack(pb::CommandAck {
+                    correlation: *corr,
+                    command: proto::command_type(*command) as i32,
+                    order_id: order_id.0,
+                    instrument: symbol
+                        .as_ref()
+                        .map_or_else(String::new, |w| w.symbol().to_string()),
+                });
                 self.publish(
                     *account,
                     e,
@@ -299,6 +349,7 @@ impl OrderRouter {
                             o.str("instrument", w.symbol());
                         }
                     },
+                    ack,
                 );
             }
             EventKind::Rejected {
@@ -325,6 +376,13 @@ impl OrderRouter {
                             o.str("order_id", &id_str(*order_id));
                         }
                     },
+                    Update::Rejected(pb::OrderRejected {
+                        correlation: *corr,
+                        command: proto::command_type(*command) as i32,
+                        reason: proto::reject_reason(*reason) as i32,
+                        client_order_id: *client_id,
+                        order_id: order_id.0,
+                    }),
                 );
             }
             EventKind::OrderRested {
@@ -358,6 +416,13 @@ impl OrderRouter {
                             .decimal("visible", wire.size, *visible as i64)
                             .decimal("remaining", wire.size, *remaining as i64);
                     },
+                    Update::Rested(pb::OrderRested {
+                        order_id: order_id.0,
+                        instrument: wire.symbol().to_string(),
+                        price: proto::price(&wire, *price),
+                        visible_size: proto::size(&wire, *visible),
+                        remaining_size: proto::size(&wire, *remaining),
+                    }),
                 );
             }
             EventKind::StopArmed {
@@ -383,6 +448,21 @@ impl OrderRouter {
                 } else {
                     "stop_triggered"
                 };
+                let proto_event = match e.kind {
+                    EventKind::StopTriggered { last_price, .. } => {
+                        Update::StopTriggered(pb::StopTriggered {
+                            order_id: order_id.0,
+                            instrument: wire.symbol().to_string(),
+                            trigger_price: proto::price(&wire, *trigger),
+                            last_price: proto::price(&wire, last_price),
+                        })
+                    }
+                    _ => Update::StopArmed(pb::StopArmed {
+                        order_id: order_id.0,
+                        instrument: wire.symbol().to_string(),
+                        trigger_price: proto::price(&wire, *trigger),
+                    }),
+                };
                 self.publish(
                     *account,
                     e,
@@ -400,6 +480,7 @@ impl OrderRouter {
                             o.decimal("last_price", wire.price, last_price);
                         }
                     },
+                    proto_event,
                 );
             }
             EventKind::Trade {
@@ -422,6 +503,19 @@ impl OrderRouter {
                     (*taker_account, *taker_order, *taker_remaining, "taker"),
                     (*maker_account, *maker_order, *maker_remaining, "maker"),
                 ] {
+                    let fill = Update::Fill(pb::OrderFill {
+                        order_id: order.0,
+                        instrument: wire.symbol().to_string(),
+                        trade_id: *trade_id,
+                        price: proto::price(&wire, *price),
+                        size: proto::size(&wire, *size),
+                        remaining_size: proto::size(&wire, remaining),
+                        liquidity: if liquidity == "maker" {
+                            pb::Liquidity::Maker
+                        } else {
+                            pb::Liquidity::Taker
+                        } as i32,
+                    });
                     self.publish(
                         account,
                         e,
@@ -442,6 +536,7 @@ impl OrderRouter {
                                 .decimal("remaining", wire.size, remaining as i64)
                                 .str("liquidity", liquidity);
                         },
+                        fill,
                     );
                 }
             }
@@ -482,6 +577,19 @@ impl OrderRouter {
                             o.decimal("trigger", wire.price, *trigger);
                         }
                     },
+                    Update::Amended(pb::OrderAmended {
+                        order_id: order_id.0,
+                        instrument: wire.symbol().to_string(),
+                        price: proto::price(&wire, *price),
+                        trigger_price: if *trigger != 0 {
+                            proto::price(&wire, *trigger)
+                        } else {
+                            String::new()
+                        },
+                        remaining_size: proto::size(&wire, *remaining),
+                        visible_size: proto::size(&wire, *visible),
+                        priority_kept: *priority_kept,
+                    }),
                 );
             }
             EventKind::OrderDone {
@@ -510,6 +618,13 @@ impl OrderRouter {
                             .decimal("filled", wire.size, *filled as i64)
                             .decimal("cancelled", wire.size, *cancelled as i64);
                     },
+                    Update::Done(pb::OrderDone {
+                        order_id: order_id.0,
+                        instrument: wire.symbol().to_string(),
+                        reason: proto::done_reason(*reason) as i32,
+                        filled_size: proto::size(&wire, *filled),
+                        cancelled_size: proto::size(&wire, *cancelled),
+                    }),
                 );
             }
             _ => {}

@@ -1,0 +1,23 @@
+//! The gRPC front of tickerd: `ticker.v1` `OrderService` and `MarketDataService`
+//! (`proto/ticker/v1`), with health, reflection and gRPC-Web on the same port.
+//!
+//! - [`server`] — [`GrpcConfig`] and [`GrpcServer`]: transport, TLS, compression, limits.
+//! - [`auth`] — bearer tokens to accounts.
+//! - [`convert`] — requests to engine commands: decimal strings to ticks and lots, exactly,
+//!   with every bad field named (INVALID_ARGUMENT with a `google.rpc.BadRequest` detail).
+//! - [`report`] — a command's events to responses; engine rejects are normal answers except
+//!   `not_owner` (PERMISSION_DENIED) and `deadline_exceeded` (DEADLINE_EXCEEDED).
+//! - [`orders`], [`market_data`] — the services.
+//! - [`frames`] — streams of the feeds' pre-encoded protobuf, written as they are to every
+//!   subscriber.
+
+pub mod auth;
+pub mod convert;
+pub mod frames;
+pub mod market_data;
+pub mod orders;
+pub mod report;
+pub mod server;
+
+pub use auth::AuthConfig;
+pub use server::{GrpcConfig, GrpcError, GrpcServer, TlsFiles};
