@@ -7,3 +7,4 @@
 pub mod defaults;
 pub mod grpc;
 pub mod market;
+pub mod ws;

@@ -1,0 +1,3 @@
+//! The WebSocket front's transport: permessage-deflate ([`deflate`]).
+
+pub mod deflate;
