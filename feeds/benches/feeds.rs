@@ -118,6 +118,7 @@ fn hub_fanout(c: &mut Criterion) {
                 prev_seq: seq - 1,
                 kind: MessageKind::Update,
                 json: json.clone(),
+                deflated: Default::default(),
                 proto: json.clone(),
             }));
             for s in &mut subs {
@@ -133,6 +134,7 @@ fn hub_fanout(c: &mut Criterion) {
                 prev_seq: seq - 1,
                 kind: MessageKind::Update,
                 json: json.clone(),
+                deflated: Default::default(),
                 proto: json.clone(),
             }));
         })

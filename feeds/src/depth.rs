@@ -156,6 +156,7 @@ impl SnapshotSource for Snapshotter {
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json,
+            deflated: Default::default(),
             proto: proto::market(
                 &self.wire,
                 Channel::Depth,
@@ -296,6 +297,7 @@ impl DepthView {
             prev_seq: st.last_seq,
             kind: MessageKind::Update,
             json,
+            deflated: Default::default(),
             proto: proto::market(&self.wire, Channel::Depth, seq, st.last_seq, ts, payload),
         });
         st.last_seq = seq;

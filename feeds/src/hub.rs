@@ -16,7 +16,7 @@ use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use tokio::sync::broadcast;
 
 /// One encoded update, shared by every subscriber of its topic.
@@ -33,7 +33,35 @@ pub struct Message {
     /// The message as protobuf: a `ticker.v1.MarketDataMessage` (market data) or
     /// `ticker.v1.OrderUpdate` (order updates) without its per-subscriber fields.
     pub proto: Bytes,
+    /// `json` compressed once for every WebSocket connection in shared-deflate mode, filled
+    /// by the first connection that needs it (the compressor lives in `servers`).
+    pub deflated: DeflatedCache,
 }
+
+/// A lazily filled cache of a message's compressed form. It is derived from the message, so
+/// it takes no part in equality: a message compares equal whether or not it was compressed.
+#[derive(Debug, Clone, Default)]
+pub struct DeflatedCache(OnceLock<Bytes>);
+
+impl DeflatedCache {
+    /// The cached bytes, computing them with `deflate` the first time; concurrent callers
+    /// wait for that one computation.
+    pub fn get_or_init(&self, deflate: impl FnOnce() -> Bytes) -> &Bytes {
+        self.0.get_or_init(deflate)
+    }
+
+    pub fn get(&self) -> Option<&Bytes> {
+        self.0.get()
+    }
+}
+
+impl PartialEq for DeflatedCache {
+    fn eq(&self, _: &Self) -> bool {
+        true
+    }
+}
+
+impl Eq for DeflatedCache {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {

@@ -250,6 +250,7 @@ impl SnapshotSource for L3Snapshotter {
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json: Bytes::from(out),
+            deflated: Default::default(),
             proto: proto::market(wire, Channel::L3, st.last_seq, 0, 0, payload),
         }))
     }

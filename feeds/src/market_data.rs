@@ -66,6 +66,7 @@ impl SnapshotSource for CandleSnapshotter {
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json: candles::encode_snapshot(&self.wire, &st.series, st.last_seq),
+            deflated: Default::default(),
             proto: proto::market(&self.wire, channel, st.last_seq, 0, 0, payload),
         }))
     }
@@ -142,6 +143,7 @@ impl InstrumentFeeds {
             prev_seq: self.ticker_seq,
             kind: MessageKind::Update,
             json,
+            deflated: Default::default(),
             proto: proto::market(
                 &self.wire,
                 Channel::Ticker,
@@ -176,6 +178,7 @@ impl InstrumentFeeds {
                         prev_seq: st.last_seq,
                         kind: MessageKind::Update,
                         json,
+                        deflated: Default::default(),
                         proto: proto::market(&self.wire, channel, seq, st.last_seq, ts, payload),
                     }));
                     st.last_seq = seq;
@@ -199,6 +202,7 @@ impl InstrumentFeeds {
                     prev_seq: st.last_seq,
                     kind: MessageKind::Update,
                     json,
+                    deflated: Default::default(),
                     proto: proto::market(&self.wire, channel, seq, st.last_seq, ts, payload),
                 }));
                 st.last_seq = seq;
@@ -233,6 +237,7 @@ impl InstrumentFeeds {
             prev_seq: st.last_seq,
             kind: MessageKind::Update,
             json,
+            deflated: Default::default(),
             proto: proto::market(&self.wire, Channel::L3, seq, st.last_seq, ts, payload),
         }));
         st.last_seq = seq;
@@ -258,6 +263,7 @@ impl InstrumentFeeds {
             prev_seq: self.trades_seq,
             kind: MessageKind::Update,
             json: Bytes::from(out),
+            deflated: Default::default(),
             proto: proto::market(
                 &self.wire,
                 Channel::Trades,

@@ -127,6 +127,7 @@ impl SnapshotSource for AccountSnapshotter {
             prev_seq: 0,
             kind: MessageKind::Snapshot,
             json: Bytes::from(out),
+            deflated: Default::default(),
             proto: proto::order_update(st.seq, 0, 0, 0, snapshot),
         }))
     }
@@ -283,6 +284,7 @@ impl OrderRouter {
             prev_seq: seq - 1,
             kind: MessageKind::Update,
             json: Bytes::from(out),
+            deflated: Default::default(),
             proto: proto::order_update(seq, seq - 1, event.seq, event.ts, proto_event),
         }));
     }

@@ -112,6 +112,7 @@ async fn main() -> anyhow::Result<()> {
                 prev_seq: seq - 1,
                 kind: MessageKind::Update,
                 json: Bytes::new(),
+                deflated: Default::default(),
                 proto: proto::market(&wire, Channel::Trades, seq, seq - 1, seq, payload),
             })
         })

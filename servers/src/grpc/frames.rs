@@ -300,6 +300,7 @@ mod tests {
             prev_seq: seq - 1,
             kind: MessageKind::Update,
             json: Bytes::new(),
+            deflated: Default::default(),
             proto: Bytes::from(vec![seq as u8]),
         })
     }
