@@ -279,6 +279,9 @@ impl Negotiated {
             .filter(|o| o.name.eq_ignore_ascii_case(PERMESSAGE_DEFLATE))
             .filter_map(|o| Params::parse(o).ok())
             .collect();
+        if offered.is_empty() {
+            return Err(AnswerError::UnexpectedExtension(answer.name.clone()));
+        }
         let client_max_window_bits = match params.client_max_window_bits {
             None => None,
             Some(None) => return Err(AnswerError::ClientWindowWithoutValue),
