@@ -1,0 +1,170 @@
+//! What permessage-deflate buys and costs on real market data: bytes per message raw, in shared
+//! mode (each message deflated alone, no context takeover, 15-bit window) and per connection
+//! (one sliding window across a connection's messages), and nanoseconds to compress one message.
+//!
+//! ```sh
+//! cargo run --release -p ticker-servers --example deflate_sizes [-- MESSAGES]
+//! ```
+//!
+//! The messages are the feeds' own JSON: a seeded simulated market (the embedded default) is
+//! run through the engine and the feeds, and the BTC-USD ticker, depth and trades topics are
+//! recorded as a subscriber gets them. Per-connection figures compress each topic as the only
+//! subscription of a connection, and all three interleaved as one connection subscribed to
+//! all. Timings are the mean of the whole sequence repeated until at least 200 ms have passed.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ticker_engine::{Command, CommandKind, Engine, Instrument, InstrumentSpec};
+use ticker_feeds::hub::{Hub, Subscription};
+use ticker_feeds::sim::{SimConfig, Simulator};
+use ticker_feeds::{Channel, FeedsConfig, Instruments, MarketData, Topic};
+use ticker_servers::ws::deflate::{deflate_shared, MessageDeflater, DEFAULT_LEVEL};
+
+fn specs() -> Vec<InstrumentSpec> {
+    let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
+    let spec = |symbol: &str, lot: &str, max: &str, price: &str| InstrumentSpec {
+        symbol: symbol.into(),
+        tick_size: d("0.01"),
+        lot_size: d(lot),
+        min_size: d(lot),
+        max_size: d(max),
+        reference_price: d(price),
+        band: d("0.1"),
+    };
+    vec![
+        spec("BTC-USD", "0.00001", "100", "65000"),
+        spec("ETH-USD", "0.0001", "1000", "3200"),
+    ]
+}
+
+/// The JSON of `wanted` messages per topic (ticker, depth, trades of BTC-USD) and all of them
+/// in the order one subscriber of all three would get them.
+fn record(wanted: usize) -> ([Vec<Vec<u8>>; 3], Vec<Vec<u8>>) {
+    let instruments: Vec<Instrument> = specs()
+        .into_iter()
+        .enumerate()
+        .map(|(i, s)| Instrument::new(i as u32, s).unwrap())
+        .collect();
+    let hub = Arc::new(Hub::default());
+    let mut md = MarketData::new(
+        FeedsConfig::default(),
+        hub.clone(),
+        Arc::new(Instruments::default()),
+    );
+    let mut engine = Engine::default();
+    for i in &instruments {
+        let cmd = Command {
+            deadline: 0,
+            ts: 0,
+            corr: 0,
+            kind: CommandKind::AddInstrument(Box::new(i.spec.clone())),
+        };
+        md.apply(&engine.apply_collect(&cmd));
+    }
+    let channels = [Channel::Ticker, Channel::Depth, Channel::Trades];
+    let mut subs: Vec<Subscription> = channels
+        .iter()
+        .map(|&channel| {
+            hub.subscribe(
+                Topic::Market {
+                    channel,
+                    instrument: 0,
+                },
+                None,
+            )
+        })
+        .collect();
+    let mut sim = Simulator::new(
+        SimConfig::default(),
+        &instruments,
+        1_764_430_000_000_000_000,
+    );
+    let mut per_topic: [Vec<Vec<u8>>; 3] = Default::default();
+    let mut all = Vec::new();
+    while per_topic.iter().any(|t| t.len() < wanted) {
+        md.apply(&engine.apply_collect(&sim.next_command()));
+        for (i, sub) in subs.iter_mut().enumerate() {
+            while let Ok(Some(delivery)) = sub.try_recv() {
+                if let Some(m) = delivery.message() {
+                    if per_topic[i].len() < wanted {
+                        per_topic[i].push(m.json.to_vec());
+                        all.push(m.json.to_vec());
+                    }
+                }
+            }
+        }
+    }
+    (per_topic, all)
+}
+
+struct Figures {
+    bytes: f64,
+    ns: f64,
+}
+
+/// Mean output size and mean time per message of `compress` over `messages`, repeated for at
+/// least 200 ms (`fresh` makes a new compressor for each repetition).
+fn measure<C>(
+    messages: &[Vec<u8>],
+    mut fresh: impl FnMut() -> C,
+    compress: impl Fn(&mut C, &[u8]) -> usize,
+) -> Figures {
+    let mut total_bytes = 0;
+    let mut state = fresh();
+    for m in messages {
+        total_bytes += compress(&mut state, m);
+    }
+    let (mut runs, started) = (0u32, Instant::now());
+    while started.elapsed() < Duration::from_millis(200) {
+        let mut state = fresh();
+        for m in messages {
+            std::hint::black_box(compress(&mut state, m));
+        }
+        runs += 1;
+    }
+    let n = messages.len() as f64;
+    Figures {
+        bytes: total_bytes as f64 / n,
+        ns: started.elapsed().as_nanos() as f64 / (n * f64::from(runs)),
+    }
+}
+
+fn main() {
+    let wanted: usize = std::env::args()
+        .nth(1)
+        .and_then(|a| a.parse().ok())
+        .unwrap_or(2_000);
+    let (per_topic, all) = record(wanted);
+    println!("deflate_sizes: {wanted} messages per topic of a seeded simulated BTC-USD market (zlib-rs, level {DEFAULT_LEVEL})");
+    println!(
+        "{:<22} {:>9} {:>14} {:>11} {:>22} {:>11}",
+        "stream", "raw B", "shared B", "shared ns", "per-connection B", "per-conn ns"
+    );
+    let rows = [
+        ("ticker", &per_topic[0]),
+        ("depth", &per_topic[1]),
+        ("trades", &per_topic[2]),
+        ("all three, interleaved", &all),
+    ];
+    for (name, messages) in rows {
+        let raw = messages.iter().map(Vec::len).sum::<usize>() as f64 / messages.len() as f64;
+        let shared = measure(messages, || (), |_, m| deflate_shared(m).len());
+        let per_connection = measure(
+            messages,
+            || MessageDeflater::new(15, false, DEFAULT_LEVEL),
+            |d, m| d.compress(m).len(),
+        );
+        println!(
+            "{name:<22} {raw:>9.1} {:>7.1} ({:>3.0}%) {:>11.0} {:>14.1} ({:>3.0}%) {:>11.0}",
+            shared.bytes,
+            100.0 * shared.bytes / raw,
+            shared.ns,
+            per_connection.bytes,
+            100.0 * per_connection.bytes / raw,
+            per_connection.ns
+        );
+    }
+    println!(
+        "shared ns is paid once per message for all connections; per-connection ns once per message per connection."
+    );
+}
