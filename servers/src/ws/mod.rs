@@ -1,0 +1,25 @@
+//! The WebSocket front of tickerd: the JSON protocol of docs/websocket.md on `/ws`, and the
+//! trader page on `/`, on one HTTP port (8080 by default).
+//!
+//! - [`server`] — [`WsConfig`] and [`WsServer`]: the listener and the connection count.
+//! - [`http`] — routes: the embedded page, `/ws` upgrades, 404s and 503s.
+//! - [`upgrade`] — the RFC 6455 handshake on a hyper request, in one replaceable function.
+//! - [`session`] — one connection: commands in, exactly one reply each, subscriptions
+//!   forwarded from the feeds hub, pings and the idle timeout.
+//! - [`protocol`] — client messages read strictly, every bad field named; [`replies`] — the
+//!   server's own messages.
+//! - [`outgoing`] — the per-connection queue and writer, where each message's bytes are
+//!   chosen (the hook for compression).
+//! - [`limits`] — [`WsLimits`] and the rate limiter.
+
+pub mod http;
+pub mod limits;
+pub mod outgoing;
+pub mod protocol;
+pub mod replies;
+pub mod server;
+pub mod session;
+pub mod upgrade;
+
+pub use limits::WsLimits;
+pub use server::{WsConfig, WsError, WsServer};
