@@ -1,10 +1,13 @@
 //! `ticker-servers`: the gRPC and WebSocket fronts of tickerd and the `tickerd` binary.
 //!
 //! [`market`] runs the engine thread, the feeds thread and the simulator, and gives the fronts
-//! one order-entry API; [`grpc`] is the gRPC front on it; [`defaults`] is the embedded
-//! configuration.
+//! one order-entry API; [`grpc`] and [`ws`] are the fronts on it, sharing [`auth`] (tokens to
+//! accounts) and [`order_entry`] (requests checked and turned into engine commands);
+//! [`defaults`] is the embedded configuration.
 
+pub mod auth;
 pub mod defaults;
 pub mod grpc;
 pub mod market;
+pub mod order_entry;
 pub mod ws;

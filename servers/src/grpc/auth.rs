@@ -1,49 +1,23 @@
-//! Who is calling: `authorization: Bearer <token>` metadata, with tokens mapped to accounts in
-//! config. Order RPCs always need a token; market data only when configured so.
+//! Who is calling: `authorization: Bearer <token>` metadata, with tokens mapped to accounts by
+//! the shared [`crate::auth`] table. Order RPCs always need a token; market data only when
+//! configured so.
 
-use std::collections::HashMap;
-use std::sync::Arc;
+use crate::auth::Tokens;
+pub use crate::auth::{AuthConfig, AuthConfigError};
 use ticker_engine::AccountId;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
 
-/// Tokens and what needs them; defaults in brackets.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct AuthConfig {
-    /// Bearer tokens and the account each one trades for [none: no order entry]. Account 0 is
-    /// reserved by the engine and cannot be given.
-    pub tokens: HashMap<String, AccountId>,
-    /// Whether market data needs a token too [false: public].
-    pub market_data_requires_token: bool,
-}
-
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum AuthConfigError {
-    #[error("token {0:?} maps to account 0, which the engine reserves")]
-    AccountZero(String),
-    #[error("an empty token would let any `Bearer ` header in")]
-    EmptyToken,
-}
-
+/// The shared token table, read from request metadata.
 #[derive(Debug, Clone)]
 pub struct Auth {
-    tokens: Arc<HashMap<String, AccountId>>,
-    market_data_requires_token: bool,
+    tokens: Tokens,
 }
 
 impl Auth {
     pub fn new(config: &AuthConfig) -> Result<Auth, AuthConfigError> {
-        for (token, account) in &config.tokens {
-            if token.is_empty() {
-                return Err(AuthConfigError::EmptyToken);
-            }
-            if *account == 0 {
-                return Err(AuthConfigError::AccountZero(token.clone()));
-            }
-        }
         Ok(Auth {
-            tokens: Arc::new(config.tokens.clone()),
-            market_data_requires_token: config.market_data_requires_token,
+            tokens: Tokens::new(config)?,
         })
     }
 
@@ -66,14 +40,13 @@ impl Auth {
             }
         };
         self.tokens
-            .get(token)
-            .copied()
+            .account(token)
             .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
 
     /// Whether the caller may read market data.
     pub fn market_data(&self, metadata: &MetadataMap) -> Result<(), Status> {
-        if self.market_data_requires_token {
+        if self.tokens.market_data_requires_token() {
             self.account(metadata)?;
         }
         Ok(())
@@ -83,6 +56,7 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::collections::HashMap;
 
     fn auth(public: bool) -> Auth {
         Auth::new(&AuthConfig {
@@ -125,22 +99,5 @@ mod tests {
         assert!(auth(true).market_data(&MetadataMap::new()).is_ok());
         assert!(auth(false).market_data(&MetadataMap::new()).is_err());
         assert!(auth(false).market_data(&with("Bearer secret-a")).is_ok());
-    }
-
-    #[test]
-    fn account_zero_and_empty_tokens_are_refused() {
-        let zero = AuthConfig {
-            tokens: HashMap::from([("t".to_string(), 0)]),
-            ..AuthConfig::default()
-        };
-        assert!(matches!(
-            Auth::new(&zero),
-            Err(AuthConfigError::AccountZero(_))
-        ));
-        let empty = AuthConfig {
-            tokens: HashMap::from([(String::new(), 1)]),
-            ..AuthConfig::default()
-        };
-        assert_eq!(Auth::new(&empty).unwrap_err(), AuthConfigError::EmptyToken);
     }
 }

@@ -1,14 +1,9 @@
-//! The edge between the wire and the engine: `ticker.v1` requests to engine commands, with
-//! every decimal checked against the instrument's grid, and the refusals a request can meet
-//! before it reaches the engine.
-//!
-//! Prices and sizes arrive as decimal strings and become ticks and lots here, exactly or not at
-//! all: `"65000.001"` on a 0.01 tick is refused with a field violation naming `price`, never
-//! rounded. Every bad field of a request is reported at once, so a client fixes them in one go.
+//! The edge between the wire and the engine: `ticker.v1` requests read into the shared
+//! [`crate::order_entry`] tickets (which check every decimal against the instrument's grid),
+//! and the refusals a request can meet before it reaches the engine, as gRPC statuses.
 
-use rust_decimal::Decimal;
-use std::str::FromStr;
-use std::sync::Arc;
+use crate::order_entry::{self, AmendTicket, Invalid, PlaceTicket};
+pub use crate::order_entry::{instrument, price, size, Violations};
 use ticker_engine::*;
 use ticker_feeds::orders::Accounts;
 use ticker_feeds::{Instruments, WireInstrument};
@@ -69,125 +64,14 @@ impl From<Refusal> for tonic::Status {
     }
 }
 
-/// The bad fields of one request, collected so all are reported together.
-#[derive(Debug, Default)]
-pub struct Violations(Vec<(String, String)>);
-
-impl Violations {
-    pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push((field.into(), description.into()));
-    }
-
-    /// `Ok(value)` when no field was bad.
-    pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Refusal> {
-        if self.0.is_empty() {
-            return Ok(value());
-        }
-        let fields: Vec<&str> = self.0.iter().map(|(f, _)| f.as_str()).collect();
-        Err(Refusal {
+impl From<Invalid> for Refusal {
+    fn from(i: Invalid) -> Self {
+        Refusal {
             code: Code::InvalidArgument,
-            message: format!("invalid request: bad {}", fields.join(", ")),
-            violations: self.0,
-        })
-    }
-}
-
-/// Digits a decimal on the wire may have: what `rust_decimal` holds exactly.
-const MAX_DIGITS: usize = 28;
-
-/// Parses a decimal string; `None` (with a violation) when it is not one.
-fn decimal(field: &str, text: &str, v: &mut Violations) -> Option<Decimal> {
-    // rust_decimal accepts a leading '+' and '_' separators; the wire does not. It also rounds
-    // digits beyond its 28 significant ones, which would turn an off-grid value into an
-    // on-grid one: longer numbers are refused instead.
-    let digits = text.bytes().filter(u8::is_ascii_digit).count();
-    if digits > MAX_DIGITS {
-        v.add(field, format!("{text:?} has more than {MAX_DIGITS} digits"));
-        return None;
-    }
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
-    match Decimal::from_str(text) {
-        Ok(d) if plain => Some(d),
-        _ => {
-            v.add(field, format!("{text:?} is not a decimal number"));
-            None
+            message: i.message,
+            violations: i.violations,
         }
     }
-}
-
-/// A price in ticks of `wire`'s tick size.
-pub fn price(wire: &WireInstrument, field: &str, text: &str, v: &mut Violations) -> Option<Ticks> {
-    let d = decimal(field, text, v)?;
-    let tick = wire.instrument.spec.tick_size;
-    match wire.instrument.price_to_ticks(d) {
-        Ok(t) => Some(t),
-        Err(RejectReason::OffTick) => {
-            v.add(
-                field,
-                format!(
-                    "{text} is not a multiple of the tick size {tick} of {}",
-                    wire.symbol()
-                ),
-            );
-            None
-        }
-        Err(RejectReason::InvalidPrice) => {
-            v.add(field, format!("{text} must be positive"));
-            None
-        }
-        Err(_) => {
-            v.add(field, format!("{text} is out of range"));
-            None
-        }
-    }
-}
-
-/// A size in lots of `wire`'s lot size.
-pub fn size(wire: &WireInstrument, field: &str, text: &str, v: &mut Violations) -> Option<Lots> {
-    let d = decimal(field, text, v)?;
-    let lot = wire.instrument.spec.lot_size;
-    match wire.instrument.size_to_lots(d) {
-        Ok(l) => Some(l),
-        Err(RejectReason::OffLot) => {
-            v.add(
-                field,
-                format!(
-                    "{text} is not a multiple of the lot size {lot} of {}",
-                    wire.symbol()
-                ),
-            );
-            None
-        }
-        Err(RejectReason::InvalidSize) => {
-            v.add(field, format!("{text} must be positive"));
-            None
-        }
-        Err(_) => {
-            v.add(field, format!("{text} is out of range"));
-            None
-        }
-    }
-}
-
-/// An instrument by symbol.
-pub fn instrument(
-    instruments: &Instruments,
-    field: &str,
-    symbol: &str,
-    v: &mut Violations,
-) -> Option<Arc<WireInstrument>> {
-    if symbol.is_empty() {
-        v.add(field, "required: an instrument symbol such as \"BTC-USD\"");
-        return None;
-    }
-    let found = instruments.by_symbol(symbol);
-    if found.is_none() {
-        v.add(field, format!("unknown instrument {symbol:?}"));
-    }
-    found
 }
 
 pub fn side(field: &str, value: i32, v: &mut Violations) -> Option<Side> {
@@ -201,30 +85,6 @@ pub fn side(field: &str, value: i32, v: &mut Violations) -> Option<Side> {
     }
 }
 
-/// An order of an account: by engine id or by client id (one of them, not zero).
-pub fn order_ref(
-    cancel: Option<&pb::cancel_order_request::Order>,
-    amend: Option<&pb::amend_order_request::Order>,
-    v: &mut Violations,
-) -> Option<OrderRef> {
-    use pb::amend_order_request::Order as A;
-    use pb::cancel_order_request::Order as C;
-    let r = match (cancel, amend) {
-        (Some(C::OrderId(id)), _) | (_, Some(A::OrderId(id))) => OrderRef::Id(OrderId(*id)),
-        (Some(C::ClientOrderId(id)), _) | (_, Some(A::ClientOrderId(id))) => OrderRef::Client(*id),
-        (None, None) => {
-            v.add("order", "required: order_id or client_order_id");
-            return None;
-        }
-    };
-    match r {
-        OrderRef::Id(OrderId(0)) => v.add("order_id", "must not be 0"),
-        OrderRef::Client(0) => v.add("client_order_id", "must not be 0"),
-        _ => return Some(r),
-    }
-    None
-}
-
 /// A place command from a request.
 pub fn place(
     req: &pb::PlaceOrderRequest,
@@ -233,10 +93,10 @@ pub fn place(
     session: SessionId,
 ) -> Result<Place, Refusal> {
     let mut v = Violations::default();
-    let wire = instrument(instruments, "instrument", &req.instrument, &mut v);
     let side = side("side", req.side, &mut v);
     let order_type = match pb::OrderType::try_from(req.order_type) {
-        Ok(pb::OrderType::Unspecified | pb::OrderType::Limit) => Some(OrderType::Limit),
+        Ok(pb::OrderType::Unspecified) => None,
+        Ok(pb::OrderType::Limit) => Some(OrderType::Limit),
         Ok(pb::OrderType::Market) => Some(OrderType::Market),
         Ok(pb::OrderType::StopMarket) => Some(OrderType::StopMarket),
         Ok(pb::OrderType::StopLimit) => Some(OrderType::StopLimit),
@@ -248,144 +108,104 @@ pub fn place(
             None
         }
     };
-    let (mut price, mut trigger, mut size, mut display) = (0, 0, 0, 0);
-    if let (Some(wire), Some(t)) = (&wire, order_type) {
-        if t.has_limit_price() {
-            price = self::price(wire, "price", &req.price, &mut v).unwrap_or(0);
-        } else if !req.price.is_empty() {
-            v.add("price", "only limit and stop-limit orders have a price");
-        }
-        if t.is_stop() {
-            trigger = self::price(wire, "trigger_price", &req.trigger_price, &mut v).unwrap_or(0);
-        } else if !req.trigger_price.is_empty() {
-            v.add("trigger_price", "only stop orders have a trigger price");
-        }
-        size = self::size(wire, "size", &req.size, &mut v).unwrap_or(0);
-        if !req.display_size.is_empty() {
-            display = self::size(wire, "display_size", &req.display_size, &mut v).unwrap_or(0);
-        }
-    }
-    let market_like = matches!(order_type, Some(OrderType::Market | OrderType::StopMarket));
-    let tif = match pb::TimeInForce::try_from(req.time_in_force) {
-        Ok(pb::TimeInForce::Unspecified) if market_like => TimeInForce::Ioc,
-        Ok(pb::TimeInForce::Unspecified | pb::TimeInForce::Gtc) => TimeInForce::Gtc,
-        Ok(pb::TimeInForce::Ioc) => TimeInForce::Ioc,
-        Ok(pb::TimeInForce::Fok) => TimeInForce::Fok,
-        Ok(pb::TimeInForce::Gtd) => TimeInForce::Gtd,
+    let time_in_force = match pb::TimeInForce::try_from(req.time_in_force) {
+        Ok(pb::TimeInForce::Unspecified) => None,
+        Ok(pb::TimeInForce::Gtc) => Some(TimeInForce::Gtc),
+        Ok(pb::TimeInForce::Ioc) => Some(TimeInForce::Ioc),
+        Ok(pb::TimeInForce::Fok) => Some(TimeInForce::Fok),
+        Ok(pb::TimeInForce::Gtd) => Some(TimeInForce::Gtd),
         Err(_) => {
             v.add(
                 "time_in_force",
                 format!("unknown time in force {}", req.time_in_force),
             );
-            TimeInForce::Gtc
+            None
         }
     };
-    if tif == TimeInForce::Gtd && req.expiry_ns == 0 {
-        v.add("expiry_ns", "required with TIME_IN_FORCE_GTD");
-    } else if tif != TimeInForce::Gtd && req.expiry_ns != 0 {
-        v.add("expiry_ns", "only GTD orders have an expiry");
-    }
-    let stp = match pb::SelfTradePrevention::try_from(req.self_trade_prevention) {
-        Ok(pb::SelfTradePrevention::Unspecified | pb::SelfTradePrevention::CancelTaker) => {
-            SelfTradePrevention::CancelTaker
+    let self_trade_prevention = match pb::SelfTradePrevention::try_from(req.self_trade_prevention) {
+        Ok(pb::SelfTradePrevention::Unspecified) => None,
+        Ok(pb::SelfTradePrevention::CancelTaker) => Some(SelfTradePrevention::CancelTaker),
+        Ok(pb::SelfTradePrevention::CancelMaker) => Some(SelfTradePrevention::CancelMaker),
+        Ok(pb::SelfTradePrevention::CancelBoth) => Some(SelfTradePrevention::CancelBoth),
+        Ok(pb::SelfTradePrevention::DecrementAndCancel) => {
+            Some(SelfTradePrevention::DecrementAndCancel)
         }
-        Ok(pb::SelfTradePrevention::CancelMaker) => SelfTradePrevention::CancelMaker,
-        Ok(pb::SelfTradePrevention::CancelBoth) => SelfTradePrevention::CancelBoth,
-        Ok(pb::SelfTradePrevention::DecrementAndCancel) => SelfTradePrevention::DecrementAndCancel,
         Err(_) => {
             v.add(
                 "self_trade_prevention",
                 format!("unknown mode {}", req.self_trade_prevention),
             );
-            SelfTradePrevention::CancelTaker
+            None
         }
     };
-    v.finish(|| Place {
+    let ticket = PlaceTicket {
+        instrument: &req.instrument,
+        side,
+        order_type,
+        price: &req.price,
+        trigger_price: &req.trigger_price,
+        size: &req.size,
+        display_size: &req.display_size,
+        time_in_force,
+        expiry_ns: req.expiry_ns,
+        post_only: req.post_only,
+        self_trade_prevention,
+        client_order_id: req.client_order_id,
+    };
+    Ok(order_entry::place(
+        &ticket,
+        v,
+        instruments,
         account,
         session,
-        client_id: req.client_order_id,
-        instrument: wire.as_ref().map_or(0, |w| w.id()),
-        side: side.unwrap_or(Side::Buy),
-        order_type: order_type.unwrap_or(OrderType::Limit),
-        price,
-        trigger,
-        size,
-        tif,
-        expiry: req.expiry_ns,
-        post_only: req.post_only,
-        display,
-        stp,
+    )?)
+}
+
+fn cancel_ref(order: Option<&pb::cancel_order_request::Order>) -> Option<OrderRef> {
+    use pb::cancel_order_request::Order as C;
+    order.map(|o| match o {
+        C::OrderId(id) => OrderRef::Id(OrderId(*id)),
+        C::ClientOrderId(id) => OrderRef::Client(*id),
+    })
+}
+
+fn amend_ref(order: Option<&pb::amend_order_request::Order>) -> Option<OrderRef> {
+    use pb::amend_order_request::Order as A;
+    order.map(|o| match o {
+        A::OrderId(id) => OrderRef::Id(OrderId(*id)),
+        A::ClientOrderId(id) => OrderRef::Client(*id),
     })
 }
 
 pub fn cancel(req: &pb::CancelOrderRequest, account: AccountId) -> Result<Cancel, Refusal> {
-    let mut v = Violations::default();
-    let order = order_ref(req.order.as_ref(), None, &mut v);
-    v.finish(|| Cancel {
+    Ok(order_entry::cancel(
+        cancel_ref(req.order.as_ref()),
+        Violations::default(),
         account,
-        order: order.unwrap_or(OrderRef::Client(0)),
-    })
+    )?)
 }
 
-/// An amend command. Its decimals are converted on the grid of the order's instrument, which
-/// the request names and which is checked against the account's open order when the feeds
-/// know it (an amend of an order the feeds do not know goes to the engine, which answers
-/// `unknown_order` or `not_owner`).
+/// An amend command (see [`order_entry::amend`]).
 pub fn amend(
     req: &pb::AmendOrderRequest,
     account: AccountId,
     instruments: &Instruments,
     accounts: &Accounts,
 ) -> Result<Amend, Refusal> {
-    let mut v = Violations::default();
-    let order = order_ref(None, req.order.as_ref(), &mut v);
-    let changes = req.price.is_some() || req.size.is_some() || req.trigger_price.is_some();
-    if !changes {
-        v.add(
-            "price",
-            "an amend changes at least one of price, size and trigger_price",
-        );
-    }
-    let wire = if changes {
-        instrument(instruments, "instrument", &req.instrument, &mut v)
-    } else {
-        None
+    let ticket = AmendTicket {
+        order: amend_ref(req.order.as_ref()),
+        instrument: &req.instrument,
+        price: req.price.as_deref(),
+        size: req.size.as_deref(),
+        trigger_price: req.trigger_price.as_deref(),
     };
-    if let (Some(order), Some(wire)) = (order, &wire) {
-        if let Some(open) = accounts.open_order(account, order) {
-            if open.info.instrument != wire.id() {
-                let actual = instruments
-                    .get(open.info.instrument)
-                    .map_or_else(String::new, |w| w.symbol().to_string());
-                v.add(
-                    "instrument",
-                    format!("the order is on {actual}, not {}", wire.symbol()),
-                );
-            }
-        }
-    }
-    let (mut price, mut size, mut trigger) = (None, None, None);
-    if let Some(wire) = &wire {
-        price = req
-            .price
-            .as_deref()
-            .and_then(|p| self::price(wire, "price", p, &mut v));
-        size = req
-            .size
-            .as_deref()
-            .and_then(|s| self::size(wire, "size", s, &mut v));
-        trigger = req
-            .trigger_price
-            .as_deref()
-            .and_then(|t| self::price(wire, "trigger_price", t, &mut v));
-    }
-    v.finish(|| Amend {
+    Ok(order_entry::amend(
+        &ticket,
+        Violations::default(),
         account,
-        order: order.unwrap_or(OrderRef::Client(0)),
-        price,
-        size,
-        trigger,
-    })
+        instruments,
+        accounts,
+    )?)
 }
 
 pub fn mass_cancel(
@@ -394,21 +214,18 @@ pub fn mass_cancel(
     instruments: &Instruments,
 ) -> Result<MassCancel, Refusal> {
     let mut v = Violations::default();
-    let instrument = if req.instrument.is_empty() {
-        None
-    } else {
-        self::instrument(instruments, "instrument", &req.instrument, &mut v).map(|w| w.id())
-    };
     let side = if req.side == pb::Side::Unspecified as i32 {
         None
     } else {
         self::side("side", req.side, &mut v)
     };
-    v.finish(|| MassCancel {
-        account,
-        instrument,
+    Ok(order_entry::mass_cancel(
+        &req.instrument,
         side,
-    })
+        v,
+        account,
+        instruments,
+    )?)
 }
 
 /// An instrument as `ListInstruments` shows it.

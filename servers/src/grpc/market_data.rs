@@ -157,6 +157,7 @@ impl MarketDataApi {
             }
             topics
         })
+        .map_err(Refusal::from)
     }
 
     /// `Subscribe`, as pre-encoded frames.
@@ -233,7 +234,7 @@ impl MarketDataService for MarketDataRpc {
             &req.get_ref().instrument,
             &mut v,
         );
-        v.finish(|| ())?;
+        v.finish(|| ()).map_err(Refusal::from)?;
         let Some(wire) = wire else {
             return Err(Status::invalid_argument("unknown instrument"));
         };

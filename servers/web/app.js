@@ -1,0 +1,1 @@
+// The trader page script; replaced by the page itself (servers/web).
