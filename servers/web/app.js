@@ -28,6 +28,8 @@
   const LADDER_LEVELS = 12;
   const TAPE_ROWS = 40;
   const CHECKSUM_LEVELS = 10;
+  /** The server closes connections that send nothing for 120 s; pongs to its pings do not count. */
+  const KEEPALIVE_MS = 30000;
   /** Close code of `dropConnection()`: browsers may only send 1000 or 3000–4999. */
   const TEST_DROP_CODE = 4000;
   /** One message in this many is deflated locally to estimate the compression ratio. */
@@ -89,7 +91,8 @@
     extensions: "",
     messages: 0,
     bytesReceived: 0,
-    gaps: 0,
+    gaps: 0, // messages missed on depth, trades or orders (prev_seq skipped, or a gap notice)
+    conflations: 0, // ticker or candle values the server skipped for us (allowed, not a gap)
     checksumOk: 0,
     checksumFailures: 0,
     resyncs: 0,
@@ -99,8 +102,11 @@
     errors: 0,
     lastError: null,
     lastSeq: {}, // channel key → seq of the last message received
+    resumes: [], // per resumed channel: from_seq sent and the first message that followed
     lastClose: null,
     auth: "signed out", // signed out | pending | ok | failed
+    account: null,
+    server: null, // the server's hello: name, protocol version, limits
     instrument: null,
     compression: { sampledRaw: 0, sampledDeflated: 0 },
   };
@@ -122,6 +128,10 @@
     },
     book: () => ({ bids: depth.sorted("bids"), asks: depth.sorted("asks") }),
     orders: () => Array.from(orders.values()),
+    /** The chosen instrument's spec from the server's `instruments` reply. */
+    spec: () => specs.get(state.instrument) || null,
+    /** The depth checksum of the given levels ([price, size] strings, best first). */
+    checksum: ({ bids, asks }) => levelsChecksum(bids, asks),
   };
 
   // ---------------------------------------------------------------- connection
@@ -136,6 +146,7 @@
       attempt = 0;
       state.extensions = socket.extensions;
       setStatus("open");
+      send({ op: "instruments" });
       if (token) sendAuth();
       resubscribeAll();
     };
@@ -167,12 +178,15 @@
     reconnectTimer = setTimeout(connect, delay);
   }
 
+  // Keeps the connection from being closed as idle while the trader only watches.
+  setInterval(() => send({ op: "ping" }), KEEPALIVE_MS);
+
   function send(message, onReply) {
     if (!ws || ws.readyState !== WebSocket.OPEN) return false;
     const id = nextRequestId++;
     pending.set(id, { op: message.op, onReply });
     ws.send(JSON.stringify({ ...message, id }));
-    return true;
+    return id;
   }
 
   function onMessage(text) {
@@ -192,8 +206,12 @@
       pending.delete(msg.id);
       reply.onReply?.(msg);
     }
-    // Market data of channels no longer subscribed (in flight when the instrument changed).
-    if (msg.seq !== undefined && msg.type !== "gap" && !channels.has(keyOf(msg))) return;
+    // Market data of channels no longer subscribed (in flight when the instrument changed), or
+    // of a subscription being restarted, is of no use.
+    if (msg.seq !== undefined) {
+      const ch = channels.get(keyOf(msg));
+      if (!ch || ch.restarting) return;
+    }
     switch (msg.type) {
       case "snapshot":
       case "update":
@@ -220,11 +238,14 @@
       case "instruments":
         onInstruments(msg);
         break;
+      case "hello":
+        state.server = msg;
+        break;
       case "error":
         if (!reply) recordError(`${msg.code}: ${msg.message}`);
         break;
       default:
-        break; // subscribed, unsubscribed, pong, order-op replies: handled through `pending`
+        break; // subscribed, unsubscribed, pong, authenticated, result: handled through `pending`
     }
   }
 
@@ -269,11 +290,18 @@
       ch.resuming = false;
       if (msg.type === "snapshot") state.resumeSnapshots += 1;
       else if (msg.prev_seq === last) state.resumed += 1;
+      state.resumes.push({ key, from_seq: last, type: msg.type, seq: msg.seq, prev_seq: msg.prev_seq });
+      if (state.resumes.length > 100) state.resumes.shift();
     }
     state.lastSeq[key] = msg.seq;
     dirty.status = true;
     if (msg.type === "snapshot" || last === undefined) return true;
     if (msg.prev_seq !== last) {
+      // Ticker and candle messages are complete values: a skip is the server conflating them.
+      if (msg.channel === "ticker" || msg.channel === "candles") {
+        state.conflations += 1;
+        return true;
+      }
       state.gaps += 1;
       recordError(`gap on ${key}: prev_seq ${msg.prev_seq}, last seq ${last}`);
       return false;
@@ -281,10 +309,15 @@
     return true;
   }
 
+  /** Trades resumed from further back than the server's history: some are lost for good. */
   function onGapNotice(msg) {
+    const key = keyOf(msg);
+    if (!channels.has(key)) return;
     state.gaps += 1;
-    recordError(`server reported a gap on ${keyOf(msg)}`);
-    if (msg.seq !== undefined) state.lastSeq[keyOf(msg)] = msg.seq;
+    recordError(`${key}: trades after seq ${msg.from_seq} up to ${msg.resumed_after} were lost`);
+    state.lastSeq[key] = msg.resumed_after;
+    const ch = channels.get(key);
+    ch.resuming = false;
   }
 
   function subscribe(specs) {
@@ -297,10 +330,11 @@
     return sendSubscribe(specs.map((spec) => ({ ...spec })));
   }
 
-  function sendSubscribe(wireSpecs) {
-    if (wireSpecs.length === 0) return;
-    send({ op: "subscribe", channels: wireSpecs }, (reply) => {
+  function sendSubscribe(wireSpecs, onSubscribed) {
+    if (wireSpecs.length === 0) return false;
+    return send({ op: "subscribe", channels: wireSpecs }, (reply) => {
       if (reply.type === "error") recordError(`subscribe: ${reply.code}: ${reply.message}`);
+      else onSubscribed?.();
     });
   }
 
@@ -331,16 +365,22 @@
     sendSubscribe(market);
   }
 
-  /** A channel whose state is broken (gap, bad checksum): a fresh snapshot, no from_seq. */
+  /**
+   * A channel whose state is broken (gap, bad checksum): subscribing again without from_seq
+   * restarts it from a fresh snapshot. Messages of the old subscription still in flight, up to
+   * the new `subscribed`, are dropped.
+   */
   function resync(key) {
     const ch = channels.get(key);
     if (!ch) return;
     state.resyncs += 1;
     delete state.lastSeq[key];
     const spec = dropUndefined({ name: ch.spec.name, instrument: ch.spec.instrument, interval: ch.spec.interval });
-    send({ op: "unsubscribe", channels: [spec] });
-    ch.awaitingSnapshot = true;
-    sendSubscribe([spec]);
+    ch.restarting = true;
+    const sent = sendSubscribe([spec], () => {
+      ch.restarting = false;
+    });
+    if (!sent) ch.restarting = false; // not connected: the reconnect subscribes afresh
   }
 
   function dropUndefined(o) {
@@ -370,22 +410,22 @@
     },
   };
 
-  function depthChecksum() {
+  /** CRC-32 of the best 10 asks (lowest first) then the best 10 bids (highest first). */
+  function levelsChecksum(bids, asks) {
     let s = "";
-    for (const [p, q] of depth.sorted("asks").slice(0, CHECKSUM_LEVELS)) s += checksumDigits(p) + checksumDigits(q);
-    for (const [p, q] of depth.sorted("bids").slice(0, CHECKSUM_LEVELS)) s += checksumDigits(p) + checksumDigits(q);
+    for (const [p, q] of asks.slice(0, CHECKSUM_LEVELS)) s += checksumDigits(p) + checksumDigits(q);
+    for (const [p, q] of bids.slice(0, CHECKSUM_LEVELS)) s += checksumDigits(p) + checksumDigits(q);
     return crc32(s);
+  }
+
+  function depthChecksum() {
+    return levelsChecksum(depth.sorted("bids"), depth.sorted("asks"));
   }
 
   function onDepth(msg) {
     if (msg.instrument !== state.instrument) return;
     const key = keyOf(msg);
-    const ch = channels.get(key);
-    if (ch && ch.awaitingSnapshot) {
-      // Updates still in flight from before the resync request are of no use.
-      if (msg.type !== "snapshot") return;
-      ch.awaitingSnapshot = false;
-    }
+    if (msg.type === "update" && state.lastSeq[key] === undefined) return; // no snapshot yet
     if (!track(msg)) {
       depth.reset();
       resync(key);
@@ -451,11 +491,16 @@
 
   // ---------------------------------------------------------------- instruments
 
+  const specs = new Map(); // symbol → the server's instrument spec (tick size, lot size, band)
+
   function onInstruments(msg) {
-    const list = (msg.instruments || []).map((i) => (typeof i === "string" ? i : i.symbol));
+    const list = msg.instruments || [];
     if (list.length === 0) return;
-    instruments = list;
+    specs.clear();
+    for (const spec of list) specs.set(spec.symbol, spec);
+    instruments = list.map((spec) => spec.symbol);
     renderInstrumentPicker();
+    renderTicketHints();
     if (!instruments.includes(state.instrument)) selectInstrument(instruments[0]);
   }
 
@@ -480,6 +525,7 @@
     candles.clear();
     Object.assign(dirty, { depth: true, ticker: true, tape: true, chart: true });
     subscribe(marketChannels(instrument));
+    renderTicketHints();
   }
 
   // ---------------------------------------------------------------- orders and order entry
@@ -490,11 +536,12 @@
     state.auth = "pending";
     dirty.auth = true;
     send({ op: "auth", token }, (reply) => {
-      if (reply.type === "error") {
+      if (reply.type !== "authenticated") {
         state.auth = "failed";
-        recordError(`auth: ${reply.message}`);
+        recordError(`auth: ${reply.code}: ${reply.message}`);
       } else {
         state.auth = "ok";
+        state.account = reply.account;
         const from = state.lastSeq.orders;
         const spec = { name: "orders" };
         if (from !== undefined) spec.from_seq = from;
@@ -554,13 +601,12 @@
     const price = $("order-price").value.trim();
     const size = $("order-size").value.trim();
     if (!DECIMAL_RE.test(size) || isZeroDecimal(size)) return showOrderResult("size: a positive decimal, e.g. 0.010");
-    const order = { op: "place", instrument: state.instrument, side, type, size };
+    // Decimal strings go to the server as typed; it checks them against the tick and lot grid.
+    const order = { op: "place", instrument: state.instrument, side, order_type: type, size };
     if (type === "limit") {
       if (!DECIMAL_RE.test(price) || isZeroDecimal(price)) return showOrderResult("price: a positive decimal, e.g. 65000.00");
       order.price = price;
-      order.tif = "gtc";
-    } else {
-      order.tif = "ioc";
+      order.time_in_force = "gtc";
     }
     const ok = send(order, (reply) => showOrderResult(describeReply("place", reply)));
     if (!ok) showOrderResult("not connected");
@@ -573,11 +619,13 @@
 
   function describeReply(op, reply) {
     if (reply.type === "error") {
-      const fields = (reply.field_violations || reply.fields || []).map((f) => `${f.field}: ${f.description}`).join("; ");
-      return `${op} failed: ${reply.message}${fields ? ` (${fields})` : ""}`;
+      const fields = (reply.fields || []).map((f) => `${f.field}: ${f.description}`).join("; ");
+      return `${op} failed: ${reply.code}${fields ? ` (${fields})` : `: ${reply.message}`}`;
     }
-    if (reply.accepted === false) return `${op} rejected: ${reply.reason || reply.reject_reason}`;
-    return `${op} accepted${reply.order_id ? `: order ${reply.order_id}` : ""}`;
+    if (reply.accepted === false) return `${op} rejected: ${reply.reason}`;
+    const o = reply.order;
+    if (!o) return `${op} accepted`;
+    return `${op} accepted: order ${o.order_id} ${o.status}${o.done_reason ? ` (${o.done_reason})` : ""}`;
   }
 
   function showOrderResult(text) {
@@ -781,6 +829,13 @@
     dirty.auth = false;
     $("auth-status").textContent = state.auth === "ok" ? "signed in" : state.auth;
     $("place").disabled = state.auth !== "ok";
+  }
+
+  /** Tick and lot size of the chosen instrument as the ticket's placeholders. */
+  function renderTicketHints() {
+    const spec = specs.get(state.instrument);
+    $("order-price").placeholder = spec ? `tick ${spec.tick_size}` : "";
+    $("order-size").placeholder = spec ? `lot ${spec.lot_size}` : "";
   }
 
   function renderInstrumentPicker() {
