@@ -113,6 +113,7 @@
 
   let ws = null;
   let attempt = 0; // reconnect attempts since the last successful open
+  let dropping = false; // dropConnection() asked for this close: reconnect whatever the code
   let reconnectTimer = null;
   let nextRequestId = 1;
   const pending = new Map(); // request id → { op, onReply }
@@ -124,7 +125,9 @@
     state,
     /** Closes the socket with a non-1000 code, as a network failure would, to exercise resume. */
     dropConnection() {
-      if (ws) ws.close(TEST_DROP_CODE, "test: drop connection");
+      if (!ws) return;
+      dropping = true;
+      ws.close(TEST_DROP_CODE, "test: drop connection");
     },
     book: () => ({ bids: depth.sorted("bids"), asks: depth.sorted("asks") }),
     orders: () => Array.from(orders.values()),
@@ -158,9 +161,11 @@
       if (ws !== socket) return;
       ws = null;
       state.lastClose = { code: event.code, reason: event.reason };
-      for (const [, p] of pending) p.onReply?.({ type: "error", message: "connection closed" });
+      for (const [, p] of pending) p.onReply?.({ type: "error", code: "disconnected", message: "connection closed" });
       pending.clear();
-      if (event.code === 1000) {
+      const dropped = dropping;
+      dropping = false;
+      if (event.code === 1000 && !dropped) {
         setStatus("closed");
         return;
       }
@@ -536,7 +541,9 @@
     state.auth = "pending";
     dirty.auth = true;
     send({ op: "auth", token }, (reply) => {
-      if (reply.type !== "authenticated") {
+      if (reply.code === "disconnected") {
+        // The reconnect signs in again.
+      } else if (reply.type !== "authenticated") {
         state.auth = "failed";
         recordError(`auth: ${reply.code}: ${reply.message}`);
       } else {
