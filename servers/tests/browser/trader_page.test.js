@@ -196,6 +196,80 @@ test("the status bar shows the connection, message rate and last seq", async () 
   assert.deepEqual(pageErrors, []);
 });
 
+test("switching the instrument moves every market-data channel to it", async () => {
+  const other = await page.evaluate(() => Array.from(document.querySelectorAll("#instrument option"), (o) => o.value).find((v) => v !== window.tickerd.state.instrument));
+  const before = (await state()).checksumOk;
+  await page.selectOption("#instrument", other);
+  await until(
+    ({ other, before }) =>
+      window.tickerd.state.instrument === other &&
+      window.tickerd.state.lastSeq[`depth:${other}`] !== undefined &&
+      window.tickerd.state.checksumOk > before + 5,
+    { other, before },
+    `depth of ${other}`,
+  );
+  const s = await state();
+  const stale = Object.keys(s.lastSeq).filter((k) => k !== "orders" && !k.endsWith(`:${other}`));
+  assert.deepEqual(stale, [], "no channel of the previous instrument is still tracked");
+  assert.equal(s.checksumFailures, 0);
+  assert.equal(s.gaps, 0);
+});
+
+// The server never sends a bad checksum or skips a message, so a second page gets its messages
+// through a Playwright WebSocket route that can corrupt or drop one on request.
+test("a wrong checksum or a missed message makes the page resync from a fresh snapshot", async () => {
+  const tamper = { corruptDepth: false, dropDepth: false, dropTrade: false };
+  const routed = await context.newPage();
+  routed.on("pageerror", (e) => pageErrors.push(String(e)));
+  await routed.routeWebSocket(/\/ws$/, (ws) => {
+    const server = ws.connectToServer();
+    server.onMessage((message) => {
+      const msg = typeof message === "string" ? JSON.parse(message) : null;
+      const depthUpdate = msg && msg.type === "update" && msg.channel === "depth";
+      if (depthUpdate && tamper.corruptDepth) {
+        tamper.corruptDepth = false;
+        msg.checksum = (msg.checksum ^ 1) >>> 0;
+        ws.send(JSON.stringify(msg));
+        return;
+      }
+      if ((depthUpdate && tamper.dropDepth) || (msg && msg.type === "trade" && tamper.dropTrade)) {
+        if (depthUpdate) tamper.dropDepth = false;
+        else tamper.dropTrade = false;
+        return;
+      }
+      ws.send(message);
+    });
+  });
+  const s = () => routed.evaluate(() => JSON.parse(JSON.stringify(window.tickerd.state)));
+  const wait = (fn, arg, what) => routed.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch(async (e) => {
+    throw new Error(`timed out waiting for ${what}: ${e.message}\npage state: ${JSON.stringify(await s())}`);
+  });
+  await routed.goto(`http://${ADDR}/`);
+  await wait(() => window.tickerd && window.tickerd.state.checksumOk >= 5, null, "verified depth on the routed page");
+
+  tamper.corruptDepth = true;
+  await wait(() => window.tickerd.state.checksumFailures === 1 && window.tickerd.state.resyncs === 1, null, "the checksum failure and its resync");
+  let ok = (await s()).checksumOk;
+  await wait((n) => window.tickerd.state.checksumOk > n + 5, ok, "verified depth after the fresh snapshot");
+
+  tamper.dropDepth = true;
+  await wait(() => window.tickerd.state.gaps === 1 && window.tickerd.state.resyncs === 2, null, "the depth gap and its resync");
+  ok = (await s()).checksumOk;
+  await wait((n) => window.tickerd.state.checksumOk > n + 5, ok, "verified depth after the gap");
+
+  tamper.dropTrade = true;
+  await wait(() => window.tickerd.state.gaps === 2, null, "the trades gap");
+  const last = await s();
+  assert.equal(last.checksumFailures, 1, "only the corrupted message failed");
+  assert.equal(last.resyncs, 2, "a trades gap is counted, not resynced: trades have no snapshot");
+  assert.ok(
+    (await routed.evaluate(() => document.querySelectorAll("#ladder-bids tr").length)) > 0,
+    "the ladder is whole again",
+  );
+  await routed.close();
+  assert.deepEqual(pageErrors, []);
+});
+
 /**
  * A buy price 5% under the best bid (kept inside the instrument's price band), on the tick
  * grid: exact decimal arithmetic on BigInts, as the page itself does.
