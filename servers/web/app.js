@@ -325,34 +325,34 @@
     ch.resuming = false;
   }
 
-  function subscribe(specs) {
-    for (const spec of specs) {
+  function subscribe(list) {
+    for (const spec of list) {
       const key = spec.name === "candles"
         ? channelKey(`candles.${spec.interval}`, spec.instrument)
         : channelKey(spec.name, spec.instrument);
       channels.set(key, { spec, resuming: false });
     }
-    return sendSubscribe(specs.map((spec) => ({ ...spec })));
+    return sendSubscribe(list.map((spec) => ({ ...spec })));
   }
 
-  function sendSubscribe(wireSpecs, onSubscribed) {
+  function sendSubscribe(wireSpecs, onReply) {
     if (wireSpecs.length === 0) return false;
     return send({ op: "subscribe", channels: wireSpecs }, (reply) => {
       if (reply.type === "error") recordError(`subscribe: ${reply.code}: ${reply.message}`);
-      else onSubscribed?.();
+      onReply?.(reply);
     });
   }
 
   function unsubscribe(keys) {
-    const specs = [];
+    const list = [];
     for (const key of keys) {
       const ch = channels.get(key);
       if (!ch) continue;
       channels.delete(key);
       delete state.lastSeq[key];
-      specs.push({ name: ch.spec.name, instrument: ch.spec.instrument, interval: ch.spec.interval });
+      list.push({ name: ch.spec.name, instrument: ch.spec.instrument, interval: ch.spec.interval });
     }
-    if (specs.length) send({ op: "unsubscribe", channels: specs.map(dropUndefined) });
+    if (list.length) send({ op: "unsubscribe", channels: list.map(dropUndefined) });
   }
 
   /** After (re)connecting: every channel again, each from its last seq if it had one. */
@@ -399,19 +399,27 @@
   // message's checksum; a mismatch means our book is wrong, and only a fresh snapshot fixes it.
 
   const depth = {
-    instrument: null,
     bids: new Map(), // price string → size string, exactly as on the wire
     asks: new Map(),
-    valid: false,
+    cache: { bids: null, asks: null }, // sorted levels, until the side changes again
+    set(side, price, size) {
+      if (isZeroDecimal(size)) this[side].delete(price);
+      else this[side].set(price, size);
+      this.cache[side] = null;
+    },
+    /** [price, size] pairs, best first. */
     sorted(side) {
-      const levels = Array.from(this[side].entries());
-      levels.sort((a, b) => (side === "bids" ? compareDecimal(b[0], a[0]) : compareDecimal(a[0], b[0])));
-      return levels;
+      if (!this.cache[side]) {
+        const levels = Array.from(this[side].entries());
+        levels.sort((a, b) => (side === "bids" ? compareDecimal(b[0], a[0]) : compareDecimal(a[0], b[0])));
+        this.cache[side] = levels;
+      }
+      return this.cache[side];
     },
     reset() {
       this.bids.clear();
       this.asks.clear();
-      this.valid = false;
+      this.cache = { bids: null, asks: null };
     },
   };
 
@@ -438,14 +446,10 @@
     }
     if (msg.type === "snapshot") depth.reset();
     for (const side of ["bids", "asks"]) {
-      for (const [price, size] of msg[side]) {
-        if (isZeroDecimal(size)) depth[side].delete(price);
-        else depth[side].set(price, size);
-      }
+      for (const [price, size] of msg[side]) depth.set(side, price, size);
     }
     if (depthChecksum() === msg.checksum >>> 0) {
       state.checksumOk += 1;
-      depth.valid = true;
     } else {
       state.checksumFailures += 1;
       recordError(`depth checksum mismatch at seq ${msg.seq}`);
@@ -471,6 +475,7 @@
   const tape = []; // newest first
 
   function onTrade(msg) {
+    // A missed trade is counted (track) but cannot be fetched again: trades have no snapshot.
     track(msg);
     if (msg.instrument !== state.instrument) return;
     tape.unshift(msg);
