@@ -14,6 +14,9 @@ const { chromium } = require("playwright-core");
 const ADDR = process.env.TICKER_WS_ADDR;
 const TOKEN = process.env.TICKER_TOKEN || "alice-token";
 const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+// The page the server embeds; TICKER_PAGE_URL loads another copy (with `?ws=ws://ADDR/ws`), for
+// trying page changes against a server built before them.
+const PAGE_URL = process.env.TICKER_PAGE_URL || `http://${ADDR}/`;
 const WAIT_MS = 30000;
 
 let context;
@@ -58,7 +61,7 @@ after(async () => {
 });
 
 test("the page loads from the server and connects to /ws", async () => {
-  const response = await page.goto(`http://${ADDR}/`);
+  const response = await page.goto(PAGE_URL);
   assert.equal(response.status(), 200);
   assert.equal(await page.title(), "tickerd");
   await until(() => window.tickerd && window.tickerd.state.status === "open", null, "the socket to open");
@@ -244,7 +247,7 @@ test("a wrong checksum or a missed message makes the page resync from a fresh sn
   const wait = (fn, arg, what) => routed.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch(async (e) => {
     throw new Error(`timed out waiting for ${what}: ${e.message}\npage state: ${JSON.stringify(await s())}`);
   });
-  await routed.goto(`http://${ADDR}/`);
+  await routed.goto(PAGE_URL);
   await wait(() => window.tickerd && window.tickerd.state.checksumOk >= 5, null, "verified depth on the routed page");
 
   tamper.corruptDepth = true;
