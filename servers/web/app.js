@@ -582,8 +582,11 @@
           break;
         case "rested":
         case "amended":
+          if (o) Object.assign(o, pick(msg, ["price", "remaining", "visible"]), { status: "resting" });
+          break;
         case "fill":
-          if (o) Object.assign(o, pick(msg, ["price", "remaining", "visible"]), { status: msg.event === "fill" ? "partially filled" : "resting" });
+          // `price` here is the trade's, not the order's limit.
+          if (o) Object.assign(o, { remaining: msg.remaining, status: "partially filled" });
           break;
         case "stop_armed":
         case "stop_triggered":
