@@ -26,6 +26,10 @@
   const BACKOFF_BASE_MS = 250;
   const BACKOFF_MAX_MS = 15000;
   const LADDER_LEVELS = 12;
+  /** Tables redraw at most this often, the chart less often: the feed can bring thousands of
+      messages a second, and a screen that changes faster than this is not read anyway. */
+  const RENDER_INTERVAL_MS = 100;
+  const CHART_INTERVAL_MS = 500;
   const TAPE_ROWS = 40;
   const CHECKSUM_LEVELS = 10;
   /** The server closes connections that send nothing for 120 s; pongs to its pings do not count. */
@@ -51,6 +55,18 @@
   function compareDecimal(a, b) {
     const [x, y] = scaled(a, b);
     return x < y ? -1 : x > y ? 1 : 0;
+  }
+
+  /**
+   * A key whose string order is the decimal's numeric order (non-negative decimals with up to
+   * 24 integer and 18 fraction digits): comparing keys is a plain string comparison, which keeps
+   * the depth book cheap at thousands of updates a second.
+   */
+  function decimalKey(s) {
+    const dot = s.indexOf(".");
+    const int = dot < 0 ? s : s.slice(0, dot);
+    const frac = dot < 0 ? "" : s.slice(dot + 1);
+    return int.padStart(24, "0") + frac.padEnd(18, "0");
   }
 
   function isZeroDecimal(s) {
@@ -90,6 +106,7 @@
     url: WS_URL,
     extensions: "",
     messages: 0,
+    handlerMs: 0, // time spent handling messages (parse, books, checksums), not rendering
     bytesReceived: 0,
     gaps: 0, // messages missed on depth, trades or orders (prev_seq skipped, or a gap notice)
     conflations: 0, // ticker or candle values the server skipped for us (allowed, not a gap)
@@ -113,7 +130,6 @@
 
   let ws = null;
   let attempt = 0; // reconnect attempts since the last successful open
-  let dropping = false; // dropConnection() asked for this close: reconnect whatever the code
   let reconnectTimer = null;
   let nextRequestId = 1;
   const pending = new Map(); // request id → { op, onReply }
@@ -123,11 +139,16 @@
   // A small hook for the browser test (servers/tests/browser) and for curious traders.
   window.tickerd = {
     state,
-    /** Closes the socket with a non-1000 code, as a network failure would, to exercise resume. */
+    /**
+     * Drops the connection as a network failure would, to exercise resume: the socket is
+     * abandoned at once (closed with a non-1000 code, without waiting for the server's answer)
+     * and the page reconnects.
+     */
     dropConnection() {
       if (!ws) return;
-      dropping = true;
-      ws.close(TEST_DROP_CODE, "test: drop connection");
+      const socket = ws;
+      socket.close(TEST_DROP_CODE, "test: drop connection");
+      onClosed(socket, TEST_DROP_CODE, "dropped by dropConnection()");
     },
     book: () => ({ bids: depth.sorted("bids"), asks: depth.sorted("asks") }),
     orders: () => Array.from(orders.values()),
@@ -155,22 +176,25 @@
     };
     socket.onmessage = (event) => {
       if (ws !== socket) return;
+      const start = performance.now();
       onMessage(event.data);
+      state.handlerMs += performance.now() - start;
     };
-    socket.onclose = (event) => {
-      if (ws !== socket) return;
-      ws = null;
-      state.lastClose = { code: event.code, reason: event.reason };
-      for (const [, p] of pending) p.onReply?.({ type: "error", code: "disconnected", message: "connection closed" });
-      pending.clear();
-      const dropped = dropping;
-      dropping = false;
-      if (event.code === 1000 && !dropped) {
-        setStatus("closed");
-        return;
-      }
-      scheduleReconnect();
-    };
+    socket.onclose = (event) => onClosed(socket, event.code, event.reason);
+  }
+
+  /** The socket is gone: reconnect unless it was closed normally (1000). */
+  function onClosed(socket, code, reason) {
+    if (ws !== socket) return; // an abandoned socket's late close event
+    ws = null;
+    state.lastClose = { code, reason };
+    for (const [, p] of pending) p.onReply?.({ type: "error", code: "disconnected", message: "connection closed" });
+    pending.clear();
+    if (code === 1000) {
+      setStatus("closed");
+      return;
+    }
+    scheduleReconnect();
   }
 
   /** Exponential backoff with full jitter: a random delay up to base·2^attempt, capped. */
@@ -398,28 +422,54 @@
   // or (size "0") removes levels. After every message the top 10 per side must hash to the
   // message's checksum; a mismatch means our book is wrong, and only a fresh snapshot fixes it.
 
-  const depth = {
-    bids: new Map(), // price string → size string, exactly as on the wire
-    asks: new Map(),
-    cache: { bids: null, asks: null }, // sorted levels, until the side changes again
-    set(side, price, size) {
-      if (isZeroDecimal(size)) this[side].delete(price);
-      else this[side].set(price, size);
-      this.cache[side] = null;
-    },
-    /** [price, size] pairs, best first. */
-    sorted(side) {
-      if (!this.cache[side]) {
-        const levels = Array.from(this[side].entries());
-        levels.sort((a, b) => (side === "bids" ? compareDecimal(b[0], a[0]) : compareDecimal(a[0], b[0])));
-        this.cache[side] = levels;
+  /** One side of the book: levels kept sorted best first, found by binary search. */
+  class BookSide {
+    constructor(descending) {
+      this.descending = descending;
+      this.levels = []; // { key, price, size }, price and size exactly as on the wire
+    }
+
+    /** Index of `key`, or of where it would go (as the bitwise complement), best first. */
+    find(key) {
+      let lo = 0;
+      let hi = this.levels.length;
+      while (lo < hi) {
+        const mid = (lo + hi) >> 1;
+        const k = this.levels[mid].key;
+        if (k === key) return mid;
+        if (this.descending ? k > key : k < key) lo = mid + 1;
+        else hi = mid;
       }
-      return this.cache[side];
+      return ~lo;
+    }
+
+    set(price, size) {
+      const key = decimalKey(price);
+      const at = this.find(key);
+      if (isZeroDecimal(size)) {
+        if (at >= 0) this.levels.splice(at, 1);
+      } else if (at >= 0) {
+        this.levels[at].size = size;
+      } else {
+        this.levels.splice(~at, 0, { key, price, size });
+      }
+    }
+
+    /** The best `n` levels as [price, size] pairs. */
+    top(n) {
+      return this.levels.slice(0, n).map((l) => [l.price, l.size]);
+    }
+  }
+
+  const depth = {
+    bids: new BookSide(true),
+    asks: new BookSide(false),
+    sorted(side) {
+      return this[side].top(Infinity);
     },
     reset() {
-      this.bids.clear();
-      this.asks.clear();
-      this.cache = { bids: null, asks: null };
+      this.bids = new BookSide(true);
+      this.asks = new BookSide(false);
     },
   };
 
@@ -432,7 +482,7 @@
   }
 
   function depthChecksum() {
-    return levelsChecksum(depth.sorted("bids"), depth.sorted("asks"));
+    return levelsChecksum(depth.bids.top(CHECKSUM_LEVELS), depth.asks.top(CHECKSUM_LEVELS));
   }
 
   function onDepth(msg) {
@@ -446,7 +496,7 @@
     }
     if (msg.type === "snapshot") depth.reset();
     for (const side of ["bids", "asks"]) {
-      for (const [price, size] of msg[side]) depth.set(side, price, size);
+      for (const [price, size] of msg[side]) depth[side].set(price, size);
     }
     if (depthChecksum() === msg.checksum >>> 0) {
       state.checksumOk += 1;
@@ -678,15 +728,23 @@
     dirty.status = true;
   }, 1000);
 
-  function render() {
+  let lastRender = 0;
+  let lastChart = 0;
+
+  function render(now) {
+    requestAnimationFrame(render);
+    if (now - lastRender < RENDER_INTERVAL_MS) return;
+    lastRender = now;
     if (dirty.depth) renderDepth();
     if (dirty.ticker) renderTicker();
     if (dirty.tape) renderTape();
-    if (dirty.chart) renderChart();
     if (dirty.orders) renderOrders();
     if (dirty.status) renderStatus();
     if (dirty.auth) renderAuth();
-    requestAnimationFrame(render);
+    if (dirty.chart && now - lastChart >= CHART_INTERVAL_MS) {
+      lastChart = now;
+      renderChart();
+    }
   }
 
   function cell(text, className) {
@@ -705,8 +763,8 @@
 
   function renderDepth() {
     dirty.depth = false;
-    const asks = depth.sorted("asks").slice(0, LADDER_LEVELS).reverse();
-    const bids = depth.sorted("bids").slice(0, LADDER_LEVELS);
+    const asks = depth.asks.top(LADDER_LEVELS).reverse();
+    const bids = depth.bids.top(LADDER_LEVELS);
     $("ladder-asks").replaceChildren(...asks.map(([p, q]) => row([cell(p, "price"), cell(q, "size")])));
     $("ladder-bids").replaceChildren(...bids.map(([p, q]) => row([cell(p, "price"), cell(q, "size")])));
     let spread = "–";
@@ -750,8 +808,11 @@
     );
   }
 
+  /** HH:MM:SS local time of a nanosecond timestamp (toLocaleTimeString is too slow per trade). */
   function timeOf(ns) {
-    return new Date(Math.floor(ns / 1e6)).toLocaleTimeString([], { hour12: false });
+    const d = new Date(Math.floor(ns / 1e6));
+    const two = (n) => String(n).padStart(2, "0");
+    return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
   }
 
   function renderChart() {
@@ -772,7 +833,8 @@
     const series = Array.from(candles.values())
       .sort((a, b) => a.start - b.start)
       .slice(-Math.max(1, Math.floor((width - axis) / slot)));
-    ctx.fillStyle = getComputedStyle(canvas).color;
+    const textColor = getComputedStyle(canvas).color;
+    ctx.fillStyle = textColor;
     ctx.font = "11px monospace";
     if (series.length === 0) {
       ctx.fillText("waiting for trades…", 10, 20);
@@ -797,7 +859,7 @@
       const yc = y(c.close);
       ctx.fillRect(x - 3, Math.min(yo, yc), 6, Math.max(1, Math.abs(yc - yo)));
     });
-    ctx.fillStyle = getComputedStyle(canvas).color;
+    ctx.fillStyle = textColor;
     const last = series[series.length - 1];
     ctx.fillText(series.reduce((m, c) => (compareDecimal(c.high, m) > 0 ? c.high : m), series[0].high), width - axis + 4, 14);
     ctx.fillText(last.close, width - axis + 4, Math.min(height - 14, Math.max(28, y(last.close) + 4)));

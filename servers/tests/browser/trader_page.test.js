@@ -219,57 +219,66 @@ test("switching the instrument moves every market-data channel to it", async () 
 });
 
 // The server never sends a bad checksum or skips a message, so a second page gets its messages
-// through a Playwright WebSocket route that can corrupt or drop one on request.
-test("a wrong checksum or a missed message makes the page resync from a fresh snapshot", async () => {
-  const tamper = { corruptDepth: false, dropDepth: false, dropTrade: false };
-  const routed = await context.newPage();
-  routed.on("pageerror", (e) => pageErrors.push(String(e)));
-  await routed.routeWebSocket(/\/ws$/, (ws) => {
-    const server = ws.connectToServer();
-    server.onMessage((message) => {
-      const msg = typeof message === "string" ? JSON.parse(message) : null;
-      const depthUpdate = msg && msg.type === "update" && msg.channel === "depth";
-      if (depthUpdate && tamper.corruptDepth) {
-        tamper.corruptDepth = false;
-        msg.checksum = (msg.checksum ^ 1) >>> 0;
-        ws.send(JSON.stringify(msg));
-        return;
-      }
-      if ((depthUpdate && tamper.dropDepth) || (msg && msg.type === "trade" && tamper.dropTrade)) {
-        if (depthUpdate) tamper.dropDepth = false;
-        else tamper.dropTrade = false;
-        return;
-      }
-      ws.send(message);
-    });
+// through a wrapper of WebSocket's onmessage (installed before the page's script runs) that can
+// corrupt or drop one on request. It runs in the page: a route through Playwright could not keep
+// up with the simulator.
+function installTamper() {
+  const tamper = (window.__tamper = { corruptDepth: false, dropDepth: false, dropTrade: false });
+  const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+  Object.defineProperty(WebSocket.prototype, "onmessage", {
+    get() {
+      return onmessage.get.call(this);
+    },
+    set(handler) {
+      onmessage.set.call(this, (event) => {
+        if (!(tamper.corruptDepth || tamper.dropDepth || tamper.dropTrade)) return handler(event);
+        const msg = JSON.parse(event.data);
+        const depthUpdate = msg.type === "update" && msg.channel === "depth";
+        if (depthUpdate && tamper.corruptDepth) {
+          tamper.corruptDepth = false;
+          msg.checksum = (msg.checksum ^ 1) >>> 0;
+          return handler({ data: JSON.stringify(msg) });
+        }
+        if (depthUpdate && tamper.dropDepth) return void (tamper.dropDepth = false);
+        if (msg.type === "trade" && tamper.dropTrade) return void (tamper.dropTrade = false);
+        return handler(event);
+      });
+    },
   });
-  const s = () => routed.evaluate(() => JSON.parse(JSON.stringify(window.tickerd.state)));
-  const wait = (fn, arg, what) => routed.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch(async (e) => {
+}
+
+test("a wrong checksum or a missed message makes the page resync from a fresh snapshot", async () => {
+  const tampered = await context.newPage();
+  tampered.on("pageerror", (e) => pageErrors.push(String(e)));
+  await tampered.addInitScript(installTamper);
+  const set = (flag) => tampered.evaluate((f) => (window.__tamper[f] = true), flag);
+  const s = () => tampered.evaluate(() => JSON.parse(JSON.stringify(window.tickerd.state)));
+  const wait = (fn, arg, what) => tampered.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch(async (e) => {
     throw new Error(`timed out waiting for ${what}: ${e.message}\npage state: ${JSON.stringify(await s())}`);
   });
-  await routed.goto(PAGE_URL);
-  await wait(() => window.tickerd && window.tickerd.state.checksumOk >= 5, null, "verified depth on the routed page");
+  await tampered.goto(PAGE_URL);
+  await wait(() => window.tickerd && window.tickerd.state.checksumOk >= 5, null, "verified depth on the tampered page");
 
-  tamper.corruptDepth = true;
+  await set("corruptDepth");
   await wait(() => window.tickerd.state.checksumFailures === 1 && window.tickerd.state.resyncs === 1, null, "the checksum failure and its resync");
   let ok = (await s()).checksumOk;
   await wait((n) => window.tickerd.state.checksumOk > n + 5, ok, "verified depth after the fresh snapshot");
 
-  tamper.dropDepth = true;
+  await set("dropDepth");
   await wait(() => window.tickerd.state.gaps === 1 && window.tickerd.state.resyncs === 2, null, "the depth gap and its resync");
   ok = (await s()).checksumOk;
   await wait((n) => window.tickerd.state.checksumOk > n + 5, ok, "verified depth after the gap");
 
-  tamper.dropTrade = true;
+  await set("dropTrade");
   await wait(() => window.tickerd.state.gaps === 2, null, "the trades gap");
   const last = await s();
   assert.equal(last.checksumFailures, 1, "only the corrupted message failed");
   assert.equal(last.resyncs, 2, "a trades gap is counted, not resynced: trades have no snapshot");
   assert.ok(
-    (await routed.evaluate(() => document.querySelectorAll("#ladder-bids tr").length)) > 0,
+    (await tampered.evaluate(() => document.querySelectorAll("#ladder-bids tr").length)) > 0,
     "the ladder is whole again",
   );
-  await routed.close();
+  await tampered.close();
   assert.deepEqual(pageErrors, []);
 });
 
