@@ -4,12 +4,12 @@
 // rules and depth checksum are docs/feeds.md.
 //
 // Money never becomes a JavaScript float on its way to the server: prices and sizes stay the
-// decimal strings they were on the wire or in the form; ordering and comparison use BigInt.
-// Floats appear only where pixels are computed (the chart).
+// decimal strings they were on the wire or in the form, and are ordered and compared exactly
+// (order-preserving string keys, BigInt). Floats appear only where pixels are computed (the chart).
 //
 // Sections, in order: configuration, decimals, CRC-32, state and test hook, connection,
-// sequencing and resume, depth, ticker, trades, candles, orders and order entry, compression
-// estimate, rendering, start.
+// sequencing and resume, depth, ticker, trades, candles, instruments, orders and order entry,
+// compression estimate, rendering, start.
 "use strict";
 
 (() => {
@@ -107,7 +107,6 @@
     extensions: "",
     messages: 0,
     handlerMs: 0, // time spent handling messages (parse, books, checksums), not rendering
-    bytesReceived: 0,
     gaps: 0, // messages missed on depth, trades or orders (prev_seq skipped, or a gap notice)
     conflations: 0, // ticker or candle values the server skipped for us (allowed, not a gap)
     checksumOk: 0,
@@ -220,7 +219,6 @@
 
   function onMessage(text) {
     state.messages += 1;
-    state.bytesReceived += text.length;
     rate.count += 1;
     sampleCompression(text);
     let msg;
