@@ -23,6 +23,14 @@ let context;
 let page;
 let profile;
 const pageErrors = [];
+// Set once the page has loaded and connected; the later steps are skipped without it, rather
+// than each waiting out its timeout.
+let connected = false;
+
+/** `test` for a step that needs the connected page. */
+function step(name, fn) {
+  test(name, (t) => (connected ? fn(t) : t.skip("the page did not load and connect")));
+}
 
 /** Waits until `fn(arg)` is true in the page. */
 function until(fn, arg, what) {
@@ -69,15 +77,16 @@ test("the page loads from the server and connects to /ws", async () => {
   await until(() => document.querySelectorAll("#instrument option").length > 0, null, "the instrument picker");
   const s = await state();
   assert.equal(s.url, `ws://${ADDR}/ws`);
+  connected = true;
 });
 
-test("the browser negotiated permessage-deflate", async () => {
+step("the browser negotiated permessage-deflate", async () => {
   const s = await state();
   assert.match(s.extensions, /permessage-deflate/, `Sec-WebSocket-Extensions was "${s.extensions}"`);
   await until(() => /permessage-deflate/.test(document.getElementById("compression").textContent), null, "the status bar to show compression");
 });
 
-test("the page's checksum gives the value of docs/feeds.md's worked example", async () => {
+step("the page's checksum gives the value of docs/feeds.md's worked example", async () => {
   const crc = await page.evaluate(() =>
     window.tickerd.checksum({
       bids: [["49999.9", "0.010"], ["49990.0", "2.500"]],
@@ -87,20 +96,20 @@ test("the page's checksum gives the value of docs/feeds.md's worked example", as
   assert.equal(crc, 331038948);
 });
 
-test("the depth ladder changes over time", async () => {
+step("the depth ladder changes over time", async () => {
   const ladder = () => page.evaluate(() => document.getElementById("depth").querySelector("table").innerText);
   await until(() => document.querySelectorAll("#ladder-bids tr").length > 0 && document.querySelectorAll("#ladder-asks tr").length > 0, null, "a depth snapshot");
   const first = await ladder();
   await until((before) => document.getElementById("depth").querySelector("table").innerText !== before, first, "the ladder to change");
 });
 
-test("the trades tape changes over time", async () => {
+step("the trades tape changes over time", async () => {
   await until(() => document.querySelectorAll("#tape tr").length > 0, null, "a first trade");
   const first = await page.evaluate(() => document.querySelector("#tape tr").dataset.tradeId);
   await until((id) => document.querySelector("#tape tr").dataset.tradeId !== id, first, "a further trade");
 });
 
-test("the ticker and the candle chart's data arrive", async () => {
+step("the ticker and the candle chart's data arrive", async () => {
   await until(() => document.getElementById("ticker-bid").textContent !== "–", null, "a ticker");
   await until(
     () => Object.keys(window.tickerd.state.lastSeq).some((k) => k.startsWith("candles.1m:")),
@@ -109,14 +118,14 @@ test("the ticker and the candle chart's data arrive", async () => {
   );
 });
 
-test("every depth checksum verifies", async () => {
+step("every depth checksum verifies", async () => {
   await until(() => window.tickerd.state.checksumOk >= 50, null, "50 verified depth messages");
   const s = await state();
   assert.equal(s.checksumFailures, 0, `last error: ${s.lastError}`);
   assert.equal(s.resyncs, 0);
 });
 
-test("a token signs in and the orders channel starts", async () => {
+step("a token signs in and the orders channel starts", async () => {
   assert.equal(await page.isDisabled("#place"), true, "placing needs a token first");
   await page.fill("#token", TOKEN);
   await page.click("#auth");
@@ -128,7 +137,7 @@ test("a token signs in and the orders channel starts", async () => {
 let orderId;
 let orderPrice;
 
-test("a limit order away from the market appears in my orders", async () => {
+step("a limit order away from the market appears in my orders", async () => {
   const { bid, spec } = await page.evaluate(() => ({
     bid: window.tickerd.book().bids[0][0],
     spec: window.tickerd.spec(),
@@ -153,13 +162,13 @@ test("a limit order away from the market appears in my orders", async () => {
   assert.deepEqual(row.slice(1, 4), [await page.inputValue("#instrument"), "buy", orderPrice]);
 });
 
-test("cancelling the order removes it from my orders", async () => {
+step("cancelling the order removes it from my orders", async () => {
   await page.click(`#my-orders tr[data-order-id="${orderId}"] button.cancel`);
   await until((id) => !document.querySelector(`#my-orders tr[data-order-id="${id}"]`), orderId, "the order to leave my orders");
   await until(() => /^cancel accepted/.test(document.getElementById("order-result").textContent) || /done: cancelled/.test(document.getElementById("order-result").textContent), null, "the cancel result");
 });
 
-test("a dropped connection reconnects and resumes every channel with no gap", async () => {
+step("a dropped connection reconnects and resumes every channel with no gap", async () => {
   const before = await state();
   await page.evaluate(() => window.tickerd.dropConnection());
   await until((n) => window.tickerd.state.reconnects > n && window.tickerd.state.status === "open", before.reconnects, "the reconnect");
@@ -190,7 +199,7 @@ test("a dropped connection reconnects and resumes every channel with no gap", as
   assert.equal(s.auth, "ok", "signed in again after the reconnect");
 });
 
-test("the status bar shows the connection, message rate and last seq", async () => {
+step("the status bar shows the connection, message rate and last seq", async () => {
   await until(() => Number(document.getElementById("msg-rate").textContent) > 0, null, "a message rate");
   assert.equal(await page.textContent("#conn-state"), "open");
   assert.match(await page.textContent("#last-seq"), /^\d+$/);
@@ -199,7 +208,7 @@ test("the status bar shows the connection, message rate and last seq", async () 
   assert.deepEqual(pageErrors, []);
 });
 
-test("switching the instrument moves every market-data channel to it", async () => {
+step("switching the instrument moves every market-data channel to it", async () => {
   const other = await page.evaluate(() => Array.from(document.querySelectorAll("#instrument option"), (o) => o.value).find((v) => v !== window.tickerd.state.instrument));
   const before = (await state()).checksumOk;
   await page.selectOption("#instrument", other);
@@ -247,7 +256,7 @@ function installTamper() {
   });
 }
 
-test("a wrong checksum or a missed message makes the page resync from a fresh snapshot", async () => {
+step("a wrong checksum or a missed message makes the page resync from a fresh snapshot", async () => {
   const tampered = await context.newPage();
   tampered.on("pageerror", (e) => pageErrors.push(String(e)));
   await tampered.addInitScript(installTamper);
