@@ -1,0 +1,314 @@
+// The trader page in headless Chromium against a running example server (run.sh starts it and
+// passes its address in TICKER_WS_ADDR). The steps run in order on one page, as a trader would
+// use it: watch the market, sign in, place and cancel an order, lose the connection and resume.
+// Every wait is on a condition in the page; the timeouts only bound how long a failure takes.
+"use strict";
+
+const { test, before, after } = require("node:test");
+const assert = require("node:assert/strict");
+const fs = require("node:fs");
+const os = require("node:os");
+const path = require("node:path");
+const { chromium } = require("playwright-core");
+
+const ADDR = process.env.TICKER_WS_ADDR;
+const TOKEN = process.env.TICKER_TOKEN || "alice-token";
+const CHROMIUM = process.env.CHROMIUM || "/usr/bin/chromium";
+// The page the server embeds; TICKER_PAGE_URL loads another copy (with `?ws=ws://ADDR/ws`), for
+// trying page changes against a server built before them.
+const PAGE_URL = process.env.TICKER_PAGE_URL || `http://${ADDR}/`;
+const WAIT_MS = 30000;
+
+let context;
+let page;
+let profile;
+const pageErrors = [];
+// Set once the page has loaded and connected; the later steps are skipped without it, rather
+// than each waiting out its timeout.
+let connected = false;
+
+/** `test` for a step that needs the connected page. */
+function step(name, fn) {
+  test(name, (t) => (connected ? fn(t) : t.skip("the page did not load and connect")));
+}
+
+/** Waits until `fn(arg)` is true in the page. */
+function until(fn, arg, what) {
+  return page.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch(async (e) => {
+    const state = await page.evaluate(() => window.tickerd && window.tickerd.state).catch(() => null);
+    throw new Error(`timed out waiting for ${what}: ${e.message}\npage state: ${JSON.stringify(state)}`);
+  });
+}
+
+const state = () => page.evaluate(() => JSON.parse(JSON.stringify(window.tickerd.state)));
+
+before(async () => {
+  assert.ok(ADDR, "TICKER_WS_ADDR must name the server (host:port)");
+  profile = fs.mkdtempSync(path.join(os.tmpdir(), "tickerd-chromium-"));
+  context = await chromium.launchPersistentContext(profile, {
+    executablePath: CHROMIUM,
+    headless: true,
+    args: [
+      "--headless",
+      "--no-sandbox",
+      "--disable-gpu",
+      "--disable-quic",
+      "--no-first-run",
+      "--disable-background-networking",
+      "--disable-component-update",
+      "--disable-sync",
+    ],
+  });
+  page = context.pages()[0] || (await context.newPage());
+  page.on("pageerror", (e) => pageErrors.push(String(e)));
+});
+
+after(async () => {
+  await context?.close();
+  if (profile) fs.rmSync(profile, { recursive: true, force: true });
+});
+
+test("the page loads from the server and connects to /ws", async () => {
+  const response = await page.goto(PAGE_URL);
+  assert.equal(response.status(), 200);
+  assert.equal(await page.title(), "tickerd");
+  await until(() => window.tickerd && window.tickerd.state.status === "open", null, "the socket to open");
+  await until(() => window.tickerd.state.server !== null, null, "the server's hello");
+  await until(() => document.querySelectorAll("#instrument option").length > 0, null, "the instrument picker");
+  const s = await state();
+  assert.equal(s.url, `ws://${ADDR}/ws`);
+  connected = true;
+});
+
+step("the browser negotiated permessage-deflate", async () => {
+  const s = await state();
+  assert.match(s.extensions, /permessage-deflate/, `Sec-WebSocket-Extensions was "${s.extensions}"`);
+  await until(() => /permessage-deflate/.test(document.getElementById("compression").textContent), null, "the status bar to show compression");
+});
+
+step("the page's checksum gives the value of docs/feeds.md's worked example", async () => {
+  const crc = await page.evaluate(() =>
+    window.tickerd.checksum({
+      bids: [["49999.9", "0.010"], ["49990.0", "2.500"]],
+      asks: [["50000.5", "0.250"], ["50001.0", "1.000"]],
+    }),
+  );
+  assert.equal(crc, 331038948);
+});
+
+step("the depth ladder changes over time", async () => {
+  const ladder = () => page.evaluate(() => document.getElementById("depth").querySelector("table").innerText);
+  await until(() => document.querySelectorAll("#ladder-bids tr").length > 0 && document.querySelectorAll("#ladder-asks tr").length > 0, null, "a depth snapshot");
+  const first = await ladder();
+  await until((before) => document.getElementById("depth").querySelector("table").innerText !== before, first, "the ladder to change");
+});
+
+step("the trades tape changes over time", async () => {
+  await until(() => document.querySelectorAll("#tape tr").length > 0, null, "a first trade");
+  const first = await page.evaluate(() => document.querySelector("#tape tr").dataset.tradeId);
+  await until((id) => document.querySelector("#tape tr").dataset.tradeId !== id, first, "a further trade");
+});
+
+step("the ticker and the candle chart's data arrive", async () => {
+  await until(() => document.getElementById("ticker-bid").textContent !== "–", null, "a ticker");
+  await until(
+    () => Object.keys(window.tickerd.state.lastSeq).some((k) => k.startsWith("candles.1m:")),
+    null,
+    "the 1m candles snapshot",
+  );
+});
+
+step("every depth checksum verifies", async () => {
+  await until(() => window.tickerd.state.checksumOk >= 50, null, "50 verified depth messages");
+  const s = await state();
+  assert.equal(s.checksumFailures, 0, `last error: ${s.lastError}`);
+  assert.equal(s.resyncs, 0);
+});
+
+step("a token signs in and the orders channel starts", async () => {
+  assert.equal(await page.isDisabled("#place"), true, "placing needs a token first");
+  await page.fill("#token", TOKEN);
+  await page.click("#auth");
+  await until(() => window.tickerd.state.auth === "ok", null, "authenticated");
+  await until(() => window.tickerd.state.lastSeq.orders !== undefined, null, "the open-orders snapshot");
+  assert.equal(await page.isDisabled("#place"), false);
+});
+
+let orderId;
+let orderPrice;
+
+step("a limit order away from the market appears in my orders", async () => {
+  const { bid, spec } = await page.evaluate(() => ({
+    bid: window.tickerd.book().bids[0][0],
+    spec: window.tickerd.spec(),
+  }));
+  assert.ok(spec, "the server's instrument list gives the tick and lot size");
+  orderPrice = awayFromMarket(bid, spec);
+  await page.check("input[name=side][value=buy]");
+  await page.selectOption("#order-type", "limit");
+  await page.fill("#order-price", orderPrice);
+  await page.fill("#order-size", spec.min_size);
+  await page.click("#place");
+  await until(() => /^place /.test(document.getElementById("order-result").textContent), null, "the place result");
+  const result = await page.textContent("#order-result");
+  const accepted = /^place accepted: order (\d+) resting$/.exec(result);
+  assert.ok(accepted, `the order rests: ${result}`);
+  orderId = accepted[1];
+  await until((id) => document.querySelector(`#my-orders tr[data-order-id="${id}"]`), orderId, `order ${orderId} in my orders`);
+  const row = await page.evaluate(
+    (id) => Array.from(document.querySelector(`#my-orders tr[data-order-id="${id}"]`).cells, (td) => td.textContent),
+    orderId,
+  );
+  assert.deepEqual(row.slice(1, 4), [await page.inputValue("#instrument"), "buy", orderPrice]);
+});
+
+step("cancelling the order removes it from my orders", async () => {
+  await page.click(`#my-orders tr[data-order-id="${orderId}"] button.cancel`);
+  await until((id) => !document.querySelector(`#my-orders tr[data-order-id="${id}"]`), orderId, "the order to leave my orders");
+  await until(() => /^cancel accepted/.test(document.getElementById("order-result").textContent) || /done: cancelled/.test(document.getElementById("order-result").textContent), null, "the cancel result");
+});
+
+step("a dropped connection reconnects and resumes every channel with no gap", async () => {
+  const before = await state();
+  await page.evaluate(() => window.tickerd.dropConnection());
+  await until((n) => window.tickerd.state.reconnects > n && window.tickerd.state.status === "open", before.reconnects, "the reconnect");
+  // Resumed: the first depth and trades messages after the reconnect continue from the last
+  // seq received before it (prev_seq = from_seq), not from a fresh snapshot.
+  const instrument = before.instrument;
+  const keys = [`depth:${instrument}`, `trades:${instrument}`, "orders"];
+  await until(
+    ({ keys, n }) => {
+      const fresh = window.tickerd.state.resumes.slice(n);
+      return keys.slice(0, 2).every((k) => fresh.some((r) => r.key === k));
+    },
+    { keys, n: before.resumes.length },
+    "depth and trades to resume",
+  );
+  await until((n) => window.tickerd.state.checksumOk > n + 20, before.checksumOk, "verified depth after the resume");
+  const s = await state();
+  for (const r of s.resumes.slice(before.resumes.length)) {
+    if (!keys.includes(r.key)) continue;
+    assert.notEqual(r.type, "snapshot", `${r.key} resumed from a snapshot, not from its seq`);
+    assert.equal(r.prev_seq, r.from_seq, `${r.key}: first message after resume has prev_seq ${r.prev_seq}, resumed from ${r.from_seq}`);
+  }
+  assert.ok(s.lastSeq[keys[0]] > before.lastSeq[keys[0]], "depth seq continues");
+  assert.equal(s.gaps, 0, `gaps: ${s.lastError}`);
+  assert.equal(s.checksumFailures, 0);
+  assert.equal(s.resumeSnapshots, 0);
+  assert.equal(s.extensions, before.extensions, "the new connection negotiates the same extensions");
+  assert.equal(s.auth, "ok", "signed in again after the reconnect");
+});
+
+step("the status bar shows the connection, message rate and last seq", async () => {
+  await until(() => Number(document.getElementById("msg-rate").textContent) > 0, null, "a message rate");
+  assert.equal(await page.textContent("#conn-state"), "open");
+  assert.match(await page.textContent("#last-seq"), /^\d+$/);
+  assert.equal(await page.textContent("#gap-count"), "0");
+  assert.equal(await page.textContent("#checksum-failures"), "0");
+  assert.deepEqual(pageErrors, []);
+});
+
+step("switching the instrument moves every market-data channel to it", async () => {
+  const other = await page.evaluate(() => Array.from(document.querySelectorAll("#instrument option"), (o) => o.value).find((v) => v !== window.tickerd.state.instrument));
+  const before = (await state()).checksumOk;
+  await page.selectOption("#instrument", other);
+  await until(
+    ({ other, before }) =>
+      window.tickerd.state.instrument === other &&
+      window.tickerd.state.lastSeq[`depth:${other}`] !== undefined &&
+      window.tickerd.state.checksumOk > before + 5,
+    { other, before },
+    `depth of ${other}`,
+  );
+  const s = await state();
+  const stale = Object.keys(s.lastSeq).filter((k) => k !== "orders" && !k.endsWith(`:${other}`));
+  assert.deepEqual(stale, [], "no channel of the previous instrument is still tracked");
+  assert.equal(s.checksumFailures, 0);
+  assert.equal(s.gaps, 0);
+});
+
+// The server never sends a bad checksum or skips a message, so a second page gets its messages
+// through a wrapper of WebSocket's onmessage (installed before the page's script runs) that can
+// corrupt or drop one on request. It runs in the page: a route through Playwright could not keep
+// up with the simulator.
+function installTamper() {
+  const tamper = (window.__tamper = { corruptDepth: false, dropDepth: false, dropTrade: false });
+  const onmessage = Object.getOwnPropertyDescriptor(WebSocket.prototype, "onmessage");
+  Object.defineProperty(WebSocket.prototype, "onmessage", {
+    get() {
+      return onmessage.get.call(this);
+    },
+    set(handler) {
+      onmessage.set.call(this, (event) => {
+        if (!(tamper.corruptDepth || tamper.dropDepth || tamper.dropTrade)) return handler(event);
+        const msg = JSON.parse(event.data);
+        const depthUpdate = msg.type === "update" && msg.channel === "depth";
+        if (depthUpdate && tamper.corruptDepth) {
+          tamper.corruptDepth = false;
+          msg.checksum = (msg.checksum ^ 1) >>> 0;
+          return handler({ data: JSON.stringify(msg) });
+        }
+        if (depthUpdate && tamper.dropDepth) return void (tamper.dropDepth = false);
+        if (msg.type === "trade" && tamper.dropTrade) return void (tamper.dropTrade = false);
+        return handler(event);
+      });
+    },
+  });
+}
+
+step("a wrong checksum or a missed message makes the page resync from a fresh snapshot", async () => {
+  const tampered = await context.newPage();
+  tampered.on("pageerror", (e) => pageErrors.push(String(e)));
+  await tampered.addInitScript(installTamper);
+  const set = (flag) => tampered.evaluate((f) => (window.__tamper[f] = true), flag);
+  const s = () => tampered.evaluate(() => JSON.parse(JSON.stringify(window.tickerd.state)));
+  const wait = (fn, arg, what) => tampered.waitForFunction(fn, arg, { timeout: WAIT_MS, polling: 50 }).catch(async (e) => {
+    throw new Error(`timed out waiting for ${what}: ${e.message}\npage state: ${JSON.stringify(await s())}`);
+  });
+  await tampered.goto(PAGE_URL);
+  await wait(() => window.tickerd && window.tickerd.state.checksumOk >= 5, null, "verified depth on the tampered page");
+
+  await set("corruptDepth");
+  await wait(() => window.tickerd.state.checksumFailures === 1 && window.tickerd.state.resyncs === 1, null, "the checksum failure and its resync");
+  let ok = (await s()).checksumOk;
+  await wait((n) => window.tickerd.state.checksumOk > n + 5, ok, "verified depth after the fresh snapshot");
+
+  await set("dropDepth");
+  await wait(() => window.tickerd.state.gaps === 1 && window.tickerd.state.resyncs === 2, null, "the depth gap and its resync");
+  ok = (await s()).checksumOk;
+  await wait((n) => window.tickerd.state.checksumOk > n + 5, ok, "verified depth after the gap");
+
+  await set("dropTrade");
+  await wait(() => window.tickerd.state.gaps === 2, null, "the trades gap");
+  const last = await s();
+  assert.equal(last.checksumFailures, 1, "only the corrupted message failed");
+  assert.equal(last.resyncs, 2, "a trades gap is counted, not resynced: trades have no snapshot");
+  assert.ok(
+    (await tampered.evaluate(() => document.querySelectorAll("#ladder-bids tr").length)) > 0,
+    "the ladder is whole again",
+  );
+  await tampered.close();
+  assert.deepEqual(pageErrors, []);
+});
+
+/**
+ * A buy price 5% under the best bid (kept inside the instrument's price band), on the tick
+ * grid: exact decimal arithmetic on BigInts, as the page itself does.
+ */
+function awayFromMarket(bid, spec) {
+  const scale = Math.max(decimals(bid), decimals(spec.tick_size));
+  const units = (s) => BigInt(s.replace(".", "") + "0".repeat(scale - decimals(s)));
+  const tick = units(spec.tick_size);
+  let price = (units(bid) * 95n) / 100n;
+  if (spec.band_low) {
+    const low = units(spec.band_low);
+    if (price <= low) price = low + tick;
+  }
+  price -= price % tick;
+  const digits = price.toString().padStart(scale + 1, "0");
+  return scale ? `${digits.slice(0, -scale)}.${digits.slice(-scale)}` : digits;
+}
+
+function decimals(s) {
+  return (s.split(".")[1] || "").length;
+}
