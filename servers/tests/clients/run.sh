@@ -81,12 +81,15 @@ for mode in shared per-connection; do
 done
 export TICKER_WS_SERVERS="$servers"
 
+# Both suites run even when the first fails, so one run reports both.
+status=0
 echo "== python websockets"
 started=$(date +%s)
-(cd "$here" && "$venv/bin/python" -m pytest -q -p no:cacheprovider test_ws_python.py)
+(cd "$here" && "$venv/bin/python" -m pytest -q -p no:cacheprovider test_ws_python.py) || status=1
 echo "python websockets tests took $(($(date +%s) - started)) s"
 
 echo "== node ws"
 started=$(date +%s)
-(cd "$node_dir" && node --test test_ws_node.mjs)
+(cd "$node_dir" && node --test test_ws_node.mjs) || status=1
 echo "node ws tests took $(($(date +%s) - started)) s"
+exit "$status"
