@@ -126,13 +126,15 @@ async function withTap(server, scenario) {
   assertCompressedBothWays(tap);
 }
 
-/** `price` moved by `ticks` ticks of `tick`, in the tick's number of decimals, exactly. */
-function offsetByTicks(price, tick, ticks) {
+/** `percent`% of `price`, rounded down to the `tick` grid and at least `floor`, written with
+ * the tick's number of decimals; exact (scaled BigInts), as prices must be. */
+function percentOf(price, percent, tick, floor) {
   const decimals = (tick.split('.')[1] ?? '').length;
-  const scale = 10n ** BigInt(18 - decimals);
-  const value = decimalKey(price) / scale + BigInt(ticks) * (decimalKey(tick) / scale);
-  const digits = value.toString().padStart(decimals + 1, '0');
-  return decimals ? `${digits.slice(0, -decimals)}.${digits.slice(-decimals)}` : digits;
+  const tickUnits = decimalKey(tick);
+  let value = ((decimalKey(price) * percent) / 100n / tickUnits) * tickUnits;
+  if (value < decimalKey(floor)) value = decimalKey(floor);
+  const units = (value / 10n ** BigInt(18 - decimals)).toString().padStart(decimals + 1, '0');
+  return decimals ? `${units.slice(0, -decimals)}.${units.slice(-decimals)}` : units;
 }
 
 for (const server of servers) {
@@ -198,7 +200,8 @@ for (const server of servers) {
         const { instruments } = await alice.request('instruments');
         const spec = instruments.find((i) => i.symbol === INSTRUMENT);
 
-        // A buy five ticks under the best bid rests (post-only: it must not trade).
+        // A post-only buy 2% under the best bid rests and stays resting while the test runs
+        // (a few ticks under would soon be filled by the simulator's moving market).
         const depth = [{ name: 'depth', instrument: INSTRUMENT }];
         assert.equal((await alice.request('subscribe', { channels: depth })).type, 'subscribed');
         const book = new DepthBook();
@@ -207,7 +210,7 @@ for (const server of servers) {
           if (message.channel === 'depth') book.apply(message);
         }
         const anchor = book.bestBid() ?? book.bestAsk() ?? spec.reference_price;
-        const price = offsetByTicks(anchor, spec.tick_size, -5);
+        const price = percentOf(anchor, 98n, spec.tick_size, spec.band_low);
         await alice.request('unsubscribe', { channels: depth });
 
         const placed = await alice.request('place', {
@@ -252,6 +255,7 @@ test('the checksum of the worked example in docs/feeds.md', () => {
   book.apply({ type: 'update', seq: 1050, prev_seq: 1042, checksum: 207938290, bids: [['49999.9', '0.000']], asks: [] });
   assert.equal(book.bestBid(), '49990.0');
   assert.throws(() => book.apply({ type: 'update', seq: 1060, prev_seq: 1055, checksum: 0, bids: [], asks: [] }), /prev_seq/);
-  assert.equal(offsetByTicks('65000.00', '0.01', -5), '64999.95');
-  assert.equal(offsetByTicks('0.05', '0.01', -5), '0.00');
+  assert.equal(percentOf('65000.07', 98n, '0.01', '58500.00'), '63700.06');
+  assert.equal(percentOf('1.08000', 98n, '0.00001', '0.97200'), '1.05840');
+  assert.equal(percentOf('59000.00', 98n, '0.01', '58500.00'), '58500.00');
 });

@@ -8,7 +8,7 @@ wire show whether permessage-deflate was really used in both directions.
 import asyncio
 import json
 import os
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 
 import pytest
 from websockets.asyncio.client import connect
@@ -172,7 +172,8 @@ def test_orders_placed_and_cancelled_over_compressed_commands(server):
             spec = next(i for i in instruments["instruments"] if i["symbol"] == INSTRUMENT)
             tick = Decimal(spec["tick_size"])
 
-            # A buy five ticks under the best bid rests (post-only: it must not trade).
+            # A post-only buy 2% under the best bid rests and stays resting while the test runs
+            # (a few ticks under would soon be filled by the simulator's moving market).
             subscribed = await alice.request(
                 "subscribe", channels=[{"name": "depth", "instrument": INSTRUMENT}]
             )
@@ -183,7 +184,9 @@ def test_orders_placed_and_cancelled_over_compressed_commands(server):
                 if message.get("channel") == "depth":
                     book.apply(message)
             anchor = book.best_bid() or book.best_ask() or Decimal(spec["reference_price"])
-            price = str((anchor - 5 * tick).quantize(tick))
+            price = str(max(anchor * Decimal("0.98"), Decimal(spec["band_low"])).quantize(
+                tick, rounding=ROUND_DOWN
+            ))
             await alice.request("unsubscribe", channels=[{"name": "depth", "instrument": INSTRUMENT}])
 
             placed = await alice.request(
