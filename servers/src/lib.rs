@@ -4,6 +4,9 @@
 //! one order-entry API; [`grpc`] is the gRPC front on it; [`defaults`] is the embedded
 //! configuration.
 
+pub mod config;
 pub mod defaults;
 pub mod grpc;
+pub mod logging;
 pub mod market;
+pub mod metrics;
