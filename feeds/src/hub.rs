@@ -162,7 +162,8 @@ impl HubConfig {
     }
 }
 
-const KINDS: usize = Channel::ALL.len() + 1;
+/// Kinds of topic the counters are kept by: each market-data channel, then order updates.
+pub const KINDS: usize = Channel::ALL.len() + 1;
 
 /// Counters of the hub, by kind of topic ([`Topic::kind_index`]).
 #[derive(Debug, Default)]
@@ -260,6 +261,16 @@ impl Hub {
 
     pub fn config(&self) -> &HubConfig {
         &self.config
+    }
+
+    /// Live subscribers by kind of topic ([`Topic::kind_index`]), over all topics. Takes the
+    /// topic map's read lock: for scrapes, not for hot paths.
+    pub fn live_subscribers(&self) -> [u64; KINDS] {
+        let mut live = [0; KINDS];
+        for (topic, state) in self.topics.read().iter() {
+            live[topic.kind_index()] += state.subscriber_count() as u64;
+        }
+        live
     }
 
     pub fn stats(&self) -> &Arc<HubStats> {

@@ -3,11 +3,15 @@
 //! [`market`] runs the engine thread, the feeds thread and the simulator, and gives the fronts
 //! one order-entry API; [`grpc`] and [`ws`] are the fronts on it, sharing [`auth`] (tokens to
 //! accounts) and [`order_entry`] (requests checked and turned into engine commands);
-//! [`defaults`] is the embedded configuration.
+//! [`config`] is tickerd's configuration over the embedded [`defaults`]; [`metrics`] and
+//! [`logging`] are what an operator watches.
 
 pub mod auth;
+pub mod config;
 pub mod defaults;
 pub mod grpc;
+pub mod logging;
 pub mod market;
+pub mod metrics;
 pub mod order_entry;
 pub mod ws;

@@ -72,13 +72,55 @@ enum Reply {
 
 type Replies = Mutex<HashMap<Correlation, Reply>>;
 
-/// Counters of the running market.
+/// Counters of the running market, read by `/metrics`.
 #[derive(Debug, Default)]
 pub struct MarketStats {
     /// Commands stamped for the engine (from clients, the simulator and heartbeats).
     pub commands: AtomicU64,
+    /// Of those, heartbeats (which have no outcome event).
+    pub heartbeats: AtomicU64,
     pub events: AtomicU64,
+    /// Commands submitted but refused by a full ingress ring (never stamped into the engine).
     pub busy_rejects: AtomicU64,
+    /// Outcomes the feeds saw: accepted, and rejected in total and by reason.
+    pub accepted: AtomicU64,
+    pub rejected: AtomicU64,
+    pub rejects: [AtomicU64; RejectReason::ALL.len()],
+    /// From the engine taking a command to the feeds having published its updates.
+    pub engine_latency: crate::metrics::Histogram,
+}
+
+impl MarketStats {
+    /// Commands submitted whose outcome the feeds have not seen: what the ingress ring, the
+    /// engine and the egress ring hold together.
+    pub fn in_flight(&self) -> u64 {
+        let submitted = self.commands.load(Ordering::Relaxed)
+            - self.heartbeats.load(Ordering::Relaxed)
+            - self.busy_rejects.load(Ordering::Relaxed);
+        let decided = self.accepted.load(Ordering::Relaxed) + self.rejected.load(Ordering::Relaxed);
+        submitted.saturating_sub(decided)
+    }
+
+    /// Counts the outcomes of a batch and how long its commands took to reach the feeds.
+    fn observe(&self, events: &[Event], now: Timestamp) {
+        self.events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        for e in events {
+            match e.kind {
+                EventKind::PlaceAccepted { .. } | EventKind::Accepted { .. } => {
+                    self.accepted.fetch_add(1, Ordering::Relaxed);
+                }
+                EventKind::Rejected { reason, .. } => {
+                    self.rejected.fetch_add(1, Ordering::Relaxed);
+                    if let Some(i) = RejectReason::ALL.iter().position(|r| *r == reason) {
+                        self.rejects[i].fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                _ => continue,
+            }
+            self.engine_latency.record_ns(now.saturating_sub(e.ts));
+        }
+    }
 }
 
 pub struct Market {
@@ -123,9 +165,7 @@ impl Market {
                     let mut last_tick = Instant::now();
                     while let Some(batch) = egress.recv() {
                         md.apply(&batch);
-                        stats
-                            .events
-                            .fetch_add(batch.len() as u64, Ordering::Relaxed);
+                        stats.observe(&batch, now_ns());
                         route_replies(&replies, &batch);
                         if last_tick.elapsed() >= Duration::from_millis(100) {
                             last_tick = Instant::now();
@@ -267,7 +307,10 @@ impl Market {
     pub fn submit_detached(&self, kind: CommandKind) -> Result<(), ExecuteError> {
         let cmd = self.command(kind);
         self.ingress.try_submit(cmd).map_err(|e| match e {
-            SubmitError::IngressFull(_) => ExecuteError::Busy,
+            SubmitError::IngressFull(_) => {
+                self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                ExecuteError::Busy
+            }
             SubmitError::Closed(_) => ExecuteError::ShuttingDown,
         })
     }
@@ -283,7 +326,9 @@ impl Market {
                     return;
                 }
                 // A full ingress means traffic is advancing time anyway.
-                let _ = market.submit_detached(CommandKind::Heartbeat);
+                if market.submit_detached(CommandKind::Heartbeat).is_ok() {
+                    market.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                }
             })?;
         self.threads.lock().push(handle);
         Ok(())

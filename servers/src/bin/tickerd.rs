@@ -1,67 +1,172 @@
 //! `tickerd`: the ticker engine as one program.
 //!
-//! Runs the engine thread, the feeds and the market simulator with the embedded defaults and
-//! reports activity until SIGINT/SIGTERM, then shuts down cleanly. The gRPC and WebSocket
-//! fronts are added by their issues.
+//! Runs the engine thread, the feeds, the market simulator (unless `--no-sim`), the gRPC front
+//! and the HTTP front (WebSocket feed, trader page, `/healthz`, `/metrics`) with the embedded
+//! defaults, overridden by a TOML file, `TICKERD_*` variables and flags (see
+//! `ticker_servers::config`). SIGINT or SIGTERM stops ingress, drains the engine, closes
+//! WebSocket clients with 1001 and ends gRPC streams.
 
-use std::sync::atomic::Ordering;
+use clap::Parser;
+use std::path::PathBuf;
+use std::process::ExitCode;
 use std::time::Duration;
-use ticker_feeds::{Channel, Topic};
-use ticker_servers::market::{Market, MarketConfig};
+use ticker_servers::config::{ConfigError, Layers, TickerdConfig};
+use ticker_servers::grpc::GrpcServer;
+use ticker_servers::market::Market;
+use ticker_servers::ws::WsServer;
 
-#[tokio::main]
-async fn main() -> anyhow::Result<()> {
-    let market = Market::start(MarketConfig::default())?;
-    for w in market.instruments().all() {
-        let i = &w.instrument;
-        println!(
-            "instrument {:<8} tick {:<8} lot {:<8} band [{}, {}]",
-            w.symbol(),
-            i.spec.tick_size,
-            i.spec.lot_size,
-            w.price.to_string(i.band_low),
-            w.price.to_string(i.band_high)
-        );
+/// A real-time trading ticker engine: matching core, gRPC and WebSocket fronts.
+#[derive(Parser, Debug)]
+#[command(version, about)]
+struct Flags {
+    /// TOML config file (every key: tickerd.example.toml) [env: TICKERD_CONFIG].
+    #[arg(long, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Take orders only from clients: no simulated market.
+    #[arg(long)]
+    no_sim: bool,
+    /// Where gRPC listens (grpc.listen).
+    #[arg(long, value_name = "ADDR")]
+    grpc_listen: Option<String>,
+    /// Where HTTP/WebSocket listens (http.listen).
+    #[arg(long, value_name = "ADDR")]
+    http_listen: Option<String>,
+    /// A bearer token and the account it trades for; repeatable.
+    #[arg(long, value_name = "TOKEN=ACCOUNT")]
+    token: Vec<String>,
+    /// Any config key, as in the file: `--set http.deflate=per-connection`; repeatable.
+    #[arg(long, value_name = "SECTION.KEY=VALUE")]
+    set: Vec<String>,
+    /// Print the effective configuration as TOML and exit.
+    #[arg(long)]
+    print_config: bool,
+}
+
+fn load(flags: &Flags) -> Result<TickerdConfig, ConfigError> {
+    let mut layers = Layers::new();
+    let file = flags
+        .config
+        .clone()
+        .or_else(|| std::env::var_os("TICKERD_CONFIG").map(PathBuf::from));
+    if let Some(path) = file {
+        layers.file_at(&path)?;
     }
-    println!(
-        "tickerd {}: engine, feeds and simulator running; the gRPC and WebSocket fronts are not \
-         built yet. Ctrl-C stops.",
-        env!("CARGO_PKG_VERSION")
-    );
-    let mut tickers: Vec<_> = market
+    layers.env(std::env::vars())?;
+    if flags.no_sim {
+        layers.set("market.simulator", "false", "--no-sim")?;
+    }
+    if let Some(addr) = &flags.grpc_listen {
+        layers.set("grpc.listen", &format!("{addr:?}"), "--grpc-listen")?;
+    }
+    if let Some(addr) = &flags.http_listen {
+        layers.set("http.listen", &format!("{addr:?}"), "--http-listen")?;
+    }
+    for spec in &flags.token {
+        layers.token(spec, "--token")?;
+    }
+    for spec in &flags.set {
+        let Some((key, value)) = spec.split_once('=') else {
+            return Err(ConfigError::Syntax {
+                origin: "--set".into(),
+                reason: format!("{spec:?} is not SECTION.KEY=VALUE"),
+            });
+        };
+        layers.set(key, value, &format!("--set {key}"))?;
+    }
+    layers.finish()
+}
+
+fn main() -> ExitCode {
+    let flags = Flags::parse();
+    let config = match load(&flags) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("tickerd: bad configuration: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    if flags.print_config {
+        print!("{}", config.to_toml());
+        return ExitCode::SUCCESS;
+    }
+    ticker_servers::logging::init();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("tickerd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(config)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tickerd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(config: TickerdConfig) -> anyhow::Result<()> {
+    let market = Market::start(config.market_config())?;
+    let grpc = if config.grpc.enabled {
+        Some(GrpcServer::start(market.clone(), config.grpc_config()).await?)
+    } else {
+        None
+    };
+    let http = if config.http.enabled {
+        Some(WsServer::start(market.clone(), config.ws_config()).await?)
+    } else {
+        None
+    };
+    let symbols: Vec<_> = market
         .instruments()
         .all()
         .iter()
-        .map(|w| {
-            let topic = Topic::Market {
-                channel: Channel::Ticker,
-                instrument: w.id(),
-            };
-            (w.symbol().to_string(), market.hub().topic(topic))
-        })
+        .map(|w| w.symbol().to_string())
         .collect();
-    let mut every = tokio::time::interval(Duration::from_secs(5));
-    every.tick().await;
-    loop {
-        tokio::select! {
-            _ = every.tick() => {
-                let stats = market.stats();
-                println!(
-                    "commands {} events {}",
-                    stats.commands.load(Ordering::Relaxed),
-                    stats.events.load(Ordering::Relaxed)
-                );
-                for (symbol, topic) in &mut tickers {
-                    if let Some(m) = topic.latest() {
-                        println!("  {symbol}: {}", String::from_utf8_lossy(&m.json));
-                    }
-                }
-            }
-            _ = shutdown_signal() => break,
-        }
+    println!(
+        "tickerd {}: {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        if config.market.simulator {
+            "simulated market running"
+        } else {
+            "no simulator: orders come from clients only"
+        },
+        symbols.join(", ")
+    );
+    if let Some(http) = &http {
+        let addr = http.local_addr();
+        println!("trader page:  http://{addr}/");
+        println!("WebSocket:    ws://{addr}/ws  (metrics: http://{addr}/metrics)");
     }
-    println!("shutting down");
+    if let Some(grpc) = &grpc {
+        println!(
+            "gRPC:         {}://{}  (ticker.v1.MarketDataService, ticker.v1.OrderService; reflection on)",
+            if config.grpc.tls_cert.is_some() { "https" } else { "http" },
+            grpc.local_addr()
+        );
+    }
+    if config.auth.tokens.is_empty() {
+        println!("order entry:  no tokens configured (--token TOKEN=ACCOUNT to trade)");
+    }
+    tracing::info!("tickerd started");
+    shutdown_signal().await;
+    tracing::info!("shutting down: closing fronts, draining the engine");
+    let grace = Duration::from_secs(5);
+    // Fronts first, so no new command arrives; then the market drains the engine's output.
+    let closing_http = async {
+        if let Some(http) = http {
+            http.shutdown(grace).await;
+        }
+    };
+    let closing_grpc = async {
+        if let Some(grpc) = grpc {
+            grpc.shutdown(grace).await;
+        }
+    };
+    tokio::join!(closing_http, closing_grpc);
     tokio::task::spawn_blocking(move || market.shutdown()).await?;
+    tracing::info!("stopped");
     Ok(())
 }
 
@@ -69,11 +174,17 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-            .expect("SIGTERM handler");
-        tokio::select! {
-            _ = ctrl_c => {}
-            _ = term.recv() => {}
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(e) => {
+                tracing::warn!("no SIGTERM handler ({e}); Ctrl-C still stops");
+                let _ = ctrl_c.await;
+            }
         }
     }
     #[cfg(not(unix))]

@@ -1,0 +1,693 @@
+//! `tickerd`'s configuration: one struct per concern with documented defaults, loaded once from
+//! four layers, each overriding the one before:
+//!
+//! 1. the embedded defaults ([`TickerdConfig::default`]);
+//! 2. a TOML file (`--config PATH` or `TICKERD_CONFIG`); `tickerd.example.toml` at the workspace
+//!    root lists every key with its default;
+//! 3. environment variables `TICKERD_<SECTION>_<KEY>` (`TICKERD_GRPC_LISTEN=0.0.0.0:50051`);
+//! 4. command-line flags (`--grpc-listen`, `--no-sim`, `--token`, and `--set section.key=value`
+//!    for any key).
+//!
+//! The layers are merged as TOML values and deserialized once, so a bad value from any layer
+//! gets the same kind of error: it names the key, the layer it came from and what was wrong
+//! (`grpc.listen (from TICKERD_GRPC_LISTEN): invalid socket address syntax`).
+
+use crate::grpc::{AuthConfig, GrpcConfig, TlsFiles};
+use crate::market::MarketConfig;
+use serde::{Deserialize, Serialize};
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+use ticker_engine::AccountId;
+use ticker_feeds::sim::SimConfig;
+use toml::{Table, Value};
+
+/// Everything `tickerd` runs with.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TickerdConfig {
+    pub market: MarketSection,
+    pub auth: AuthSection,
+    pub grpc: GrpcSection,
+    pub http: HttpSection,
+}
+
+impl Default for TickerdConfig {
+    fn default() -> Self {
+        let market = MarketConfig::default();
+        let sim = SimConfig::default();
+        let grpc = GrpcConfig::default();
+        TickerdConfig {
+            market: MarketSection {
+                simulator: market.simulator.is_some(),
+                sim_seed: sim.seed,
+                sim_rate: sim.rate,
+                heartbeat_ms: market.heartbeat.as_millis() as u64,
+                ingress_capacity: market.pipeline.ingress_capacity,
+                egress_capacity: market.pipeline.egress_capacity,
+                depth_levels: market.feeds.depth_levels,
+            },
+            auth: AuthSection {
+                tokens: BTreeMap::new(),
+                market_data_requires_token: false,
+            },
+            grpc: GrpcSection {
+                enabled: true,
+                listen: grpc.listen,
+                max_message_bytes: grpc.max_message_size,
+                stream_window_bytes: grpc.stream_window,
+                connection_window_bytes: grpc.connection_window,
+                keepalive_interval_ms: grpc.keepalive_interval.map_or(0, |d| d.as_millis() as u64),
+                keepalive_timeout_ms: grpc.keepalive_timeout.as_millis() as u64,
+                gzip: grpc.gzip,
+                grpc_web: grpc.grpc_web,
+                tls_cert: None,
+                tls_key: None,
+            },
+            http: HttpSection {
+                enabled: true,
+                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            },
+        }
+    }
+}
+
+/// The engine, the feeds and the simulator.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MarketSection {
+    /// Run the market simulator [true]; `--no-sim` takes orders only from clients.
+    pub simulator: bool,
+    /// Simulator seed: the same seed gives the same order flow [42].
+    pub sim_seed: u64,
+    /// Simulator commands per second across all instruments [3,000].
+    pub sim_rate: u64,
+    /// Engine time and candle closing advance at least this often, in ms [100].
+    pub heartbeat_ms: u64,
+    /// Commands the ingress ring holds (rounded up to a power of two); a full ring answers
+    /// "busy" [65,536].
+    pub ingress_capacity: usize,
+    /// Event batches the egress ring holds (rounded up to a power of two) [256].
+    pub egress_capacity: usize,
+    /// Levels per side in depth snapshots and deltas [50].
+    pub depth_levels: usize,
+}
+
+impl Default for MarketSection {
+    fn default() -> Self {
+        TickerdConfig::default().market
+    }
+}
+
+/// Who may trade: bearer tokens shared by the gRPC and WebSocket fronts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct AuthSection {
+    /// Token → account [none: no order entry from clients].
+    pub tokens: BTreeMap<String, AccountId>,
+    /// Whether market data needs a token too [false].
+    pub market_data_requires_token: bool,
+}
+
+impl Default for AuthSection {
+    fn default() -> Self {
+        TickerdConfig::default().auth
+    }
+}
+
+/// The gRPC front.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct GrpcSection {
+    /// Serve gRPC [true].
+    pub enabled: bool,
+    /// [127.0.0.1:50051]
+    pub listen: SocketAddr,
+    /// Largest message accepted or sent [4 MiB].
+    pub max_message_bytes: usize,
+    /// HTTP/2 window per stream [1 MiB].
+    pub stream_window_bytes: u32,
+    /// HTTP/2 window per connection [16 MiB].
+    pub connection_window_bytes: u32,
+    /// HTTP/2 keepalive PING interval, 0 = off [20,000].
+    pub keepalive_interval_ms: u64,
+    /// Close a connection whose PING goes unanswered this long [10,000].
+    pub keepalive_timeout_ms: u64,
+    /// Negotiate gzip per call [true].
+    pub gzip: bool,
+    /// Serve gRPC-Web on the same port [true].
+    pub grpc_web: bool,
+    /// TLS certificate chain (PEM); set together with `tls_key` [none: clear text].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert: Option<PathBuf>,
+    /// TLS private key (PEM) [none].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key: Option<PathBuf>,
+}
+
+impl Default for GrpcSection {
+    fn default() -> Self {
+        TickerdConfig::default().grpc
+    }
+}
+
+/// The HTTP port: the WebSocket feed, the trader page, `/healthz` and `/metrics`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct HttpSection {
+    /// Serve HTTP and WebSocket [true].
+    pub enabled: bool,
+    /// [127.0.0.1:8080]
+    pub listen: SocketAddr,
+}
+
+impl Default for HttpSection {
+    fn default() -> Self {
+        TickerdConfig::default().http
+    }
+}
+
+/// A configuration that cannot be used, naming the key, where its value came from and why.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {reason}")]
+    File { path: String, reason: String },
+    #[error("{origin}: {reason}")]
+    Syntax { origin: String, reason: String },
+    #[error("{key} (from {origin}): {reason}")]
+    Value {
+        key: String,
+        origin: String,
+        reason: String,
+    },
+    #[error("{origin}: no config key {key}; the sections are {sections}")]
+    UnknownKey {
+        key: String,
+        origin: String,
+        sections: String,
+    },
+}
+
+/// Collects the layers; [`Layers::finish`] validates them into a [`TickerdConfig`].
+pub struct Layers {
+    tree: Table,
+    /// Where each key's value came from, for error messages ("grpc.listen" → "TICKERD_GRPC_LISTEN").
+    origins: HashMap<String, String>,
+}
+
+impl Default for Layers {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Layers {
+    /// Starts from the embedded defaults.
+    pub fn new() -> Self {
+        let tree = match Value::try_from(TickerdConfig::default()) {
+            Ok(Value::Table(t)) => t,
+            // The defaults are plain structs of numbers, strings and maps: they always serialize.
+            other => unreachable!("defaults serialize to a table, got {other:?}"),
+        };
+        Layers {
+            tree,
+            origins: HashMap::new(),
+        }
+    }
+
+    /// Merges a TOML document (a config file's text); `origin` names it in errors.
+    pub fn file(&mut self, origin: &str, text: &str) -> Result<&mut Self, ConfigError> {
+        let table: Table = text
+            .parse()
+            .map_err(|e: toml::de::Error| ConfigError::Syntax {
+                origin: origin.to_string(),
+                reason: e.to_string().trim_end().to_string(),
+            })?;
+        self.merge(String::new(), table, origin);
+        Ok(self)
+    }
+
+    /// Reads and merges a config file.
+    pub fn file_at(&mut self, path: &std::path::Path) -> Result<&mut Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        })?;
+        self.file(&path.display().to_string(), &text)
+    }
+
+    /// Applies `TICKERD_<SECTION>_<KEY>` variables (`TICKERD_CONFIG` names the file and is not
+    /// a key).
+    pub fn env<I: IntoIterator<Item = (String, String)>>(
+        &mut self,
+        vars: I,
+    ) -> Result<&mut Self, ConfigError> {
+        let mut vars: Vec<_> = vars
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("TICKERD_") && k != "TICKERD_CONFIG")
+            .collect();
+        vars.sort();
+        for (name, raw) in vars {
+            let rest = name["TICKERD_".len()..].to_ascii_lowercase();
+            let section = self
+                .tree
+                .keys()
+                .find(|s| rest.starts_with(&format!("{s}_")))
+                .cloned();
+            let Some(section) = section else {
+                return Err(self.unknown_key(&rest, &name));
+            };
+            let key = format!("{section}.{}", &rest[section.len() + 1..]);
+            self.set(&key, &raw, &name)?;
+        }
+        Ok(self)
+    }
+
+    /// Sets one key (`section.key`) from text, as `--set` and the environment do. The text is
+    /// read as a TOML value when it is one (`true`, `42`, `{ alice = 1 }`) and as a string
+    /// otherwise (`127.0.0.1:8080`).
+    pub fn set(&mut self, key: &str, raw: &str, origin: &str) -> Result<&mut Self, ConfigError> {
+        let Some((section, field)) = key.split_once('.') else {
+            return Err(self.unknown_key(key, origin));
+        };
+        let Some(Value::Table(table)) = self.tree.get_mut(section) else {
+            return Err(self.unknown_key(key, origin));
+        };
+        let value = format!("v = {raw}")
+            .parse::<Table>()
+            .ok()
+            .and_then(|mut t| t.remove("v"))
+            .unwrap_or_else(|| Value::String(raw.to_string()));
+        table.insert(field.to_string(), value);
+        self.origins.insert(key.to_string(), origin.to_string());
+        Ok(self)
+    }
+
+    /// Adds one bearer token (`--token TOKEN=ACCOUNT`).
+    pub fn token(&mut self, spec: &str, origin: &str) -> Result<&mut Self, ConfigError> {
+        let bad = |reason: String| ConfigError::Value {
+            key: "auth.tokens".into(),
+            origin: origin.to_string(),
+            reason,
+        };
+        let (token, account) = spec
+            .split_once('=')
+            .ok_or_else(|| bad(format!("{spec:?} is not TOKEN=ACCOUNT")))?;
+        let account: i64 = account
+            .parse()
+            .map_err(|_| bad(format!("account {account:?} is not a number")))?;
+        if let Some(Value::Table(auth)) = self.tree.get_mut("auth") {
+            let tokens = auth
+                .entry("tokens")
+                .or_insert_with(|| Value::Table(Table::new()));
+            if let Value::Table(tokens) = tokens {
+                tokens.insert(token.to_string(), Value::Integer(account));
+            }
+        }
+        self.origins
+            .insert(format!("auth.tokens.{token}"), origin.to_string());
+        Ok(self)
+    }
+
+    /// Validates the merged layers.
+    pub fn finish(&self) -> Result<TickerdConfig, ConfigError> {
+        let config: TickerdConfig =
+            serde_path_to_error::deserialize(Value::Table(self.tree.clone())).map_err(|e| {
+                let key = e.path().to_string();
+                ConfigError::Value {
+                    origin: self.origin_of(&key),
+                    key,
+                    reason: e.into_inner().to_string(),
+                }
+            })?;
+        config
+            .validate()
+            .map_err(|(key, reason)| ConfigError::Value {
+                origin: self.origin_of(key),
+                key: key.to_string(),
+                reason,
+            })?;
+        Ok(config)
+    }
+
+    /// The layer that set `key` or the nearest key above it ("defaults" if none did).
+    fn origin_of(&self, key: &str) -> String {
+        let mut k = key;
+        loop {
+            if let Some(o) = self.origins.get(k) {
+                return o.clone();
+            }
+            match k.rsplit_once('.') {
+                Some((up, _)) => k = up,
+                None => return "defaults".into(),
+            }
+        }
+    }
+
+    fn merge(&mut self, prefix: String, table: Table, origin: &str) {
+        for (k, v) in table {
+            let key = if prefix.is_empty() {
+                k.clone()
+            } else {
+                format!("{prefix}.{k}")
+            };
+            let target = lookup_mut(&mut self.tree, &prefix);
+            match (target.get_mut(&k), v) {
+                // Sections merge key by key; any other value (tokens included) replaces.
+                (Some(Value::Table(_)), Value::Table(inner)) if prefix.is_empty() => {
+                    self.origins.insert(key.clone(), origin.to_string());
+                    self.merge(key, inner, origin);
+                }
+                (_, v) => {
+                    target.insert(k, v);
+                    self.origins.insert(key, origin.to_string());
+                }
+            }
+        }
+    }
+
+    fn unknown_key(&self, key: &str, origin: &str) -> ConfigError {
+        ConfigError::UnknownKey {
+            key: key.to_string(),
+            origin: origin.to_string(),
+            sections: self.tree.keys().cloned().collect::<Vec<_>>().join(", "),
+        }
+    }
+}
+
+fn lookup_mut<'a>(tree: &'a mut Table, path: &str) -> &'a mut Table {
+    if path.is_empty() {
+        return tree;
+    }
+    match tree.get_mut(path) {
+        Some(Value::Table(t)) => t,
+        // merge() only descends into sections that exist as tables.
+        _ => unreachable!("section {path} is a table"),
+    }
+}
+
+impl TickerdConfig {
+    /// Rules serde cannot express; the error names the key.
+    fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.market.ingress_capacity == 0 {
+            return Err(("market.ingress_capacity", "must be > 0".into()));
+        }
+        if self.market.egress_capacity == 0 {
+            return Err(("market.egress_capacity", "must be > 0".into()));
+        }
+        if self.market.simulator && self.market.sim_rate == 0 {
+            return Err((
+                "market.sim_rate",
+                "must be > 0 when the simulator runs".into(),
+            ));
+        }
+        if self.market.heartbeat_ms == 0 {
+            return Err(("market.heartbeat_ms", "must be > 0".into()));
+        }
+        if self.market.depth_levels == 0 {
+            return Err(("market.depth_levels", "must be > 0".into()));
+        }
+        if self.grpc.tls_cert.is_some() != self.grpc.tls_key.is_some() {
+            return Err((
+                "grpc.tls_cert",
+                "tls_cert and tls_key must be set together".into(),
+            ));
+        }
+        if self.grpc.max_message_bytes < 1024 {
+            return Err((
+                "grpc.max_message_bytes",
+                format!("{} is below the 1 KiB minimum", self.grpc.max_message_bytes),
+            ));
+        }
+        for (token, account) in &self.auth.tokens {
+            if token.is_empty() {
+                return Err(("auth.tokens", "an empty token is not allowed".into()));
+            }
+            if *account == 0 {
+                return Err((
+                    "auth.tokens",
+                    format!("token {token:?} maps to account 0, which the engine reserves"),
+                ));
+            }
+        }
+        // Port 0 asks the system for a free port, so two zeros do not collide.
+        if self.grpc.enabled
+            && self.http.enabled
+            && self.grpc.listen == self.http.listen
+            && self.grpc.listen.port() != 0
+        {
+            return Err((
+                "http.listen",
+                format!("{} is also grpc.listen", self.http.listen),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The market's configuration.
+    pub fn market_config(&self) -> MarketConfig {
+        let mut m = MarketConfig::default();
+        m.simulator = self.market.simulator.then(|| SimConfig {
+            seed: self.market.sim_seed,
+            rate: self.market.sim_rate,
+            ..SimConfig::default()
+        });
+        m.heartbeat = Duration::from_millis(self.market.heartbeat_ms);
+        m.pipeline.ingress_capacity = self.market.ingress_capacity;
+        m.pipeline.egress_capacity = self.market.egress_capacity;
+        m.feeds.depth_levels = self.market.depth_levels;
+        m
+    }
+
+    /// The bearer tokens and what needs them, shared by both fronts.
+    pub fn auth_config(&self) -> AuthConfig {
+        AuthConfig {
+            tokens: self.auth.tokens.clone().into_iter().collect(),
+            market_data_requires_token: self.auth.market_data_requires_token,
+        }
+    }
+
+    /// The gRPC front's configuration.
+    pub fn grpc_config(&self) -> GrpcConfig {
+        let g = &self.grpc;
+        GrpcConfig {
+            listen: g.listen,
+            auth: self.auth_config(),
+            max_message_size: g.max_message_bytes,
+            stream_window: g.stream_window_bytes,
+            connection_window: g.connection_window_bytes,
+            keepalive_interval: (g.keepalive_interval_ms > 0)
+                .then(|| Duration::from_millis(g.keepalive_interval_ms)),
+            keepalive_timeout: Duration::from_millis(g.keepalive_timeout_ms),
+            gzip: g.gzip,
+            grpc_web: g.grpc_web,
+            tls: match (&g.tls_cert, &g.tls_key) {
+                (Some(cert_chain), Some(private_key)) => Some(TlsFiles {
+                    cert_chain: cert_chain.clone(),
+                    private_key: private_key.clone(),
+                }),
+                _ => None,
+            },
+            ..GrpcConfig::default()
+        }
+    }
+
+    /// The effective configuration as TOML (`tickerd --print-config`).
+    pub fn to_toml(&self) -> String {
+        // Plain data: serializing cannot fail.
+        toml::to_string(self).unwrap_or_else(|e| format!("# cannot print the config: {e}\n"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(vars: &[(&str, &str)]) -> Vec<(String, String)> {
+        vars.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn no_layers_give_the_embedded_defaults() {
+        assert_eq!(Layers::new().finish().unwrap(), TickerdConfig::default());
+        let d = TickerdConfig::default();
+        assert_eq!(d.grpc.listen.to_string(), "127.0.0.1:50051");
+        assert_eq!(d.http.listen.to_string(), "127.0.0.1:8080");
+        assert!(d.market.simulator);
+    }
+
+    #[test]
+    fn the_shipped_example_parses_to_the_defaults() {
+        let text = include_str!("../../tickerd.example.toml");
+        let mut layers = Layers::new();
+        layers.file("tickerd.example.toml", text).unwrap();
+        let mut expected = TickerdConfig::default();
+        // The example shows how tokens look; everything else is the default.
+        expected.auth.tokens.insert("alice-token".into(), 1);
+        expected.auth.tokens.insert("bob-token".into(), 2);
+        assert_eq!(layers.finish().unwrap(), expected);
+    }
+
+    #[test]
+    fn later_layers_override_earlier_ones() {
+        let mut layers = Layers::new();
+        layers
+            .file("f.toml", "[grpc]\nlisten = \"0.0.0.0:1\"\ngzip = false\n")
+            .unwrap()
+            .env(env(&[
+                ("TICKERD_GRPC_LISTEN", "0.0.0.0:2"),
+                ("HOME", "/root"),
+            ]))
+            .unwrap()
+            .set("grpc.listen", "0.0.0.0:3", "--grpc-listen")
+            .unwrap();
+        let c = layers.finish().unwrap();
+        assert_eq!(c.grpc.listen.to_string(), "0.0.0.0:3");
+        assert!(
+            !c.grpc.gzip,
+            "a key only the file set keeps the file's value"
+        );
+    }
+
+    #[test]
+    fn environment_values_are_typed_by_their_text() {
+        let mut layers = Layers::new();
+        layers
+            .env(env(&[
+                ("TICKERD_MARKET_SIMULATOR", "false"),
+                ("TICKERD_MARKET_SIM_SEED", "7"),
+                ("TICKERD_AUTH_TOKENS", "{ \"desk-1\" = 12 }"),
+                ("TICKERD_CONFIG", "ignored-here.toml"),
+            ]))
+            .unwrap();
+        let c = layers.finish().unwrap();
+        assert!(!c.market.simulator);
+        assert_eq!(c.market.sim_seed, 7);
+        assert_eq!(c.auth.tokens.get("desk-1"), Some(&12));
+        assert!(c.market_config().simulator.is_none());
+    }
+
+    #[test]
+    fn a_bad_value_names_the_key_and_the_layer_it_came_from() {
+        let mut layers = Layers::new();
+        layers
+            .env(env(&[("TICKERD_GRPC_LISTEN", "localhost-ish")]))
+            .unwrap();
+        let e = layers.finish().unwrap_err().to_string();
+        assert!(
+            e.starts_with("grpc.listen (from TICKERD_GRPC_LISTEN): "),
+            "{e}"
+        );
+
+        let mut layers = Layers::new();
+        layers
+            .file("site.toml", "[market]\nsim_rate = \"fast\"\n")
+            .unwrap();
+        let e = layers.finish().unwrap_err().to_string();
+        assert!(
+            e.starts_with("market.sim_rate (from site.toml): invalid type"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn unknown_keys_and_sections_are_refused_by_name() {
+        let mut layers = Layers::new();
+        layers.file("site.toml", "[grpc]\nlisen = \"x\"\n").unwrap();
+        let e = layers.finish().unwrap_err().to_string();
+        assert!(
+            e.contains("grpc.lisen") && e.contains("unknown field"),
+            "{e}"
+        );
+
+        let e = Layers::new()
+            .env(env(&[("TICKERD_GPRC_LISTEN", "x")]))
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(
+            e.contains("TICKERD_GPRC_LISTEN") && e.contains("gprc_listen"),
+            "{e}"
+        );
+
+        let e = Layers::new()
+            .set("nosuch.key", "1", "--set")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.contains("no config key nosuch.key"), "{e}");
+    }
+
+    #[test]
+    fn syntax_errors_name_the_file() {
+        let e = Layers::new()
+            .file("site.toml", "[grpc\n")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("site.toml: "), "{e}");
+    }
+
+    #[test]
+    fn rules_beyond_types_are_checked() {
+        let cases = [
+            ("market.ingress_capacity", "0", "must be > 0"),
+            ("grpc.tls_cert", "\"cert.pem\"", "set together"),
+            ("market.heartbeat_ms", "0", "must be > 0"),
+            ("http.listen", "127.0.0.1:50051", "also grpc.listen"),
+        ];
+        for (key, value, expect) in cases {
+            let mut layers = Layers::new();
+            layers.set(key, value, "--set").unwrap();
+            let e = layers.finish().unwrap_err().to_string();
+            assert!(e.starts_with(&format!("{key} (from --set): ")), "{e}");
+            assert!(e.contains(expect), "{e}");
+        }
+    }
+
+    #[test]
+    fn tokens_from_flags_join_the_file_and_refuse_account_zero() {
+        let mut layers = Layers::new();
+        layers
+            .file("f.toml", "[auth]\ntokens = { a = 1 }\n")
+            .unwrap()
+            .token("b=2", "--token")
+            .unwrap();
+        let c = layers.finish().unwrap();
+        assert_eq!(c.auth.tokens.len(), 2);
+        assert_eq!(c.auth_config().tokens.get("b"), Some(&2));
+
+        let mut layers = Layers::new();
+        layers.token("z=0", "--token").unwrap();
+        let e = layers.finish().unwrap_err().to_string();
+        assert!(e.contains("account 0") && e.contains("--token"), "{e}");
+        assert!(Layers::new().token("nope", "--token").is_err());
+    }
+
+    #[test]
+    fn the_printed_config_reads_back_the_same() {
+        let mut c = TickerdConfig::default();
+        c.grpc.tls_cert = Some("c.pem".into());
+        c.grpc.tls_key = Some("k.pem".into());
+        c.auth.tokens.insert("t".into(), 5);
+        let mut layers = Layers::new();
+        layers.file("printed", &c.to_toml()).unwrap();
+        assert_eq!(layers.finish().unwrap(), c);
+    }
+
+    #[test]
+    fn grpc_settings_reach_the_grpc_config() {
+        let mut layers = Layers::new();
+        layers
+            .set("grpc.keepalive_interval_ms", "0", "--set")
+            .unwrap()
+            .set("grpc.max_message_bytes", "65536", "--set")
+            .unwrap();
+        let g = layers.finish().unwrap().grpc_config();
+        assert_eq!(g.keepalive_interval, None);
+        assert_eq!(g.max_message_size, 65536);
+    }
+}

@@ -1,0 +1,307 @@
+//! Prometheus metrics (`GET /metrics` on the HTTP port), in the text exposition format.
+//!
+//! Counters live where the work happens (the market's [`MarketStats`], the hub's `HubStats`,
+//! the WebSocket front's counters) as relaxed atomics, so recording costs one uncontended add
+//! and nothing on the engine thread; this module only reads them when scraped. Latency is kept
+//! in a fixed-bucket [`Histogram`] of atomics for the same reason.
+
+use crate::market::{Market, MarketStats};
+use std::fmt::Write;
+use std::sync::atomic::{AtomicU64, Ordering};
+use ticker_engine::RejectReason;
+use ticker_feeds::{Channel, HubStats, Topic};
+
+/// Upper bounds of the latency buckets, in nanoseconds: 1-2-5 steps from 1 µs to 5 s.
+const BUCKETS_NS: [u64; 21] = [
+    1_000,
+    2_000,
+    5_000,
+    10_000,
+    20_000,
+    50_000,
+    100_000,
+    200_000,
+    500_000,
+    1_000_000,
+    2_000_000,
+    5_000_000,
+    10_000_000,
+    20_000_000,
+    50_000_000,
+    100_000_000,
+    200_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_000_000_000,
+    5_000_000_000,
+];
+
+/// A latency histogram with Prometheus's cumulative `le` buckets, lock-free to record.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    /// Per-bucket counts (not cumulative), the last one for values above every bound.
+    counts: [AtomicU64; BUCKETS_NS.len() + 1],
+    sum_ns: AtomicU64,
+}
+
+impl Histogram {
+    pub fn record_ns(&self, ns: u64) {
+        let i = BUCKETS_NS.partition_point(|&b| b < ns);
+        self.counts[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_ns.fetch_add(ns, Ordering::Relaxed);
+    }
+
+    pub fn count(&self) -> u64 {
+        self.counts.iter().map(|c| c.load(Ordering::Relaxed)).sum()
+    }
+
+    /// Writes the histogram `name` in seconds, as Prometheus expects.
+    fn write(&self, out: &mut String, name: &str, help: &str) {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} histogram");
+        let mut cumulative = 0;
+        for (bound, count) in BUCKETS_NS.iter().zip(&self.counts) {
+            cumulative += count.load(Ordering::Relaxed);
+            let _ = writeln!(
+                out,
+                "{name}_bucket{{le=\"{}\"}} {cumulative}",
+                seconds(*bound)
+            );
+        }
+        cumulative += self.counts[BUCKETS_NS.len()].load(Ordering::Relaxed);
+        let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {cumulative}");
+        let _ = writeln!(
+            out,
+            "{name}_sum {}",
+            seconds(self.sum_ns.load(Ordering::Relaxed))
+        );
+        let _ = writeln!(out, "{name}_count {cumulative}");
+    }
+}
+
+/// Nanoseconds as a decimal number of seconds, exactly (no float rounding in the output).
+fn seconds(ns: u64) -> String {
+    let whole = ns / 1_000_000_000;
+    let frac = ns % 1_000_000_000;
+    if frac == 0 {
+        return whole.to_string();
+    }
+    let digits = format!("{frac:09}");
+    format!("{whole}.{}", digits.trim_end_matches('0'))
+}
+
+/// Starts a metric family.
+fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+}
+
+fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
+    if labels.is_empty() {
+        let _ = writeln!(out, "{name} {value}");
+    } else {
+        let _ = writeln!(out, "{name}{{{labels}}} {value}");
+    }
+}
+
+/// A source of more metric families (the WebSocket and gRPC fronts).
+pub trait MetricSource: Send + Sync {
+    fn write_metrics(&self, out: &mut String);
+}
+
+/// The whole exposition: the market's, the hub's and each front's metrics.
+pub fn render(market: &Market, fronts: &[&dyn MetricSource]) -> String {
+    let mut out = String::with_capacity(16 * 1024);
+    write_market(&mut out, market.stats());
+    write_hub(&mut out, market);
+    for front in fronts {
+        front.write_metrics(&mut out);
+    }
+    out
+}
+
+fn write_market(out: &mut String, s: &MarketStats) {
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    family(
+        out,
+        "tickerd_commands_total",
+        "counter",
+        "Commands submitted to the engine (clients, simulator, heartbeats).",
+    );
+    sample(out, "tickerd_commands_total", "", get(&s.commands));
+    family(
+        out,
+        "tickerd_orders_total",
+        "counter",
+        "Order commands the engine decided (place, cancel, amend, mass cancel), by outcome.",
+    );
+    sample(
+        out,
+        "tickerd_orders_total",
+        "outcome=\"accepted\"",
+        get(&s.accepted),
+    );
+    sample(
+        out,
+        "tickerd_orders_total",
+        "outcome=\"rejected\"",
+        get(&s.rejected),
+    );
+    family(
+        out,
+        "tickerd_rejects_total",
+        "counter",
+        "Commands the engine rejected, by reason.",
+    );
+    for (reason, count) in RejectReason::ALL.iter().zip(&s.rejects) {
+        sample(
+            out,
+            "tickerd_rejects_total",
+            &format!("reason=\"{}\"", reason.as_str()),
+            get(count),
+        );
+    }
+    family(
+        out,
+        "tickerd_busy_rejects_total",
+        "counter",
+        "Commands refused because the engine's ingress ring was full.",
+    );
+    sample(out, "tickerd_busy_rejects_total", "", get(&s.busy_rejects));
+    family(
+        out,
+        "tickerd_events_total",
+        "counter",
+        "Events the engine published.",
+    );
+    sample(out, "tickerd_events_total", "", get(&s.events));
+    family(
+        out,
+        "tickerd_commands_in_flight",
+        "gauge",
+        "Commands submitted whose outcome the feeds have not seen yet: the depth of the ingress \
+         ring, the engine and the egress ring together.",
+    );
+    sample(out, "tickerd_commands_in_flight", "", s.in_flight());
+    s.engine_latency.write(
+        out,
+        "tickerd_engine_to_feeds_seconds",
+        "From the engine taking a command off the ingress ring to the feeds having published \
+         its market-data and order updates.",
+    );
+}
+
+fn write_hub(out: &mut String, market: &Market) {
+    let stats = market.hub().stats();
+    let kinds: Vec<(&str, Topic)> = Channel::ALL
+        .iter()
+        .map(|&channel| {
+            (
+                channel.name(),
+                Topic::Market {
+                    channel,
+                    instrument: 0,
+                },
+            )
+        })
+        .chain(std::iter::once(("orders", Topic::Orders(1))))
+        .collect();
+    let families: [(&str, &str, &[AtomicU64; ticker_feeds::hub::KINDS]); 7] = [
+        (
+            "tickerd_feed_messages_total",
+            "Messages published by the feeds, by channel.",
+            &stats.published,
+        ),
+        (
+            "tickerd_subscriptions_total",
+            "Subscriptions opened, by channel.",
+            &stats.subscribers,
+        ),
+        (
+            "tickerd_slow_conflations_total",
+            "Times a slow subscriber was conflated to the latest message, by channel.",
+            &stats.conflations,
+        ),
+        (
+            "tickerd_slow_resyncs_total",
+            "Times a slow subscriber was resynced from a fresh snapshot, by channel.",
+            &stats.resyncs,
+        ),
+        (
+            "tickerd_slow_disconnects_total",
+            "Subscribers ended for being too slow on a lossless channel, by channel.",
+            &stats.disconnects,
+        ),
+        (
+            "tickerd_resumes_total",
+            "Subscriptions resumed from a sequence number, by channel.",
+            &stats.resumes,
+        ),
+        (
+            "tickerd_resumes_too_old_total",
+            "Resumes older than the history (answered with a snapshot or a gap), by channel.",
+            &stats.resumes_too_old,
+        ),
+    ];
+    for (name, help, counter) in families {
+        family(out, name, "counter", help);
+        for (label, topic) in &kinds {
+            sample(
+                out,
+                name,
+                &format!("channel=\"{label}\""),
+                HubStats::get(counter, *topic),
+            );
+        }
+    }
+    family(
+        out,
+        "tickerd_subscribers",
+        "gauge",
+        "Live subscribers, by channel (all instruments).",
+    );
+    let live = market.hub().live_subscribers();
+    for ((label, _), n) in kinds.iter().zip(live) {
+        sample(
+            out,
+            "tickerd_subscribers",
+            &format!("channel=\"{label}\""),
+            n,
+        );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seconds_are_exact_decimals() {
+        assert_eq!(seconds(0), "0");
+        assert_eq!(seconds(1_000), "0.000001");
+        assert_eq!(seconds(2_500_000_000), "2.5");
+        assert_eq!(seconds(5_000_000_000), "5");
+    }
+
+    #[test]
+    fn histogram_buckets_are_cumulative_and_count_everything() {
+        let h = Histogram::default();
+        for ns in [500, 1_000, 1_001, 3_000_000, 9_000_000_000] {
+            h.record_ns(ns);
+        }
+        let mut out = String::new();
+        h.write(&mut out, "x_seconds", "test");
+        assert!(
+            out.contains("x_seconds_bucket{le=\"0.000001\"} 2\n"),
+            "{out}"
+        );
+        assert!(
+            out.contains("x_seconds_bucket{le=\"0.000002\"} 3\n"),
+            "{out}"
+        );
+        assert!(out.contains("x_seconds_bucket{le=\"0.005\"} 4\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"5\"} 4\n"), "{out}");
+        assert!(out.contains("x_seconds_bucket{le=\"+Inf\"} 5\n"), "{out}");
+        assert!(out.contains("x_seconds_count 5\n"), "{out}");
+        assert!(out.contains("x_seconds_sum 9.003002501\n"), "{out}");
+        assert_eq!(h.count(), 5);
+    }
+}
