@@ -12,8 +12,11 @@
 //! gets the same kind of error: it names the key, the layer it came from and what was wrong
 //! (`grpc.listen (from TICKERD_GRPC_LISTEN): invalid socket address syntax`).
 
-use crate::grpc::{AuthConfig, GrpcConfig, TlsFiles};
+use crate::auth::AuthConfig;
+use crate::grpc::{GrpcConfig, TlsFiles};
 use crate::market::MarketConfig;
+use crate::ws::deflate::{DeflateConfig, DeflateMode};
+use crate::ws::{WsConfig, WsLimits};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -65,9 +68,32 @@ impl Default for TickerdConfig {
                 tls_cert: None,
                 tls_key: None,
             },
-            http: HttpSection {
-                enabled: true,
-                listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            http: {
+                let ws = WsConfig::default();
+                let l = &ws.limits;
+                HttpSection {
+                    enabled: true,
+                    listen: ws.listen,
+                    deflate: if ws.deflate.enabled {
+                        match ws.deflate.mode {
+                            DeflateMode::Shared => "shared".into(),
+                            DeflateMode::PerConnection => "per-connection".into(),
+                        }
+                    } else {
+                        "off".into()
+                    },
+                    deflate_level: ws.deflate.level,
+                    deflate_max_window_bits: ws.deflate.server_max_window_bits,
+                    max_message_bytes: l.max_message_size,
+                    max_subscriptions: l.max_subscriptions,
+                    messages_per_second: l.messages_per_second,
+                    burst: l.burst,
+                    max_connections: l.max_connections,
+                    ping_interval_ms: l.ping_interval.as_millis() as u64,
+                    max_missed_pongs: l.max_missed_pongs,
+                    idle_timeout_ms: l.idle_timeout.as_millis() as u64,
+                    outbound_queue: l.outbound_queue,
+                }
             },
         }
     }
@@ -160,6 +186,31 @@ pub struct HttpSection {
     pub enabled: bool,
     /// [127.0.0.1:8080]
     pub listen: SocketAddr,
+    /// permessage-deflate: "shared" (each update deflated once for every client),
+    /// "per-connection" (a sliding window per client: smaller, costlier) or "off" [shared].
+    pub deflate: String,
+    /// zlib level of per-connection compressors, 0..=9 [6].
+    pub deflate_level: u32,
+    /// Largest server LZ77 window, 9..=15 [15].
+    pub deflate_max_window_bits: u8,
+    /// Largest client message, also after inflating; larger: close 1009 [1 MiB].
+    pub max_message_bytes: usize,
+    /// Subscriptions per connection [64].
+    pub max_subscriptions: usize,
+    /// Sustained client messages per second per connection [50].
+    pub messages_per_second: u32,
+    /// Messages a client may send at once above that rate [100].
+    pub burst: u32,
+    /// Open WebSocket connections; more get HTTP 503 [10,000].
+    pub max_connections: usize,
+    /// Server ping interval [20,000].
+    pub ping_interval_ms: u64,
+    /// Pings in a row without a pong that close the connection (1008) [2].
+    pub max_missed_pongs: u32,
+    /// No client message for this long closes the connection (1001) [120,000].
+    pub idle_timeout_ms: u64,
+    /// Messages queued per connection before the feeds' slow-consumer policies act [1,024].
+    pub outbound_queue: usize,
 }
 
 impl Default for HttpSection {
@@ -414,6 +465,47 @@ impl TickerdConfig {
                 "tls_cert and tls_key must be set together".into(),
             ));
         }
+        if !matches!(
+            self.http.deflate.as_str(),
+            "shared" | "per-connection" | "off"
+        ) {
+            return Err((
+                "http.deflate",
+                format!(
+                    "{:?} is not one of \"shared\", \"per-connection\", \"off\"",
+                    self.http.deflate
+                ),
+            ));
+        }
+        if self.http.deflate_level > 9 {
+            return Err((
+                "http.deflate_level",
+                format!("{} is not in 0..=9", self.http.deflate_level),
+            ));
+        }
+        if !(9..=15).contains(&self.http.deflate_max_window_bits) {
+            return Err((
+                "http.deflate_max_window_bits",
+                format!("{} is not in 9..=15", self.http.deflate_max_window_bits),
+            ));
+        }
+        for (key, value) in [
+            ("http.max_message_bytes", self.http.max_message_bytes as u64),
+            ("http.max_subscriptions", self.http.max_subscriptions as u64),
+            (
+                "http.messages_per_second",
+                self.http.messages_per_second as u64,
+            ),
+            ("http.max_connections", self.http.max_connections as u64),
+            ("http.ping_interval_ms", self.http.ping_interval_ms),
+            ("http.max_missed_pongs", self.http.max_missed_pongs as u64),
+            ("http.idle_timeout_ms", self.http.idle_timeout_ms),
+            ("http.outbound_queue", self.http.outbound_queue as u64),
+        ] {
+            if value == 0 {
+                return Err((key, "must be > 0".into()));
+            }
+        }
         if self.grpc.max_message_bytes < 1024 {
             return Err((
                 "grpc.max_message_bytes",
@@ -490,6 +582,40 @@ impl TickerdConfig {
                 _ => None,
             },
             ..GrpcConfig::default()
+        }
+    }
+
+    /// The WebSocket/HTTP front's configuration.
+    pub fn ws_config(&self) -> WsConfig {
+        let h = &self.http;
+        let defaults = WsConfig::default();
+        WsConfig {
+            listen: h.listen,
+            auth: self.auth_config(),
+            limits: WsLimits {
+                max_message_size: h.max_message_bytes,
+                max_subscriptions: h.max_subscriptions,
+                messages_per_second: h.messages_per_second,
+                burst: h.burst,
+                max_connections: h.max_connections,
+                ping_interval: Duration::from_millis(h.ping_interval_ms),
+                max_missed_pongs: h.max_missed_pongs,
+                idle_timeout: Duration::from_millis(h.idle_timeout_ms),
+                outbound_queue: h.outbound_queue,
+                ..defaults.limits
+            },
+            deflate: DeflateConfig {
+                enabled: h.deflate != "off",
+                mode: if h.deflate == "per-connection" {
+                    DeflateMode::PerConnection
+                } else {
+                    DeflateMode::Shared
+                },
+                level: h.deflate_level,
+                server_max_window_bits: h.deflate_max_window_bits,
+                max_inflated_message: h.max_message_bytes,
+            },
+            ..defaults
         }
     }
 
@@ -638,6 +764,9 @@ mod tests {
             ("grpc.tls_cert", "\"cert.pem\"", "set together"),
             ("market.heartbeat_ms", "0", "must be > 0"),
             ("http.listen", "127.0.0.1:50051", "also grpc.listen"),
+            ("http.deflate", "\"fast\"", "not one of"),
+            ("http.deflate_max_window_bits", "8", "9..=15"),
+            ("http.max_subscriptions", "0", "must be > 0"),
         ];
         for (key, value, expect) in cases {
             let mut layers = Layers::new();
@@ -676,6 +805,31 @@ mod tests {
         let mut layers = Layers::new();
         layers.file("printed", &c.to_toml()).unwrap();
         assert_eq!(layers.finish().unwrap(), c);
+    }
+
+    #[test]
+    fn http_settings_reach_the_websocket_config() {
+        let mut layers = Layers::new();
+        layers
+            .set("http.deflate", "per-connection", "--set")
+            .unwrap()
+            .set("http.max_message_bytes", "4096", "--set")
+            .unwrap()
+            .token("t=3", "--token")
+            .unwrap();
+        let w = layers.finish().unwrap().ws_config();
+        assert_eq!(w.deflate.mode, DeflateMode::PerConnection);
+        assert!(w.deflate.enabled);
+        assert_eq!(w.deflate.max_inflated_message, 4096);
+        assert_eq!(w.limits.max_message_size, 4096);
+        assert_eq!(w.auth.tokens.get("t"), Some(&3));
+        let mut layers = Layers::new();
+        layers.set("http.deflate", "off", "--set").unwrap();
+        assert!(!layers.finish().unwrap().ws_config().deflate.enabled);
+        // The defaults map back to the front's own defaults.
+        let d = TickerdConfig::default().ws_config();
+        assert_eq!(d.limits, WsLimits::default());
+        assert_eq!(d.deflate, DeflateConfig::default());
     }
 
     #[test]

@@ -90,11 +90,11 @@ fn seconds(ns: u64) -> String {
 }
 
 /// Starts a metric family.
-fn family(out: &mut String, name: &str, kind: &str, help: &str) {
+pub fn family(out: &mut String, name: &str, kind: &str, help: &str) {
     let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}");
 }
 
-fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
+pub fn sample(out: &mut String, name: &str, labels: &str, value: u64) {
     if labels.is_empty() {
         let _ = writeln!(out, "{name} {value}");
     } else {

@@ -5,12 +5,10 @@
 //! in a few lines.
 
 use super::deflate::{
-    compressed_binary_message, compressed_message, deflate_shared, DeflateConfig, MessageDeflater,
-    Negotiated,
+    compressed_binary_message, compressed_message, Compressor, DeflateConfig, Negotiated,
 };
 use super::handshake::{accept, upgrade_stream};
 use super::stream::ViolationHandle;
-use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -81,31 +79,6 @@ fn upgrade(
     response
 }
 
-/// How this side compresses its replies.
-enum Replies {
-    Plain,
-    Shared,
-    Own(MessageDeflater),
-}
-
-impl Replies {
-    fn new(negotiated: Option<&Negotiated>) -> Self {
-        match negotiated {
-            None => Self::Plain,
-            Some(n) if n.uses_shared_payload() => Self::Shared,
-            Some(n) => Self::Own(MessageDeflater::for_server(n)),
-        }
-    }
-
-    fn compress(&mut self, payload: &[u8]) -> Option<Bytes> {
-        match self {
-            Self::Plain => None,
-            Self::Shared => Some(deflate_shared(payload)),
-            Self::Own(deflater) => Some(deflater.compress(payload)),
-        }
-    }
-}
-
 async fn echo<S>(
     mut ws: tokio_tungstenite::WebSocketStream<super::stream::InflatingStream<S>>,
     negotiated: Option<Negotiated>,
@@ -113,7 +86,7 @@ async fn echo<S>(
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
     let violations = ws.get_ref().violation_handle();
-    let mut replies = Replies::new(negotiated.as_ref());
+    let mut replies = Compressor::new(negotiated.as_ref());
     while let Some(next) = ws.next().await {
         let reply = match next {
             Ok(Message::Text(text)) => match replies.compress(text.as_bytes()) {

@@ -2,16 +2,17 @@
 //! in the binary) and `/ws`, which upgrades to the WebSocket protocol when a connection slot is
 //! free. Every other path is 404.
 
+use super::handshake;
 use super::server::Connections;
 use super::session::{self, Front};
-use super::upgrade;
 use bytes::Bytes;
 use http::header::{self, HeaderValue};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
+use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tungstenite::protocol::WebSocketConfig;
+use tungstenite::protocol::{Role, WebSocketConfig};
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -39,11 +40,12 @@ fn page(content_type: &'static str, body: &'static str) -> Response<Full<Bytes>>
 
 /// Answers one HTTP request.
 pub async fn route(
-    mut req: Request<hyper::body::Incoming>,
+    req: Request<hyper::body::Incoming>,
     front: Arc<Front>,
     connections: Arc<Connections>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    let path = req.uri().path();
+    let path = req.uri().path().to_string();
+    let path = path.as_str();
     let asset = match path {
         "/" | "/index.html" => Some(("text/html; charset=utf-8", INDEX_HTML)),
         "/app.js" => Some(("text/javascript; charset=utf-8", APP_JS)),
@@ -63,6 +65,11 @@ pub async fn route(
         }
         return Ok(page(content_type, body));
     }
+    match path {
+        "/healthz" => return Ok(health(&front)),
+        "/metrics" => return Ok(metrics(&front, &connections)),
+        _ => {}
+    }
     if path != "/ws" {
         return Ok(text(
             StatusCode::NOT_FOUND,
@@ -70,31 +77,155 @@ pub async fn route(
             Bytes::from(format!("no such page: {path}\n")),
         ));
     }
-    let accept_key = match upgrade::check(req.method(), req.headers()) {
-        Ok(key) => key,
-        Err(refused) => return Ok(refused.response()),
+    let (parts, body) = req.into_parts();
+    let accepted = match handshake::accept(&parts, &front.deflate) {
+        Ok(accepted) => accepted,
+        Err(e) => return Ok(refusal(e.status(), e.to_string())),
     };
     let Some(slot) = connections.reserve() else {
-        let refused = upgrade::Refused {
-            status: StatusCode::SERVICE_UNAVAILABLE,
-            message: format!(
+        return Ok(refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!(
                 "too many connections: the server holds its limit of {}; retry later",
                 connections.max()
             ),
-        };
-        return Ok(refused.response());
+        ));
     };
     let limits = &front.limits;
     let config = WebSocketConfig::default()
         .max_message_size(Some(limits.max_message_size))
         .max_frame_size(Some(limits.max_message_size));
-    let (response, stream) = upgrade::accept(&mut req, &accept_key, config);
+    let response = accepted.response(Full::new(Bytes::new()));
+    let req = Request::from_parts(parts, body);
     tokio::spawn(async move {
         // The slot is held for as long as the connection lives.
         let _slot = slot;
-        if let Some(ws) = stream.await {
-            session::run(ws, front).await;
-        }
+        let Ok(upgraded) = hyper::upgrade::on(req).await else {
+            return;
+        };
+        let negotiated = accepted.negotiated;
+        let ws = handshake::upgrade_stream(
+            TokioIo::new(upgraded),
+            negotiated.clone(),
+            Role::Server,
+            Some(config),
+        )
+        .await;
+        session::run(ws, negotiated, front).await;
     });
     Ok(response)
+}
+
+/// A plain-text refusal; 503 says when to retry, 405 what is allowed.
+fn refusal(status: StatusCode, message: String) -> Response<Full<Bytes>> {
+    let mut r = text(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from(format!("{message}\n")),
+    );
+    let h = r.headers_mut();
+    match status {
+        StatusCode::UPGRADE_REQUIRED => {
+            h.insert(
+                header::SEC_WEBSOCKET_VERSION,
+                HeaderValue::from_static("13"),
+            );
+        }
+        StatusCode::METHOD_NOT_ALLOWED => {
+            h.insert(header::ALLOW, HeaderValue::from_static("GET"));
+        }
+        StatusCode::SERVICE_UNAVAILABLE => {
+            h.insert(header::RETRY_AFTER, HeaderValue::from_static("1"));
+        }
+        _ => {}
+    }
+    r
+}
+
+/// `/healthz`: 200 while the market runs, 503 once it is shutting down.
+fn health(front: &Front) -> Response<Full<Bytes>> {
+    let running = !*front.shutdown.borrow();
+    let (status, body) = if running {
+        (StatusCode::OK, "ok\n")
+    } else {
+        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+    };
+    text(
+        status,
+        "text/plain; charset=utf-8",
+        Bytes::from_static(body.as_bytes()),
+    )
+}
+
+/// `/metrics`: the market's and this front's counters, Prometheus text format.
+fn metrics(front: &Front, connections: &Connections) -> Response<Full<Bytes>> {
+    let ws = WsMetrics { front, connections };
+    let body = crate::metrics::render(&front.market, &[&ws]);
+    text(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        Bytes::from(body),
+    )
+}
+
+struct WsMetrics<'a> {
+    front: &'a Front,
+    connections: &'a Connections,
+}
+
+impl crate::metrics::MetricSource for WsMetrics<'_> {
+    fn write_metrics(&self, out: &mut String) {
+        use crate::metrics::{family, sample};
+        use std::sync::atomic::Ordering::Relaxed;
+        let w = &self.front.wire;
+        family(
+            out,
+            "tickerd_ws_connections",
+            "gauge",
+            "Open WebSocket connections.",
+        );
+        sample(
+            out,
+            "tickerd_ws_connections",
+            "",
+            self.connections.open() as u64,
+        );
+        family(
+            out,
+            "tickerd_ws_messages_out_total",
+            "counter",
+            "WebSocket messages written, by compression.",
+        );
+        let compressed = w.compressed_messages.load(Relaxed);
+        sample(
+            out,
+            "tickerd_ws_messages_out_total",
+            "compressed=\"true\"",
+            compressed,
+        );
+        sample(
+            out,
+            "tickerd_ws_messages_out_total",
+            "compressed=\"false\"",
+            w.messages.load(Relaxed).saturating_sub(compressed),
+        );
+        family(
+            out,
+            "tickerd_ws_bytes_out_total",
+            "counter",
+            "WebSocket payload bytes: before compression (raw) and as written (wire).",
+        );
+        sample(
+            out,
+            "tickerd_ws_bytes_out_total",
+            "kind=\"raw\"",
+            w.raw_bytes.load(Relaxed),
+        );
+        sample(
+            out,
+            "tickerd_ws_bytes_out_total",
+            "kind=\"wire\"",
+            w.wire_bytes.load(Relaxed),
+        );
+    }
 }

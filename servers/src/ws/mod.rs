@@ -3,8 +3,6 @@
 //!
 //! - [`server`] — [`WsConfig`] and [`WsServer`]: the listener and the connection count.
 //! - [`http`] — routes: the embedded page, `/ws` upgrades, 404s and 503s.
-//! - [`upgrade`] — the RFC 6455 handshake on a hyper request, with permessage-deflate
-//!   negotiated by [`handshake`].
 //! - [`session`] — one connection: commands in, exactly one reply each, subscriptions
 //!   forwarded from the feeds hub, pings and the idle timeout.
 //! - [`protocol`] — client messages read strictly, every bad field named; [`replies`] — the
@@ -30,7 +28,6 @@ pub mod replies;
 pub mod server;
 pub mod session;
 pub mod stream;
-pub mod upgrade;
 
 pub use limits::WsLimits;
 pub use server::{WsConfig, WsError, WsServer};

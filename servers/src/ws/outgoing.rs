@@ -3,8 +3,10 @@
 //! [`Encoder`] — the one place where a message's bytes are chosen, so that compression plugs
 //! in here — and writes them in queue order, flushing once per batch.
 
+use super::deflate::{compressed_message, Compressor, Negotiated};
 use bytes::Bytes;
 use futures_util::{Sink, SinkExt};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -23,20 +25,60 @@ pub enum Outbound {
     Close(CloseFrame),
 }
 
-/// Turns outgoing JSON into WebSocket messages for one connection. Today every message is an
-/// uncompressed text message on the very bytes it was given; a compressing encoder (shared or
-/// per-connection deflate) replaces these two methods and nothing else.
+/// Bytes the WebSocket front wrote, for `/metrics`: payloads before and after compression.
 #[derive(Debug, Default)]
-pub struct Encoder;
+pub struct WireStats {
+    pub messages: AtomicU64,
+    /// JSON payload bytes before compression.
+    pub raw_bytes: AtomicU64,
+    /// Payload bytes as written (compressed where negotiated); frame headers excluded.
+    pub wire_bytes: AtomicU64,
+    /// Messages sent compressed.
+    pub compressed_messages: AtomicU64,
+}
+
+/// Turns outgoing JSON into WebSocket messages for one connection: an uncompressed text
+/// message on the very bytes it was given, or a compressed one — deflated once for every
+/// connection in shared mode, or with this connection's own window.
+pub struct Encoder {
+    compressor: Compressor,
+    stats: Arc<WireStats>,
+}
 
 impl Encoder {
-    /// A feeds message: its JSON bytes, shared, not copied.
+    pub fn new(negotiated: Option<&Negotiated>, stats: Arc<WireStats>) -> Self {
+        Encoder {
+            compressor: Compressor::new(negotiated),
+            stats,
+        }
+    }
+
+    /// A feeds message: its JSON bytes (or their shared deflated form), not copied.
     pub fn feed(&mut self, message: &ticker_feeds::Message) -> Message {
-        text(message.json.clone())
+        let compressed = self.compressor.compress_feed(message);
+        self.finish(message.json.clone(), compressed)
     }
 
     pub fn reply(&mut self, json: Bytes) -> Message {
-        text(json)
+        let compressed = self.compressor.compress(&json);
+        self.finish(json, compressed)
+    }
+
+    fn finish(&self, json: Bytes, compressed: Option<Bytes>) -> Message {
+        let s = &self.stats;
+        s.messages.fetch_add(1, Ordering::Relaxed);
+        s.raw_bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
+        match compressed {
+            Some(z) => {
+                s.wire_bytes.fetch_add(z.len() as u64, Ordering::Relaxed);
+                s.compressed_messages.fetch_add(1, Ordering::Relaxed);
+                compressed_message(z)
+            }
+            None => {
+                s.wire_bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
+                text(json)
+            }
+        }
     }
 }
 
@@ -105,13 +147,54 @@ mod tests {
             kind: ticker_feeds::MessageKind::Update,
             json: json.clone(),
             proto: Bytes::new(),
+            deflated: Default::default(),
         };
-        let Message::Text(text) = Encoder.feed(&message) else {
+        let stats = Arc::new(WireStats::default());
+        let Message::Text(text) = Encoder::new(None, stats.clone()).feed(&message) else {
             panic!("a text message")
         };
         let sent: Bytes = text.into();
         assert_eq!(sent, json);
         // The same allocation: the bytes were shared, not copied.
         assert_eq!(sent.as_ptr(), json.as_ptr());
+        assert_eq!(stats.wire_bytes.load(Ordering::Relaxed), json.len() as u64);
+    }
+
+    #[test]
+    fn shared_mode_deflates_a_feed_message_once_for_every_connection() {
+        let message = ticker_feeds::Message {
+            seq: 1,
+            prev_seq: 0,
+            kind: ticker_feeds::MessageKind::Update,
+            json: Bytes::from_static(br#"{"type":"ticker","bid":"100.00","ask":"100.01"}"#),
+            proto: Bytes::new(),
+            deflated: Default::default(),
+        };
+        let shared = crate::ws::deflate::Negotiated {
+            server_no_context_takeover: true,
+            client_no_context_takeover: false,
+            server_max_window_bits: None,
+            client_max_window_bits: None,
+            mode: crate::ws::deflate::DeflateMode::Shared,
+            level: crate::ws::deflate::DEFAULT_LEVEL,
+            max_inflated_message: 1 << 20,
+        };
+        let stats = Arc::new(WireStats::default());
+        let payload = |m: Message| match m {
+            Message::Frame(f) => {
+                assert!(f.header().rsv1, "compressed frames carry RSV1");
+                f.into_payload()
+            }
+            other => panic!("a compressed frame, got {other:?}"),
+        };
+        let a = payload(Encoder::new(Some(&shared), stats.clone()).feed(&message));
+        let b = payload(Encoder::new(Some(&shared), stats.clone()).feed(&message));
+        assert_eq!(
+            a.as_ptr(),
+            b.as_ptr(),
+            "one deflated payload for both connections"
+        );
+        assert_eq!(stats.compressed_messages.load(Ordering::Relaxed), 2);
+        assert!(stats.wire_bytes.load(Ordering::Relaxed) < stats.raw_bytes.load(Ordering::Relaxed));
     }
 }

@@ -1,8 +1,10 @@
 //! The WebSocket front's server: [`WsConfig`], the listener, and the count of open connections
 //! that `max_connections` is checked against.
 
+use super::deflate::{DeflateConfig, DeflateConfigError};
 use super::http;
 use super::limits::WsLimits;
+use super::outgoing::WireStats;
 use super::session::Front;
 use crate::auth::{AuthConfig, AuthConfigError, Tokens};
 use crate::market::Market;
@@ -24,6 +26,9 @@ pub struct WsConfig {
     /// Tokens for `auth` [none: no order entry], shared with the gRPC front's table format.
     pub auth: AuthConfig,
     pub limits: WsLimits,
+    /// permessage-deflate (RFC 7692): on, shared compressor, 15-bit window, inflate cap = the
+    /// message-size limit [`DeflateConfig::default`].
+    pub deflate: DeflateConfig,
     /// How long a client may take to send its request headers [10 s].
     pub header_read_timeout: Duration,
 }
@@ -34,6 +39,7 @@ impl Default for WsConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
             auth: AuthConfig::default(),
             limits: WsLimits::default(),
+            deflate: DeflateConfig::default(),
             header_read_timeout: Duration::from_secs(10),
         }
     }
@@ -48,6 +54,8 @@ pub enum WsError {
     },
     #[error(transparent)]
     Auth(#[from] AuthConfigError),
+    #[error("deflate: {0}")]
+    Deflate(#[from] DeflateConfigError),
 }
 
 /// Open WebSocket connections against `max_connections`.
@@ -135,8 +143,15 @@ impl WsServer {
         })?;
         let (shutdown, stop) = watch::channel(false);
         let connections = Connections::new(config.limits.max_connections);
+        config.deflate.validate()?;
         let front = Arc::new(Front {
             market,
+            deflate: DeflateConfig {
+                // An incoming compressed message may inflate up to the message-size limit.
+                max_inflated_message: config.limits.max_message_size,
+                ..config.deflate.clone()
+            },
+            wire: Arc::new(WireStats::default()),
             tokens,
             limits: config.limits.clone(),
             shutdown: stop.clone(),

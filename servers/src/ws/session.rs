@@ -12,12 +12,14 @@
 //! trades and orders — the end of its subscription, which closes the connection with 1013).
 //! Order commands run one at a time, in the order sent, so their replies come in that order.
 
+use super::deflate::{DeflateConfig, Negotiated};
 use super::limits::{Rate, RateLimiter, WsLimits};
-use super::outgoing::{self, Encoder, Outbound};
+use super::outgoing::{self, Encoder, Outbound, WireStats};
 use super::protocol::{
     self, ChannelKey, ChannelSpec, ChannelTarget, ErrorCode, Op, Request, RequestError,
 };
 use super::replies;
+use super::stream::{InflatingStream, ViolationHandle};
 use crate::auth::Tokens;
 use crate::market::{now_ns, ExecuteError, Market};
 use crate::order_entry::{self, AmendTicket, PlaceTicket};
@@ -39,6 +41,10 @@ use tungstenite::Message;
 /// What every session of a server shares.
 pub struct Front {
     pub market: Arc<Market>,
+    /// permessage-deflate: whether offers are accepted and how the server compresses.
+    pub deflate: DeflateConfig,
+    /// Bytes written, raw and compressed (`/metrics`).
+    pub wire: Arc<WireStats>,
     pub tokens: Tokens,
     pub limits: WsLimits,
     /// Becomes `true` when the server shuts down.
@@ -71,19 +77,19 @@ fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
 }
 
 /// Runs a connection to its end.
-pub async fn run<S>(ws: WebSocketStream<S>, front: Arc<Front>)
-where
+pub async fn run<S>(
+    ws: WebSocketStream<InflatingStream<S>>,
+    negotiated: Option<Negotiated>,
+    front: Arc<Front>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
 {
     let limits = front.limits.clone();
+    let violations = ws.get_ref().violation_handle();
+    let encoder = Encoder::new(negotiated.as_ref(), front.wire.clone());
     let (sink, mut stream) = ws.split();
     let (out, queue) = mpsc::channel(limits.outbound_queue.max(1));
-    let mut writer = tokio::spawn(outgoing::write(
-        sink,
-        queue,
-        Encoder::default(),
-        limits.write_timeout,
-    ));
+    let mut writer = tokio::spawn(outgoing::write(sink, queue, encoder, limits.write_timeout));
     let (ended_tx, ended) = mpsc::channel(1);
     let mut session = Session {
         rate: RateLimiter::new(&limits, Instant::now()),
@@ -93,7 +99,7 @@ where
         account: None,
         subscriptions: HashMap::new(),
     };
-    let end = session.serve(&mut stream, ended).await;
+    let end = session.serve(&mut stream, ended, &violations).await;
     session.stop_subscriptions().await;
     if let End::Close(code, reason) = end {
         if session
@@ -160,7 +166,12 @@ impl Session {
         self.reply(replies::error(&e)).await
     }
 
-    async fn serve<S>(&mut self, stream: &mut S, mut ended: mpsc::Receiver<End>) -> End
+    async fn serve<S>(
+        &mut self,
+        stream: &mut S,
+        mut ended: mpsc::Receiver<End>,
+        violations: &ViolationHandle,
+    ) -> End
     where
         S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
@@ -206,6 +217,11 @@ impl Session {
                 }
                 message = stream.next() => message,
             };
+            // A compressed message the adapter refused (bad deflate data, a deflate bomb, RSV1
+            // where it is not allowed) surfaces as a read error: its own close code wins.
+            if let (Some(Err(_)), Some(v)) = (&message, violations.get()) {
+                return End::Close(v.code, v.reason.clone());
+            }
             let text = match message {
                 None => return End::Gone,
                 Some(Err(tungstenite::Error::Capacity(_))) => {
