@@ -30,6 +30,11 @@ pub enum Outbound {
 pub struct Encoder;
 
 impl Encoder {
+    /// The encoder of a connection without compression.
+    pub fn new() -> Self {
+        Encoder
+    }
+
     /// A feeds message: its JSON bytes, shared, not copied.
     pub fn feed(&mut self, message: &ticker_feeds::Message) -> Message {
         text(message.json.clone())
@@ -106,7 +111,7 @@ mod tests {
             json: json.clone(),
             proto: Bytes::new(),
         };
-        let Message::Text(text) = Encoder.feed(&message) else {
+        let Message::Text(text) = Encoder::new().feed(&message) else {
             panic!("a text message")
         };
         let sent: Bytes = text.into();
