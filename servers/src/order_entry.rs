@@ -59,6 +59,11 @@ const MAX_DIGITS: usize = 28;
 
 /// Parses a decimal string; `None` (with a violation) when it is not one.
 fn decimal(field: &str, text: &str, v: &mut Violations) -> Option<Decimal> {
+    // A field the front already found bad (a number where a string belongs) is not judged
+    // again as an empty decimal.
+    if v.has(field) {
+        return None;
+    }
     // rust_decimal accepts a leading '+' and '_' separators; the wire does not. It also rounds
     // digits beyond its 28 significant ones, which would turn an off-grid value into an
     // on-grid one: longer numbers are refused instead.

@@ -559,3 +559,71 @@ async fn forward(
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ticker_feeds::{Channel, Hub, HubConfig, MessageKind, WireInstrument};
+
+    fn message(seq: u64) -> Arc<ticker_feeds::Message> {
+        Arc::new(ticker_feeds::Message {
+            seq,
+            prev_seq: seq - 1,
+            kind: MessageKind::Update,
+            json: Bytes::from(format!(r#"{{"type":"trade","seq":{seq}}}"#)),
+            proto: Bytes::new(),
+        })
+    }
+
+    #[tokio::test]
+    async fn a_trades_subscriber_behind_its_queue_limit_closes_the_connection_with_1013() {
+        let hub = Hub::new(HubConfig {
+            lossless_queue: 2,
+            ..HubConfig::default()
+        });
+        let topic = Topic::Market {
+            channel: Channel::Trades,
+            instrument: 0,
+        };
+        let spec = ChannelSpec {
+            target: ChannelTarget::Market {
+                channel: Channel::Trades,
+                instrument: Arc::new(
+                    WireInstrument::new(0, crate::defaults::instruments().remove(0)).unwrap(),
+                ),
+            },
+            from_seq: None,
+        };
+        let sub = hub.subscribe(topic, None);
+        // A connection whose queue holds one message and is not being written out.
+        let (out, mut queue) = mpsc::channel(1);
+        let (ended_tx, mut ended) = mpsc::channel(1);
+        let forwarder = tokio::spawn(forward(sub, spec, out, ended_tx));
+        for seq in 1..=10 {
+            hub.topic(topic).publish(message(seq));
+        }
+        let end = loop {
+            tokio::select! {
+                end = ended.recv() => break end,
+                // Let the forwarder move on so it meets the lag.
+                _ = queue.recv() => {}
+            }
+        };
+        assert_eq!(
+            end,
+            Some(End::Close(
+                CloseCode::Again,
+                "too slow: trades BTC-USD fell 2 messages behind; resume with from_seq".into()
+            ))
+        );
+        forwarder.await.unwrap();
+    }
+
+    #[test]
+    fn close_reasons_are_cut_to_123_bytes_on_a_character_boundary() {
+        let reason = "é".repeat(100);
+        let frame = close_frame(CloseCode::Policy, &reason);
+        assert_eq!(frame.reason.len(), 122);
+        assert!(frame.reason.chars().all(|c| c == 'é'));
+    }
+}

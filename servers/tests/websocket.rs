@@ -1,0 +1,974 @@
+//! The WebSocket front against a real market (no simulator), through a real tokio-tungstenite
+//! client on loopback: every command and reply, every error code, every limit with its close
+//! code, resume without gaps, snapshots first, and the HTTP side (page, 404, refused upgrades).
+//! A raw TCP client covers what a well-behaved client cannot do: never answer pings.
+//!
+//! Limits are made small so each test runs in well under a second; timeouts are failure guards
+//! only, never waits.
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+use ticker_feeds::{FeedsConfig, HubConfig};
+use ticker_servers::auth::AuthConfig;
+use ticker_servers::market::{Market, MarketConfig};
+use ticker_servers::ws::{WsConfig, WsLimits, WsServer};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tokio_tungstenite::WebSocketStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::Message;
+
+const ALICE: &str = "alice-token";
+const BOB: &str = "bob-token";
+/// Failure guard for anything awaited.
+const GUARD: Duration = Duration::from_secs(10);
+
+async fn guard<T>(what: &str, f: impl std::future::Future<Output = T>) -> T {
+    tokio::time::timeout(GUARD, f)
+        .await
+        .unwrap_or_else(|_| panic!("timed out waiting for {what}"))
+}
+
+/// Test limits: the defaults, but a short wait for the client's close frame.
+fn limits() -> WsLimits {
+    WsLimits {
+        close_timeout: Duration::from_millis(200),
+        ..WsLimits::default()
+    }
+}
+
+struct Rig {
+    market: Arc<Market>,
+    server: Option<WsServer>,
+    addr: std::net::SocketAddr,
+}
+
+impl Rig {
+    async fn start(limits: WsLimits) -> Rig {
+        Rig::start_with(limits, HubConfig::default()).await
+    }
+
+    async fn start_with(limits: WsLimits, hub: HubConfig) -> Rig {
+        let market = Market::start(MarketConfig {
+            simulator: None,
+            feeds: FeedsConfig {
+                hub,
+                ..FeedsConfig::default()
+            },
+            ..MarketConfig::default()
+        })
+        .unwrap();
+        let config = WsConfig {
+            listen: "127.0.0.1:0".parse().unwrap(),
+            auth: AuthConfig {
+                tokens: HashMap::from([(ALICE.to_string(), 1), (BOB.to_string(), 2)]),
+                market_data_requires_token: false,
+            },
+            limits,
+            ..WsConfig::default()
+        };
+        let server = WsServer::start(market.clone(), config).await.unwrap();
+        let addr = server.local_addr();
+        Rig {
+            market,
+            server: Some(server),
+            addr,
+        }
+    }
+
+    async fn client(&self) -> Client {
+        Client::connect(self.addr).await
+    }
+
+    /// A client authenticated with `token`.
+    async fn trader(&self, token: &str) -> Client {
+        let mut c = self.client().await;
+        let r = c.request(json!({"op":"auth","token":token})).await;
+        assert_eq!(r["type"], "authenticated", "{r}");
+        c
+    }
+
+    async fn stop(mut self) {
+        if let Some(s) = self.server.take() {
+            s.shutdown(Duration::from_secs(1)).await;
+        }
+        let market = self.market.clone();
+        tokio::task::spawn_blocking(move || market.shutdown())
+            .await
+            .unwrap();
+    }
+}
+
+struct Client {
+    ws: WebSocketStream<TcpStream>,
+    next_id: u64,
+    hello: Value,
+}
+
+impl Client {
+    async fn connect(addr: std::net::SocketAddr) -> Client {
+        let tcp = TcpStream::connect(addr).await.unwrap();
+        let (ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
+            .await
+            .expect("upgrade");
+        assert_eq!(response.status(), 101);
+        let mut c = Client {
+            ws,
+            next_id: 1,
+            hello: Value::Null,
+        };
+        c.hello = c.recv().await;
+        assert_eq!(c.hello["type"], "hello", "{}", c.hello);
+        c
+    }
+
+    async fn send_text(&mut self, text: String) {
+        guard("a send", self.ws.send(Message::Text(text.into())))
+            .await
+            .unwrap();
+    }
+
+    /// Sends `message` with a fresh id (unless it has one) and returns the id.
+    async fn send(&mut self, mut message: Value) -> u64 {
+        if message.get("id").is_none() {
+            message["id"] = self.next_id.into();
+            self.next_id += 1;
+        }
+        let id = message["id"].as_u64().unwrap();
+        self.send_text(message.to_string()).await;
+        id
+    }
+
+    /// The next JSON message (pings are answered by tungstenite and skipped).
+    async fn recv(&mut self) -> Value {
+        loop {
+            let m = guard("a message", self.ws.next())
+                .await
+                .expect("the connection is open")
+                .expect("a message");
+            match m {
+                Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+                Message::Ping(_) | Message::Pong(_) => continue,
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+    }
+
+    /// The next message that `pick` accepts, skipping others.
+    async fn recv_where(&mut self, pick: impl Fn(&Value) -> bool) -> Value {
+        loop {
+            let m = self.recv().await;
+            if pick(&m) {
+                return m;
+            }
+        }
+    }
+
+    /// The reply to request `id`.
+    async fn reply(&mut self, id: u64) -> Value {
+        self.recv_where(|m| m["id"] == id).await
+    }
+
+    async fn request(&mut self, message: Value) -> Value {
+        let id = self.send(message).await;
+        self.reply(id).await
+    }
+
+    /// Reads to the server's close frame, then on to the end so that tungstenite sends the
+    /// client's answering close frame.
+    async fn close_frame(&mut self) -> (CloseCode, String) {
+        loop {
+            match guard("the close frame", self.ws.next()).await {
+                Some(Ok(Message::Close(Some(f)))) => {
+                    while let Some(Ok(_)) = guard("the end", self.ws.next()).await {}
+                    return (f.code, f.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => panic!("a close frame without a code"),
+                Some(Ok(_)) => continue,
+                other => panic!("connection ended without a close frame: {other:?}"),
+            }
+        }
+    }
+}
+
+fn place(side: &str, price: &str, size: &str) -> Value {
+    json!({"op":"place","instrument":"BTC-USD","side":side,"price":price,"size":size})
+}
+
+/// A trade on BTC-USD between alice (maker, sell) and bob (taker, buy).
+async fn trade(alice: &mut Client, bob: &mut Client, price: &str) {
+    let r = alice.request(place("sell", price, "0.01")).await;
+    assert_eq!(r["accepted"], true, "{r}");
+    let r = bob.request(place("buy", price, "0.01")).await;
+    assert_eq!(r["order"]["status"], "done", "{r}");
+}
+
+fn field_names(error: &Value) -> Vec<String> {
+    error["fields"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .map(|f| f["field"].as_str().unwrap().to_string())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn hello_ping_and_instruments() {
+    let rig = Rig::start(limits()).await;
+    let mut c = rig.client().await;
+    assert_eq!(c.hello["limits"]["max_message_size"], 1 << 20);
+    assert_eq!(c.hello["limits"]["messages_per_second"], 50);
+    let pong = c.request(json!({"op":"ping","id":41})).await;
+    assert_eq!(pong["type"], "pong");
+    assert!(pong["ts"].as_u64().unwrap() > 1_700_000_000_000_000_000);
+    let list = c.request(json!({"op":"instruments"})).await;
+    let btc = &list["instruments"][0];
+    assert_eq!(
+        (btc["symbol"].as_str(), btc["tick_size"].as_str()),
+        (Some("BTC-USD"), Some("0.01"))
+    );
+    assert_eq!(btc["band_low"], "58500.00");
+    rig.stop().await;
+}
+
+/// Applies depth levels `[[price, size], ...]` to one side of a book keyed by integer price.
+fn apply(side: &mut BTreeMap<i128, (String, String)>, levels: &Value) {
+    for level in levels.as_array().unwrap() {
+        let (price, size) = (level[0].as_str().unwrap(), level[1].as_str().unwrap());
+        let key: i128 = price.replace('.', "").parse().unwrap();
+        if size.bytes().all(|b| b == b'0' || b == b'.') {
+            side.remove(&key);
+        } else {
+            side.insert(key, (price.to_string(), size.to_string()));
+        }
+    }
+}
+
+/// The depth checksum as docs/feeds.md defines it.
+fn checksum(
+    bids: &BTreeMap<i128, (String, String)>,
+    asks: &BTreeMap<i128, (String, String)>,
+) -> u32 {
+    let digits = |s: &str| s.replace('.', "").trim_start_matches('0').to_string();
+    let mut text = String::new();
+    for (price, size) in asks.values().take(10) {
+        text += &digits(price);
+        text += &digits(size);
+    }
+    for (price, size) in bids.values().rev().take(10) {
+        text += &digits(price);
+        text += &digits(size);
+    }
+    crc32fast::hash(text.as_bytes())
+}
+
+#[tokio::test]
+async fn depth_starts_with_a_snapshot_and_updates_keep_the_checksum() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    alice.request(place("sell", "65010.00", "0.5")).await;
+    let mut watcher = rig.client().await;
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"depth","instrument":"BTC-USD"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(
+        r["channels"],
+        json!([{"name":"depth","instrument":"BTC-USD"}])
+    );
+    let snapshot = watcher.recv().await;
+    assert_eq!(
+        (
+            &snapshot["type"],
+            &snapshot["channel"],
+            &snapshot["prev_seq"]
+        ),
+        (&json!("snapshot"), &json!("depth"), &json!(0))
+    );
+    let (mut bids, mut asks) = (BTreeMap::new(), BTreeMap::new());
+    apply(&mut bids, &snapshot["bids"]);
+    apply(&mut asks, &snapshot["asks"]);
+    assert_eq!(asks.len(), 1);
+    assert_eq!(
+        checksum(&bids, &asks),
+        snapshot["checksum"].as_u64().unwrap() as u32
+    );
+    let mut last = snapshot["seq"].as_u64().unwrap();
+    for price in ["64990.00", "64995.50", "65005.00"] {
+        alice.request(place("buy", price, "0.25")).await;
+    }
+    alice.request(place("sell", "65010.00", "0.1")).await;
+    for _ in 0..4 {
+        let update = watcher.recv().await;
+        assert_eq!(
+            (&update["type"], &update["channel"]),
+            (&json!("update"), &json!("depth"))
+        );
+        assert_eq!(
+            update["prev_seq"].as_u64().unwrap(),
+            last,
+            "no gap: {update}"
+        );
+        last = update["seq"].as_u64().unwrap();
+        apply(&mut bids, &update["bids"]);
+        apply(&mut asks, &update["asks"]);
+        assert_eq!(
+            checksum(&bids, &asks),
+            update["checksum"].as_u64().unwrap() as u32
+        );
+    }
+    assert_eq!((bids.len(), asks[&6501000].1.as_str()), (3, "0.60000"));
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn every_channel_delivers_after_its_subscribed_reply() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    let mut bob = rig.trader(BOB).await;
+    let mut watcher = rig.trader(ALICE).await;
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[
+            {"name":"ticker","instrument":"BTC-USD"},{"name":"trades","instrument":"BTC-USD"},
+            {"name":"candles","instrument":"BTC-USD","interval":"1s"},{"name":"l3","instrument":"BTC-USD"},
+            {"name":"orders"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    assert_eq!(
+        r["channels"][2],
+        json!({"name":"candles","instrument":"BTC-USD","interval":"1s"})
+    );
+    trade(&mut alice, &mut bob, "65000.00").await;
+    let mut seen = std::collections::HashSet::new();
+    while seen.len() < 6 {
+        let m = watcher.recv().await;
+        let kind = match (m["type"].as_str().unwrap(), m["channel"].as_str()) {
+            ("order", _) => "order",
+            ("snapshot", Some("orders")) => "orders snapshot",
+            ("snapshot", Some("l3")) => "l3 snapshot",
+            ("ticker", _) => "ticker",
+            ("trade", _) => {
+                assert_eq!(
+                    (m["price"].as_str(), m["side"].as_str()),
+                    (Some("65000.00"), Some("buy"))
+                );
+                "trade"
+            }
+            ("candle", _) => "candle",
+            _ => continue,
+        };
+        seen.insert(kind);
+    }
+    assert!(
+        seen.contains("l3 snapshot") && seen.contains("orders snapshot"),
+        "{seen:?}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn every_order_command_gets_exactly_one_reply_in_order() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    // Sent back to back without waiting: a mix of good, malformed and engine-rejected commands.
+    let commands = [
+        json!({"op":"place","id":10,"instrument":"BTC-USD","side":"sell","price":"65100.00","size":"0.01","client_order_id":7}),
+        json!({"op":"place","id":11,"instrument":"BTC-USD","side":"sell","price":"65100.001","size":"0.01"}),
+        json!({"op":"place","id":12,"instrument":"BTC-USD","side":"buy","price":"65100.00","size":"0.01","post_only":true}),
+        json!({"op":"amend","id":13,"client_order_id":7,"instrument":"BTC-USD","size":"0.005"}),
+        json!({"op":"cancel","id":14,"order_id":"99999"}),
+        json!({"op":"place","id":15,"instrument":"BTC-USD","side":"sell","price":"65200.00","size":"0.02"}),
+        json!({"op":"mass_cancel","id":16,"instrument":"BTC-USD","side":"sell"}),
+        json!({"op":"cancel","id":17,"client_order_id":7}),
+    ];
+    for c in &commands {
+        alice.send(c.clone()).await;
+    }
+    let mut replies = Vec::new();
+    while replies.len() < commands.len() {
+        let m = alice.recv().await;
+        if m.get("id").is_some_and(|id| !id.is_null()) {
+            replies.push(m);
+        }
+    }
+    let ids: Vec<u64> = replies.iter().map(|r| r["id"].as_u64().unwrap()).collect();
+    assert_eq!(ids, [10, 11, 12, 13, 14, 15, 16, 17]);
+    let placed = &replies[0];
+    assert_eq!(
+        (&placed["type"], &placed["op"], &placed["accepted"]),
+        (&json!("result"), &json!("place"), &json!(true))
+    );
+    assert_eq!(placed["order"]["status"], "resting");
+    assert_eq!(placed["order"]["client_order_id"], 7);
+    assert_eq!(placed["order"]["price"], "65100.00");
+    assert_eq!(
+        (&replies[1]["type"], &replies[1]["code"]),
+        (&json!("error"), &json!("invalid_request"))
+    );
+    assert_eq!(field_names(&replies[1]), ["price"]);
+    assert_eq!(
+        (&replies[2]["accepted"], &replies[2]["reason"]),
+        (&json!(false), &json!("post_only_would_cross"))
+    );
+    assert_eq!(
+        (&replies[3]["op"], &replies[3]["accepted"]),
+        (&json!("amend"), &json!(true))
+    );
+    assert_eq!(replies[3]["order"]["remaining_size"], "0.00500");
+    assert_eq!(
+        (&replies[4]["accepted"], &replies[4]["reason"]),
+        (&json!(false), &json!("unknown_order"))
+    );
+    assert_eq!(replies[6]["op"], "mass_cancel");
+    let cancelled = replies[6]["cancelled"].as_array().unwrap();
+    assert_eq!(cancelled.len(), 2, "{}", replies[6]);
+    assert!(cancelled.contains(&placed["order"]["order_id"]));
+    // The mass cancel took order 7: cancelling it again is the engine's unknown_order.
+    assert_eq!(replies[7]["reason"], "unknown_order");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn bad_messages_get_typed_errors_and_the_connection_stays() {
+    let rig = Rig::start(limits()).await;
+    let mut c = rig.client().await;
+    c.send_text("{not json".into()).await;
+    let e = c.recv().await;
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("error"), &json!("bad_json"))
+    );
+    guard("a send", c.ws.send(Message::Binary(vec![1, 2, 3].into())))
+        .await
+        .unwrap();
+    assert_eq!(c.recv().await["code"], "bad_json");
+    let e = c.request(json!({"op":"teleport","id":3})).await;
+    assert_eq!((&e["code"], &e["id"]), (&json!("unknown_op"), &json!(3)));
+    c.send_text(r#"{"id":4}"#.into()).await;
+    let e = c.reply(4).await;
+    assert_eq!(
+        (&e["code"], field_names(&e)),
+        (&json!("invalid_request"), vec!["op".to_string()])
+    );
+    let e = c
+        .request(json!({"op":"subscribe","channels":[{"name":"depth","instrument":"DOGE-USD"},
+            {"name":"candles","instrument":"BTC-USD","interval":"5m"},{"name":"news","instrument":"BTC-USD"}]}))
+        .await;
+    assert_eq!(e["code"], "invalid_request");
+    assert_eq!(
+        field_names(&e),
+        [
+            "channels[0].instrument",
+            "channels[1].interval",
+            "channels[2].name"
+        ]
+    );
+    let e = c
+        .request(json!({"op":"subscribe","channels":"depth"}))
+        .await;
+    assert_eq!(field_names(&e), ["channels"]);
+    let e = c.request(json!({"op":"ping","extra":1})).await;
+    assert_eq!(field_names(&e), ["extra"]);
+    // Order fields: every bad one at once, decimals as numbers named too.
+    let mut alice = rig.trader(ALICE).await;
+    let e = alice
+        .request(json!({"op":"place","instrument":"BTC-USD","side":"up","price":65000,"size":"0.000001","post_onyl":true}))
+        .await;
+    assert_eq!(e["code"], "invalid_request");
+    assert_eq!(field_names(&e), ["post_onyl", "side", "price", "size"]);
+    let e = alice.request(json!({"op":"cancel"})).await;
+    assert_eq!(field_names(&e), ["order"]);
+    let e = alice
+        .request(json!({"op":"amend","order_id":"1","instrument":"BTC-USD"}))
+        .await;
+    assert_eq!(field_names(&e), ["price"]);
+    // Still connected and answering.
+    assert_eq!(c.request(json!({"op":"ping"})).await["type"], "pong");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn auth_failures_are_errors() {
+    let rig = Rig::start(limits()).await;
+    let mut c = rig.client().await;
+    let e = c.request(place("buy", "65000.00", "0.01")).await;
+    assert_eq!(
+        (&e["code"], &e["op"]),
+        (&json!("not_authenticated"), &json!("place"))
+    );
+    let e = c
+        .request(json!({"op":"subscribe","channels":[{"name":"orders"}]}))
+        .await;
+    assert_eq!(e["code"], "not_authenticated");
+    assert_eq!(field_names(&e), ["channels[0].name"]);
+    let e = c.request(json!({"op":"auth","token":"guess"})).await;
+    assert_eq!(e["code"], "auth_failed");
+    let e = c.request(json!({"op":"auth"})).await;
+    assert_eq!(field_names(&e), ["token"]);
+    let ok = c.request(json!({"op":"auth","token":ALICE})).await;
+    assert_eq!(
+        (&ok["type"], &ok["account"]),
+        (&json!("authenticated"), &json!(1))
+    );
+    let e = c.request(json!({"op":"auth","token":BOB})).await;
+    assert_eq!(e["code"], "already_authenticated");
+    let again = c.request(json!({"op":"auth","token":ALICE})).await;
+    assert_eq!(again["type"], "authenticated");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn an_account_cannot_touch_another_accounts_orders() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    let mut bob = rig.trader(BOB).await;
+    let placed = alice.request(place("buy", "64000.00", "0.01")).await;
+    let order_id = placed["order"]["order_id"].clone();
+    let e = bob
+        .request(json!({"op":"cancel","order_id":order_id}))
+        .await;
+    assert_eq!(
+        (&e["type"], &e["code"]),
+        (&json!("error"), &json!("permission_denied"))
+    );
+    let e = bob
+        .request(
+            json!({"op":"amend","order_id":order_id,"instrument":"BTC-USD","price":"64001.00"}),
+        )
+        .await;
+    assert_eq!(e["code"], "permission_denied");
+    // Bob's mass cancel covers only his own orders.
+    let r = bob.request(json!({"op":"mass_cancel"})).await;
+    assert_eq!(r["cancelled"], json!([]));
+    let r = alice
+        .request(json!({"op":"cancel","order_id":order_id}))
+        .await;
+    assert_eq!(
+        (&r["accepted"], &r["order"]["done_reason"]),
+        (&json!(true), &json!("cancelled"))
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn resuming_from_seq_replays_what_was_missed_without_a_gap() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    let mut bob = rig.trader(BOB).await;
+    let mut first = rig.trader(ALICE).await;
+    first
+        .request(json!({"op":"subscribe","channels":[{"name":"trades","instrument":"BTC-USD"},{"name":"orders"}]}))
+        .await;
+    trade(&mut alice, &mut bob, "65000.00").await;
+    // The trade; the orders snapshot, then alice's accepted, rested, fill, done (seq 4).
+    let (mut trade_seq, mut order_seq) = (0, 0);
+    while trade_seq == 0 || order_seq < 4 {
+        let m = first.recv().await;
+        match (m["type"].as_str(), m["channel"].as_str()) {
+            (Some("trade"), _) => trade_seq = m["seq"].as_u64().unwrap(),
+            (Some("order"), _) | (_, Some("orders")) => order_seq = m["seq"].as_u64().unwrap(),
+            _ => {}
+        }
+    }
+    drop(first);
+    // Missed while disconnected.
+    trade(&mut alice, &mut bob, "65001.00").await;
+    trade(&mut alice, &mut bob, "65002.00").await;
+    let mut again = rig.trader(ALICE).await;
+    let r = again
+        .request(json!({"op":"subscribe","channels":[
+            {"name":"trades","instrument":"BTC-USD","from_seq":trade_seq},{"name":"orders","from_seq":order_seq}]}))
+        .await;
+    assert_eq!(r["channels"][0]["from_seq"], trade_seq);
+    let mut last_trade = trade_seq;
+    let mut last_order = order_seq;
+    let mut prices = Vec::new();
+    while prices.len() < 2 || last_order < order_seq + 8 {
+        let m = again.recv().await;
+        match m["type"].as_str() {
+            Some("trade") => {
+                assert_eq!(m["prev_seq"].as_u64().unwrap(), last_trade, "no gap: {m}");
+                last_trade = m["seq"].as_u64().unwrap();
+                prices.push(m["price"].as_str().unwrap().to_string());
+            }
+            Some("order") => {
+                assert_eq!(m["prev_seq"].as_u64().unwrap(), last_order, "no gap: {m}");
+                last_order = m["seq"].as_u64().unwrap();
+            }
+            other => panic!("resumed streams replay updates only, got {other:?}: {m}"),
+        }
+    }
+    assert_eq!(prices, ["65001.00", "65002.00"]);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn trades_resumed_beyond_the_history_get_a_gap_notice() {
+    let hub = HubConfig {
+        history: 2,
+        ..HubConfig::default()
+    };
+    let rig = Rig::start_with(limits(), hub).await;
+    let mut alice = rig.trader(ALICE).await;
+    let mut bob = rig.trader(BOB).await;
+    let mut watcher = rig.client().await;
+    watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"trades","instrument":"BTC-USD"}]}))
+        .await;
+    trade(&mut alice, &mut bob, "65000.00").await;
+    let first = watcher.recv().await["seq"].as_u64().unwrap();
+    for price in ["65001.00", "65002.00", "65003.00"] {
+        trade(&mut alice, &mut bob, price).await;
+    }
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"trades","instrument":"BTC-USD","from_seq":first}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed");
+    // Restarted: the old subscription's messages all came before `subscribed`.
+    let gap = watcher.recv().await;
+    assert_eq!(
+        (&gap["type"], &gap["channel"], &gap["instrument"]),
+        (&json!("gap"), &json!("trades"), &json!("BTC-USD"))
+    );
+    assert_eq!(gap["from_seq"], first);
+    let resumed_after = gap["resumed_after"].as_u64().unwrap();
+    let next = watcher.recv().await;
+    assert_eq!(
+        (&next["price"], next["prev_seq"].as_u64().unwrap()),
+        (&json!("65002.00"), resumed_after)
+    );
+    assert_eq!(watcher.recv().await["price"], "65003.00");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn unsubscribed_channels_stop_and_restarts_begin_with_a_snapshot() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    let mut bob = rig.trader(BOB).await;
+    let mut watcher = rig.client().await;
+    watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"depth","instrument":"BTC-USD"},{"name":"trades","instrument":"BTC-USD"}]}))
+        .await;
+    assert_eq!(watcher.recv().await["type"], "snapshot");
+    let r = watcher
+        .request(json!({"op":"unsubscribe","channels":[{"name":"trades","instrument":"BTC-USD"}]}))
+        .await;
+    assert_eq!(r["type"], "unsubscribed");
+    trade(&mut alice, &mut bob, "65000.00").await;
+    // Depth moved twice (rest, then taken); no trade may follow `unsubscribed`.
+    for _ in 0..2 {
+        let m = watcher.recv().await;
+        assert_eq!(m["channel"], "depth", "{m}");
+    }
+    // Subscribing again to depth (a client that failed its checksum) starts from a snapshot;
+    // nothing came between.
+    watcher
+        .send(
+            json!({"op":"subscribe","id":99,"channels":[{"name":"depth","instrument":"BTC-USD"}]}),
+        )
+        .await;
+    let r = watcher.recv().await;
+    assert_eq!((&r["type"], &r["id"]), (&json!("subscribed"), &json!(99)));
+    let m = watcher.recv().await;
+    assert_eq!(
+        (&m["type"], &m["prev_seq"]),
+        (&json!("snapshot"), &json!(0))
+    );
+    let ping = watcher.request(json!({"op":"ping"})).await;
+    assert_eq!(ping["type"], "pong");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn an_oversize_message_closes_with_1009() {
+    let rig = Rig::start(WsLimits {
+        max_message_size: 1024,
+        ..limits()
+    })
+    .await;
+    let mut c = rig.client().await;
+    // Just under the limit is a normal message.
+    let padded = format!(r#"{{"op":"ping","id":1,"pad":"{}"}}"#, "x".repeat(900));
+    c.send_text(padded).await;
+    assert_eq!(c.recv().await["code"], "invalid_request");
+    c.send_text(format!(r#"{{"op":"ping","pad":"{}"}}"#, "x".repeat(2000)))
+        .await;
+    let (code, reason) = c.close_frame().await;
+    assert_eq!(code, CloseCode::Size);
+    assert_eq!(reason, "message too big: limit 1024 bytes");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn subscriptions_are_limited_per_connection() {
+    let rig = Rig::start(WsLimits {
+        max_subscriptions: 2,
+        ..limits()
+    })
+    .await;
+    let mut c = rig.client().await;
+    let ticker = |symbol: &str| json!({"name":"ticker","instrument":symbol});
+    let e = c
+        .request(json!({"op":"subscribe","channels":[ticker("BTC-USD"),ticker("ETH-USD"),ticker("SOL-USD")]}))
+        .await;
+    assert_eq!(
+        (&e["code"], field_names(&e)),
+        (&json!("invalid_request"), vec!["channels".to_string()])
+    );
+    let r = c
+        .request(json!({"op":"subscribe","channels":[ticker("BTC-USD"),ticker("ETH-USD")]}))
+        .await;
+    assert_eq!(r["type"], "subscribed");
+    let e = c
+        .request(json!({"op":"subscribe","channels":[ticker("SOL-USD")]}))
+        .await;
+    assert_eq!(e["code"], "too_many_subscriptions");
+    // Restarting a held channel takes no new slot.
+    let r = c
+        .request(json!({"op":"subscribe","channels":[ticker("ETH-USD")]}))
+        .await;
+    assert_eq!(r["type"], "subscribed");
+    c.request(json!({"op":"unsubscribe","channels":[ticker("BTC-USD")]}))
+        .await;
+    let r = c
+        .request(json!({"op":"subscribe","channels":[ticker("SOL-USD")]}))
+        .await;
+    assert_eq!(r["type"], "subscribed");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn over_rate_messages_are_refused_and_sustained_abuse_closes_with_1008() {
+    let rig = Rig::start(WsLimits {
+        messages_per_second: 2,
+        burst: 3,
+        rate_limit_close_after: 2,
+        ..limits()
+    })
+    .await;
+    let mut alice = rig.trader(ALICE).await; // the auth used one token of the burst
+    let mut ids = Vec::new();
+    for _ in 0..2 {
+        ids.push(alice.send(json!({"op":"ping"})).await);
+    }
+    let limited = alice.send(place("buy", "64000.00", "0.01")).await;
+    let second = alice.send(json!({"op":"ping"})).await;
+    for id in ids {
+        assert_eq!(alice.reply(id).await["type"], "pong");
+    }
+    let e = alice.reply(limited).await;
+    assert_eq!(
+        (&e["code"], &e["op"]),
+        (&json!("rate_limited"), &json!("place"))
+    );
+    assert_eq!(alice.reply(second).await["code"], "rate_limited");
+    // The refused order was not executed: alice has no open order.
+    let mut orders = rig.market.accounts().subscribe(1, None);
+    let snapshot = orders
+        .try_recv()
+        .unwrap()
+        .expect("the open-orders snapshot");
+    let snapshot: Value = serde_json::from_slice(&snapshot.message().unwrap().json).unwrap();
+    assert_eq!(snapshot["orders"], json!([]));
+    alice.send(json!({"op":"ping"})).await;
+    let (code, reason) = alice.close_frame().await;
+    assert_eq!(code, CloseCode::Policy);
+    assert!(
+        reason.starts_with("rate limit: 3 messages over 2/s"),
+        "{reason}"
+    );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn connections_over_the_limit_get_503_before_the_upgrade() {
+    let rig = Rig::start(WsLimits {
+        max_connections: 1,
+        ..limits()
+    })
+    .await;
+    let _first = rig.client().await;
+    let tcp = TcpStream::connect(rig.addr).await.unwrap();
+    let refused = tokio_tungstenite::client_async(format!("ws://{}/ws", rig.addr), tcp).await;
+    match refused {
+        Err(tungstenite::Error::Http(response)) => assert_eq!(response.status(), 503),
+        other => panic!("a 503, got {other:?}"),
+    }
+    assert_eq!(rig.server.as_ref().unwrap().connections(), 1);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn an_idle_connection_is_closed_with_1001() {
+    let rig = Rig::start(WsLimits {
+        idle_timeout: Duration::from_millis(150),
+        ..limits()
+    })
+    .await;
+    let mut c = rig.client().await;
+    let (code, reason) = c.close_frame().await;
+    assert_eq!(code, CloseCode::Away);
+    assert_eq!(reason, "idle: no message for 0.15 s");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_server_shutdown_closes_connections_with_1001() {
+    let mut rig = Rig::start(limits()).await;
+    let mut c = rig.client().await;
+    let server = rig.server.take().unwrap();
+    let (closed, ()) = tokio::join!(c.close_frame(), server.shutdown(Duration::from_secs(2)));
+    assert_eq!(
+        closed,
+        (CloseCode::Away, "server shutting down".to_string())
+    );
+    rig.stop().await;
+}
+
+/// A raw client: the upgrade by hand, then frames read off the socket with nothing answered.
+async fn raw_request(addr: std::net::SocketAddr, head: &str) -> (String, TcpStream) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(head.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    let mut byte = [0u8; 1];
+    while !response.ends_with(b"\r\n\r\n") {
+        let n = guard("a response", tcp.read(&mut byte)).await.unwrap();
+        assert_eq!(n, 1, "connection closed mid-response: {response:?}");
+        response.push(byte[0]);
+    }
+    (String::from_utf8(response).unwrap(), tcp)
+}
+
+const UPGRADE: &str =
+    "GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n";
+
+/// One server frame: (opcode, payload). Server frames are not masked.
+async fn raw_frame(tcp: &mut TcpStream) -> (u8, Vec<u8>) {
+    let mut head = [0u8; 2];
+    guard("a frame", tcp.read_exact(&mut head)).await.unwrap();
+    let len = match head[1] & 0x7f {
+        126 => {
+            let mut b = [0u8; 2];
+            tcp.read_exact(&mut b).await.unwrap();
+            u16::from_be_bytes(b) as usize
+        }
+        127 => {
+            let mut b = [0u8; 8];
+            tcp.read_exact(&mut b).await.unwrap();
+            u64::from_be_bytes(b) as usize
+        }
+        n => n as usize,
+    };
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.unwrap();
+    (head[0] & 0x0f, payload)
+}
+
+#[tokio::test]
+async fn a_client_that_never_answers_pings_is_closed_with_1008() {
+    let rig = Rig::start(WsLimits {
+        ping_interval: Duration::from_millis(40),
+        max_missed_pongs: 2,
+        ..limits()
+    })
+    .await;
+    let (head, mut tcp) = raw_request(rig.addr, UPGRADE).await;
+    assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+    assert!(head.contains("s3pPLMBiTxaQ9kYGzzhZRbK+xOo="), "{head}");
+    let mut pings = 0;
+    loop {
+        match raw_frame(&mut tcp).await {
+            (0x1, _) => continue, // hello
+            (0x9, payload) => {
+                assert_eq!(payload, b"tickerd");
+                pings += 1;
+            }
+            (0x8, payload) => {
+                assert_eq!(u16::from_be_bytes([payload[0], payload[1]]), 1008);
+                assert_eq!(&payload[2..], b"no pong to 2 pings");
+                break;
+            }
+            other => panic!("unexpected frame {other:?}"),
+        }
+    }
+    assert_eq!(pings, 2);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_answers_pings_stays() {
+    let rig = Rig::start(WsLimits {
+        ping_interval: Duration::from_millis(50),
+        max_missed_pongs: 1,
+        ..limits()
+    })
+    .await;
+    let mut c = rig.client().await;
+    // tungstenite answers each ping while the client reads; after several intervals the
+    // connection still serves.
+    let mut pings = 0;
+    while pings < 5 {
+        if let Message::Ping(_) = guard("a ping", c.ws.next()).await.unwrap().unwrap() {
+            pings += 1;
+        }
+    }
+    assert_eq!(c.request(json!({"op":"ping"})).await["type"], "pong");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn the_http_side_serves_the_page_and_refuses_bad_upgrades() {
+    let rig = Rig::start(limits()).await;
+    let (head, mut tcp) = raw_request(rig.addr, "GET / HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(head
+        .to_ascii_lowercase()
+        .contains("content-type: text/html; charset=utf-8"));
+    let len: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(|v| v.trim().parse().unwrap())
+        })
+        .unwrap();
+    let mut body = vec![0u8; len];
+    tcp.read_exact(&mut body).await.unwrap();
+    assert!(String::from_utf8(body).unwrap().contains("<html"));
+    for (path, content_type) in [("/app.js", "text/javascript"), ("/style.css", "text/css")] {
+        let (head, _) =
+            raw_request(rig.addr, &format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n")).await;
+        assert!(
+            head.starts_with("HTTP/1.1 200") && head.contains(content_type),
+            "{head}"
+        );
+    }
+    let cases = [
+        ("GET /nope HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), "404"),
+        ("GET /ws HTTP/1.1\r\nHost: x\r\n\r\n".to_string(), "400"),
+        (UPGRADE.replace("GET", "POST"), "405"),
+        (UPGRADE.replace("Version: 13", "Version: 8"), "426"),
+        (UPGRADE.replace("dGhlIHNhbXBsZSBub25jZQ==", "short"), "400"),
+    ];
+    for (request, status) in cases {
+        let (head, _) = raw_request(rig.addr, &request).await;
+        assert!(
+            head.starts_with(&format!("HTTP/1.1 {status}")),
+            "{request:?} → {head}"
+        );
+    }
+    let (head, _) = raw_request(rig.addr, &UPGRADE.replace("Version: 13", "Version: 8")).await;
+    assert!(
+        head.to_ascii_lowercase()
+            .contains("sec-websocket-version: 13"),
+        "{head}"
+    );
+    rig.stop().await;
+}
