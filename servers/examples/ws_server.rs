@@ -14,6 +14,7 @@ use std::collections::HashMap;
 use std::time::Duration;
 use ticker_servers::auth::AuthConfig;
 use ticker_servers::market::{Market, MarketConfig};
+use ticker_servers::ws::deflate::DeflateMode;
 use ticker_servers::ws::{WsConfig, WsServer};
 use tokio::io::AsyncReadExt;
 
@@ -35,10 +36,9 @@ async fn main() -> anyhow::Result<()> {
             }
             "--no-simulator" => market_config.simulator = None,
             "--deflate" => match args.next().as_deref() {
-                Some("off") => {}
-                Some(mode @ ("shared" | "per-connection")) => anyhow::bail!(
-                    "--deflate {mode}: this build's WebSocket front has no permessage-deflate yet (ws/deflate); use --deflate off"
-                ),
+                Some("off") => config.deflate.enabled = false,
+                Some("shared") => config.deflate.mode = DeflateMode::Shared,
+                Some("per-connection") => config.deflate.mode = DeflateMode::PerConnection,
                 other => anyhow::bail!("--deflate wants shared, per-connection or off, got {other:?}"),
             },
             other => anyhow::bail!(

@@ -357,7 +357,7 @@ impl Layers {
             }
         }
         self.origins
-            .insert(format!("auth.tokens.{token}"), origin.to_string());
+            .insert("auth.tokens".to_string(), origin.to_string());
         Ok(self)
     }
 

@@ -572,6 +572,7 @@ mod tests {
             kind: MessageKind::Update,
             json: Bytes::from(format!(r#"{{"type":"trade","seq":{seq}}}"#)),
             proto: Bytes::new(),
+            deflated: Default::default(),
         })
     }
 
