@@ -1,0 +1,192 @@
+//! The `tickerd` program end to end: started as a process on free loopback ports, it serves
+//! `/healthz`, `/metrics`, the WebSocket feed and gRPC; SIGTERM closes WebSocket clients with
+//! 1001 and exits cleanly; a bad configuration is refused with the key's name, not a panic.
+
+#![cfg(unix)]
+
+use futures_util::StreamExt;
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+use tungstenite::protocol::frame::coding::CloseCode;
+use tungstenite::Message;
+
+const GUARD: Duration = Duration::from_secs(30);
+
+struct Tickerd {
+    child: Child,
+    http: String,
+    grpc: String,
+}
+
+impl Drop for Tickerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Starts tickerd on port 0 for both fronts and reads the addresses it prints.
+fn start(extra: &[&str]) -> Tickerd {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickerd"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            "127.0.0.1:0",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tickerd starts");
+    let mut lines = BufReader::new(child.stdout.take().expect("stdout")).lines();
+    let (mut http, mut grpc) = (None, None);
+    while http.is_none() || grpc.is_none() {
+        let line = lines
+            .next()
+            .expect("tickerd prints its addresses")
+            .expect("utf-8");
+        if let Some(rest) = line.strip_prefix("trader page:  http://") {
+            http = Some(rest.trim_end_matches('/').to_string());
+        }
+        if let Some(rest) = line.strip_prefix("gRPC:         http://") {
+            grpc = rest.split_whitespace().next().map(str::to_string);
+        }
+    }
+    Tickerd {
+        child,
+        http: http.unwrap(),
+        grpc: grpc.unwrap(),
+    }
+}
+
+/// A minimal HTTP/1.1 GET: status code and body.
+async fn get(addr: &str, path: &str) -> (u16, String) {
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    tcp.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut response = String::new();
+    tcp.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
+}
+
+#[tokio::test]
+async fn tickerd_serves_both_fronts_and_stops_on_sigterm_with_1001() {
+    let tickerd = start(&["--token", "alice-token=1"]);
+
+    let (status, body) = tokio::time::timeout(GUARD, get(&tickerd.http, "/healthz"))
+        .await
+        .unwrap();
+    assert_eq!((status, body.as_str()), (200, "ok\n"));
+
+    // The simulator trades, and the metrics say so.
+    let metrics = tokio::time::timeout(GUARD, async {
+        loop {
+            let (status, body) = get(&tickerd.http, "/metrics").await;
+            assert_eq!(status, 200);
+            let accepted = body
+                .lines()
+                .find_map(|l| l.strip_prefix("tickerd_orders_total{outcome=\"accepted\"} "))
+                .and_then(|v| v.parse::<u64>().ok())
+                .expect("an accepted-orders counter");
+            if accepted > 0 {
+                return body;
+            }
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the simulator trades");
+    for family in [
+        "# TYPE tickerd_rejects_total counter",
+        "# TYPE tickerd_engine_to_feeds_seconds histogram",
+        "# TYPE tickerd_subscribers gauge",
+        "# TYPE tickerd_ws_bytes_out_total counter",
+        "# TYPE tickerd_commands_in_flight gauge",
+    ] {
+        assert!(metrics.contains(family), "{family} in /metrics");
+    }
+
+    // gRPC answers on its port (a plain TCP connect is enough to know it listens; the gRPC
+    // behaviour itself is tests/grpc.rs).
+    TcpStream::connect(&tickerd.grpc)
+        .await
+        .expect("gRPC listens");
+
+    // A WebSocket client gets its hello, then 1001 when tickerd is stopped.
+    let tcp = TcpStream::connect(&tickerd.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", tickerd.http), tcp)
+        .await
+        .expect("upgrade");
+    let hello = tokio::time::timeout(GUARD, ws.next()).await.unwrap();
+    assert!(
+        matches!(&hello, Some(Ok(Message::Text(t))) if t.contains("\"hello\"")),
+        "{hello:?}"
+    );
+    let pid = tickerd.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    let close = tokio::time::timeout(GUARD, async {
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(frame)) = m {
+                return frame;
+            }
+        }
+        None
+    })
+    .await
+    .expect("a close frame before the guard");
+    assert_eq!(close.map(|f| f.code), Some(CloseCode::Away));
+    let mut tickerd = tickerd;
+    let status = tokio::task::spawn_blocking(move || {
+        let status = tickerd.child.wait();
+        (status, tickerd)
+    })
+    .await
+    .unwrap()
+    .0
+    .unwrap();
+    assert!(
+        status.success(),
+        "tickerd exits cleanly on SIGTERM: {status:?}"
+    );
+}
+
+#[test]
+fn a_bad_configuration_is_refused_by_key_with_exit_code_2() {
+    let output = Command::new(env!("CARGO_BIN_EXE_tickerd"))
+        .args(["--set", "http.deflate=fast"])
+        .env("TICKERD_GRPC_MAX_MESSAGE_BYTES", "12")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    // The first bad key found is reported with where it came from.
+    assert!(
+        stderr.contains("http.deflate (from --set http.deflate)")
+            || stderr.contains("grpc.max_message_bytes (from TICKERD_GRPC_MAX_MESSAGE_BYTES)"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+
+    let output = Command::new(env!("CARGO_BIN_EXE_tickerd"))
+        .args(["--no-sim", "--set", "market.sim_seed=7", "--print-config"])
+        .output()
+        .unwrap();
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(printed.contains("simulator = false"), "{printed}");
+    assert!(printed.contains("sim_seed = 7"), "{printed}");
+}
