@@ -539,13 +539,16 @@ impl TickerdConfig {
 
     /// The market's configuration.
     pub fn market_config(&self) -> MarketConfig {
-        let mut m = MarketConfig::default();
-        m.simulator = self.market.simulator.then(|| SimConfig {
-            seed: self.market.sim_seed,
-            rate: self.market.sim_rate,
-            ..SimConfig::default()
-        });
-        m.heartbeat = Duration::from_millis(self.market.heartbeat_ms);
+        let defaults = MarketConfig::default();
+        let mut m = MarketConfig {
+            simulator: self.market.simulator.then(|| SimConfig {
+                seed: self.market.sim_seed,
+                rate: self.market.sim_rate,
+                ..SimConfig::default()
+            }),
+            heartbeat: Duration::from_millis(self.market.heartbeat_ms),
+            ..defaults
+        };
         m.pipeline.ingress_capacity = self.market.ingress_capacity;
         m.pipeline.egress_capacity = self.market.egress_capacity;
         m.feeds.depth_levels = self.market.depth_levels;

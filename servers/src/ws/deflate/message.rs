@@ -328,6 +328,43 @@ impl MessageInflater {
     }
 }
 
+/// How one server connection compresses what it sends: not at all, with the shared
+/// no-context-takeover payloads, or with its own sliding window.
+pub enum Compressor {
+    Plain,
+    Shared,
+    Own(MessageDeflater),
+}
+
+impl Compressor {
+    pub fn new(negotiated: Option<&Negotiated>) -> Self {
+        match negotiated {
+            None => Self::Plain,
+            Some(n) if n.uses_shared_payload() => Self::Shared,
+            Some(n) => Self::Own(MessageDeflater::for_server(n)),
+        }
+    }
+
+    /// The compressed payload of `payload`, or `None` when this connection sends it as is.
+    pub fn compress(&mut self, payload: &[u8]) -> Option<Bytes> {
+        match self {
+            Self::Plain => None,
+            Self::Shared => Some(deflate_shared(payload)),
+            Self::Own(deflater) => Some(deflater.compress(payload)),
+        }
+    }
+
+    /// Like [`compress`](Self::compress) for a feeds message: in shared mode the payload is
+    /// deflated once for all connections (cached on the message).
+    pub fn compress_feed(&mut self, message: &Message) -> Option<Bytes> {
+        match self {
+            Self::Plain => None,
+            Self::Shared => Some(shared_frame(message)),
+            Self::Own(deflater) => Some(deflater.compress(&message.json)),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -568,42 +605,5 @@ mod tests {
                 .unwrap(),
             message.json
         );
-    }
-}
-
-/// How one server connection compresses what it sends: not at all, with the shared
-/// no-context-takeover payloads, or with its own sliding window.
-pub enum Compressor {
-    Plain,
-    Shared,
-    Own(MessageDeflater),
-}
-
-impl Compressor {
-    pub fn new(negotiated: Option<&Negotiated>) -> Self {
-        match negotiated {
-            None => Self::Plain,
-            Some(n) if n.uses_shared_payload() => Self::Shared,
-            Some(n) => Self::Own(MessageDeflater::for_server(n)),
-        }
-    }
-
-    /// The compressed payload of `payload`, or `None` when this connection sends it as is.
-    pub fn compress(&mut self, payload: &[u8]) -> Option<Bytes> {
-        match self {
-            Self::Plain => None,
-            Self::Shared => Some(deflate_shared(payload)),
-            Self::Own(deflater) => Some(deflater.compress(payload)),
-        }
-    }
-
-    /// Like [`compress`](Self::compress) for a feeds message: in shared mode the payload is
-    /// deflated once for all connections (cached on the message).
-    pub fn compress_feed(&mut self, message: &Message) -> Option<Bytes> {
-        match self {
-            Self::Plain => None,
-            Self::Shared => Some(shared_frame(message)),
-            Self::Own(deflater) => Some(deflater.compress(&message.json)),
-        }
     }
 }
