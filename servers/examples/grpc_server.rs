@@ -39,6 +39,7 @@ async fn main() -> anyhow::Result<()> {
     config.auth = AuthConfig {
         tokens,
         market_data_requires_token: false,
+        ..AuthConfig::default()
     };
     let market = Market::start(market_config)?;
     let server = GrpcServer::start(market.clone(), config).await?;

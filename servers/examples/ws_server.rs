@@ -49,6 +49,7 @@ async fn main() -> anyhow::Result<()> {
     config.auth = AuthConfig {
         tokens,
         market_data_requires_token: false,
+        ..AuthConfig::default()
     };
     let market = Market::start(market_config)?;
     let server = WsServer::start(market.clone(), config).await?;

@@ -54,6 +54,7 @@ impl Default for TickerdConfig {
             auth: AuthSection {
                 tokens: BTreeMap::new(),
                 market_data_requires_token: false,
+                jwt_hs256_secret: String::new(),
             },
             grpc: GrpcSection {
                 enabled: true,
@@ -134,6 +135,9 @@ pub struct AuthSection {
     pub tokens: BTreeMap<String, AccountId>,
     /// Whether market data needs a token too [false].
     pub market_data_requires_token: bool,
+    /// Also accept JWTs signed with HS256 and this secret: `sub` is the account, `exp` required
+    /// [empty: off].
+    pub jwt_hs256_secret: String,
 }
 
 impl Default for AuthSection {
@@ -512,6 +516,13 @@ impl TickerdConfig {
                 format!("{} is below the 1 KiB minimum", self.grpc.max_message_bytes),
             ));
         }
+        let secret = &self.auth.jwt_hs256_secret;
+        if !secret.is_empty() && secret.len() < 32 {
+            return Err((
+                "auth.jwt_hs256_secret",
+                format!("{} bytes; HS256 needs at least 32", secret.len()),
+            ));
+        }
         for (token, account) in &self.auth.tokens {
             if token.is_empty() {
                 return Err(("auth.tokens", "an empty token is not allowed".into()));
@@ -560,6 +571,8 @@ impl TickerdConfig {
         AuthConfig {
             tokens: self.auth.tokens.clone().into_iter().collect(),
             market_data_requires_token: self.auth.market_data_requires_token,
+            jwt_hs256_secret: (!self.auth.jwt_hs256_secret.is_empty())
+                .then(|| self.auth.jwt_hs256_secret.clone()),
         }
     }
 
@@ -770,6 +783,7 @@ mod tests {
             ("http.deflate", "\"fast\"", "not one of"),
             ("http.deflate_max_window_bits", "8", "9..=15"),
             ("http.max_subscriptions", "0", "must be > 0"),
+            ("auth.jwt_hs256_secret", "\"short\"", "at least 32"),
         ];
         for (key, value, expect) in cases {
             let mut layers = Layers::new();

@@ -10,6 +10,7 @@ pub mod auth;
 pub mod config;
 pub mod defaults;
 pub mod grpc;
+pub mod jwt;
 pub mod logging;
 pub mod market;
 pub mod metrics;

@@ -39,6 +39,7 @@ impl Rig {
             auth: AuthConfig {
                 tokens: HashMap::from([(ALICE.to_string(), 1), (BOB.to_string(), 2)]),
                 market_data_requires_token: false,
+                ..AuthConfig::default()
             },
             ..GrpcConfig::default()
         };

@@ -66,6 +66,7 @@ impl Rig {
             auth: AuthConfig {
                 tokens: HashMap::from([(ALICE.to_string(), 1), (BOB.to_string(), 2)]),
                 market_data_requires_token: false,
+                jwt_hs256_secret: Some(JWT_SECRET.to_string()),
             },
             limits,
             ..WsConfig::default()
@@ -519,6 +520,31 @@ async fn auth_failures_are_errors() {
     assert_eq!(e["code"], "already_authenticated");
     let again = c.request(json!({"op":"auth","token":ALICE})).await;
     assert_eq!(again["type"], "authenticated");
+    rig.stop().await;
+}
+
+const JWT_SECRET: &str = "the identity service's 32-byte key";
+
+#[tokio::test]
+async fn a_jwt_signed_with_the_configured_secret_authenticates_its_account() {
+    let rig = Rig::start(limits()).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let key = ticker_servers::jwt::Hs256::new(JWT_SECRET.as_bytes());
+    let mut c = rig.client().await;
+    let forged = ticker_servers::jwt::Hs256::new(b"not the identity service's key!!")
+        .sign(&json!({"sub": "77", "exp": exp}));
+    let e = c.request(json!({"op":"auth","token":forged})).await;
+    assert_eq!(e["code"], "auth_failed");
+    let token = key.sign(&json!({"sub": "77", "exp": exp}));
+    let ok = c.request(json!({"op":"auth","token":token})).await;
+    assert_eq!(
+        (&ok["type"], &ok["account"]),
+        (&json!("authenticated"), &json!(77))
+    );
     rig.stop().await;
 }
 

@@ -62,6 +62,7 @@ mod tests {
         Auth::new(&AuthConfig {
             tokens: HashMap::from([("secret-a".to_string(), 11)]),
             market_data_requires_token: !public,
+            ..AuthConfig::default()
         })
         .unwrap()
     }

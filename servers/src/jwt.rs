@@ -1,0 +1,237 @@
+//! JWT bearer tokens signed with HS256 (RFC 7519 / RFC 7515), the optional alternative to the
+//! configured token table: an identity service signs `{"sub": "<account>", "exp": …}` with the
+//! shared secret, and both fronts accept the token without a table entry.
+//!
+//! Only what a trading front should accept is accepted: the header's `alg` must be exactly
+//! `HS256` (never `none`, never another algorithm picked by the caller), the signature is checked
+//! in constant time before the claims are read, `exp` is required and `nbf` is honoured, and
+//! `sub` must be a non-zero account number.
+
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine as _;
+use hmac::{Hmac, Mac};
+use serde_json::Value;
+use sha2::Sha256;
+use ticker_engine::AccountId;
+
+/// Why a JWT was refused (said to nobody but logs and tests: clients only learn "unknown token").
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum JwtError {
+    #[error("not three base64url parts")]
+    Shape,
+    #[error("header is not JSON with alg HS256 and typ JWT (if any)")]
+    Algorithm,
+    #[error("signature does not match")]
+    Signature,
+    #[error("claims are not a JSON object")]
+    Claims,
+    #[error("no exp claim, or it has passed")]
+    Expired,
+    #[error("nbf claim is in the future")]
+    NotYetValid,
+    #[error("sub is not a non-zero account number")]
+    Subject,
+}
+
+/// Verifies HS256 tokens with one secret.
+#[derive(Clone)]
+pub struct Hs256 {
+    secret: Vec<u8>,
+}
+
+impl std::fmt::Debug for Hs256 {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never print the secret.
+        f.write_str("Hs256(..)")
+    }
+}
+
+impl Hs256 {
+    pub fn new(secret: &[u8]) -> Self {
+        Hs256 {
+            secret: secret.to_vec(),
+        }
+    }
+
+    /// The account a token trades for, checked against `now` (seconds since the Unix epoch).
+    pub fn account(&self, token: &str, now: u64) -> Result<AccountId, JwtError> {
+        let mut parts = token.split('.');
+        let (Some(header), Some(claims), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            return Err(JwtError::Shape);
+        };
+        let header: Value = decode_json(header).ok_or(JwtError::Algorithm)?;
+        if header.get("alg").and_then(Value::as_str) != Some("HS256")
+            || header.get("typ").is_some_and(|t| t.as_str() != Some("JWT"))
+        {
+            return Err(JwtError::Algorithm);
+        }
+        let signature = URL_SAFE_NO_PAD
+            .decode(signature)
+            .map_err(|_| JwtError::Shape)?;
+        let signed_len = token.len() - signature_text_len(token);
+        let mut mac = self.mac();
+        mac.update(&token.as_bytes()[..signed_len]);
+        // verify_slice compares in constant time.
+        mac.verify_slice(&signature)
+            .map_err(|_| JwtError::Signature)?;
+        let claims: Value = decode_json(claims).ok_or(JwtError::Claims)?;
+        let claims = claims.as_object().ok_or(JwtError::Claims)?;
+        match claims.get("exp").and_then(Value::as_u64) {
+            Some(exp) if exp > now => {}
+            _ => return Err(JwtError::Expired),
+        }
+        if let Some(nbf) = claims.get("nbf") {
+            if nbf.as_u64().is_none_or(|nbf| nbf > now) {
+                return Err(JwtError::NotYetValid);
+            }
+        }
+        let account = match claims.get("sub") {
+            Some(Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
+            Some(Value::Number(n)) => n.as_u64(),
+            _ => None,
+        };
+        match account {
+            Some(a) if a != 0 => Ok(a),
+            _ => Err(JwtError::Subject),
+        }
+    }
+
+    /// Signs `claims` (for tests and for operators minting tokens with this secret).
+    pub fn sign(&self, claims: &Value) -> String {
+        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
+        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
+        let signed = format!("{header}.{claims}");
+        let mut mac = self.mac();
+        mac.update(signed.as_bytes());
+        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
+        format!("{signed}.{signature}")
+    }
+
+    fn mac(&self) -> Hmac<Sha256> {
+        // HMAC takes a key of any length.
+        Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length")
+    }
+}
+
+/// Whether `token` has the shape of a JWT (three dot-separated parts), so that the token table
+/// is not consulted for it and a table token is never parsed as one.
+pub fn looks_like_jwt(token: &str) -> bool {
+    token.split('.').count() == 3
+}
+
+/// Length of the signature part plus its dot.
+fn signature_text_len(token: &str) -> usize {
+    token.rsplit('.').next().map_or(0, |s| s.len() + 1)
+}
+
+fn decode_json(part: &str) -> Option<Value> {
+    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
+    serde_json::from_slice(&bytes).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const NOW: u64 = 1_764_430_000;
+
+    fn key() -> Hs256 {
+        Hs256::new(b"a shared secret of the identity service")
+    }
+
+    #[test]
+    fn a_signed_token_names_its_account() {
+        let token = key().sign(&json!({"sub": "42", "exp": NOW + 60}));
+        assert_eq!(key().account(&token, NOW), Ok(42));
+        let token = key().sign(&json!({"sub": 7, "exp": NOW + 60, "nbf": NOW}));
+        assert_eq!(key().account(&token, NOW), Ok(7));
+    }
+
+    #[test]
+    fn the_rfc_7515_example_key_and_token_verify() {
+        // RFC 7515 appendix A.1: the HS256 example (its exp, 1300819380, has long passed, so
+        // the check is made at a time before it).
+        let key_b64 = "AyM1SysPpbyDfgZld3umj1qzKObwVMkoqQ-EstJQLr_T-1qS0gZH75aKtMN3Yj0iPS4hcgUuTwjAzZr1Z9CAow";
+        let key = Hs256::new(&URL_SAFE_NO_PAD.decode(key_b64).unwrap());
+        let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
+        // The signature verifies; the example has no numeric sub, so it is refused for that.
+        assert_eq!(key.account(token, 1_300_819_379), Err(JwtError::Subject));
+        assert_eq!(key.account(token, 1_300_819_380), Err(JwtError::Expired));
+    }
+
+    #[test]
+    fn a_wrong_secret_or_a_changed_claim_fails_the_signature() {
+        let token = key().sign(&json!({"sub": "42", "exp": NOW + 60}));
+        assert_eq!(
+            Hs256::new(b"another secret").account(&token, NOW),
+            Err(JwtError::Signature)
+        );
+        let forged_claims =
+            URL_SAFE_NO_PAD.encode(json!({"sub": "1", "exp": NOW + 60}).to_string());
+        let mut parts: Vec<&str> = token.split('.').collect();
+        parts[1] = &forged_claims;
+        assert_eq!(
+            key().account(&parts.join("."), NOW),
+            Err(JwtError::Signature)
+        );
+    }
+
+    #[test]
+    fn alg_none_and_other_algorithms_are_refused() {
+        let claims = URL_SAFE_NO_PAD.encode(json!({"sub": "42", "exp": NOW + 60}).to_string());
+        for header in [
+            r#"{"alg":"none","typ":"JWT"}"#,
+            r#"{"alg":"HS512"}"#,
+            r#"{"alg":"RS256"}"#,
+            r#"{"alg":"HS256","typ":"JWE"}"#,
+            r#"not json"#,
+        ] {
+            let token = format!("{}.{claims}.", URL_SAFE_NO_PAD.encode(header));
+            assert_eq!(
+                key().account(&token, NOW),
+                Err(JwtError::Algorithm),
+                "{header}"
+            );
+        }
+    }
+
+    #[test]
+    fn expiry_not_before_and_subject_are_enforced() {
+        let cases = [
+            (json!({"sub": "42"}), JwtError::Expired),
+            (json!({"sub": "42", "exp": NOW}), JwtError::Expired),
+            (
+                json!({"sub": "42", "exp": NOW + 60, "nbf": NOW + 1}),
+                JwtError::NotYetValid,
+            ),
+            (json!({"sub": "0", "exp": NOW + 60}), JwtError::Subject),
+            (json!({"sub": "-3", "exp": NOW + 60}), JwtError::Subject),
+            (json!({"sub": "alice", "exp": NOW + 60}), JwtError::Subject),
+            (json!({"exp": NOW + 60}), JwtError::Subject),
+        ];
+        for (claims, expected) in cases {
+            let token = key().sign(&claims);
+            assert_eq!(key().account(&token, NOW), Err(expected), "{claims}");
+        }
+    }
+
+    #[test]
+    fn malformed_tokens_are_refused_without_panicking() {
+        for token in [
+            "",
+            "a",
+            "a.b",
+            "a.b.c.d",
+            "...",
+            "e30.e30.!!!",
+            "e30.e30.e30",
+        ] {
+            assert!(key().account(token, NOW).is_err(), "{token:?}");
+        }
+        assert!(looks_like_jwt("a.b.c"));
+        assert!(!looks_like_jwt("alice-token"));
+    }
+}
