@@ -18,7 +18,7 @@ use ticker_engine::{Command, CommandKind, Engine, Instrument, InstrumentSpec};
 use ticker_feeds::hub::{Hub, Subscription};
 use ticker_feeds::sim::{SimConfig, Simulator};
 use ticker_feeds::{Channel, FeedsConfig, Instruments, MarketData, Topic};
-use ticker_servers::ws::deflate::{deflate_shared, MessageDeflater, DEFAULT_LEVEL};
+use ticker_servers::ws::deflate::{deflate_shared, MessageDeflater, SHARED_LEVEL};
 
 fn specs() -> Vec<InstrumentSpec> {
     let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
@@ -99,11 +99,19 @@ fn record(wanted: usize) -> ([Vec<Vec<u8>>; 3], Vec<Vec<u8>>) {
 
 struct Figures {
     bytes: f64,
+    /// On-CPU time per message (this thread's run time from /proc, so other processes on a
+    /// busy machine do not inflate it); wall time where /proc is unavailable.
     ns: f64,
 }
 
+/// This thread's time on a CPU in nanoseconds (Linux schedstat), if available.
+fn cpu_ns() -> Option<u64> {
+    let stat = std::fs::read_to_string("/proc/thread-self/schedstat").ok()?;
+    stat.split_whitespace().next()?.parse().ok()
+}
+
 /// Mean output size and mean time per message of `compress` over `messages`, repeated for at
-/// least 200 ms (`fresh` makes a new compressor for each repetition).
+/// least 300 ms of CPU (`fresh` makes a new compressor for each repetition).
 fn measure<C>(
     messages: &[Vec<u8>],
     mut fresh: impl FnMut() -> C,
@@ -114,8 +122,10 @@ fn measure<C>(
     for m in messages {
         total_bytes += compress(&mut state, m);
     }
-    let (mut runs, started) = (0u32, Instant::now());
-    while started.elapsed() < Duration::from_millis(200) {
+    let clock =
+        || cpu_ns().unwrap_or_else(|| Instant::now().duration_since(*EPOCH).as_nanos() as u64);
+    let (mut runs, started) = (0u64, clock());
+    while clock() - started < Duration::from_millis(300).as_nanos() as u64 {
         let mut state = fresh();
         for m in messages {
             std::hint::black_box(compress(&mut state, m));
@@ -125,9 +135,11 @@ fn measure<C>(
     let n = messages.len() as f64;
     Figures {
         bytes: total_bytes as f64 / n,
-        ns: started.elapsed().as_nanos() as f64 / (n * f64::from(runs)),
+        ns: (clock() - started) as f64 / (n * runs as f64),
     }
 }
+
+static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 fn main() {
     let wanted: usize = std::env::args()
@@ -135,10 +147,18 @@ fn main() {
         .and_then(|a| a.parse().ok())
         .unwrap_or(2_000);
     let (per_topic, all) = record(wanted);
-    println!("deflate_sizes: {wanted} messages per topic of a seeded simulated BTC-USD market (zlib-rs, level {DEFAULT_LEVEL})");
+    let clock = if cpu_ns().is_some() { "CPU" } else { "wall" };
     println!(
-        "{:<22} {:>9} {:>14} {:>11} {:>22} {:>11}",
-        "stream", "raw B", "shared B", "shared ns", "per-connection B", "per-conn ns"
+        "deflate_sizes: {wanted} messages per topic of a seeded simulated BTC-USD market, zlib-rs"
+    );
+    println!(
+        "{:<24} {:<16} {:>5} {:>9} {:>6} {:>12}",
+        "stream",
+        "mode",
+        "level",
+        "B/msg",
+        "ratio",
+        format!("{clock} ns/msg")
     );
     let rows = [
         ("ticker", &per_topic[0]),
@@ -148,23 +168,46 @@ fn main() {
     ];
     for (name, messages) in rows {
         let raw = messages.iter().map(Vec::len).sum::<usize>() as f64 / messages.len() as f64;
-        let shared = measure(messages, || (), |_, m| deflate_shared(m).len());
-        let per_connection = measure(
-            messages,
-            || MessageDeflater::new(15, false, DEFAULT_LEVEL),
-            |d, m| d.compress(m).len(),
-        );
         println!(
-            "{name:<22} {raw:>9.1} {:>7.1} ({:>3.0}%) {:>11.0} {:>14.1} ({:>3.0}%) {:>11.0}",
-            shared.bytes,
-            100.0 * shared.bytes / raw,
-            shared.ns,
-            per_connection.bytes,
-            100.0 * per_connection.bytes / raw,
-            per_connection.ns
+            "{name:<24} {:<16} {:>5} {raw:>9.1} {:>5.0}% {:>12}",
+            "raw", "-", 100.0, "-"
+        );
+        let row = |mode: &str, level: u32, f: Figures| {
+            println!(
+                "{name:<24} {mode:<16} {level:>5} {:>9.1} {:>5.0}% {:>12.0}",
+                f.bytes,
+                100.0 * f.bytes / raw,
+                f.ns
+            );
+        };
+        row(
+            "shared",
+            SHARED_LEVEL,
+            measure(messages, || (), |_, m| deflate_shared(m).len()),
+        );
+        row(
+            "shared",
+            1,
+            measure(
+                messages,
+                || MessageDeflater::new(15, true, 1),
+                |d, m| d.compress(m).len(),
+            ),
+        );
+        for level in [6, 1] {
+            let f = measure(
+                messages,
+                || MessageDeflater::new(15, false, level),
+                |d, m| d.compress(m).len(),
+            );
+            row("per-connection", level, f);
+        }
+    }
+    for (name, messages) in &rows[..3] {
+        println!(
+            "sample {name}: {}",
+            String::from_utf8_lossy(&messages[messages.len() / 2])
         );
     }
-    println!(
-        "shared ns is paid once per message for all connections; per-connection ns once per message per connection."
-    );
+    println!("shared: paid once per message for all connections; per-connection: once per message per connection.");
 }

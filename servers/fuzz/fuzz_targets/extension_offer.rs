@@ -4,7 +4,9 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use ticker_servers::ws::deflate::{negotiate, DeflateConfig, DeflateMode, MessageDeflater, MessageInflater, Negotiated};
+use ticker_servers::ws::deflate::{
+    negotiate, DeflateConfig, DeflateMode, MessageDeflater, MessageInflater, Negotiated,
+};
 
 fuzz_target!(|data: &[u8]| {
     // Header values are bytes; the handshake reads them lossily, as here (non-ASCII becomes
@@ -13,8 +15,14 @@ fuzz_target!(|data: &[u8]| {
     let lines: Vec<&str> = text.split('\n').collect();
     for mode in [DeflateMode::Shared, DeflateMode::PerConnection] {
         for server_max_window_bits in [9, 12, 15] {
-            let config = DeflateConfig { mode, server_max_window_bits, ..DeflateConfig::default() };
-            let Ok(Some(n)) = negotiate(&lines, &config) else { continue };
+            let config = DeflateConfig {
+                mode,
+                server_max_window_bits,
+                ..DeflateConfig::default()
+            };
+            let Ok(Some(n)) = negotiate(&lines, &config) else {
+                continue;
+            };
             assert!((8..=15).contains(&n.server_window_bits()), "{n:?}");
             assert!(n.server_window_bits() <= server_max_window_bits, "{n:?}");
             assert!((8..=15).contains(&n.client_window_bits()), "{n:?}");
@@ -28,8 +36,14 @@ fuzz_target!(|data: &[u8]| {
                 .expect("an answer");
             assert_eq!(client.server_max_window_bits, n.server_max_window_bits);
             assert_eq!(client.client_max_window_bits, n.client_max_window_bits);
-            assert_eq!(client.server_no_context_takeover, n.server_no_context_takeover);
-            assert_eq!(client.client_no_context_takeover, n.client_no_context_takeover);
+            assert_eq!(
+                client.server_no_context_takeover,
+                n.server_no_context_takeover
+            );
+            assert_eq!(
+                client.client_no_context_takeover,
+                n.client_no_context_takeover
+            );
             // Every accepted window builds a working compressor pair.
             let mut deflater = MessageDeflater::for_server(&n);
             let mut inflater = MessageInflater::for_client(&n);

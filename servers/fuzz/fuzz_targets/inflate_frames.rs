@@ -18,11 +18,20 @@ const OFFERS: [&str; 4] = [
 ];
 
 fuzz_target!(|data: &[u8]| {
-    let [control, chunking, input @ ..] = data else { return };
-    let role = if control & 1 == 0 { Role::Server } else { Role::Client };
+    let [control, chunking, input @ ..] = data else {
+        return;
+    };
+    let role = if control & 1 == 0 {
+        Role::Server
+    } else {
+        Role::Client
+    };
     // A small cap so that bombs are found quickly.
     let cap = 1 + usize::from(control >> 4) * 1024;
-    let config = DeflateConfig { max_inflated_message: cap, ..DeflateConfig::default() };
+    let config = DeflateConfig {
+        max_inflated_message: cap,
+        ..DeflateConfig::default()
+    };
     let negotiated = match (control >> 1) & 7 {
         i @ 0..=3 => negotiate(&[OFFERS[usize::from(i)]], &config).unwrap(),
         _ => None,
@@ -35,7 +44,10 @@ fuzz_target!(|data: &[u8]| {
         let end = input.len().min(pos + chunk);
         let consumed = machine.feed(&input[pos..end]);
         let pending = machine.output().len();
-        assert!(pending <= OUTPUT_HIGH_WATER + cap + 14 + chunk, "{pending} bytes pending");
+        assert!(
+            pending <= OUTPUT_HIGH_WATER + cap + 14 + chunk,
+            "{pending} bytes pending"
+        );
         output.extend_from_slice(machine.output());
         machine.consume(pending);
         if machine.violation().is_some() {

@@ -11,7 +11,7 @@
 //! - [`compressed_message`]: a tungstenite frame with RSV1 set around a compressed payload.
 
 use super::negotiate::Negotiated;
-use super::DEFAULT_LEVEL;
+use super::SHARED_LEVEL;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::cell::RefCell;
@@ -127,11 +127,11 @@ thread_local! {
     /// The shared mode's compressor: reset after each message, so keeping one per thread
     /// only saves its allocation.
     static SHARED: RefCell<Compress> =
-        RefCell::new(Compress::new_with_window_bits(Compression::new(DEFAULT_LEVEL), false, 15));
+        RefCell::new(Compress::new_with_window_bits(Compression::new(SHARED_LEVEL), false, 15));
 }
 
 /// The shared mode's compressed payload for `payload`: no context takeover, 15-bit window,
-/// level [`DEFAULT_LEVEL`], so the same bytes are valid for every connection that left the
+/// level [`SHARED_LEVEL`], so the same bytes are valid for every connection that left the
 /// server a 15-bit window ([`Negotiated::uses_shared_payload`]).
 pub fn deflate_shared(payload: &[u8]) -> Bytes {
     if payload.is_empty() {
@@ -368,14 +368,17 @@ impl Compressor {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ws::deflate::DEFAULT_LEVEL;
 
     const HELLO: &[u8] = &[0xf2, 0x48, 0xcd, 0xc9, 0xc9, 0x07, 0x00];
 
     #[test]
     fn hello_compresses_to_the_rfc_bytes() {
-        // RFC 7692 §7.2.3.1.
-        let mut deflater = MessageDeflater::new(15, false, DEFAULT_LEVEL);
-        assert_eq!(&deflater.compress(b"Hello")[..], HELLO);
+        // RFC 7692 §7.2.3.1, at both levels in use.
+        for level in [DEFAULT_LEVEL, SHARED_LEVEL] {
+            let mut deflater = MessageDeflater::new(15, false, level);
+            assert_eq!(&deflater.compress(b"Hello")[..], HELLO, "level {level}");
+        }
         assert_eq!(&deflate_shared(b"Hello")[..], HELLO);
     }
 
@@ -398,13 +401,28 @@ mod tests {
 
     #[test]
     fn second_hello_with_context_takeover_is_the_rfc_back_reference() {
-        // §7.2.3.2: the second "Hello" refers to the first.
-        let mut deflater = MessageDeflater::new(15, false, DEFAULT_LEVEL);
+        // §7.2.3.2: the second "Hello" refers to the first. Level 6 writes the RFC's bytes;
+        // level 1 (zlib-rs's quick strategy) another encoding of the same back-reference.
+        let mut deflater = MessageDeflater::new(15, false, SHARED_LEVEL);
         assert_eq!(&deflater.compress(b"Hello")[..], HELLO);
         assert_eq!(
             &deflater.compress(b"Hello")[..],
             &[0xf2, 0x00, 0x11, 0x00, 0x00]
         );
+        let mut quick = MessageDeflater::new(15, false, DEFAULT_LEVEL);
+        let mut quick_inflater = MessageInflater::new(15, false, 1024);
+        assert_eq!(
+            quick_inflater
+                .inflate_message(&quick.compress(b"Hello"))
+                .unwrap(),
+            b"Hello"
+        );
+        let second = quick.compress(b"Hello");
+        assert!(
+            second.len() < HELLO.len(),
+            "{second:02x?} is no back-reference"
+        );
+        assert_eq!(quick_inflater.inflate_message(&second).unwrap(), b"Hello");
         let mut inflater = MessageInflater::new(15, false, 1024);
         assert_eq!(inflater.inflate_message(HELLO).unwrap(), b"Hello");
         assert_eq!(

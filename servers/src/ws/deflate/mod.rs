@@ -15,7 +15,7 @@ pub mod inbound;
 pub mod message;
 pub mod negotiate;
 
-pub use config::{DeflateConfig, DeflateConfigError, DeflateMode, DEFAULT_LEVEL};
+pub use config::{DeflateConfig, DeflateConfigError, DeflateMode, DEFAULT_LEVEL, SHARED_LEVEL};
 pub use inbound::{InboundInflater, Violation};
 pub use message::{
     compressed_binary_message, compressed_message, deflate_shared, shared_frame, Compressor,
