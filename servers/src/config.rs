@@ -193,7 +193,8 @@ pub struct HttpSection {
     /// permessage-deflate: "shared" (each update deflated once for every client),
     /// "per-connection" (a sliding window per client: smaller, costlier) or "off" [shared].
     pub deflate: String,
-    /// zlib level of per-connection compressors, 0..=9 [6].
+    /// zlib level of per-connection compressors, 0..=9 [1]; the shared compressor always uses 6,
+    /// since it runs once for all connections.
     pub deflate_level: u32,
     /// Largest server LZ77 window, 9..=15 [15].
     pub deflate_max_window_bits: u8,
