@@ -5,6 +5,8 @@
 //! - [`engine_load`] is `ticker-bench engine`: throughput and latency of the matching engine,
 //!   called directly (`book` mode) or through the threaded pipeline ([`pipeline_load`]).
 //! - [`report`] turns measurements into the one-line JSON reports the tool prints.
+//! - [`load`] is `ticker-bench latency | throughput | fanout`: tickerd under load over gRPC
+//!   and WebSocket, with latency percentiles, throughput, bytes per message and CPU time.
 //!
 //! `benches/book.rs` holds the criterion micro-benches of single book operations.
 //!
@@ -14,6 +16,7 @@
 //! ```
 
 pub mod engine_load;
+pub mod load;
 pub mod pipeline_load;
 pub mod report;
 pub mod rng;

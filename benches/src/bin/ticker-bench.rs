@@ -2,10 +2,15 @@
 //!
 //! ```sh
 //! cargo run --release -p ticker-benches --bin ticker-bench -- engine --mode all
+//! cargo run --release -p ticker-benches --bin ticker-bench -- latency --spawn
+//! cargo run --release -p ticker-benches --bin ticker-bench -- throughput --spawn
+//! cargo run --release -p ticker-benches --bin ticker-bench -- fanout --spawn
 //! ```
 
 use clap::{Parser, Subcommand};
 use ticker_benches::engine_load::{self, EngineArgs};
+use ticker_benches::load::flow::{self, Pace};
+use ticker_benches::load::{fanout, output, FanoutArgs, FlowArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -23,12 +28,50 @@ enum Target {
     /// Matching-engine throughput and latency on a seeded single-instrument stream.
     #[command(long_about = engine_load::LONG_ABOUT)]
     Engine(EngineArgs),
+    /// Order → ack and order → market-data latency at a fixed command rate, over gRPC and
+    /// WebSocket (raw, shared deflate, per-connection deflate).
+    Latency(FlowArgs),
+    /// The same flow as fast as the server answers (`--window` commands in flight per client).
+    Throughput(FlowArgs),
+    /// Thousands of WebSocket subscribers to one instrument, a sample of them verified.
+    Fanout(FanoutArgs),
 }
 
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let stdout = std::io::stdout();
+    let mut out = stdout.lock();
     match cli.target {
-        Target::Engine(args) => engine_load::run(&args, &mut stdout.lock()),
+        Target::Engine(args) => engine_load::run(&args, &mut out),
+        Target::Latency(args) => {
+            let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
+            output::emit(
+                &report,
+                &output::flow_table(&report),
+                &series,
+                &args.target,
+                &mut out,
+            )
+        }
+        Target::Throughput(args) => {
+            let (report, series) = flow::run("throughput", Pace::Window(args.window), &args)?;
+            output::emit(
+                &report,
+                &output::flow_table(&report),
+                &series,
+                &args.target,
+                &mut out,
+            )
+        }
+        Target::Fanout(args) => {
+            let (report, series) = fanout::run(&args)?;
+            output::emit(
+                &report,
+                &output::fanout_table(&report),
+                &series,
+                &args.target,
+                &mut out,
+            )
+        }
     }
 }
