@@ -139,9 +139,9 @@ impl WsServer {
         WsServer::start_on(listener, market, config)
     }
 
-    /// Serves on a listener the caller bound (`config.listen` is not used): one with socket
-    /// options of its own, say, which the accepted connections inherit — a small send buffer
-    /// makes a client that stops reading meet the slow-subscriber policies sooner.
+    /// Serves on a listener the caller bound (`config.listen` only names it in errors): one
+    /// with socket options of its own, say, which the accepted connections inherit — a small
+    /// send buffer makes a client that stops reading meet the slow-subscriber policies sooner.
     pub fn start_on(
         listener: TcpListener,
         market: Arc<Market>,
