@@ -1,7 +1,8 @@
 //! The WebSocket front against a real market (no simulator), through a real tokio-tungstenite
 //! client on loopback: every command and reply, every error code, every limit with its close
 //! code, resume without gaps, snapshots first, and the HTTP side (page, 404, refused upgrades).
-//! A raw TCP client covers what a well-behaved client cannot do: never answer pings.
+//! A raw TCP client covers what a well-behaved client cannot do: never answer pings; and a
+//! client on small socket buffers that stops reading meets close 1013 while another reads on.
 //!
 //! Limits are made small so each test runs in well under a second; timeouts are failure guards
 //! only, never waits.
@@ -11,12 +12,13 @@ use serde_json::{json, Value};
 use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Duration;
+use ticker_engine::{CommandKind, Place, Side};
 use ticker_feeds::{FeedsConfig, HubConfig};
 use ticker_servers::auth::AuthConfig;
 use ticker_servers::market::{Market, MarketConfig};
 use ticker_servers::ws::{WsConfig, WsLimits, WsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::Message;
@@ -52,6 +54,12 @@ impl Rig {
     }
 
     async fn start_with(limits: WsLimits, hub: HubConfig) -> Rig {
+        Rig::start_on(None, limits, hub).await
+    }
+
+    /// A rig serving on `listener` if given (with socket options of the test's choosing),
+    /// else on a port `WsServer::start` binds.
+    async fn start_on(listener: Option<TcpListener>, limits: WsLimits, hub: HubConfig) -> Rig {
         let market = Market::start(MarketConfig {
             simulator: None,
             feeds: FeedsConfig {
@@ -71,7 +79,10 @@ impl Rig {
             limits,
             ..WsConfig::default()
         };
-        let server = WsServer::start(market.clone(), config).await.unwrap();
+        let server = match listener {
+            Some(listener) => WsServer::start_on(listener, market.clone(), config).unwrap(),
+            None => WsServer::start(market.clone(), config).await.unwrap(),
+        };
         let addr = server.local_addr();
         Rig {
             market,
@@ -111,7 +122,11 @@ struct Client {
 
 impl Client {
     async fn connect(addr: std::net::SocketAddr) -> Client {
-        let tcp = TcpStream::connect(addr).await.unwrap();
+        Client::upgrade(TcpStream::connect(addr).await.unwrap(), addr).await
+    }
+
+    /// A client on a socket the test connected itself (with socket options of its choosing).
+    async fn upgrade(tcp: TcpStream, addr: std::net::SocketAddr) -> Client {
         let (ws, response) = tokio_tungstenite::client_async(format!("ws://{addr}/ws"), tcp)
             .await
             .expect("upgrade");
@@ -145,13 +160,18 @@ impl Client {
 
     /// The next JSON message (pings are answered by tungstenite and skipped).
     async fn recv(&mut self) -> Value {
+        serde_json::from_str(&self.recv_text().await).expect("JSON")
+    }
+
+    /// The next text message as sent.
+    async fn recv_text(&mut self) -> String {
         loop {
             let m = guard("a message", self.ws.next())
                 .await
                 .expect("the connection is open")
                 .expect("a message");
             match m {
-                Message::Text(t) => return serde_json::from_str(&t).expect("JSON"),
+                Message::Text(t) => return t.to_string(),
                 Message::Ping(_) | Message::Pong(_) => continue,
                 other => panic!("unexpected {other:?}"),
             }
@@ -946,6 +966,145 @@ async fn a_client_that_answers_pings_stays() {
         }
     }
     assert_eq!(c.request(json!({"op":"ping"})).await["type"], "pong");
+    rig.stop().await;
+}
+
+/// `n` BTC-USD trades submitted straight to the engine, with no round trip: account 1 rests a
+/// sell of one lot at 65,000.00 and account 2 takes it, `n` times in a row.
+fn engine_trades(market: &Market, n: usize) {
+    const BTC_USD: u32 = 0;
+    const PRICE: i64 = 6_500_000;
+    for _ in 0..n {
+        for (account, side) in [(1, Side::Sell), (2, Side::Buy)] {
+            let place = Place::limit(account, BTC_USD, side, PRICE, 1);
+            market
+                .submit_detached(CommandKind::Place(place))
+                .expect("room in the ingress ring");
+        }
+    }
+}
+
+/// The next trade on `client`, which must follow the one before it (`last` seq) with no gap.
+async fn next_trade(client: &mut Client, last: &mut u64) -> usize {
+    let text = client.recv_text().await;
+    let m: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        (&m["type"], &m["instrument"]),
+        (&json!("trade"), &json!("BTC-USD")),
+        "{m}"
+    );
+    if *last != 0 {
+        assert_eq!(m["prev_seq"].as_u64().unwrap(), *last, "no gap: {m}");
+    }
+    *last = m["seq"].as_u64().unwrap();
+    text.len()
+}
+
+#[tokio::test]
+async fn a_trades_subscriber_that_stops_reading_is_closed_with_1013_while_others_keep_up() {
+    // A power of two: tokio's broadcast ring, which holds the hub's queue, rounds up to one.
+    const LOSSLESS_QUEUE: usize = 64;
+    const OUTBOUND_QUEUE: usize = 4;
+    // Asked of the kernel for both ends of the slow connection (Linux doubles it).
+    const SOCKET_BUFFER: u32 = 4096;
+    let hub = HubConfig {
+        lossless_queue: LOSSLESS_QUEUE,
+        ..HubConfig::default()
+    };
+    let limits = WsLimits {
+        outbound_queue: OUTBOUND_QUEUE,
+        // Only the hub's policy may end the slow connection, and its close frame must wait
+        // for the client to read again, however long the publishing takes.
+        write_timeout: Duration::from_secs(60),
+        close_timeout: Duration::from_secs(60),
+        ..limits()
+    };
+    // Accepted connections inherit the listener's small send buffer, and it is not auto-tuned.
+    let listener = TcpSocket::new_v4().unwrap();
+    listener.set_send_buffer_size(SOCKET_BUFFER).unwrap();
+    listener.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let server_send_buffer = listener.send_buffer_size().unwrap() as usize;
+    let rig = Rig::start_on(Some(listener.listen(16).unwrap()), limits, hub).await;
+    let trades = json!({"op":"subscribe","channels":[{"name":"trades","instrument":"BTC-USD"}]});
+
+    let socket = TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(SOCKET_BUFFER).unwrap();
+    let client_recv_buffer = socket.recv_buffer_size().unwrap() as usize;
+    let mut slow = Client::upgrade(socket.connect(rig.addr).await.unwrap(), rig.addr).await;
+    assert_eq!(slow.request(trades.clone()).await["type"], "subscribed");
+    let mut reader = rig.client().await;
+    assert_eq!(reader.request(trades).await["type"], "subscribed");
+
+    // `slow` reads nothing now. Between the hub and its application at most this many bytes
+    // wait: its receive buffer, the server's send buffer plus the one segment of up to 64 KiB
+    // the kernel may append past it, and tungstenite's write buffer; each trade takes its
+    // JSON and a 2-byte frame header. Add the connection's queue, the message the forwarder
+    // and the one the writer hold, and the hub's ring: one trade more than all of that
+    // cannot fit, and the slow subscriber has fallen behind its limit.
+    let buffered_bytes = client_recv_buffer
+        + server_send_buffer
+        + (64 << 10)
+        + tungstenite::protocol::WebSocketConfig::default().write_buffer_size;
+    let mut shortest = usize::MAX;
+    let mut published = 0;
+    let mut needed = 1;
+    let mut last = 0;
+    while published < needed {
+        // In rounds the reader's hub queue holds, since this task is also the one that runs
+        // the server: the reading client gets every trade, and the engine and the other
+        // subscribers never wait for the one that does not read.
+        let round = (needed - published).min(LOSSLESS_QUEUE / 2);
+        engine_trades(&rig.market, round);
+        for _ in 0..round {
+            shortest = shortest.min(next_trade(&mut reader, &mut last).await);
+        }
+        published += round;
+        needed = buffered_bytes / (shortest + 2) + OUTBOUND_QUEUE + 2 + LOSSLESS_QUEUE + 1;
+    }
+    // The server noticed the lag when its writer last made progress: as soon as the kernel let
+    // a little more through, or only now. Reading again, `slow` gets what was queued for it,
+    // in order and with no gap, then 1013.
+    let mut received = 0;
+    let mut slow_last = 0;
+    let (code, reason) = loop {
+        match guard("the close frame", slow.ws.next()).await {
+            Some(Ok(Message::Text(text))) => {
+                let m: Value = serde_json::from_str(&text).unwrap();
+                assert_eq!(m["type"], "trade", "{m}");
+                if slow_last != 0 {
+                    assert_eq!(m["prev_seq"].as_u64().unwrap(), slow_last, "no gap: {m}");
+                }
+                slow_last = m["seq"].as_u64().unwrap();
+                received += 1;
+            }
+            Some(Ok(Message::Close(Some(f)))) => break (f.code, f.reason.to_string()),
+            Some(Ok(Message::Ping(_) | Message::Pong(_))) => continue,
+            other => panic!("the connection ended without a close frame: {other:?}"),
+        }
+    };
+    assert_eq!(code, CloseCode::Again);
+    assert_eq!(
+        reason,
+        format!(
+            "too slow: trades BTC-USD fell {LOSSLESS_QUEUE} messages behind; resume with from_seq"
+        )
+    );
+    assert!(
+        received < published,
+        "{received} of {published} trades reached the slow client"
+    );
+    let trades_topic = ticker_feeds::Topic::Market {
+        channel: ticker_feeds::Channel::Trades,
+        instrument: 0,
+    };
+    let hub = rig.market.hub().stats();
+    assert_eq!(
+        ticker_feeds::HubStats::get(&hub.disconnects, trades_topic),
+        1
+    );
+    // The reader is still served.
+    engine_trades(&rig.market, 1);
+    next_trade(&mut reader, &mut last).await;
     rig.stop().await;
 }
 

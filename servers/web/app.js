@@ -36,8 +36,10 @@
   const KEEPALIVE_MS = 30000;
   /** Close code of `dropConnection()`: browsers may only send 1000 or 3000–4999. */
   const TEST_DROP_CODE = 4000;
-  /** One message in this many is deflated locally to estimate the compression ratio. */
-  const COMPRESSION_SAMPLE_EVERY = 10;
+  /** One message per this interval is deflated locally to estimate the compression ratio:
+      a sample costs a compression stream and its promises, too much for every tenth message
+      at a thousand a second. */
+  const COMPRESSION_SAMPLE_MS = 250;
 
   // ---------------------------------------------------------------- decimals
 
@@ -86,11 +88,17 @@
     return table;
   })();
 
-  function crc32(ascii) {
-    let crc = 0xffffffff;
+  const CRC_INIT = 0xffffffff;
+
+  /** Feeds `ascii` into a running CRC (start from CRC_INIT, finish with crc32Final). */
+  function crc32Update(crc, ascii) {
     for (let i = 0; i < ascii.length; i++) {
       crc = CRC_TABLE[(crc ^ ascii.charCodeAt(i)) & 0xff] ^ (crc >>> 8);
     }
+    return crc;
+  }
+
+  function crc32Final(crc) {
     return (crc ^ 0xffffffff) >>> 0;
   }
 
@@ -107,6 +115,10 @@
     extensions: "",
     messages: 0,
     handlerMs: 0, // time spent handling messages (parse, books, checksums), not rendering
+    // Age of the last message with a timestamp when the page handled it: how far behind the
+    // feed the page is (a page that cannot keep up shows stale prices, and can only resume
+    // within the server's history after a drop). Same-machine clocks make it exact in tests.
+    delayMs: null,
     gaps: 0, // messages missed on depth, trades or orders (prev_seq skipped, or a gap notice)
     conflations: 0, // ticker or candle values the server skipped for us (allowed, not a gap)
     checksumOk: 0,
@@ -176,7 +188,7 @@
     socket.onmessage = (event) => {
       if (ws !== socket) return;
       const start = performance.now();
-      onMessage(event.data);
+      onMessage(event.data, start);
       state.handlerMs += performance.now() - start;
     };
     socket.onclose = (event) => onClosed(socket, event.code, event.reason);
@@ -217,10 +229,10 @@
     return id;
   }
 
-  function onMessage(text) {
+  function onMessage(text, now) {
     state.messages += 1;
     rate.count += 1;
-    sampleCompression(text);
+    sampleCompression(text, now);
     let msg;
     try {
       msg = JSON.parse(text);
@@ -228,6 +240,8 @@
       recordError(`unparsable message: ${text.slice(0, 80)}`);
       return;
     }
+    // ts is nanoseconds since the epoch (beyond a double's exact range; fine for milliseconds).
+    if (typeof msg.ts === "number") state.delayMs = Date.now() - msg.ts / 1e6;
     const reply = msg.id !== undefined && pending.get(msg.id);
     if (reply) {
       pending.delete(msg.id);
@@ -420,11 +434,16 @@
   // or (size "0") removes levels. After every message the top 10 per side must hash to the
   // message's checksum; a mismatch means our book is wrong, and only a fresh snapshot fixes it.
 
-  /** One side of the book: levels kept sorted best first, found by binary search. */
+  /**
+   * One side of the book: levels kept sorted best first, found by binary search. Each level
+   * keeps its price and size as the checksum wants them, computed once when they change, so
+   * that checking a message costs a CRC over the top levels and nothing more.
+   */
   class BookSide {
     constructor(descending) {
       this.descending = descending;
-      this.levels = []; // { key, price, size }, price and size exactly as on the wire
+      // { key, price, size, priceDigits, sizeDigits }, price and size exactly as on the wire
+      this.levels = [];
     }
 
     /** Index of `key`, or of where it would go (as the bitwise complement), best first. */
@@ -447,10 +466,23 @@
       if (isZeroDecimal(size)) {
         if (at >= 0) this.levels.splice(at, 1);
       } else if (at >= 0) {
-        this.levels[at].size = size;
+        const level = this.levels[at];
+        level.size = size;
+        level.sizeDigits = checksumDigits(size);
       } else {
-        this.levels.splice(~at, 0, { key, price, size });
+        const level = { key, price, size, priceDigits: checksumDigits(price), sizeDigits: checksumDigits(size) };
+        this.levels.splice(~at, 0, level);
       }
+    }
+
+    /** Feeds the best `n` levels into a running CRC as the checksum orders them. */
+    crcTop(crc, n) {
+      const end = Math.min(n, this.levels.length);
+      for (let i = 0; i < end; i++) {
+        const level = this.levels[i];
+        crc = crc32Update(crc32Update(crc, level.priceDigits), level.sizeDigits);
+      }
+      return crc;
     }
 
     /** The best `n` levels as [price, size] pairs. */
@@ -471,16 +503,24 @@
     },
   };
 
-  /** CRC-32 of the best 10 asks (lowest first) then the best 10 bids (highest first). */
+  /**
+   * CRC-32 of the best 10 asks (lowest first) then the best 10 bids (highest first), of levels
+   * given as [price, size] strings (the test hook's form; the page checks its own book with
+   * depthChecksum).
+   */
   function levelsChecksum(bids, asks) {
-    let s = "";
-    for (const [p, q] of asks.slice(0, CHECKSUM_LEVELS)) s += checksumDigits(p) + checksumDigits(q);
-    for (const [p, q] of bids.slice(0, CHECKSUM_LEVELS)) s += checksumDigits(p) + checksumDigits(q);
-    return crc32(s);
+    let crc = CRC_INIT;
+    for (const side of [asks, bids]) {
+      for (const [p, q] of side.slice(0, CHECKSUM_LEVELS)) {
+        crc = crc32Update(crc32Update(crc, checksumDigits(p)), checksumDigits(q));
+      }
+    }
+    return crc32Final(crc);
   }
 
+  /** The checksum of the page's book, from the digits its levels keep. */
   function depthChecksum() {
-    return levelsChecksum(depth.bids.top(CHECKSUM_LEVELS), depth.asks.top(CHECKSUM_LEVELS));
+    return crc32Final(depth.bids.crcTop(depth.asks.crcTop(CRC_INIT, CHECKSUM_LEVELS), CHECKSUM_LEVELS));
   }
 
   function onDepth(msg) {
@@ -697,14 +737,17 @@
 
   // ---------------------------------------------------------------- compression estimate
 
-  // Browsers do not show a WebSocket's wire bytes, so the ratio is estimated: one message in
-  // COMPRESSION_SAMPLE_EVERY is deflated here on its own (raw DEFLATE, fresh context, default
+  // Browsers do not show a WebSocket's wire bytes, so the ratio is estimated: one message per
+  // COMPRESSION_SAMPLE_MS is deflated here on its own (raw DEFLATE, fresh context, default
   // level), which is what the server's shared mode does (no context takeover). In per-connection
   // mode the server's sliding window does better than this estimate.
 
-  function sampleCompression(text) {
-    if (!state.extensions.includes("permessage-deflate")) return;
-    if (state.messages % COMPRESSION_SAMPLE_EVERY !== 0 || typeof CompressionStream !== "function") return;
+  let lastCompressionSample = 0;
+
+  function sampleCompression(text, now) {
+    if (now - lastCompressionSample < COMPRESSION_SAMPLE_MS) return;
+    if (!state.extensions.includes("permessage-deflate") || typeof CompressionStream !== "function") return;
+    lastCompressionSample = now;
     const raw = new TextEncoder().encode(text);
     const stream = new Blob([raw]).stream().pipeThrough(new CompressionStream("deflate-raw"));
     new Response(stream).arrayBuffer().then((deflated) => {
@@ -759,12 +802,37 @@
     return tr;
   }
 
+  /**
+   * Shows `items` in `tbody`, one row of `columns` cells each, reusing the rows already there:
+   * `fill(item, tr)` writes a row through setCell, which touches only what changed. A redraw
+   * where one ladder level moved then changes a text node or two instead of rebuilding the
+   * table.
+   */
+  function fillRows(tbody, items, columns, fill) {
+    while (tbody.rows.length > items.length) tbody.deleteRow(-1);
+    while (tbody.rows.length < items.length) {
+      const tr = tbody.insertRow();
+      for (let i = 0; i < columns; i++) tr.insertCell();
+    }
+    for (let i = 0; i < items.length; i++) fill(items[i], tbody.rows[i]);
+  }
+
+  function setCell(td, text, className = "") {
+    if (td.textContent !== text) td.textContent = text;
+    if (td.className !== className) td.className = className;
+  }
+
+  function fillLevel([price, size], tr) {
+    setCell(tr.cells[0], price, "price");
+    setCell(tr.cells[1], size, "size");
+  }
+
   function renderDepth() {
     dirty.depth = false;
     const asks = depth.asks.top(LADDER_LEVELS).reverse();
     const bids = depth.bids.top(LADDER_LEVELS);
-    $("ladder-asks").replaceChildren(...asks.map(([p, q]) => row([cell(p, "price"), cell(q, "size")])));
-    $("ladder-bids").replaceChildren(...bids.map(([p, q]) => row([cell(p, "price"), cell(q, "size")])));
+    fillRows($("ladder-asks"), asks, 2, fillLevel);
+    fillRows($("ladder-bids"), bids, 2, fillLevel);
     let spread = "–";
     if (bids.length && asks.length) {
       const [bid, ask] = scaled(bids[0][0], asks[asks.length - 1][0]);
@@ -799,11 +867,15 @@
 
   function renderTape() {
     dirty.tape = false;
-    $("tape").replaceChildren(
-      ...tape.map((t) =>
-        row([cell(timeOf(t.ts)), cell(t.price, t.side), cell(t.size)], { "data-trade-id": t.trade_id }),
-      ),
-    );
+    fillRows($("tape"), tape, 3, (t, tr) => {
+      // Rows keep their place and take the trade now shown there.
+      const id = String(t.trade_id);
+      if (tr.dataset.tradeId === id) return;
+      tr.dataset.tradeId = id;
+      setCell(tr.cells[0], timeOf(t.ts));
+      setCell(tr.cells[1], t.price, t.side);
+      setCell(tr.cells[2], t.size);
+    });
   }
 
   /** HH:MM:SS local time of a nanosecond timestamp (toLocaleTimeString is too slow per trade). */
@@ -886,6 +958,7 @@
     $("conn-state").textContent = state.status;
     $("conn-state").className = state.status;
     $("msg-rate").textContent = String(rate.perSecond);
+    $("feed-delay").textContent = state.delayMs === null ? "–" : `${Math.max(0, Math.round(state.delayMs))} ms`;
     const deflate = state.extensions.includes("permessage-deflate");
     const { sampledRaw, sampledDeflated } = state.compression;
     $("compression").textContent = !deflate

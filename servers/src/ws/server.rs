@@ -129,7 +129,6 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(50);
 impl WsServer {
     /// Binds `config.listen` and serves until [`shutdown`](Self::shutdown).
     pub async fn start(market: Arc<Market>, config: WsConfig) -> Result<WsServer, WsError> {
-        let tokens = Tokens::new(&config.auth)?;
         let listener =
             TcpListener::bind(config.listen)
                 .await
@@ -137,6 +136,18 @@ impl WsServer {
                     addr: config.listen,
                     source,
                 })?;
+        WsServer::start_on(listener, market, config)
+    }
+
+    /// Serves on a listener the caller bound (`config.listen` only names it in errors): one
+    /// with socket options of its own, say, which the accepted connections inherit — a small
+    /// send buffer makes a client that stops reading meet the slow-subscriber policies sooner.
+    pub fn start_on(
+        listener: TcpListener,
+        market: Arc<Market>,
+        config: WsConfig,
+    ) -> Result<WsServer, WsError> {
+        let tokens = Tokens::new(&config.auth)?;
         let local_addr = listener.local_addr().map_err(|source| WsError::Listen {
             addr: config.listen,
             source,

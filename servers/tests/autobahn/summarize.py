@@ -1,8 +1,10 @@
 # -*- coding: utf-8 -*-
 """Reads the fuzzingclient's reports/index.json and judges the run.
 
-Prints, per agent (one per echo-server mode), how many cases ended in each behavior and the
-id, description, expectation and result of every case that did not pass. A case passes when
+Prints, per agent (one per echo-server mode), how many cases ended in each behavior, the id
+and a one-line reason of every case that passed with something other than OK (NON-STRICT,
+INFORMATIONAL, an allowed UNIMPLEMENTED), and the id, description, expectation and result of
+every case that did not pass. A case passes when
 its behavior and its closing behavior are OK, NON-STRICT or INFORMATIONAL, or UNIMPLEMENTED
 for a case id listed in the --unimplemented-ok file (an offer our server is right to decline).
 Exits 1 if any case did not pass or if no case ran at all, 0 otherwise.
@@ -45,6 +47,15 @@ def passes(behavior, case_id, unimplemented_ok):
     return False
 
 
+def one_line(text, width=160):
+    """`text` on one line of at most `width` characters, in ASCII (Python 2 prints to a pipe
+    as ASCII, and the UTF-8 cases' reports quote their payloads)."""
+    text = " ".join(text.split())
+    if len(text) > width:
+        text = text[:width - 3] + "..."
+    return text.encode("ascii", "backslashreplace").decode("ascii")
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("reports", help="the fuzzingclient's outdir (holds index.json)")
@@ -62,6 +73,7 @@ def main():
         counts = {}
         close_counts = {}
         bad = []
+        noted = []
         for case_id in sorted(cases, key=case_sort_key):
             result = cases[case_id]
             behavior = result["behavior"]
@@ -71,6 +83,8 @@ def main():
             if not (passes(behavior, case_id, unimplemented_ok)
                     and passes(behavior_close, case_id, unimplemented_ok)):
                 bad.append((case_id, result))
+            elif behavior != "OK" or behavior_close != "OK":
+                noted.append((case_id, result))
         total += len(cases)
         not_passed += len(bad)
         print("agent %s: %d cases" % (agent, len(cases)))
@@ -78,6 +92,14 @@ def main():
             "%s %d" % (k, counts[k]) for k in sorted(counts)))
         print("  close behavior: " + ", ".join(
             "%s %d" % (k, close_counts[k]) for k in sorted(close_counts)))
+        for case_id, result in noted:
+            with open(os.path.join(args.reports, result["reportfile"])) as f:
+                report = json.load(f)
+            # The part of the report that says why: the result unless only the close differed.
+            why = report.get("result", "") if result["behavior"] != "OK" \
+                else report.get("resultClose", "")
+            print("  %s %s (close %s): %s" % (
+                case_id, result["behavior"], result["behaviorClose"], one_line(why)))
         for case_id, result in bad:
             with open(os.path.join(args.reports, result["reportfile"])) as f:
                 report = json.load(f)
