@@ -537,14 +537,14 @@ mod tests {
         ));
         // The window is two levels: 98 is not shown.
         let m = sub.try_recv().unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&m.message().unwrap().json()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(m.message().unwrap().json()).unwrap();
         assert_eq!(v["bids"].as_array().unwrap().len(), 2);
         // A change below the full window publishes nothing.
         assert!(!view.apply(&[(Side::Buy, 97, 3)], 6, 2));
         // Removing the best brings 98 into the window.
         assert!(view.apply(&[(Side::Buy, 100, 0)], 7, 3));
         let m = sub.try_recv().unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&m.message().unwrap().json()).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(m.message().unwrap().json()).unwrap();
         assert_eq!(v["prev_seq"], 5);
         assert_eq!(
             v["bids"],

@@ -8,13 +8,14 @@
 //! shown.
 
 use crate::hub::{Encode, Message, MessageKind, SnapshotSource};
+use crate::id_hash::IdMap;
 use crate::instruments::WireInstrument;
 use crate::proto;
 use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use ticker_engine::{Lots, OrderId, Side, Ticks, Timestamp};
 
@@ -28,7 +29,7 @@ struct L3Order {
 /// The replica order-by-order book.
 #[derive(Debug, Default)]
 pub struct L3Book {
-    orders: HashMap<OrderId, L3Order>,
+    orders: IdMap<OrderId, L3Order>,
     bids: BTreeMap<std::cmp::Reverse<Ticks>, VecDeque<OrderId>>,
     asks: BTreeMap<Ticks, VecDeque<OrderId>>,
 }

@@ -14,6 +14,7 @@
 pub mod candles;
 pub mod depth;
 pub mod hub;
+pub mod id_hash;
 pub mod instruments;
 pub mod l3;
 pub mod market_data;

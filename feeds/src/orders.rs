@@ -6,6 +6,7 @@
 //! starting (or resuming too late) sees its book of orders, then the updates after it.
 
 use crate::hub::{Encode, Hub, Message, MessageKind, SnapshotSource, Subscription, TopicState};
+use crate::id_hash::IdMap;
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::side_str;
 use crate::proto;
@@ -581,7 +582,7 @@ impl Encode for OrderUpdate {
 pub struct OrderRouter {
     accounts: Arc<Accounts>,
     /// The router's own handles, so routing an event takes no shared lock.
-    cache: HashMap<AccountId, Arc<AccountStream>>,
+    cache: IdMap<AccountId, Arc<AccountStream>>,
     /// Instruments by id, copied from the shared registry on first use for the same reason.
     wires: Vec<Option<Arc<WireInstrument>>>,
 }
@@ -590,7 +591,7 @@ impl OrderRouter {
     pub fn new(accounts: Arc<Accounts>) -> Self {
         OrderRouter {
             accounts,
-            cache: HashMap::new(),
+            cache: IdMap::default(),
             wires: Vec::new(),
         }
     }
