@@ -89,6 +89,49 @@ fn market_data_per_event(c: &mut Criterion) {
             BatchSize::PerIteration,
         )
     });
+    // Messages encode themselves when first read: the bench above, with no subscriber, does
+    // no encoding at all. Here one subscriber per market-data topic and per account reads every
+    // message's JSON after each batch, so each message is encoded once, as in a server where
+    // every topic is watched (the subscriber's own cost included).
+    g.bench_function("apply_all_views_every_topic_read_json_per_event", |b| {
+        b.iter_batched(
+            || {
+                let md = MarketData::new(
+                    FeedsConfig::default(),
+                    Arc::new(Hub::default()),
+                    Arc::new(Instruments::default()),
+                );
+                let mut subs = Vec::new();
+                for instrument in 0..specs().len() as u32 {
+                    for channel in Channel::ALL {
+                        let topic = Topic::Market {
+                            channel,
+                            instrument,
+                        };
+                        subs.push(md.hub().subscribe(topic, None));
+                    }
+                }
+                for account in 1_000_000..1_000_200 {
+                    subs.push(md.accounts().subscribe(account, None));
+                }
+                (md, subs)
+            },
+            |(mut md, mut subs)| {
+                for batch in &batches {
+                    md.apply(batch);
+                    for s in &mut subs {
+                        while let Ok(Some(d)) = s.try_recv() {
+                            if let Some(m) = d.message() {
+                                black_box(m.json());
+                            }
+                        }
+                    }
+                }
+                (md, subs)
+            },
+            BatchSize::PerIteration,
+        )
+    });
     g.finish();
 }
 
@@ -113,14 +156,13 @@ fn hub_fanout(c: &mut Criterion) {
     g.bench_function("publish_and_deliver_to_10k_subscribers", |b| {
         b.iter(|| {
             seq += 1;
-            state.publish(Arc::new(Message {
+            state.publish(Message::encoded(
                 seq,
-                prev_seq: seq - 1,
-                kind: MessageKind::Update,
-                json: json.clone(),
-                deflated: Default::default(),
-                proto: json.clone(),
-            }));
+                seq - 1,
+                MessageKind::Update,
+                json.clone(),
+                json.clone(),
+            ));
             for s in &mut subs {
                 black_box(s.try_recv().unwrap());
             }
@@ -129,14 +171,13 @@ fn hub_fanout(c: &mut Criterion) {
     g.bench_function("publish_only_with_10k_subscribers", |b| {
         b.iter(|| {
             seq += 1;
-            state.publish(Arc::new(Message {
+            state.publish(Message::encoded(
                 seq,
-                prev_seq: seq - 1,
-                kind: MessageKind::Update,
-                json: json.clone(),
-                deflated: Default::default(),
-                proto: json.clone(),
-            }));
+                seq - 1,
+                MessageKind::Update,
+                json.clone(),
+                json.clone(),
+            ));
         })
     });
     g.finish();

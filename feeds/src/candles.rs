@@ -5,11 +5,14 @@
 //! once more with `closed: true` when the first event of a later interval arrives. Intervals
 //! without trades have no candle. The last closed candles are kept for snapshots (charts).
 
+use crate::hub::Encode;
 use crate::instruments::WireInstrument;
-use crate::topic::Interval;
+use crate::proto;
+use crate::topic::{Channel, Interval};
 use crate::wire::JsonObject;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use ticker_engine::{Lots, Ticks, Timestamp};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -106,6 +109,26 @@ fn write_candle(wire: &WireInstrument, c: &Candle, o: &mut JsonObject<'_>) {
         .decimal("volume", wire.size, c.volume as i64)
         .u64("trades", c.trades)
         .bool("closed", c.closed);
+}
+
+/// A candle message (the open candle, or one just closed), encoded when first read.
+pub struct CandleUpdate {
+    pub wire: Arc<WireInstrument>,
+    pub interval: Interval,
+    pub ts: Timestamp,
+    pub candle: Candle,
+}
+
+impl Encode for CandleUpdate {
+    fn json(&self, seq: u64, prev_seq: u64) -> Bytes {
+        encode(&self.wire, self.interval, seq, prev_seq, &self.candle)
+    }
+
+    fn proto(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let payload = proto::candle(&self.wire, &self.candle);
+        let channel = Channel::Candles(self.interval);
+        proto::market(&self.wire, channel, seq, prev_seq, self.ts, payload)
+    }
 }
 
 pub fn encode(

@@ -16,7 +16,7 @@
 //! zeros stripped (a zero size never appears: such levels are gone). The result is sent as an
 //! unsigned 32-bit integer. Worked example in `docs/feeds.md` and in the tests below.
 
-use crate::hub::{Message, MessageKind, SnapshotSource, TopicState};
+use crate::hub::{Encode, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::WireInstrument;
 use crate::proto;
 use crate::topic::Channel;
@@ -24,8 +24,8 @@ use crate::wire::JsonObject;
 use bytes::Bytes;
 use parking_lot::Mutex;
 use std::cmp::Reverse;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use std::collections::{btree_map, BTreeMap};
+use std::sync::{Arc, OnceLock};
 use ticker_engine::{Lots, Side, Ticks, Timestamp};
 
 /// Levels per side that enter the checksum.
@@ -60,15 +60,18 @@ impl DepthBook {
     }
 
     /// Levels best first.
-    pub fn levels(&self, side: Side) -> Box<dyn Iterator<Item = (Ticks, Lots)> + '_> {
+    pub fn levels(&self, side: Side) -> Levels<'_> {
         match side {
-            Side::Buy => Box::new(self.bids.iter().map(|(p, s)| (p.0, *s))),
-            Side::Sell => Box::new(self.asks.iter().map(|(p, s)| (*p, *s))),
+            Side::Buy => Levels::Bids(self.bids.iter()),
+            Side::Sell => Levels::Asks(self.asks.iter()),
         }
     }
 
     pub fn best(&self, side: Side) -> Option<(Ticks, Lots)> {
-        self.levels(side).next()
+        match side {
+            Side::Buy => self.bids.first_key_value().map(|(p, s)| (p.0, *s)),
+            Side::Sell => self.asks.first_key_value().map(|(p, s)| (*p, *s)),
+        }
     }
 
     pub fn level_count(&self, side: Side) -> usize {
@@ -82,30 +85,68 @@ impl DepthBook {
     /// depth subscribers hold.
     pub fn checksum(&self, wire: &WireInstrument, window: usize) -> u32 {
         let n = CHECKSUM_LEVELS.min(window);
-        let asks: Vec<_> = self.levels(Side::Sell).take(n).collect();
-        let bids: Vec<_> = self.levels(Side::Buy).take(n).collect();
-        checksum(wire, &asks, &bids)
+        let levels = self.levels(Side::Sell).take(n);
+        checksum_of(wire, levels.chain(self.levels(Side::Buy).take(n)))
+    }
+}
+
+/// A side's levels best first, without boxing (depth views walk them on every update).
+pub enum Levels<'a> {
+    Bids(btree_map::Iter<'a, Reverse<Ticks>, Lots>),
+    Asks(btree_map::Iter<'a, Ticks, Lots>),
+}
+
+impl Iterator for Levels<'_> {
+    type Item = (Ticks, Lots);
+
+    fn next(&mut self) -> Option<(Ticks, Lots)> {
+        match self {
+            Levels::Bids(i) => i.next().map(|(p, s)| (p.0, *s)),
+            Levels::Asks(i) => i.next().map(|(p, s)| (*p, *s)),
+        }
     }
 }
 
 /// The checksum of the given best asks (lowest first) and best bids (highest first); see the
 /// module docs.
 pub fn checksum(wire: &WireInstrument, asks: &[(Ticks, Lots)], bids: &[(Ticks, Lots)]) -> u32 {
-    let mut text = Vec::with_capacity(40 * CHECKSUM_LEVELS);
-    let mut field = Vec::with_capacity(24);
-    for &(price, size) in asks
-        .iter()
-        .take(CHECKSUM_LEVELS)
-        .chain(bids.iter().take(CHECKSUM_LEVELS))
-    {
-        for (scale, units) in [(wire.price, price), (wire.size, size as i64)] {
-            field.clear();
+    let asks = asks.iter().take(CHECKSUM_LEVELS);
+    checksum_of(wire, asks.chain(bids.iter().take(CHECKSUM_LEVELS)).copied())
+}
+
+/// The checksum of the asks then bids `levels` yields (already cut to the checksum depth).
+fn checksum_of(wire: &WireInstrument, levels: impl Iterator<Item = (Ticks, Lots)>) -> u32 {
+    // At most 20 levels of two fields of at most 39 digits: never reallocates.
+    let mut text = Vec::with_capacity(2 * CHECKSUM_LEVELS * 2 * 40);
+    for (price, size) in levels {
+        checksum_field(wire.price, price, &mut text);
+        checksum_field(wire.size, size as i64, &mut text);
+    }
+    crc32fast::hash(&text)
+}
+
+/// Appends a value as the checksum writes it: its wire decimal with the point removed and
+/// leading zeros stripped.
+fn checksum_field(scale: crate::wire::Scale, units: i64, text: &mut Vec<u8>) {
+    let v = scale.unscaled(units);
+    match v {
+        // Positive: the wire text is the digits of `units × mantissa` with a point put in
+        // (and zeros padded in front), so removing both leaves exactly those digits. (Digits
+        // of a u64 are far cheaper to write than of the i128 the product needs in general.)
+        v if v > 0 => match u64::try_from(v) {
+            Ok(v) => text.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+            Err(_) => text.extend_from_slice(itoa::Buffer::new().format(v).as_bytes()),
+        },
+        // Zero: every digit is a zero and is stripped.
+        0 => {}
+        // Negative: the sign shields the leading zeros from stripping; spell it out.
+        _ => {
+            let mut field = Vec::with_capacity(48);
             scale.write(units, &mut field);
             let digits = field.iter().copied().filter(|b| *b != b'.');
             text.extend(digits.skip_while(|b| *b == b'0'));
         }
     }
-    crc32fast::hash(&text)
 }
 
 /// The depth state shared by the publisher and snapshot requests.
@@ -122,8 +163,10 @@ pub struct DepthView {
     levels: usize,
     state: Arc<Mutex<DepthState>>,
     topic: Arc<TopicState>,
+    /// The top `levels` of each side (bids, asks) as last published: the old window of the
+    /// next update, so only the new one is walked from the book.
+    tops: [Vec<(Ticks, Lots)>; 2],
     // Scratch buffers reused for every update.
-    old_top: Vec<(Ticks, Lots)>,
     new_top: Vec<(Ticks, Lots)>,
     changed: [Vec<(Ticks, Lots)>; 2],
 }
@@ -151,13 +194,12 @@ impl SnapshotSource for Snapshotter {
             sum,
         );
         let payload = proto::depth(&self.wire, true, &bids, &asks, sum);
-        Some(Arc::new(Message {
-            seq: st.last_seq,
-            prev_seq: 0,
-            kind: MessageKind::Snapshot,
+        Some(Message::encoded(
+            st.last_seq,
+            0,
+            MessageKind::Snapshot,
             json,
-            deflated: Default::default(),
-            proto: proto::market(
+            proto::market(
                 &self.wire,
                 Channel::Depth,
                 st.last_seq,
@@ -165,7 +207,7 @@ impl SnapshotSource for Snapshotter {
                 st.last_ts,
                 payload,
             ),
-        }))
+        ))
     }
 }
 
@@ -227,7 +269,7 @@ impl DepthView {
             levels,
             state,
             topic,
-            old_top: Vec::with_capacity(levels),
+            tops: [Vec::with_capacity(levels), Vec::with_capacity(levels)],
             new_top: Vec::with_capacity(levels),
             changed: [Vec::new(), Vec::new()],
         }
@@ -259,10 +301,9 @@ impl DepthView {
                 Side::Buy => a > b,
                 Side::Sell => a < b,
             };
-            self.old_top.clear();
-            self.old_top.extend(st.book.levels(side).take(self.levels));
-            let window_full = self.old_top.len() == self.levels;
-            let worst = self.old_top.last().map(|l| l.0);
+            let old_top = &self.tops[i];
+            let window_full = old_top.len() == self.levels;
+            let worst = old_top.last().map(|l| l.0);
             let touches_window = side_changes
                 .clone()
                 .any(|&(_, p, _)| !window_full || worst.is_none_or(|w| !better(w, p)));
@@ -274,38 +315,99 @@ impl DepthView {
             }
             self.new_top.clear();
             self.new_top.extend(st.book.levels(side).take(self.levels));
-            diff(&self.old_top, &self.new_top, better, &mut self.changed[i]);
+            diff(&self.tops[i], &self.new_top, better, &mut self.changed[i]);
             any |= !self.changed[i].is_empty();
+            std::mem::swap(&mut self.tops[i], &mut self.new_top);
         }
         if !any {
             return false;
         }
-        let sum = st.book.checksum(&self.wire, self.levels);
-        let json = encode(
-            &self.wire,
-            "update",
+        // The checksum levels are copied, and the checksum computed when the message is first
+        // read: formatting 40 decimals per update is most of a depth update's cost.
+        let [top_bids, top_asks] = self
+            .tops
+            .each_ref()
+            .map(|t| &t[..t.len().min(CHECKSUM_LEVELS)]);
+        let mut levels = Vec::with_capacity(
+            self.changed[0].len() + self.changed[1].len() + top_bids.len() + top_asks.len(),
+        );
+        levels.extend_from_slice(&self.changed[0]);
+        levels.extend_from_slice(&self.changed[1]);
+        levels.extend_from_slice(top_asks);
+        levels.extend_from_slice(top_bids);
+        let message = Message::lazy(
             seq,
             st.last_seq,
-            ts,
-            &self.changed[0],
-            &self.changed[1],
-            sum,
+            MessageKind::Update,
+            DepthUpdate {
+                wire: self.wire.clone(),
+                ts,
+                levels,
+                bids: self.changed[0].len(),
+                asks: self.changed[1].len(),
+                top_asks: top_asks.len(),
+                checksum: OnceLock::new(),
+            },
         );
-        let payload = proto::depth(&self.wire, false, &self.changed[0], &self.changed[1], sum);
-        let message = Arc::new(Message {
-            seq,
-            prev_seq: st.last_seq,
-            kind: MessageKind::Update,
-            json,
-            deflated: Default::default(),
-            proto: proto::market(&self.wire, Channel::Depth, seq, st.last_seq, ts, payload),
-        });
         st.last_seq = seq;
         st.last_ts = ts;
         // Publish while holding the state lock: a snapshot taken concurrently then either
         // includes this update and its seq, or neither.
         self.topic.publish(message);
         true
+    }
+}
+
+/// A depth update message, encoded when first read. It keeps the checksum levels of the
+/// book as of the update (the checksum covers the whole top of the book, not only the levels
+/// that changed) and computes the checksum once, for both formats.
+struct DepthUpdate {
+    wire: Arc<WireInstrument>,
+    ts: Timestamp,
+    /// Changed bids, changed asks, then the book's checksum asks and checksum bids (each best
+    /// first), in one allocation.
+    levels: Vec<LevelSize>,
+    /// How many of `levels` are changed bids, changed asks, and checksum asks.
+    bids: usize,
+    asks: usize,
+    top_asks: usize,
+    checksum: OnceLock<u32>,
+}
+
+impl DepthUpdate {
+    fn changed(&self) -> (&[LevelSize], &[LevelSize]) {
+        let (bids, rest) = self.levels.split_at(self.bids);
+        (bids, &rest[..self.asks])
+    }
+
+    fn checksum(&self) -> u32 {
+        *self.checksum.get_or_init(|| {
+            let top = &self.levels[self.bids + self.asks..];
+            let (asks, bids) = top.split_at(self.top_asks);
+            checksum(&self.wire, asks, bids)
+        })
+    }
+}
+
+impl Encode for DepthUpdate {
+    fn json(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let (bids, asks) = self.changed();
+        encode(
+            &self.wire,
+            "update",
+            seq,
+            prev_seq,
+            self.ts,
+            bids,
+            asks,
+            self.checksum(),
+        )
+    }
+
+    fn proto(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let (bids, asks) = self.changed();
+        let payload = proto::depth(&self.wire, false, bids, asks, self.checksum());
+        proto::market(&self.wire, Channel::Depth, seq, prev_seq, self.ts, payload)
     }
 }
 
@@ -388,6 +490,27 @@ mod tests {
         assert_eq!(checksum(&w, &asks, &bids), 331_038_948);
     }
 
+    /// The checksum text of one value, straight from its definition: the wire decimal with
+    /// the point removed and leading zeros stripped.
+    fn reference_field(scale: crate::wire::Scale, units: i64) -> Vec<u8> {
+        let text = scale.to_string(units).replace('.', "");
+        text.trim_start_matches('0').as_bytes().to_vec()
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn checksum_fields_follow_the_definition(
+            units in proptest::prop_oneof![-1_000i64..1_000, proptest::num::i64::ANY],
+            mantissa in 1i64..1_000,
+            scale in 0u32..12,
+        ) {
+            let scale = crate::wire::Scale::new(Decimal::new(mantissa, scale));
+            let mut text = Vec::new();
+            checksum_field(scale, units, &mut text);
+            proptest::prop_assert_eq!(text, reference_field(scale, units));
+        }
+    }
+
     #[test]
     fn update_lists_levels_entering_and_leaving_the_window() {
         let hub = Hub::default();
@@ -414,14 +537,14 @@ mod tests {
         ));
         // The window is two levels: 98 is not shown.
         let m = sub.try_recv().unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&m.message().unwrap().json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(m.message().unwrap().json()).unwrap();
         assert_eq!(v["bids"].as_array().unwrap().len(), 2);
         // A change below the full window publishes nothing.
         assert!(!view.apply(&[(Side::Buy, 97, 3)], 6, 2));
         // Removing the best brings 98 into the window.
         assert!(view.apply(&[(Side::Buy, 100, 0)], 7, 3));
         let m = sub.try_recv().unwrap().unwrap();
-        let v: serde_json::Value = serde_json::from_slice(&m.message().unwrap().json).unwrap();
+        let v: serde_json::Value = serde_json::from_slice(m.message().unwrap().json()).unwrap();
         assert_eq!(v["prev_seq"], 5);
         assert_eq!(
             v["bids"],

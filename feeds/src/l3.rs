@@ -7,14 +7,15 @@
 //! amend that an `add` follows). Sizes are visible sizes only: hidden iceberg size is never
 //! shown.
 
-use crate::hub::{Message, MessageKind, SnapshotSource};
+use crate::hub::{Encode, Message, MessageKind, SnapshotSource};
+use crate::id_hash::IdMap;
 use crate::instruments::WireInstrument;
 use crate::proto;
 use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
 use parking_lot::Mutex;
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::Arc;
 use ticker_engine::{Lots, OrderId, Side, Ticks, Timestamp};
 
@@ -28,7 +29,7 @@ struct L3Order {
 /// The replica order-by-order book.
 #[derive(Debug, Default)]
 pub struct L3Book {
-    orders: HashMap<OrderId, L3Order>,
+    orders: IdMap<OrderId, L3Order>,
     bids: BTreeMap<std::cmp::Reverse<Ticks>, VecDeque<OrderId>>,
     asks: BTreeMap<Ticks, VecDeque<OrderId>>,
 }
@@ -160,6 +161,24 @@ fn order_id_field(o: &mut JsonObject<'_>, id: OrderId) {
     o.str("order_id", itoa::Buffer::new().format(id.0));
 }
 
+/// An L3 message, encoded when first read.
+pub struct L3Update {
+    pub wire: Arc<WireInstrument>,
+    pub ts: Timestamp,
+    pub event: L3Event,
+}
+
+impl Encode for L3Update {
+    fn json(&self, seq: u64, prev_seq: u64) -> Bytes {
+        encode(&self.wire, seq, prev_seq, self.ts, &self.event)
+    }
+
+    fn proto(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let payload = proto::l3(&self.wire, &self.event);
+        proto::market(&self.wire, Channel::L3, seq, prev_seq, self.ts, payload)
+    }
+}
+
 pub fn encode(wire: &WireInstrument, seq: u64, prev_seq: u64, ts: Timestamp, e: &L3Event) -> Bytes {
     let mut out = Vec::with_capacity(200);
     let mut o = JsonObject::new(&mut out);
@@ -245,14 +264,13 @@ impl SnapshotSource for L3Snapshotter {
             .raw_with("asks", |o| side_json(Side::Sell, o))
             .finish();
         let payload = proto::l3_book(wire, &st.book);
-        Some(Arc::new(Message {
-            seq: st.last_seq,
-            prev_seq: 0,
-            kind: MessageKind::Snapshot,
-            json: Bytes::from(out),
-            deflated: Default::default(),
-            proto: proto::market(wire, Channel::L3, st.last_seq, 0, 0, payload),
-        }))
+        Some(Message::encoded(
+            st.last_seq,
+            0,
+            MessageKind::Snapshot,
+            Bytes::from(out),
+            proto::market(wire, Channel::L3, st.last_seq, 0, 0, payload),
+        ))
     }
 }
 

@@ -7,11 +7,14 @@
 //! - [`hub`] fans each update, encoded once, out to every subscriber without waiting for any,
 //!   with per-topic slow-consumer policies and a short history for resume-from-seq.
 //! - [`wire`] writes exact decimal strings and JSON; [`proto`] encodes the same messages as
-//!   protobuf (`ticker.v1`), also once per update.
+//!   protobuf (`ticker.v1`). Each view publishes what an update says and a message encodes
+//!   itself once per format when a subscriber first reads it, so unread topics cost no
+//!   encoding.
 
 pub mod candles;
 pub mod depth;
 pub mod hub;
+pub mod id_hash;
 pub mod instruments;
 pub mod l3;
 pub mod market_data;
@@ -21,10 +24,12 @@ pub mod record;
 pub mod sim;
 pub mod ticker;
 pub mod topic;
+pub mod trades;
 pub mod wire;
 
 pub use hub::{
-    Delivery, Ended, Hub, HubConfig, HubStats, Message, MessageKind, SnapshotReason, Subscription,
+    Delivery, Encode, Encoded, Ended, Hub, HubConfig, HubStats, Message, MessageKind,
+    SnapshotReason, Subscription,
 };
 pub use instruments::{Instruments, WireInstrument};
 pub use market_data::{FeedsConfig, MarketData};

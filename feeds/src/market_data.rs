@@ -6,17 +6,16 @@
 //! instrument marks the end of that command's effect on the instrument: depth, ticker and
 //! candles publish there, at most once per command. Trades and L3 publish per event.
 
-use crate::candles::{self, CandleSeries};
+use crate::candles::{self, CandleSeries, CandleUpdate};
 use crate::depth::DepthView;
 use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
-use crate::l3::{self, L3Event, L3Snapshotter, L3State};
+use crate::l3::{self, L3Event, L3Snapshotter, L3State, L3Update};
 use crate::orders::{Accounts, OrderRouter};
 use crate::proto;
-use crate::ticker::{self, Rolling24h, TickerState};
+use crate::ticker::{Rolling24h, TickerState, TickerUpdate};
 use crate::topic::{Channel, Interval, Topic};
-use crate::wire::JsonObject;
-use bytes::Bytes;
+use crate::trades::TradeUpdate;
 use parking_lot::Mutex;
 use std::sync::Arc;
 use ticker_engine::*;
@@ -61,14 +60,13 @@ impl SnapshotSource for CandleSnapshotter {
         let st = self.state.lock();
         let channel = Channel::Candles(st.series.interval);
         let payload = proto::candles(&self.wire, &st.series);
-        Some(Arc::new(Message {
-            seq: st.last_seq,
-            prev_seq: 0,
-            kind: MessageKind::Snapshot,
-            json: candles::encode_snapshot(&self.wire, &st.series, st.last_seq),
-            deflated: Default::default(),
-            proto: proto::market(&self.wire, channel, st.last_seq, 0, 0, payload),
-        }))
+        Some(Message::encoded(
+            st.last_seq,
+            0,
+            MessageKind::Snapshot,
+            candles::encode_snapshot(&self.wire, &st.series, st.last_seq),
+            proto::market(&self.wire, channel, st.last_seq, 0, 0, payload),
+        ))
     }
 }
 
@@ -136,23 +134,16 @@ impl InstrumentFeeds {
     fn publish_ticker(&mut self, seq: u64, ts: Timestamp) {
         self.rolling.expire(ts);
         self.ticker.stats = self.rolling.stats();
-        let json = ticker::encode(&self.wire, seq, self.ticker_seq, ts, &self.ticker);
-        let payload = proto::ticker(&self.wire, &self.ticker);
-        self.ticker_topic.publish(Arc::new(Message {
+        self.ticker_topic.publish(Message::lazy(
             seq,
-            prev_seq: self.ticker_seq,
-            kind: MessageKind::Update,
-            json,
-            deflated: Default::default(),
-            proto: proto::market(
-                &self.wire,
-                Channel::Ticker,
-                seq,
-                self.ticker_seq,
+            self.ticker_seq,
+            MessageKind::Update,
+            TickerUpdate {
+                wire: self.wire.clone(),
                 ts,
-                payload,
-            ),
-        }));
+                state: self.ticker.clone(),
+            },
+        ));
         self.ticker_seq = seq;
     }
 
@@ -168,20 +159,8 @@ impl InstrumentFeeds {
         if self.traded {
             for s in &self.candles {
                 let mut st = s.state.lock();
-                if let Some(c) = st.series.open_candle() {
-                    let interval = st.series.interval;
-                    let json = candles::encode(&self.wire, interval, seq, st.last_seq, &c);
-                    let payload = proto::candle(&self.wire, &c);
-                    let channel = Channel::Candles(interval);
-                    s.topic.publish(Arc::new(Message {
-                        seq,
-                        prev_seq: st.last_seq,
-                        kind: MessageKind::Update,
-                        json,
-                        deflated: Default::default(),
-                        proto: proto::market(&self.wire, channel, seq, st.last_seq, ts, payload),
-                    }));
-                    st.last_seq = seq;
+                if let Some(candle) = st.series.open_candle() {
+                    publish_candle(&self.wire, s, &mut st, candle, seq, ts);
                 }
             }
         }
@@ -192,20 +171,8 @@ impl InstrumentFeeds {
     fn roll_candles(&mut self, seq: u64, ts: Timestamp) {
         for s in &self.candles {
             let mut st = s.state.lock();
-            if let Some(c) = st.series.roll(ts) {
-                let interval = st.series.interval;
-                let json = candles::encode(&self.wire, interval, seq, st.last_seq, &c);
-                let payload = proto::candle(&self.wire, &c);
-                let channel = Channel::Candles(interval);
-                s.topic.publish(Arc::new(Message {
-                    seq,
-                    prev_seq: st.last_seq,
-                    kind: MessageKind::Update,
-                    json,
-                    deflated: Default::default(),
-                    proto: proto::market(&self.wire, channel, seq, st.last_seq, ts, payload),
-                }));
-                st.last_seq = seq;
+            if let Some(candle) = st.series.roll(ts) {
+                publish_candle(&self.wire, s, &mut st, candle, seq, ts);
             }
         }
     }
@@ -230,49 +197,33 @@ impl InstrumentFeeds {
             // The order never rested (a taker): nothing an L3 subscriber knows of.
             return;
         }
-        let json = l3::encode(&self.wire, seq, st.last_seq, ts, &event);
-        let payload = proto::l3(&self.wire, &event);
-        self.l3_topic.publish(Arc::new(Message {
+        self.l3_topic.publish(Message::lazy(
             seq,
-            prev_seq: st.last_seq,
-            kind: MessageKind::Update,
-            json,
-            deflated: Default::default(),
-            proto: proto::market(&self.wire, Channel::L3, seq, st.last_seq, ts, payload),
-        }));
+            st.last_seq,
+            MessageKind::Update,
+            L3Update {
+                wire: self.wire.clone(),
+                ts,
+                event,
+            },
+        ));
         st.last_seq = seq;
     }
 
     fn trade(&mut self, e: &Event, trade_id: u64, price: Ticks, size: Lots, aggressor: Side) {
-        let mut out = Vec::with_capacity(200);
-        JsonObject::new(&mut out)
-            .str("type", "trade")
-            .str("channel", "trades")
-            .str("instrument", self.wire.symbol())
-            .u64("seq", e.seq)
-            .u64("prev_seq", self.trades_seq)
-            .u64("ts", e.ts)
-            .u64("trade_id", trade_id)
-            .decimal("price", self.wire.price, price)
-            .decimal("size", self.wire.size, size as i64)
-            .str("side", l3::side_str(aggressor))
-            .finish();
-        let payload = proto::trade(&self.wire, trade_id, price, size, aggressor);
-        self.trades_topic.publish(Arc::new(Message {
-            seq: e.seq,
-            prev_seq: self.trades_seq,
-            kind: MessageKind::Update,
-            json: Bytes::from(out),
-            deflated: Default::default(),
-            proto: proto::market(
-                &self.wire,
-                Channel::Trades,
-                e.seq,
-                self.trades_seq,
-                e.ts,
-                payload,
-            ),
-        }));
+        self.trades_topic.publish(Message::lazy(
+            e.seq,
+            self.trades_seq,
+            MessageKind::Update,
+            TradeUpdate {
+                wire: self.wire.clone(),
+                ts: e.ts,
+                trade_id,
+                price,
+                size,
+                aggressor,
+            },
+        ));
         self.trades_seq = e.seq;
         self.ticker.last = Some((price, size));
         self.rolling.record(e.ts, price, size);
@@ -282,6 +233,30 @@ impl InstrumentFeeds {
         }
         self.traded = true;
     }
+}
+
+/// Publishes `candle` on its series' topic (under the series lock, so a concurrent snapshot
+/// either reflects it with its `seq` or neither).
+fn publish_candle(
+    wire: &Arc<WireInstrument>,
+    series: &Series,
+    st: &mut CandleState,
+    candle: candles::Candle,
+    seq: u64,
+    ts: Timestamp,
+) {
+    series.topic.publish(Message::lazy(
+        seq,
+        st.last_seq,
+        MessageKind::Update,
+        CandleUpdate {
+            wire: wire.clone(),
+            interval: st.series.interval,
+            ts,
+            candle,
+        },
+    ));
+    st.last_seq = seq;
 }
 
 pub struct MarketData {

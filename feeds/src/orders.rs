@@ -5,7 +5,8 @@
 //! Each account topic also answers snapshots with the account's open orders, so a client
 //! starting (or resuming too late) sees its book of orders, then the updates after it.
 
-use crate::hub::{Hub, Message, MessageKind, SnapshotSource, Subscription, TopicState};
+use crate::hub::{Encode, Hub, Message, MessageKind, SnapshotSource, Subscription, TopicState};
+use crate::id_hash::IdMap;
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::side_str;
 use crate::proto;
@@ -122,14 +123,13 @@ impl SnapshotSource for AccountSnapshotter {
             })
             .collect();
         let snapshot = Update::Snapshot(pb::OpenOrders { orders });
-        Some(Arc::new(Message {
-            seq: st.seq,
-            prev_seq: 0,
-            kind: MessageKind::Snapshot,
-            json: Bytes::from(out),
-            deflated: Default::default(),
-            proto: proto::order_update(st.seq, 0, 0, 0, snapshot),
-        }))
+        Some(Message::encoded(
+            st.seq,
+            0,
+            MessageKind::Snapshot,
+            Bytes::from(out),
+            proto::order_update(st.seq, 0, 0, 0, snapshot),
+        ))
     }
 }
 
@@ -231,34 +231,392 @@ impl Accounts {
     }
 }
 
+/// What one order update says, encoded when a subscriber first reads it.
+enum OrderChange {
+    Accepted {
+        wire: Arc<WireInstrument>,
+        corr: Correlation,
+        order: OrderInfo,
+    },
+    Ack {
+        corr: Correlation,
+        command: CommandTag,
+        order_id: OrderId,
+        wire: Option<Arc<WireInstrument>>,
+    },
+    Rejected {
+        corr: Correlation,
+        command: CommandTag,
+        client_id: ClientOrderId,
+        order_id: OrderId,
+        reason: RejectReason,
+    },
+    Rested {
+        wire: Arc<WireInstrument>,
+        order_id: OrderId,
+        price: Ticks,
+        visible: Lots,
+        remaining: Lots,
+    },
+    /// A stop armed (`last_price` none) or triggered.
+    Stop {
+        wire: Arc<WireInstrument>,
+        order_id: OrderId,
+        trigger: Ticks,
+        last_price: Option<Ticks>,
+    },
+    Fill {
+        wire: Arc<WireInstrument>,
+        order_id: OrderId,
+        trade_id: u64,
+        price: Ticks,
+        size: Lots,
+        remaining: Lots,
+        maker: bool,
+    },
+    Amended {
+        wire: Arc<WireInstrument>,
+        order_id: OrderId,
+        price: Ticks,
+        trigger: Ticks,
+        remaining: Lots,
+        visible: Lots,
+        priority_kept: bool,
+    },
+    Done {
+        wire: Arc<WireInstrument>,
+        order_id: OrderId,
+        reason: DoneReason,
+        filled: Lots,
+        cancelled: Lots,
+    },
+}
+
+/// An order update message: the change and the engine event it came from.
+struct OrderUpdate {
+    engine_seq: u64,
+    ts: Timestamp,
+    change: OrderChange,
+}
+
+impl OrderChange {
+    fn name(&self) -> &'static str {
+        match self {
+            OrderChange::Accepted { .. } => "accepted",
+            OrderChange::Ack { .. } => "ack",
+            OrderChange::Rejected { .. } => "rejected",
+            OrderChange::Rested { .. } => "rested",
+            OrderChange::Stop {
+                last_price: None, ..
+            } => "stop_armed",
+            OrderChange::Stop { .. } => "stop_triggered",
+            OrderChange::Fill { .. } => "fill",
+            OrderChange::Amended { .. } => "amended",
+            OrderChange::Done { .. } => "done",
+        }
+    }
+
+    /// The event-specific JSON fields.
+    fn write_json(&self, o: &mut JsonObject<'_>) {
+        match self {
+            OrderChange::Accepted { wire, corr, order } => {
+                o.u64("corr", *corr);
+                write_info(wire, order, o);
+            }
+            OrderChange::Ack {
+                corr,
+                command,
+                order_id,
+                wire,
+            } => {
+                o.u64("corr", *corr).str("command", command_str(*command));
+                if !order_id.is_none() {
+                    o.str("order_id", &id_str(*order_id));
+                }
+                if let Some(w) = wire {
+                    o.str("instrument", w.symbol());
+                }
+            }
+            OrderChange::Rejected {
+                corr,
+                command,
+                client_id,
+                order_id,
+                reason,
+            } => {
+                o.u64("corr", *corr)
+                    .str("command", command_str(*command))
+                    .str("reason", reason.as_str());
+                if *client_id != 0 {
+                    o.u64("client_id", *client_id);
+                }
+                if !order_id.is_none() {
+                    o.str("order_id", &id_str(*order_id));
+                }
+            }
+            OrderChange::Rested {
+                wire,
+                order_id,
+                price,
+                visible,
+                remaining,
+            } => {
+                o.str("order_id", &id_str(*order_id))
+                    .str("instrument", wire.symbol())
+                    .decimal("price", wire.price, *price)
+                    .decimal("visible", wire.size, *visible as i64)
+                    .decimal("remaining", wire.size, *remaining as i64);
+            }
+            OrderChange::Stop {
+                wire,
+                order_id,
+                trigger,
+                last_price,
+            } => {
+                o.str("order_id", &id_str(*order_id))
+                    .str("instrument", wire.symbol())
+                    .decimal("trigger", wire.price, *trigger);
+                if let Some(last_price) = last_price {
+                    o.decimal("last_price", wire.price, *last_price);
+                }
+            }
+            OrderChange::Fill {
+                wire,
+                order_id,
+                trade_id,
+                price,
+                size,
+                remaining,
+                maker,
+            } => {
+                o.str("order_id", &id_str(*order_id))
+                    .str("instrument", wire.symbol())
+                    .u64("trade_id", *trade_id)
+                    .decimal("price", wire.price, *price)
+                    .decimal("size", wire.size, *size as i64)
+                    .decimal("remaining", wire.size, *remaining as i64)
+                    .str("liquidity", if *maker { "maker" } else { "taker" });
+            }
+            OrderChange::Amended {
+                wire,
+                order_id,
+                price,
+                trigger,
+                remaining,
+                visible,
+                priority_kept,
+            } => {
+                o.str("order_id", &id_str(*order_id))
+                    .str("instrument", wire.symbol())
+                    .decimal("price", wire.price, *price)
+                    .decimal("remaining", wire.size, *remaining as i64)
+                    .decimal("visible", wire.size, *visible as i64)
+                    .bool("priority_kept", *priority_kept);
+                if *trigger != 0 {
+                    o.decimal("trigger", wire.price, *trigger);
+                }
+            }
+            OrderChange::Done {
+                wire,
+                order_id,
+                reason,
+                filled,
+                cancelled,
+            } => {
+                o.str("order_id", &id_str(*order_id))
+                    .str("instrument", wire.symbol())
+                    .str("reason", reason.as_str())
+                    .decimal("filled", wire.size, *filled as i64)
+                    .decimal("cancelled", wire.size, *cancelled as i64);
+            }
+        }
+    }
+
+    fn to_proto(&self) -> Update {
+        match self {
+            OrderChange::Accepted { wire, corr, order } => Update::Accepted(pb::OrderAccepted {
+                correlation: *corr,
+                order: Some(proto::order(wire, order)),
+            }),
+            OrderChange::Ack {
+                corr,
+                command,
+                order_id,
+                wire,
+            } => Update::Ack(pb::CommandAck {
+                correlation: *corr,
+                command: proto::command_type(*command) as i32,
+                order_id: order_id.0,
+                instrument: wire
+                    .as_ref()
+                    .map_or_else(String::new, |w| w.symbol().to_string()),
+            }),
+            OrderChange::Rejected {
+                corr,
+                command,
+                client_id,
+                order_id,
+                reason,
+            } => Update::Rejected(pb::OrderRejected {
+                correlation: *corr,
+                command: proto::command_type(*command) as i32,
+                reason: proto::reject_reason(*reason) as i32,
+                client_order_id: *client_id,
+                order_id: order_id.0,
+            }),
+            OrderChange::Rested {
+                wire,
+                order_id,
+                price,
+                visible,
+                remaining,
+            } => Update::Rested(pb::OrderRested {
+                order_id: order_id.0,
+                instrument: wire.symbol().to_string(),
+                price: proto::price(wire, *price),
+                visible_size: proto::size(wire, *visible),
+                remaining_size: proto::size(wire, *remaining),
+            }),
+            OrderChange::Stop {
+                wire,
+                order_id,
+                trigger,
+                last_price: Some(last_price),
+            } => Update::StopTriggered(pb::StopTriggered {
+                order_id: order_id.0,
+                instrument: wire.symbol().to_string(),
+                trigger_price: proto::price(wire, *trigger),
+                last_price: proto::price(wire, *last_price),
+            }),
+            OrderChange::Stop {
+                wire,
+                order_id,
+                trigger,
+                last_price: None,
+            } => Update::StopArmed(pb::StopArmed {
+                order_id: order_id.0,
+                instrument: wire.symbol().to_string(),
+                trigger_price: proto::price(wire, *trigger),
+            }),
+            OrderChange::Fill {
+                wire,
+                order_id,
+                trade_id,
+                price,
+                size,
+                remaining,
+                maker,
+            } => Update::Fill(pb::OrderFill {
+                order_id: order_id.0,
+                instrument: wire.symbol().to_string(),
+                trade_id: *trade_id,
+                price: proto::price(wire, *price),
+                size: proto::size(wire, *size),
+                remaining_size: proto::size(wire, *remaining),
+                liquidity: if *maker {
+                    pb::Liquidity::Maker
+                } else {
+                    pb::Liquidity::Taker
+                } as i32,
+            }),
+            OrderChange::Amended {
+                wire,
+                order_id,
+                price,
+                trigger,
+                remaining,
+                visible,
+                priority_kept,
+            } => Update::Amended(pb::OrderAmended {
+                order_id: order_id.0,
+                instrument: wire.symbol().to_string(),
+                price: proto::price(wire, *price),
+                trigger_price: if *trigger != 0 {
+                    proto::price(wire, *trigger)
+                } else {
+                    String::new()
+                },
+                remaining_size: proto::size(wire, *remaining),
+                visible_size: proto::size(wire, *visible),
+                priority_kept: *priority_kept,
+            }),
+            OrderChange::Done {
+                wire,
+                order_id,
+                reason,
+                filled,
+                cancelled,
+            } => Update::Done(pb::OrderDone {
+                order_id: order_id.0,
+                instrument: wire.symbol().to_string(),
+                reason: proto::done_reason(*reason) as i32,
+                filled_size: proto::size(wire, *filled),
+                cancelled_size: proto::size(wire, *cancelled),
+            }),
+        }
+    }
+}
+
+impl Encode for OrderUpdate {
+    fn json(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let mut out = Vec::with_capacity(320);
+        let mut o = JsonObject::new(&mut out);
+        o.str("type", "order")
+            .str("event", self.change.name())
+            .u64("seq", seq)
+            .u64("prev_seq", prev_seq)
+            .u64("engine_seq", self.engine_seq)
+            .u64("ts", self.ts);
+        self.change.write_json(&mut o);
+        o.finish();
+        Bytes::from(out)
+    }
+
+    fn proto(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let event = self.change.to_proto();
+        proto::order_update(seq, prev_seq, self.engine_seq, self.ts, event)
+    }
+}
+
 /// Routes engine events to per-account order-update topics.
 pub struct OrderRouter {
     accounts: Arc<Accounts>,
-    instruments: Arc<Instruments>,
     /// The router's own handles, so routing an event takes no shared lock.
-    cache: HashMap<AccountId, Arc<AccountStream>>,
+    cache: IdMap<AccountId, Arc<AccountStream>>,
+    /// Instruments by id, copied from the shared registry on first use for the same reason.
+    wires: Vec<Option<Arc<WireInstrument>>>,
 }
 
 impl OrderRouter {
     pub fn new(accounts: Arc<Accounts>) -> Self {
         OrderRouter {
-            instruments: accounts.instruments.clone(),
             accounts,
-            cache: HashMap::new(),
+            cache: IdMap::default(),
+            wires: Vec::new(),
         }
     }
 
-    /// Publishes one update to `account`: `body` writes the event-specific JSON fields,
-    /// `proto_event` is the same as protobuf, `update` changes the open-order state under the
+    fn wire(&mut self, instrument: InstrumentId) -> Option<Arc<WireInstrument>> {
+        let idx = instrument as usize;
+        if let Some(Some(w)) = self.wires.get(idx) {
+            return Some(w.clone());
+        }
+        let wire = self.accounts.instruments.get(instrument)?;
+        if self.wires.len() <= idx {
+            self.wires.resize(idx + 1, None);
+        }
+        self.wires[idx] = Some(wire.clone());
+        Some(wire)
+    }
+
+    /// Publishes one update to `account`; `update` changes the open-order state under the
     /// same lock.
     fn publish(
         &mut self,
         account: AccountId,
         event: &Event,
-        name: &str,
         update: impl FnOnce(&mut BTreeMap<OrderId, OpenOrder>),
-        body: impl FnOnce(&mut JsonObject<'_>),
-        proto_event: Update,
+        change: OrderChange,
     ) {
         let accounts = &self.accounts;
         let stream = self
@@ -269,32 +627,22 @@ impl OrderRouter {
         update(&mut st.open);
         st.seq += 1;
         let seq = st.seq;
-        let mut out = Vec::with_capacity(320);
-        let mut o = JsonObject::new(&mut out);
-        o.str("type", "order")
-            .str("event", name)
-            .u64("seq", seq)
-            .u64("prev_seq", seq - 1)
-            .u64("engine_seq", event.seq)
-            .u64("ts", event.ts);
-        body(&mut o);
-        o.finish();
-        stream.topic.publish(Arc::new(Message {
+        stream.topic.publish(Message::lazy(
             seq,
-            prev_seq: seq - 1,
-            kind: MessageKind::Update,
-            json: Bytes::from(out),
-            deflated: Default::default(),
-            proto: proto::order_update(seq, seq - 1, event.seq, event.ts, proto_event),
-        }));
+            seq - 1,
+            MessageKind::Update,
+            OrderUpdate {
+                engine_seq: event.seq,
+                ts: event.ts,
+                change,
+            },
+        ));
     }
 
     pub fn apply(&mut self, e: &Event) {
-        let instruments = self.instruments.clone();
-        let wire_of = |i: InstrumentId| instruments.get(i);
-        match &e.kind {
-            EventKind::PlaceAccepted { corr, order } => {
-                let Some(wire) = wire_of(order.instrument) else {
+        match e.kind {
+            EventKind::PlaceAccepted { corr, ref order } => {
+                let Some(wire) = self.wire(order.instrument) else {
                     return;
                 };
                 let open = OpenOrder {
@@ -307,18 +655,14 @@ impl OrderRouter {
                 self.publish(
                     order.account,
                     e,
-                    "accepted",
                     |m| {
                         m.insert(order.order_id, open);
                     },
-                    |o| {
-                        o.u64("corr", *corr);
-                        write_info(&wire, order, o);
+                    OrderChange::Accepted {
+                        wire,
+                        corr,
+                        order: *order,
                     },
-                    Update::Accepted(pb::OrderAccepted {
-                        correlation: *corr,
-                        order: Some(proto::order(&wire, order)),
-                    }),
                 );
             }
             EventKind::Accepted {
@@ -327,32 +671,15 @@ impl OrderRouter {
                 account,
                 order_id,
                 instrument,
-            } if *account != 0 => {
-                let symbol = instrument.and_then(wire_of);
-                let ack = Update::Ack(pb::CommandAck {
-                    correlation: *corr,
-                    command: proto::command_type(*command) as i32,
-                    order_id: order_id.0,
-                    instrument: symbol
-                        .as_ref()
-                        .map_or_else(String::new, |w| w.symbol().to_string()),
-                });
-                self.publish(
-                    *account,
-                    e,
-                    "ack",
-                    |_| {},
-                    |o| {
-                        o.u64("corr", *corr).str("command", command_str(*command));
-                        if !order_id.is_none() {
-                            o.str("order_id", &id_str(*order_id));
-                        }
-                        if let Some(w) = symbol {
-                            o.str("instrument", w.symbol());
-                        }
-                    },
-                    ack,
-                );
+            } if account != 0 => {
+                let wire = instrument.and_then(|i| self.wire(i));
+                let change = OrderChange::Ack {
+                    corr,
+                    command,
+                    order_id,
+                    wire,
+                };
+                self.publish(account, e, |_| {}, change);
             }
             EventKind::Rejected {
                 corr,
@@ -361,31 +688,15 @@ impl OrderRouter {
                 client_id,
                 order_id,
                 reason,
-            } if *account != 0 => {
-                self.publish(
-                    *account,
-                    e,
-                    "rejected",
-                    |_| {},
-                    |o| {
-                        o.u64("corr", *corr)
-                            .str("command", command_str(*command))
-                            .str("reason", reason.as_str());
-                        if *client_id != 0 {
-                            o.u64("client_id", *client_id);
-                        }
-                        if !order_id.is_none() {
-                            o.str("order_id", &id_str(*order_id));
-                        }
-                    },
-                    Update::Rejected(pb::OrderRejected {
-                        correlation: *corr,
-                        command: proto::command_type(*command) as i32,
-                        reason: proto::reject_reason(*reason) as i32,
-                        client_order_id: *client_id,
-                        order_id: order_id.0,
-                    }),
-                );
+            } if account != 0 => {
+                let change = OrderChange::Rejected {
+                    corr,
+                    command,
+                    client_id,
+                    order_id,
+                    reason,
+                };
+                self.publish(account, e, |_| {}, change);
             }
             EventKind::OrderRested {
                 order_id,
@@ -396,35 +707,27 @@ impl OrderRouter {
                 remaining,
                 ..
             } => {
-                let Some(wire) = wire_of(*instrument) else {
+                let Some(wire) = self.wire(instrument) else {
                     return;
                 };
                 self.publish(
-                    *account,
+                    account,
                     e,
-                    "rested",
                     |m| {
-                        if let Some(o) = m.get_mut(order_id) {
+                        if let Some(o) = m.get_mut(&order_id) {
                             o.status = "resting";
-                            o.visible = *visible;
-                            o.remaining = *remaining;
-                            o.info.price = *price;
+                            o.visible = visible;
+                            o.remaining = remaining;
+                            o.info.price = price;
                         }
                     },
-                    |o| {
-                        o.str("order_id", &id_str(*order_id))
-                            .str("instrument", wire.symbol())
-                            .decimal("price", wire.price, *price)
-                            .decimal("visible", wire.size, *visible as i64)
-                            .decimal("remaining", wire.size, *remaining as i64);
+                    OrderChange::Rested {
+                        wire,
+                        order_id,
+                        price,
+                        visible,
+                        remaining,
                     },
-                    Update::Rested(pb::OrderRested {
-                        order_id: order_id.0,
-                        instrument: wire.symbol().to_string(),
-                        price: proto::price(&wire, *price),
-                        visible_size: proto::size(&wire, *visible),
-                        remaining_size: proto::size(&wire, *remaining),
-                    }),
                 );
             }
             EventKind::StopArmed {
@@ -441,48 +744,32 @@ impl OrderRouter {
                 trigger,
                 ..
             } => {
-                let Some(wire) = wire_of(*instrument) else {
+                let Some(wire) = self.wire(instrument) else {
                     return;
                 };
-                let armed = matches!(e.kind, EventKind::StopArmed { .. });
-                let name = if armed {
-                    "stop_armed"
-                } else {
-                    "stop_triggered"
+                let last_price = match e.kind {
+                    EventKind::StopTriggered { last_price, .. } => Some(last_price),
+                    _ => None,
                 };
-                let proto_event = match e.kind {
-                    EventKind::StopTriggered { last_price, .. } => {
-                        Update::StopTriggered(pb::StopTriggered {
-                            order_id: order_id.0,
-                            instrument: wire.symbol().to_string(),
-                            trigger_price: proto::price(&wire, *trigger),
-                            last_price: proto::price(&wire, last_price),
-                        })
-                    }
-                    _ => Update::StopArmed(pb::StopArmed {
-                        order_id: order_id.0,
-                        instrument: wire.symbol().to_string(),
-                        trigger_price: proto::price(&wire, *trigger),
-                    }),
+                let status = if last_price.is_none() {
+                    "armed"
+                } else {
+                    "triggered"
                 };
                 self.publish(
-                    *account,
+                    account,
                     e,
-                    name,
                     |m| {
-                        if let Some(o) = m.get_mut(order_id) {
-                            o.status = if armed { "armed" } else { "triggered" };
+                        if let Some(o) = m.get_mut(&order_id) {
+                            o.status = status;
                         }
                     },
-                    |o| {
-                        o.str("order_id", &id_str(*order_id))
-                            .str("instrument", wire.symbol())
-                            .decimal("trigger", wire.price, *trigger);
-                        if let EventKind::StopTriggered { last_price, .. } = e.kind {
-                            o.decimal("last_price", wire.price, last_price);
-                        }
+                    OrderChange::Stop {
+                        wire,
+                        order_id,
+                        trigger,
+                        last_price,
                     },
-                    proto_event,
                 );
             }
             EventKind::Trade {
@@ -498,47 +785,32 @@ impl OrderRouter {
                 maker_remaining,
                 ..
             } => {
-                let Some(wire) = wire_of(*instrument) else {
+                let Some(wire) = self.wire(instrument) else {
                     return;
                 };
-                for (account, order, remaining, liquidity) in [
-                    (*taker_account, *taker_order, *taker_remaining, "taker"),
-                    (*maker_account, *maker_order, *maker_remaining, "maker"),
+                for (account, order_id, remaining, maker) in [
+                    (taker_account, taker_order, taker_remaining, false),
+                    (maker_account, maker_order, maker_remaining, true),
                 ] {
-                    let fill = Update::Fill(pb::OrderFill {
-                        order_id: order.0,
-                        instrument: wire.symbol().to_string(),
-                        trade_id: *trade_id,
-                        price: proto::price(&wire, *price),
-                        size: proto::size(&wire, *size),
-                        remaining_size: proto::size(&wire, remaining),
-                        liquidity: if liquidity == "maker" {
-                            pb::Liquidity::Maker
-                        } else {
-                            pb::Liquidity::Taker
-                        } as i32,
-                    });
                     self.publish(
                         account,
                         e,
-                        "fill",
                         |m| {
-                            if let Some(o) = m.get_mut(&order) {
+                            if let Some(o) = m.get_mut(&order_id) {
                                 o.filled += size;
                                 o.remaining = remaining;
-                                o.visible = o.visible.saturating_sub(*size);
+                                o.visible = o.visible.saturating_sub(size);
                             }
                         },
-                        |o| {
-                            o.str("order_id", &id_str(order))
-                                .str("instrument", wire.symbol())
-                                .u64("trade_id", *trade_id)
-                                .decimal("price", wire.price, *price)
-                                .decimal("size", wire.size, *size as i64)
-                                .decimal("remaining", wire.size, remaining as i64)
-                                .str("liquidity", liquidity);
+                        OrderChange::Fill {
+                            wire: wire.clone(),
+                            order_id,
+                            trade_id,
+                            price,
+                            size,
+                            remaining,
+                            maker,
                         },
-                        fill,
                     );
                 }
             }
@@ -553,45 +825,29 @@ impl OrderRouter {
                 priority_kept,
                 ..
             } => {
-                let Some(wire) = wire_of(*instrument) else {
+                let Some(wire) = self.wire(instrument) else {
                     return;
                 };
                 self.publish(
-                    *account,
+                    account,
                     e,
-                    "amended",
                     |m| {
-                        if let Some(o) = m.get_mut(order_id) {
-                            o.info.price = *price;
-                            o.info.trigger = *trigger;
-                            o.remaining = *remaining;
-                            o.visible = *visible;
+                        if let Some(o) = m.get_mut(&order_id) {
+                            o.info.price = price;
+                            o.info.trigger = trigger;
+                            o.remaining = remaining;
+                            o.visible = visible;
                         }
                     },
-                    |o| {
-                        o.str("order_id", &id_str(*order_id))
-                            .str("instrument", wire.symbol())
-                            .decimal("price", wire.price, *price)
-                            .decimal("remaining", wire.size, *remaining as i64)
-                            .decimal("visible", wire.size, *visible as i64)
-                            .bool("priority_kept", *priority_kept);
-                        if *trigger != 0 {
-                            o.decimal("trigger", wire.price, *trigger);
-                        }
+                    OrderChange::Amended {
+                        wire,
+                        order_id,
+                        price,
+                        trigger,
+                        remaining,
+                        visible,
+                        priority_kept,
                     },
-                    Update::Amended(pb::OrderAmended {
-                        order_id: order_id.0,
-                        instrument: wire.symbol().to_string(),
-                        price: proto::price(&wire, *price),
-                        trigger_price: if *trigger != 0 {
-                            proto::price(&wire, *trigger)
-                        } else {
-                            String::new()
-                        },
-                        remaining_size: proto::size(&wire, *remaining),
-                        visible_size: proto::size(&wire, *visible),
-                        priority_kept: *priority_kept,
-                    }),
                 );
             }
             EventKind::OrderDone {
@@ -603,30 +859,22 @@ impl OrderRouter {
                 reason,
                 ..
             } => {
-                let Some(wire) = wire_of(*instrument) else {
+                let Some(wire) = self.wire(instrument) else {
                     return;
                 };
                 self.publish(
-                    *account,
+                    account,
                     e,
-                    "done",
                     |m| {
-                        m.remove(order_id);
+                        m.remove(&order_id);
                     },
-                    |o| {
-                        o.str("order_id", &id_str(*order_id))
-                            .str("instrument", wire.symbol())
-                            .str("reason", reason.as_str())
-                            .decimal("filled", wire.size, *filled as i64)
-                            .decimal("cancelled", wire.size, *cancelled as i64);
+                    OrderChange::Done {
+                        wire,
+                        order_id,
+                        reason,
+                        filled,
+                        cancelled,
                     },
-                    Update::Done(pb::OrderDone {
-                        order_id: order_id.0,
-                        instrument: wire.symbol().to_string(),
-                        reason: proto::done_reason(*reason) as i32,
-                        filled_size: proto::size(&wire, *filled),
-                        cancelled_size: proto::size(&wire, *cancelled),
-                    }),
                 );
             }
             _ => {}

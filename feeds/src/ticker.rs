@@ -7,10 +7,14 @@
 //! price in the window, `high`/`low` the extremes, `volume` the summed size, `change` the last
 //! trade price minus `open`. With no trade in the window every figure is `null`.
 
+use crate::hub::Encode;
 use crate::instruments::WireInstrument;
+use crate::proto;
+use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
 use std::collections::VecDeque;
+use std::sync::Arc;
 use ticker_engine::{Lots, Ticks, Timestamp};
 
 const MINUTE: u64 = 60_000_000_000;
@@ -122,6 +126,24 @@ pub struct TickerState {
     pub last: Option<(Ticks, Lots)>,
     pub halted: bool,
     pub stats: Option<Stats24h>,
+}
+
+/// A ticker message: the state as of `ts`, encoded when a subscriber first reads it.
+pub struct TickerUpdate {
+    pub wire: Arc<WireInstrument>,
+    pub ts: Timestamp,
+    pub state: TickerState,
+}
+
+impl Encode for TickerUpdate {
+    fn json(&self, seq: u64, prev_seq: u64) -> Bytes {
+        encode(&self.wire, seq, prev_seq, self.ts, &self.state)
+    }
+
+    fn proto(&self, seq: u64, prev_seq: u64) -> Bytes {
+        let payload = proto::ticker(&self.wire, &self.state);
+        proto::market(&self.wire, Channel::Ticker, seq, prev_seq, self.ts, payload)
+    }
 }
 
 pub fn encode(

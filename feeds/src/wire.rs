@@ -20,9 +20,14 @@ impl Scale {
         }
     }
 
+    /// `units × step` in units of the last fractional digit: the wire string's digits.
+    pub fn unscaled(&self, units: i64) -> i128 {
+        units as i128 * self.mantissa
+    }
+
     /// Appends `units × step` with exactly `scale` fractional digits.
     pub fn write(&self, units: i64, out: &mut Vec<u8>) {
-        let v = units as i128 * self.mantissa;
+        let v = self.unscaled(units);
         if v < 0 {
             out.push(b'-');
         }

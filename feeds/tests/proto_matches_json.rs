@@ -275,10 +275,10 @@ fn every_protobuf_message_carries_what_its_json_carries() {
         for sub in &mut subs {
             while let Some(d) = sub.try_recv().unwrap() {
                 let m = d.message().unwrap();
-                let json: Value = serde_json::from_slice(&m.json).unwrap();
+                let json: Value = serde_json::from_slice(m.json()).unwrap();
                 check_market(
                     &json,
-                    &pb::MarketDataMessage::decode(m.proto.clone()).unwrap(),
+                    &pb::MarketDataMessage::decode(m.proto().clone()).unwrap(),
                 );
                 market_checked += 1;
             }
@@ -287,8 +287,8 @@ fn every_protobuf_message_carries_what_its_json_carries() {
     for mut sub in accounts {
         while let Some(d) = sub.try_recv().unwrap() {
             let m = d.message().unwrap();
-            let json: Value = serde_json::from_slice(&m.json).unwrap();
-            check_order(&json, &pb::OrderUpdate::decode(m.proto.clone()).unwrap());
+            let json: Value = serde_json::from_slice(m.json()).unwrap();
+            check_order(&json, &pb::OrderUpdate::decode(m.proto().clone()).unwrap());
             orders_checked += 1;
         }
     }

@@ -174,7 +174,7 @@ proptest! {
             live.retain(|id| rig.engine.order(*id).is_some());
             while let Some(d) = sub.try_recv().unwrap() {
                 let m = d.message().unwrap();
-                client.apply(&serde_json::from_slice(&m.json).unwrap());
+                client.apply(&serde_json::from_slice(m.json()).unwrap());
             }
             let book = rig.engine.book(0).unwrap();
             let replica = rig.md.depth_book(0).unwrap();
@@ -215,14 +215,14 @@ fn a_ticker_subscriber_that_stops_reading_is_conflated_to_the_latest() {
     let latest = hub.topic(topic).latest().unwrap();
     match sub.try_recv().unwrap().unwrap() {
         Delivery::Conflated { message, skipped } => {
-            assert_eq!(message, latest);
+            assert_eq!(*message, *latest);
             assert!(skipped >= 80, "skipped {skipped}");
         }
         other => panic!("expected conflation, got {other:?}"),
     }
     assert_eq!(sub.try_recv().unwrap(), None);
     assert_eq!(HubStats::get(&hub.stats().conflations, topic), 1);
-    let v: Value = serde_json::from_slice(&latest.json).unwrap();
+    let v: Value = serde_json::from_slice(latest.json()).unwrap();
     assert_eq!(v["bid"], "2900.99");
 }
 
@@ -259,7 +259,7 @@ fn a_depth_subscriber_that_falls_behind_resyncs_from_a_fresh_snapshot() {
         Delivery::Snapshot {
             message,
             reason: SnapshotReason::Resync,
-        } => client.apply(&serde_json::from_slice(&message.json).unwrap()),
+        } => client.apply(&serde_json::from_slice(message.json()).unwrap()),
         other => panic!("expected resync, got {other:?}"),
     }
     assert_eq!(client.asks.len(), 50);
@@ -271,7 +271,7 @@ fn a_depth_subscriber_that_falls_behind_resyncs_from_a_fresh_snapshot() {
         2,
     )));
     let next = sub.try_recv().unwrap().unwrap();
-    client.apply(&serde_json::from_slice(&next.message().unwrap().json).unwrap());
+    client.apply(&serde_json::from_slice(next.message().unwrap().json()).unwrap());
     assert_eq!(client.asks.len(), 50, "window stays at N = 50");
     assert_eq!(HubStats::get(&hub.stats().resyncs, depth_topic()), 1);
 }
@@ -392,7 +392,7 @@ fn order_updates_carry_a_gap_free_account_sequence() {
     let mut events = Vec::new();
     let mut seq = 0;
     while let Some(d) = sub.try_recv().unwrap() {
-        let v: Value = serde_json::from_slice(&d.message().unwrap().json).unwrap();
+        let v: Value = serde_json::from_slice(d.message().unwrap().json()).unwrap();
         if v["type"] == "snapshot" {
             continue;
         }

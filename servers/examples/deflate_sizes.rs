@@ -87,8 +87,8 @@ fn record(wanted: usize) -> ([Vec<Vec<u8>>; 3], Vec<Vec<u8>>) {
             while let Ok(Some(delivery)) = sub.try_recv() {
                 if let Some(m) = delivery.message() {
                     if per_topic[i].len() < wanted {
-                        per_topic[i].push(m.json.to_vec());
-                        all.push(m.json.to_vec());
+                        per_topic[i].push(m.json().to_vec());
+                        all.push(m.json().to_vec());
                     }
                 }
             }

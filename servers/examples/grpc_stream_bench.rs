@@ -107,17 +107,16 @@ async fn main() -> anyhow::Result<()> {
                 1 + seq % 7,
                 ticker_engine::Side::Buy,
             );
-            Arc::new(Message {
+            Message::encoded(
                 seq,
-                prev_seq: seq - 1,
-                kind: MessageKind::Update,
-                json: Bytes::new(),
-                deflated: Default::default(),
-                proto: proto::market(&wire, Channel::Trades, seq, seq - 1, seq, payload),
-            })
+                seq - 1,
+                MessageKind::Update,
+                Bytes::new(),
+                proto::market(&wire, Channel::Trades, seq, seq - 1, seq, payload),
+            )
         })
         .collect();
-    let bytes_per_message = messages[0].proto.len();
+    let bytes_per_message = messages[0].proto().len();
 
     let channel =
         tonic::transport::Channel::from_shared(format!("http://{}", server.local_addr()))?

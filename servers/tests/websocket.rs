@@ -820,7 +820,7 @@ async fn over_rate_messages_are_refused_and_sustained_abuse_closes_with_1008() {
         .try_recv()
         .unwrap()
         .expect("the open-orders snapshot");
-    let snapshot: Value = serde_json::from_slice(&snapshot.message().unwrap().json).unwrap();
+    let snapshot: Value = serde_json::from_slice(snapshot.message().unwrap().json()).unwrap();
     assert_eq!(snapshot["orders"], json!([]));
     alice.send(json!({"op":"ping"})).await;
     let (code, reason) = alice.close_frame().await;

@@ -139,7 +139,7 @@ pub fn frame(delivery: Delivery, gap: impl FnOnce(u64, u64) -> Out) -> Out {
         } => return gap(from_seq, resumed_after),
     };
     Out::Frame(Frame {
-        shared: message.proto.clone(),
+        shared: message.proto().clone(),
         tail,
     })
 }
@@ -295,14 +295,13 @@ mod tests {
     use ticker_feeds::{Channel, Hub, HubConfig, Message, MessageKind, Topic};
 
     fn message(seq: u64) -> Arc<Message> {
-        Arc::new(Message {
+        Message::encoded(
             seq,
-            prev_seq: seq - 1,
-            kind: MessageKind::Update,
-            json: Bytes::new(),
-            deflated: Default::default(),
-            proto: Bytes::from(vec![seq as u8]),
-        })
+            seq - 1,
+            MessageKind::Update,
+            Bytes::new(),
+            Bytes::from(vec![seq as u8]),
+        )
     }
 
     fn trades() -> Topic {

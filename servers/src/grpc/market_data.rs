@@ -246,7 +246,7 @@ impl MarketDataService for MarketDataRpc {
         let mut sub = self.0.market.hub().subscribe(topic, None);
         match sub.try_recv() {
             Ok(Some(Delivery::Snapshot { message, .. })) => {
-                let mut m = pb::MarketDataMessage::decode(message.proto.clone())
+                let mut m = pb::MarketDataMessage::decode(message.proto().clone())
                     .map_err(|e| Status::internal(format!("depth snapshot: {e}")))?;
                 m.set_delivery(pb::Delivery::Snapshot);
                 Ok(Response::new(m))

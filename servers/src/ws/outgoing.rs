@@ -56,7 +56,7 @@ impl Encoder {
     /// A feeds message: its JSON bytes (or their shared deflated form), not copied.
     pub fn feed(&mut self, message: &ticker_feeds::Message) -> Message {
         let compressed = self.compressor.compress_feed(message);
-        self.finish(message.json.clone(), compressed)
+        self.finish(message.json().clone(), compressed)
     }
 
     pub fn reply(&mut self, json: Bytes) -> Message {
@@ -141,14 +141,13 @@ mod tests {
     #[test]
     fn a_feed_message_is_sent_on_its_own_bytes() {
         let json = Bytes::from_static(br#"{"type":"ticker"}"#);
-        let message = ticker_feeds::Message {
-            seq: 1,
-            prev_seq: 0,
-            kind: ticker_feeds::MessageKind::Update,
-            json: json.clone(),
-            proto: Bytes::new(),
-            deflated: Default::default(),
-        };
+        let message = ticker_feeds::Message::encoded(
+            1,
+            0,
+            ticker_feeds::MessageKind::Update,
+            json.clone(),
+            Bytes::new(),
+        );
         let stats = Arc::new(WireStats::default());
         let Message::Text(text) = Encoder::new(None, stats.clone()).feed(&message) else {
             panic!("a text message")
@@ -162,14 +161,13 @@ mod tests {
 
     #[test]
     fn shared_mode_deflates_a_feed_message_once_for_every_connection() {
-        let message = ticker_feeds::Message {
-            seq: 1,
-            prev_seq: 0,
-            kind: ticker_feeds::MessageKind::Update,
-            json: Bytes::from_static(br#"{"type":"ticker","bid":"100.00","ask":"100.01"}"#),
-            proto: Bytes::new(),
-            deflated: Default::default(),
-        };
+        let message = ticker_feeds::Message::encoded(
+            1,
+            0,
+            ticker_feeds::MessageKind::Update,
+            Bytes::from_static(br#"{"type":"ticker","bid":"100.00","ask":"100.01"}"#),
+            Bytes::new(),
+        );
         let shared = crate::ws::deflate::Negotiated {
             server_no_context_takeover: true,
             client_no_context_takeover: false,

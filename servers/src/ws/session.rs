@@ -566,14 +566,13 @@ mod tests {
     use ticker_feeds::{Channel, Hub, HubConfig, MessageKind, WireInstrument};
 
     fn message(seq: u64) -> Arc<ticker_feeds::Message> {
-        Arc::new(ticker_feeds::Message {
+        ticker_feeds::Message::encoded(
             seq,
-            prev_seq: seq - 1,
-            kind: MessageKind::Update,
-            json: Bytes::from(format!(r#"{{"type":"trade","seq":{seq}}}"#)),
-            proto: Bytes::new(),
-            deflated: Default::default(),
-        })
+            seq - 1,
+            MessageKind::Update,
+            Bytes::from(format!(r#"{{"type":"trade","seq":{seq}}}"#)),
+            Bytes::new(),
+        )
     }
 
     #[tokio::test]

@@ -150,7 +150,7 @@ pub fn deflate_shared(payload: &[u8]) -> Bytes {
 pub fn shared_frame(message: &Message) -> Bytes {
     message
         .deflated
-        .get_or_init(|| deflate_shared(&message.json))
+        .get_or_init(|| deflate_shared(message.json()))
         .clone()
 }
 
@@ -360,7 +360,7 @@ impl Compressor {
         match self {
             Self::Plain => None,
             Self::Shared => Some(shared_frame(message)),
-            Self::Own(deflater) => Some(deflater.compress(&message.json)),
+            Self::Own(deflater) => Some(deflater.compress(message.json())),
         }
     }
 }
@@ -606,14 +606,13 @@ mod tests {
 
     #[test]
     fn shared_frame_deflates_once_and_caches() {
-        let message = Message {
-            seq: 2,
-            prev_seq: 1,
-            kind: ticker_feeds::hub::MessageKind::Update,
-            json: Bytes::from(ticker_like(2)),
-            proto: Bytes::new(),
-            deflated: Default::default(),
-        };
+        let message = Message::encoded(
+            2,
+            1,
+            ticker_feeds::hub::MessageKind::Update,
+            Bytes::from(ticker_like(2)),
+            Bytes::new(),
+        );
         let first = shared_frame(&message);
         let second = shared_frame(&message);
         assert_eq!(first.as_ptr(), second.as_ptr());
@@ -621,7 +620,7 @@ mod tests {
             MessageInflater::new(15, false, 4096)
                 .inflate_message(&first)
                 .unwrap(),
-            message.json
+            *message.json()
         );
     }
 }
