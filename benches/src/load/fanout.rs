@@ -134,7 +134,11 @@ async fn measure(
         if let Some(i) = counters.iter().position(|c| c.is_finished()) {
             let failed = counters.swap_remove(i).await?;
             failed.map_err(|e| anyhow::anyhow!("a counting subscriber failed: {e:#}"))?;
-            anyhow::bail!("a counting subscriber ended before subscribing");
+            anyhow::bail!(
+                "a counting subscriber was closed by the server (close code {}) while {subscribed} \
+                 of {counted} were subscribed: the load tool fell behind the stream",
+                totals.last_close_code.load(Ordering::Relaxed)
+            );
         }
         anyhow::ensure!(
             tokio::time::Instant::now() < deadline,

@@ -3,8 +3,8 @@
 //! afterwards the logs are joined into latency histograms and rated over the measured window.
 //!
 //! `latency` paces the flow from one thread at a fixed total rate, commands spread evenly
-//! over the clients (the thread sleeps, then spins the last ~150 µs, so commands leave on time
-//! and a slow reply never delays the next command). `throughput` keeps `--window` commands in
+//! over the clients; a slow reply never delays the next command (open loop), and each command
+//! is timed from the moment it is handed to its client's writer. `throughput` keeps `--window` commands in
 //! flight per client, as fast as the server answers.
 
 use super::latency::{self, Sent};
@@ -382,20 +382,13 @@ fn pace_fixed(
     Ok(clients)
 }
 
-/// Sleeps most of the way (the OS oversleeps by tens of µs), then spins the rest.
+/// Sleeps until `due_ns`. The OS may oversleep by tens of µs; that only delays the command,
+/// it does not bias its latency, which is timed from when it is actually handed over. (A spin
+/// for exact timing would take a core from the server on a 2-core machine.)
 fn wait_until(clock: &Clock, due_ns: u64) {
-    const SPIN_NS: u64 = 150_000;
-    loop {
-        let now = clock.now_ns();
-        if now >= due_ns {
-            return;
-        }
-        let left = due_ns - now;
-        if left > SPIN_NS {
-            std::thread::sleep(Duration::from_nanos(left - SPIN_NS));
-        } else {
-            std::thread::yield_now();
-        }
+    let now = clock.now_ns();
+    if now < due_ns {
+        std::thread::sleep(Duration::from_nanos(due_ns - now));
     }
 }
 
