@@ -5,12 +5,13 @@
 //! cargo run --release -p ticker-benches --bin ticker-bench -- latency --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- throughput --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- fanout --spawn
+//! cargo run --release -p ticker-benches --bin ticker-bench -- stream --spawn
 //! ```
 
 use clap::{Parser, Subcommand};
 use ticker_benches::engine_load::{self, EngineArgs};
 use ticker_benches::load::flow::{self, Pace};
-use ticker_benches::load::{fanout, output, FanoutArgs, FlowArgs};
+use ticker_benches::load::{fanout, output, stream, FanoutArgs, FlowArgs, StreamArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +36,9 @@ enum Target {
     Throughput(FlowArgs),
     /// Thousands of WebSocket subscribers to one instrument, a sample of them verified.
     Fanout(FanoutArgs),
+    /// How fast one connection takes a stream, per front: the spawned server's hub is fed
+    /// pre-encoded messages as fast as the subscriber counts them.
+    Stream(StreamArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -58,6 +62,16 @@ fn main() -> anyhow::Result<()> {
             output::emit(
                 &report,
                 &output::flow_table(&report),
+                &series,
+                &args.target,
+                &mut out,
+            )
+        }
+        Target::Stream(args) => {
+            let (report, series) = stream::run(&args)?;
+            output::emit(
+                &report,
+                &output::stream_table(&report),
                 &series,
                 &args.target,
                 &mut out,

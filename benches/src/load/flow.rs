@@ -120,6 +120,11 @@ impl Server {
         }
     }
 
+    /// The spawned tickerd's market, if the tool started one.
+    pub fn market(&self) -> Option<&Arc<ticker_servers::market::Market>> {
+        self.spawned.as_ref().map(Spawned::market)
+    }
+
     pub fn token(&self, client: usize) -> &str {
         &self.tokens[client % self.tokens.len()]
     }

@@ -6,7 +6,8 @@
 //! - [`subscribe`]: verifying market-data subscribers of both fronts; [`frame_count`]: the
 //!   counting-only WebSocket subscriber of `fanout` mode.
 //! - [`latency`]: joins what clients logged into histograms.
-//! - [`flow`] runs `latency` and `throughput`, [`fanout`] runs `fanout`; [`output`] and
+//! - [`flow`] runs `latency` and `throughput`, [`fanout`] runs `fanout`, [`stream`] runs
+//!   `stream` (one connection's capacity, hub-fed); [`output`] and
 //!   [`svg`] write the table, the JSON and the plot; [`spawn`] is `--spawn`.
 
 pub mod counting;
@@ -18,6 +19,7 @@ pub mod latency;
 pub mod order_flow;
 pub mod output;
 pub mod spawn;
+pub mod stream;
 pub mod subscribe;
 pub mod svg;
 
@@ -213,6 +215,24 @@ pub struct FanoutArgs {
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+}
+
+/// `stream` mode.
+#[derive(Debug, Clone, Args)]
+pub struct StreamArgs {
+    #[command(flatten)]
+    pub target: TargetArgs,
+    /// Messages streamed to each subscriber kind.
+    #[arg(long, default_value_t = 1_000_000)]
+    pub messages: u64,
+    /// Subscriber kinds, one connection each, one after the other.
+    #[arg(
+        long,
+        value_enum,
+        value_delimiter = ',',
+        default_value = "grpc,ws-raw,ws-shared,ws-per-connection"
+    )]
+    pub kinds: Vec<Kind>,
 }
 
 /// The process's CPU time so far (user + system, every thread; with `--spawn` that includes

@@ -176,6 +176,23 @@ pub fn fanout_table(report: &Value) -> String {
     t
 }
 
+/// The table of a `stream` run, as Markdown.
+pub fn stream_table(report: &Value) -> String {
+    let mut t = String::from(
+        "| one-connection stream (hub-fed) | messages/s | bytes per message |\n|---|---|---|\n",
+    );
+    for r in report["results"].as_array().into_iter().flatten() {
+        let _ = writeln!(
+            t,
+            "| {} | {} | {:.1} B |",
+            r["kind"].as_str().unwrap_or(""),
+            rate(r["messages_per_second"].as_f64().unwrap_or(0.0)),
+            r["wire_bytes_per_message"].as_f64().unwrap_or(0.0)
+        );
+    }
+    t
+}
+
 /// Prints the table and writes the JSON and the plot where asked.
 pub fn emit(
     report: &Value,

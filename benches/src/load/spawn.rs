@@ -100,6 +100,10 @@ impl Spawned {
         })
     }
 
+    pub fn market(&self) -> &Arc<Market> {
+        &self.market
+    }
+
     /// Closes the fronts (WebSocket clients get 1001) and stops the engine.
     pub fn shutdown(mut self) {
         if let (Some(runtime), Some((grpc, shared, own))) =
