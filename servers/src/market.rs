@@ -259,7 +259,9 @@ impl Market {
         rx.await.map_err(|_| ExecuteError::ShuttingDown)
     }
 
-    fn submit_for_reply(
+    /// Submits a command now and returns where its events will arrive: a caller that submits
+    /// several before awaiting any keeps them in order and pipelines them.
+    pub fn submit_for_reply(
         &self,
         kind: CommandKind,
         deadline: Timestamp,

@@ -437,6 +437,47 @@ async fn session_request(
 }
 
 #[tokio::test]
+async fn an_order_session_pipelines_requests_and_keeps_their_order() {
+    use pb::session_request::Action;
+    use pb::session_response::Event;
+    let rig = Rig::start().await;
+    const PAIRS: u64 = 200;
+    // Every request is sent before any answer is read: place then cancel of the same client
+    // order id, so a cancel that overtook its place would be refused as unknown.
+    let (tx, rx) = tokio::sync::mpsc::channel(2 * PAIRS as usize + 1);
+    session_request(&tx, 0, Action::Start(pb::SessionStart::default())).await;
+    for k in 1..=PAIRS {
+        let mut bid = limit("BTC-USD", pb::Side::Buy, "64000.00", "0.001");
+        bid.client_order_id = k;
+        session_request(&tx, 2 * k - 1, Action::Place(bid)).await;
+        let cancel = pb::CancelOrderRequest {
+            order: Some(pb::cancel_order_request::Order::ClientOrderId(k)),
+        };
+        session_request(&tx, 2 * k, Action::Cancel(cancel)).await;
+    }
+    drop(tx);
+    let mut responses = rig
+        .orders()
+        .order_session(authed(ReceiverStream::new(rx), ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut expected = 0;
+    while let Some(r) = responses.message().await.unwrap() {
+        assert_eq!(r.request_id, expected, "answers come in request order");
+        let accepted = match r.event {
+            Some(Event::Started(_)) => true,
+            Some(Event::Placed(p)) => p.result.unwrap().accepted,
+            Some(Event::Cancelled(c)) => c.result.unwrap().accepted,
+            other => panic!("request {expected}: {other:?}"),
+        };
+        assert!(accepted, "request {expected} was refused");
+        expected += 1;
+    }
+    assert_eq!(expected, 2 * PAIRS + 1);
+}
+
+#[tokio::test]
 async fn an_order_session_answers_each_request_and_cancels_on_disconnect() {
     use pb::session_request::Action;
     use pb::session_response::Event;

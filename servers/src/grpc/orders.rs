@@ -10,8 +10,10 @@ use super::convert::{self, Refusal};
 use super::frames::{self, Out, OutStream};
 use super::report;
 use crate::market::{now_ns, ExecuteError, Market};
+use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use prost::encoding::{encode_key, encode_varint, WireType};
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 use ticker_engine::*;
@@ -31,7 +33,7 @@ pub struct OrderConfig {
     /// Orders one `BulkPlaceOrders` call may place; the rest of the stream is not read [10,000].
     pub max_bulk_orders: usize,
     /// Responses and updates queued for an order session's client before the session waits
-    /// for it [1,024].
+    /// for it, and requests of a session awaiting the engine's answer at once [1,024].
     pub session_queue: usize,
 }
 
@@ -104,79 +106,98 @@ impl OrderDesk {
         OrderDesk { market }
     }
 
-    async fn execute(&self, kind: CommandKind, deadline: Deadline) -> Result<Vec<Event>, Refusal> {
-        let run = self.market.execute_with_deadline(kind, deadline.at_ns);
-        let events = match deadline.at {
-            Some(at) => tokio::time::timeout_at(at, run).await.map_err(|_| {
-                Refusal::new(
-                    Code::DeadlineExceeded,
-                    "deadline passed while waiting for the engine",
-                )
-            })?,
-            None => run.await,
-        };
-        events.map_err(execute_error)
+    /// Submits `kind` now — so commands reach the engine in the order of these calls — and
+    /// returns the wait for its events, which borrows nothing: a session can hold many.
+    fn submit(
+        &self,
+        kind: CommandKind,
+        deadline: Deadline,
+    ) -> impl Future<Output = Result<Vec<Event>, Refusal>> + Send + 'static {
+        let submitted = self.market.submit_for_reply(kind, deadline.at_ns);
+        async move {
+            let reply = submitted.map_err(execute_error)?;
+            let run = async { reply.await.map_err(|_| ExecuteError::ShuttingDown) };
+            let events = match deadline.at {
+                Some(at) => tokio::time::timeout_at(at, run).await.map_err(|_| {
+                    Refusal::new(
+                        Code::DeadlineExceeded,
+                        "deadline passed while waiting for the engine",
+                    )
+                })?,
+                None => run.await,
+            };
+            events.map_err(execute_error)
+        }
     }
 
-    pub async fn place(
+    /// Checks and submits the order now; the returned future waits for the answer.
+    pub fn place(
         &self,
         account: AccountId,
         session: SessionId,
         req: &pb::PlaceOrderRequest,
         deadline: Deadline,
-    ) -> Result<pb::PlaceOrderResponse, Refusal> {
-        let place = convert::place(req, self.market.instruments(), account, session)?;
-        let events = self.execute(CommandKind::Place(place), deadline).await?;
-        report::placed(self.market.instruments(), &events)
+    ) -> impl Future<Output = Result<pb::PlaceOrderResponse, Refusal>> + Send + 'static {
+        let instruments = self.market.instruments().clone();
+        let pending = convert::place(req, &instruments, account, session)
+            .map(|place| self.submit(CommandKind::Place(place), deadline));
+        async move {
+            let events = pending?.await?;
+            report::placed(&instruments, &events)
+        }
     }
 
-    pub async fn cancel(
+    pub fn cancel(
         &self,
         account: AccountId,
         req: &pb::CancelOrderRequest,
         deadline: Deadline,
-    ) -> Result<pb::CancelOrderResponse, Refusal> {
-        let cancel = convert::cancel(req, account)?;
-        let events = self.execute(CommandKind::Cancel(cancel), deadline).await?;
-        Ok(pb::CancelOrderResponse {
-            result: Some(report::decision(&events)?),
-            order: report::touched(self.market.instruments(), &events),
-        })
+    ) -> impl Future<Output = Result<pb::CancelOrderResponse, Refusal>> + Send + 'static {
+        let instruments = self.market.instruments().clone();
+        let pending = convert::cancel(req, account)
+            .map(|cancel| self.submit(CommandKind::Cancel(cancel), deadline));
+        async move {
+            let events = pending?.await?;
+            Ok(pb::CancelOrderResponse {
+                result: Some(report::decision(&events)?),
+                order: report::touched(&instruments, &events),
+            })
+        }
     }
 
-    pub async fn amend(
+    pub fn amend(
         &self,
         account: AccountId,
         req: &pb::AmendOrderRequest,
         deadline: Deadline,
-    ) -> Result<pb::AmendOrderResponse, Refusal> {
-        let amend = convert::amend(
-            req,
-            account,
-            self.market.instruments(),
-            self.market.accounts(),
-        )?;
-        let events = self.execute(CommandKind::Amend(amend), deadline).await?;
-        Ok(pb::AmendOrderResponse {
-            result: Some(report::decision(&events)?),
-            order: report::touched(self.market.instruments(), &events),
-        })
+    ) -> impl Future<Output = Result<pb::AmendOrderResponse, Refusal>> + Send + 'static {
+        let instruments = self.market.instruments().clone();
+        let pending = convert::amend(req, account, &instruments, self.market.accounts())
+            .map(|amend| self.submit(CommandKind::Amend(amend), deadline));
+        async move {
+            let events = pending?.await?;
+            Ok(pb::AmendOrderResponse {
+                result: Some(report::decision(&events)?),
+                order: report::touched(&instruments, &events),
+            })
+        }
     }
 
-    pub async fn mass_cancel(
+    pub fn mass_cancel(
         &self,
         account: AccountId,
         req: &pb::MassCancelRequest,
         deadline: Deadline,
-    ) -> Result<pb::MassCancelResponse, Refusal> {
-        let mass = convert::mass_cancel(req, account, self.market.instruments())?;
-        let events = self
-            .execute(CommandKind::MassCancel(mass), deadline)
-            .await?;
-        Ok(pb::MassCancelResponse {
-            result: Some(report::decision(&events)?),
-            cancelled_order_ids: report::mass_cancelled(&events),
-        })
+    ) -> impl Future<Output = Result<pb::MassCancelResponse, Refusal>> + Send + 'static {
+        let pending = convert::mass_cancel(req, account, self.market.instruments())
+            .map(|mass| self.submit(CommandKind::MassCancel(mass), deadline));
+        async move {
+            let events = pending?.await?;
+            Ok(pb::MassCancelResponse {
+                result: Some(report::decision(&events)?),
+                cancelled_order_ids: report::mass_cancelled(&events),
+            })
+        }
     }
 }
 
@@ -259,68 +280,45 @@ impl OrderApi {
         let mut cancel_on_disconnect = false;
         let mut updates: Option<tokio::task::JoinHandle<()>> = None;
         let mut first = true;
-        // A transport error ends the session like a clean end of stream.
-        while let Ok(Some(req)) = inbound.message().await {
-            let refuse = |r: Refusal| SessionEvent::Error(r.to_proto());
-            let event = match req.action {
-                Some(Action::Start(start)) if first => {
-                    cancel_on_disconnect = start.cancel_on_disconnect;
-                    if start.order_updates {
-                        updates = Some(tokio::spawn(forward_updates(
-                            self.market.clone(),
-                            account,
-                            start.order_updates_from_seq,
-                            tx.clone(),
-                        )));
-                    }
-                    SessionEvent::Started(pb::SessionStarted {
-                        session_id: session,
-                        cancel_on_disconnect,
-                    })
-                }
-                Some(Action::Start(_)) => refuse(Refusal {
-                    code: Code::InvalidArgument,
-                    message: "start is only allowed as the session's first message".into(),
-                    violations: vec![("start".into(), "only as the first message".into())],
-                }),
-                Some(Action::Place(p)) => {
-                    // Only a session that cancels on disconnect tags its orders.
-                    let tag = if cancel_on_disconnect { session } else { 0 };
-                    match self.desk.place(account, tag, &p, deadline).await {
-                        Ok(r) => SessionEvent::Placed(r),
-                        Err(e) => refuse(e),
+        // Commands are submitted to the engine as they arrive, in order, and answered in that
+        // order as their events come back: a client with many requests in flight is not held to
+        // one engine round trip at a time. At most `session_queue` answers are awaited at once.
+        let mut answers = FuturesOrdered::new();
+        let in_flight = self.config.session_queue.max(1);
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                biased;
+                Some(response) = answers.next(), if !answers.is_empty() => {
+                    if tx.send(Ok(Out::encoded(&response))).await.is_err() {
+                        break; // the client stopped reading: the call is gone
                     }
                 }
-                Some(Action::Cancel(c)) => match self.desk.cancel(account, &c, deadline).await {
-                    Ok(r) => SessionEvent::Cancelled(r),
-                    Err(e) => refuse(e),
-                },
-                Some(Action::Amend(a)) => match self.desk.amend(account, &a, deadline).await {
-                    Ok(r) => SessionEvent::Amended(r),
-                    Err(e) => refuse(e),
-                },
-                Some(Action::MassCancel(m)) => {
-                    match self.desk.mass_cancel(account, &m, deadline).await {
-                        Ok(r) => SessionEvent::MassCancelled(r),
-                        Err(e) => refuse(e),
-                    }
+                // A transport error ends the session like a clean end of stream.
+                req = inbound.message(), if reading && answers.len() < in_flight => {
+                    let Ok(Some(req)) = req else {
+                        reading = false;
+                        continue;
+                    };
+                    let request_id = req.request_id;
+                    let answer = self.answer(
+                        req.action,
+                        account,
+                        session,
+                        deadline,
+                        &mut first,
+                        &mut cancel_on_disconnect,
+                        &mut updates,
+                        &tx,
+                    );
+                    answers.push_back(async move {
+                        pb::SessionResponse {
+                            request_id,
+                            event: Some(answer.await),
+                        }
+                    });
                 }
-                None => refuse(Refusal {
-                    code: Code::InvalidArgument,
-                    message: "a session request needs an action".into(),
-                    violations: vec![(
-                        "action".into(),
-                        "one of start, place, cancel, amend, mass_cancel".into(),
-                    )],
-                }),
-            };
-            first = false;
-            let response = pb::SessionResponse {
-                request_id: req.request_id,
-                event: Some(event),
-            };
-            if tx.send(Ok(Out::encoded(&response))).await.is_err() {
-                break; // the client stopped reading: the call is gone
+                else => break,
             }
         }
         if let Some(h) = updates {
@@ -334,6 +332,82 @@ impl OrderApi {
                 market.execute_blocking(CommandKind::SessionClosed { session })
             })
             .await;
+        }
+    }
+
+    /// Handles one session request now (checks, state, submission to the engine) and returns
+    /// the wait for its answer.
+    #[allow(clippy::too_many_arguments)]
+    fn answer(
+        self: &Arc<Self>,
+        action: Option<Action>,
+        account: AccountId,
+        session: SessionId,
+        deadline: Deadline,
+        first: &mut bool,
+        cancel_on_disconnect: &mut bool,
+        updates: &mut Option<tokio::task::JoinHandle<()>>,
+        tx: &mpsc::Sender<Result<Out, Status>>,
+    ) -> std::pin::Pin<Box<dyn Future<Output = SessionEvent> + Send>> {
+        let refuse = |r: Refusal| SessionEvent::Error(r.to_proto());
+        let was_first = std::mem::replace(first, false);
+        let ready =
+            |event: SessionEvent| -> std::pin::Pin<Box<dyn Future<Output = SessionEvent> + Send>> {
+                Box::pin(std::future::ready(event))
+            };
+        match action {
+            Some(Action::Start(start)) if was_first => {
+                *cancel_on_disconnect = start.cancel_on_disconnect;
+                if start.order_updates {
+                    *updates = Some(tokio::spawn(forward_updates(
+                        self.market.clone(),
+                        account,
+                        start.order_updates_from_seq,
+                        tx.clone(),
+                    )));
+                }
+                ready(SessionEvent::Started(pb::SessionStarted {
+                    session_id: session,
+                    cancel_on_disconnect: *cancel_on_disconnect,
+                }))
+            }
+            Some(Action::Start(_)) => ready(refuse(Refusal {
+                code: Code::InvalidArgument,
+                message: "start is only allowed as the session's first message".into(),
+                violations: vec![("start".into(), "only as the first message".into())],
+            })),
+            Some(Action::Place(p)) => {
+                // Only a session that cancels on disconnect tags its orders.
+                let tag = if *cancel_on_disconnect { session } else { 0 };
+                let placed = self.desk.place(account, tag, &p, deadline);
+                Box::pin(async move { placed.await.map_or_else(refuse, SessionEvent::Placed) })
+            }
+            Some(Action::Cancel(c)) => {
+                let cancelled = self.desk.cancel(account, &c, deadline);
+                Box::pin(
+                    async move { cancelled.await.map_or_else(refuse, SessionEvent::Cancelled) },
+                )
+            }
+            Some(Action::Amend(a)) => {
+                let amended = self.desk.amend(account, &a, deadline);
+                Box::pin(async move { amended.await.map_or_else(refuse, SessionEvent::Amended) })
+            }
+            Some(Action::MassCancel(m)) => {
+                let cancelled = self.desk.mass_cancel(account, &m, deadline);
+                Box::pin(async move {
+                    cancelled
+                        .await
+                        .map_or_else(refuse, SessionEvent::MassCancelled)
+                })
+            }
+            None => ready(refuse(Refusal {
+                code: Code::InvalidArgument,
+                message: "a session request needs an action".into(),
+                violations: vec![(
+                    "action".into(),
+                    "one of start, place, cancel, amend, mass_cancel".into(),
+                )],
+            })),
         }
     }
 
