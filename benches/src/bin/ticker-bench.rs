@@ -45,47 +45,26 @@ fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
-    match cli.target {
-        Target::Engine(args) => engine_load::run(&args, &mut out),
+    // Every network mode ends the same way: its table on stdout, then the JSON and the plot.
+    type Table = fn(&serde_json::Value) -> String;
+    let (report, series, table, target): (_, _, Table, _) = match cli.target {
+        Target::Engine(args) => return engine_load::run(&args, &mut out),
         Target::Latency(args) => {
             let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
-            output::emit(
-                &report,
-                &output::flow_table(&report),
-                &series,
-                &args.target,
-                &mut out,
-            )
+            (report, series, output::flow_table, args.target)
         }
         Target::Throughput(args) => {
             let (report, series) = flow::run("throughput", Pace::Window(args.window), &args)?;
-            output::emit(
-                &report,
-                &output::flow_table(&report),
-                &series,
-                &args.target,
-                &mut out,
-            )
+            (report, series, output::flow_table, args.target)
         }
         Target::Stream(args) => {
             let (report, series) = stream::run(&args)?;
-            output::emit(
-                &report,
-                &output::stream_table(&report),
-                &series,
-                &args.target,
-                &mut out,
-            )
+            (report, series, output::stream_table, args.target)
         }
         Target::Fanout(args) => {
             let (report, series) = fanout::run(&args)?;
-            output::emit(
-                &report,
-                &output::fanout_table(&report),
-                &series,
-                &args.target,
-                &mut out,
-            )
+            (report, series, output::fanout_table, args.target)
         }
-    }
+    };
+    output::emit(&report, &table(&report), &series, &target, &mut out)
 }
