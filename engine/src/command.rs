@@ -3,13 +3,14 @@
 
 use crate::instrument::InstrumentSpec;
 use crate::types::*;
+use serde::{Deserialize, Serialize};
 
 /// A command with the ingress timestamp and the caller's correlation id.
 ///
 /// The engine never reads a clock: `ts` (stamped at ingress; the threaded pipeline can stamp it
 /// when the engine thread takes the command) drives GTD expiry and deadlines and is copied onto
 /// every event the command produces, so replaying the same commands gives the same events.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Command {
     pub ts: Timestamp,
     pub corr: Correlation,
@@ -31,7 +32,7 @@ impl Command {
     }
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum CommandKind {
     Place(Place),
     Cancel(Cancel),
@@ -57,13 +58,13 @@ pub enum CommandKind {
 }
 
 /// Names a live order: by engine id, or by the account's client order id.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum OrderRef {
     Id(OrderId),
     Client(ClientOrderId),
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Place {
     pub account: AccountId,
     /// Session for cancel-on-disconnect; `0` leaves the order untagged.
@@ -125,7 +126,7 @@ impl Place {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Cancel {
     pub account: AccountId,
     pub order: OrderRef,
@@ -133,7 +134,7 @@ pub struct Cancel {
 
 /// Changes a live order. A pure size decrease keeps time priority; a price change or a size
 /// increase re-queues the order (and may match, as a new order would).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Amend {
     pub account: AccountId,
     pub order: OrderRef,
@@ -145,7 +146,7 @@ pub struct Amend {
     pub trigger: Option<Ticks>,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct MassCancel {
     pub account: AccountId,
     pub instrument: Option<InstrumentId>,
@@ -180,7 +181,7 @@ impl CommandKind {
 }
 
 /// Which kind of command an outcome event answers.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum CommandTag {
     Place = 0,

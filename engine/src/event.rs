@@ -12,9 +12,10 @@
 use crate::command::CommandTag;
 use crate::instrument::InstrumentSpec;
 use crate::types::*;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Event {
     pub seq: u64,
     pub ts: Timestamp,
@@ -22,7 +23,7 @@ pub struct Event {
 }
 
 /// Everything the engine knows about a newly accepted order.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OrderInfo {
     pub order_id: OrderId,
     pub account: AccountId,
@@ -41,7 +42,7 @@ pub struct OrderInfo {
     pub stp: SelfTradePrevention,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum EventKind {
     /// Outcome of a place command that passed validation.
     PlaceAccepted { corr: Correlation, order: OrderInfo },
@@ -152,7 +153,7 @@ pub enum EventKind {
 }
 
 /// Why a command was rejected.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum RejectReason {
     UnknownInstrument = 1,
@@ -266,7 +267,7 @@ impl std::fmt::Display for RejectReason {
 }
 
 /// How an order ended.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum DoneReason {
     Filled = 0,

@@ -8,25 +8,50 @@ use crate::event::RejectReason;
 use crate::types::{InstrumentId, Lots, Ticks};
 use rust_decimal::prelude::ToPrimitive;
 use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
 
 /// An instrument as configured, in decimals.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct InstrumentSpec {
     pub symbol: String,
     /// Smallest price increment, e.g. `0.01`.
+    #[serde(with = "decimal_bytes")]
     pub tick_size: Decimal,
     /// Smallest size increment, e.g. `0.0001`.
+    #[serde(with = "decimal_bytes")]
     pub lot_size: Decimal,
     /// Smallest accepted order size (a multiple of `lot_size`).
+    #[serde(with = "decimal_bytes")]
     pub min_size: Decimal,
     /// Largest accepted order size (a multiple of `lot_size`).
+    #[serde(with = "decimal_bytes")]
     pub max_size: Decimal,
     /// Centre of the price band (on the tick grid).
+    #[serde(with = "decimal_bytes")]
     pub reference_price: Decimal,
     /// Half-width of the price band as a fraction of the reference price, e.g. `0.10` for ±10%.
     /// Limit prices and stop triggers outside the band are rejected; market orders fill up to
     /// the band's edge and cancel the rest.
+    #[serde(with = "decimal_bytes")]
     pub band: Decimal,
+}
+
+/// A decimal in serialized form as rust_decimal's fixed 16 bytes (flags, then the 96-bit
+/// mantissa, little-endian): exact, and the same length whatever the value.
+mod decimal_bytes {
+    use rust_decimal::Decimal;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(d: &Decimal, s: S) -> Result<S::Ok, S::Error> {
+        d.serialize().serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Decimal, D::Error> {
+        let bytes = <[u8; 16]>::deserialize(d)?;
+        // rust_decimal rejects nothing here: a scale above 28 is clamped, so a corrupt value
+        // is caught by the record's checksum, not by this decoder.
+        Ok(Decimal::deserialize(bytes))
+    }
 }
 
 /// Why an [`InstrumentSpec`] cannot be used.

@@ -3,6 +3,7 @@
 //! Prices are `i64` ticks and sizes `u64` lots everywhere inside the engine; the conversion from
 //! and to decimals lives in [`crate::instrument`].
 
+use serde::{Deserialize, Serialize};
 /// Price in ticks of the instrument's tick size.
 pub type Ticks = i64;
 /// Size in lots of the instrument's lot size.
@@ -25,7 +26,9 @@ pub type Timestamp = u64;
 /// The low 32 bits are the order's slot in the engine's pool and the high 32 bits the slot's
 /// generation, so a lookup by id is one array access plus a comparison (no hash map). Ids are
 /// therefore unique but not ordered by time.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default)]
+#[derive(
+    Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Default, Serialize, Deserialize,
+)]
 pub struct OrderId(pub u64);
 
 impl OrderId {
@@ -50,7 +53,7 @@ impl std::fmt::Display for OrderId {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum Side {
     Buy = 0,
@@ -66,7 +69,7 @@ impl Side {
     }
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum TimeInForce {
     /// Good till cancelled.
@@ -81,7 +84,7 @@ pub enum TimeInForce {
 
 /// Self-trade prevention: what happens when an order would match one of its own account's
 /// resting orders. The incoming (taker) order's mode decides.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum SelfTradePrevention {
     /// Cancel the rest of the incoming order; the resting order stays.
@@ -95,7 +98,7 @@ pub enum SelfTradePrevention {
     DecrementAndCancel = 3,
 }
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[repr(u8)]
 pub enum OrderType {
     Limit = 0,
