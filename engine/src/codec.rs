@@ -218,6 +218,7 @@ impl R<'_> {
                 6 => CommandTag::Halt,
                 7 => CommandTag::Resume,
                 8 => CommandTag::Heartbeat,
+                9 => CommandTag::Snapshot,
                 _ => return None,
             })
         })
@@ -317,7 +318,7 @@ pub fn encode_command(cmd: &Command, out: &mut Vec<u8>) {
         CommandKind::SessionClosed { session } => w.u64(*session),
         CommandKind::AddInstrument(spec) => w.spec(spec),
         CommandKind::Halt { instrument } | CommandKind::Resume { instrument } => w.u32(*instrument),
-        CommandKind::Heartbeat => {}
+        CommandKind::Heartbeat | CommandKind::Snapshot => {}
     }
 }
 
@@ -370,6 +371,7 @@ pub fn decode_command(buf: &[u8]) -> Result<(Command, usize), CodecError> {
             instrument: r.u32()?,
         },
         CommandTag::Heartbeat => CommandKind::Heartbeat,
+        CommandTag::Snapshot => CommandKind::Snapshot,
     };
     Ok((
         Command {

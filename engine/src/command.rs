@@ -55,6 +55,10 @@ pub enum CommandKind {
     /// Advances time without doing anything else, so GTD orders expire when no other command
     /// arrives. It produces no outcome event, only the expirations it causes.
     Heartbeat,
+    /// Cuts a snapshot: the threaded pipeline hands its consumer the engine's state as of this
+    /// command, so the cut has a place in the journal like any command. Like a heartbeat it
+    /// advances time (GTD expiry) and produces no outcome event.
+    Snapshot,
 }
 
 /// Names a live order: by engine id, or by the account's client order id.
@@ -176,6 +180,7 @@ impl CommandKind {
             CommandKind::Halt { .. } => CommandTag::Halt,
             CommandKind::Resume { .. } => CommandTag::Resume,
             CommandKind::Heartbeat => CommandTag::Heartbeat,
+            CommandKind::Snapshot => CommandTag::Snapshot,
         }
     }
 }
@@ -193,4 +198,12 @@ pub enum CommandTag {
     Halt = 6,
     Resume = 7,
     Heartbeat = 8,
+    Snapshot = 9,
+}
+
+impl CommandTag {
+    /// Commands that only advance time: no outcome event, and never past a deadline.
+    pub fn is_time_only(self) -> bool {
+        matches!(self, CommandTag::Heartbeat | CommandTag::Snapshot)
+    }
 }

@@ -198,7 +198,7 @@ impl Engine {
         let ts = cmd.ts;
         let corr = cmd.corr;
         self.expire(ts, out);
-        if cmd.deadline != 0 && ts > cmd.deadline && cmd.kind.tag() != CommandTag::Heartbeat {
+        if cmd.deadline != 0 && ts > cmd.deadline && !cmd.kind.tag().is_time_only() {
             let kind = rejected(
                 corr,
                 cmd.kind.tag(),
@@ -225,7 +225,7 @@ impl Engine {
             CommandKind::Resume { instrument } => {
                 self.set_halted(corr, ts, *instrument, false, out)
             }
-            CommandKind::Heartbeat => {}
+            CommandKind::Heartbeat | CommandKind::Snapshot => {}
         }
         self.st.flush_levels(&self.books, ts, out);
     }

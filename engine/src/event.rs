@@ -2,7 +2,7 @@
 //! ingress timestamp of the command that caused it. They are rich enough for the feeds to build
 //! L1, L2 and L3 views and per-account order updates without ever reading the engine's book.
 //!
-//! For every command but [`crate::CommandKind::Heartbeat`] the engine emits exactly one outcome
+//! For every command but [`crate::CommandKind::Heartbeat`] and [`crate::CommandKind::Snapshot`] the engine emits exactly one outcome
 //! ([`EventKind::Accepted`], [`EventKind::PlaceAccepted`] or [`EventKind::Rejected`]) first, then
 //! what the command caused. A placed order then ends the command either resting
 //! ([`EventKind::OrderRested`] / [`EventKind::StopArmed`]) or done ([`EventKind::OrderDone`]).

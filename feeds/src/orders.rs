@@ -31,6 +31,7 @@ pub fn command_str(c: CommandTag) -> &'static str {
         CommandTag::Halt => "halt",
         CommandTag::Resume => "resume",
         CommandTag::Heartbeat => "heartbeat",
+        CommandTag::Snapshot => "snapshot",
     }
 }
 

@@ -208,7 +208,7 @@ impl Reference {
         self.ts = cmd.ts;
         self.expire();
         let corr = cmd.corr;
-        if cmd.deadline != 0 && cmd.ts > cmd.deadline && cmd.kind != CommandKind::Heartbeat {
+        if cmd.deadline != 0 && cmd.ts > cmd.deadline && !cmd.kind.tag().is_time_only() {
             let client_id = match &cmd.kind {
                 CommandKind::Place(p) => p.client_id,
                 _ => 0,
@@ -233,7 +233,7 @@ impl Reference {
             CommandKind::AddInstrument(spec) => self.add_instrument(corr, spec),
             CommandKind::Halt { instrument } => self.set_halted(corr, *instrument, true),
             CommandKind::Resume { instrument } => self.set_halted(corr, *instrument, false),
-            CommandKind::Heartbeat => {}
+            CommandKind::Heartbeat | CommandKind::Snapshot => {}
         }
         self.level_changes();
         std::mem::take(&mut self.out)
