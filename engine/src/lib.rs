@@ -41,6 +41,7 @@ pub mod command;
 pub mod engine;
 pub mod event;
 pub mod instrument;
+pub mod journal;
 mod levels;
 mod order;
 pub mod pipeline;

@@ -42,9 +42,11 @@
 //! assert_eq!(engine.last_seq(), 1);
 //! ```
 
-use crate::command::Command;
+use crate::command::{Command, CommandKind};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::Event;
+use crate::journal::sync::{Durability, Synced, Syncer};
+use crate::journal::{FsyncMode, JournalWriter, Storage, StorageFile};
 use crate::ring::{
     mpsc, spsc, Doorbell, MpscConsumer, MpscProducer, MpscQueue, MpscRing, PopError, PushError,
     QueueConsumer, QueueProducer, SpscConsumer, SpscProducer, WaitStrategy,
@@ -55,7 +57,7 @@ use std::ops::Deref;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, Thread, ThreadId};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Sizes and waiting of the pipeline. Capacities are rounded up to powers of two.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -132,7 +134,26 @@ struct Shared {
 pub struct Pipeline {
     thread: JoinHandle<Engine>,
     shared: Arc<Shared>,
+    /// With a journal: its progress, and the syncer thread of the `batch` mode.
+    durability: Option<Arc<Durability>>,
+    syncer: Option<JoinHandle<()>>,
 }
+
+/// A journal for the engine thread to write every command to before its events are
+/// published (see [`crate::journal`]).
+pub struct JournalSetup<S: Storage> {
+    /// Positioned after the last command recovered.
+    pub writer: JournalWriter<S>,
+    pub fsync: FsyncMode,
+    /// See [`crate::journal::JournalConfig::group_commit_bytes`].
+    pub group_commit_bytes: u64,
+    /// See [`crate::journal::JournalConfig::group_commit_delay`].
+    pub group_commit_delay: Duration,
+}
+
+/// Rotated segments the writer can hand the syncer before it picks them up; a segment is
+/// tens of MiB, so the syncer is never this far behind.
+const ROTATIONS_IN_FLIGHT: usize = 8;
 
 impl Pipeline {
     /// Starts an engine built from `config.engine`, on our MPSC ring.
@@ -149,11 +170,75 @@ impl Pipeline {
         Self::spawn_on::<MpscRing>(engine, config)
     }
 
+    /// Starts a given engine that journals every command before its events are published:
+    /// with [`FsyncMode::Batch`], [`Egress`] hands out a batch only once the commands that
+    /// made it are durable.
+    pub fn spawn_journaled<S: Storage>(
+        engine: Engine,
+        config: PipelineConfig,
+        journal: JournalSetup<S>,
+    ) -> io::Result<(Pipeline, Ingress, Egress)> {
+        let start = journal.writer.next_index() - 1;
+        let durability = Durability::new(start);
+        let (stage, syncer) = match journal.fsync {
+            FsyncMode::Off => (
+                JournalStage {
+                    writer: journal.writer,
+                    durability: durability.clone(),
+                    rotations: None,
+                    group_commit_bytes: u64::MAX,
+                },
+                None,
+            ),
+            FsyncMode::Batch => {
+                let (rotations_tx, rotations_rx) = spsc::bounded(ROTATIONS_IN_FLIGHT);
+                let syncer = Syncer::spawn(
+                    journal.writer.storage().clone(),
+                    journal.writer.sync_handle()?,
+                    rotations_rx,
+                    durability.clone(),
+                    journal.group_commit_delay,
+                )?;
+                (
+                    JournalStage {
+                        writer: journal.writer,
+                        durability: durability.clone(),
+                        rotations: Some(rotations_tx),
+                        group_commit_bytes: journal.group_commit_bytes.max(1),
+                    },
+                    Some(syncer),
+                )
+            }
+        };
+        let gate = syncer.is_some().then(|| durability.clone());
+        let spawned = Self::spawn_inner::<MpscRing>(engine, config, Some(Box::new(stage)), gate);
+        match spawned {
+            Ok((mut pipeline, ingress, egress)) => {
+                pipeline.durability = Some(durability);
+                pipeline.syncer = syncer;
+                Ok((pipeline, ingress, egress))
+            }
+            Err(e) => {
+                durability.stop();
+                Err(e)
+            }
+        }
+    }
+
     /// Starts a given engine with the ingress on queue family `Q` (e.g.
     /// [`crate::ring::ArrayQueueRing`]). `config.engine` is not used.
     pub fn spawn_on<Q: MpscQueue<Command>>(
         engine: Engine,
         config: PipelineConfig,
+    ) -> io::Result<(Pipeline, Ingress<Q>, Egress)> {
+        Self::spawn_inner(engine, config, None, None)
+    }
+
+    fn spawn_inner<Q: MpscQueue<Command>>(
+        engine: Engine,
+        config: PipelineConfig,
+        journal: Option<Box<dyn Journaling>>,
+        gate: Option<Arc<Durability>>,
     ) -> io::Result<(Pipeline, Ingress<Q>, Egress)> {
         let max_batch = config.max_batch.max(1);
         let (commands_tx, commands_rx) = Q::bounded(config.ingress_capacity);
@@ -183,6 +268,7 @@ impl Pipeline {
             wait: config.wait,
             clock: config.clock,
             last_stamp: 0,
+            journal,
         };
         let thread = thread::Builder::new()
             .name(ENGINE_THREAD_NAME.into())
@@ -194,6 +280,8 @@ impl Pipeline {
             wait: config.wait,
         };
         let egress = Egress {
+            gate,
+            held: None,
             batches: batches_rx,
             recycle: recycle_tx,
             wakers: wakers_tx,
@@ -202,7 +290,16 @@ impl Pipeline {
             engine_thread: thread.thread().clone(),
             wait: config.wait,
         };
-        Ok((Pipeline { thread, shared }, ingress, egress))
+        Ok((
+            Pipeline {
+                thread,
+                shared,
+                durability: None,
+                syncer: None,
+            },
+            ingress,
+            egress,
+        ))
     }
 
     /// Asks the engine thread to stop: commands already accepted are still applied and their
@@ -230,10 +327,31 @@ impl Pipeline {
     ///
     /// A panic on the engine thread is resumed here.
     pub fn join(self) -> Engine {
-        match self.thread.join() {
+        let engine = self.thread.join();
+        if let Some(d) = &self.durability {
+            d.stop();
+        }
+        if let Some(syncer) = self.syncer {
+            // The syncer only ends by returning: its failures are in `journal_failure`.
+            let _ = syncer.join();
+        }
+        match engine {
             Ok(engine) => engine,
             Err(panic) => std::panic::resume_unwind(panic),
         }
+    }
+
+    /// The journal's progress (written, durable, syncs), if the pipeline journals.
+    pub fn durability(&self) -> Option<&Arc<Durability>> {
+        self.durability.as_ref()
+    }
+
+    /// Why the journal stopped the pipeline, if it did: a failed write or sync. The engine
+    /// thread then stops taking commands and publishes nothing more.
+    pub fn journal_failure(&self) -> Option<String> {
+        self.durability
+            .as_ref()
+            .and_then(|d| d.failure().map(str::to_string))
     }
 }
 
@@ -365,7 +483,11 @@ pub enum RecvTimeoutError {
 /// It may move between threads; a blocking receive wakes promptly on whichever thread it is
 /// made from.
 pub struct Egress {
-    batches: SpscConsumer<Vec<Event>>,
+    /// With a journal in `batch` mode: batches are handed out once durable.
+    gate: Option<Arc<Durability>>,
+    /// A batch popped but not yet durable when `try_recv` or a deadline gave up on it.
+    held: Option<Published>,
+    batches: SpscConsumer<Published>,
     recycle: MpscProducer<Vec<Event>>,
     /// Hands the engine thread the handle of the thread that blocks in `recv`.
     wakers: SpscProducer<Thread>,
@@ -376,67 +498,92 @@ pub struct Egress {
 }
 
 impl Egress {
-    /// The next batch if one is ready.
+    /// The next batch if one is ready (and, with a journal in `batch` mode, durable).
     pub fn try_recv(&mut self) -> Result<Batch, TryRecvError> {
-        match self.batches.try_pop() {
-            Ok(events) => Ok(self.received(events)),
-            Err(PopError::Empty) => Err(TryRecvError::Empty),
-            Err(PopError::Closed) => Err(TryRecvError::Closed),
+        let published = match self.held.take() {
+            Some(p) => p,
+            None => match self.batches.try_pop() {
+                Ok(p) => p,
+                Err(PopError::Empty) => return Err(TryRecvError::Empty),
+                Err(PopError::Closed) => return Err(TryRecvError::Closed),
+            },
+        };
+        match self.durable(&published, Some(Instant::now())) {
+            Synced::Durable => Ok(self.received(published)),
+            Synced::Failed => Err(TryRecvError::Closed),
+            Synced::TimedOut => {
+                self.held = Some(published);
+                Err(TryRecvError::Empty)
+            }
         }
     }
 
     /// The next batch, waiting for it; `None` once the engine thread has stopped and every
-    /// batch was received.
+    /// batch was received, or once the journal failed.
     pub fn recv(&mut self) -> Option<Batch> {
-        match self.try_recv() {
-            Ok(batch) => return Some(batch),
-            Err(TryRecvError::Closed) => return None,
-            Err(TryRecvError::Empty) => {}
-        }
-        self.register_waiter();
-        let batches = &mut self.batches;
-        let popped = self.wait.wait_for(Some(&self.shared.consumer_bell), || {
-            match batches.try_pop() {
-                Err(PopError::Empty) => None,
-                other => Some(other),
-            }
-        });
-        popped.ok().map(|events| self.received(events))
+        self.recv_until(None).ok()
     }
 
     /// The next batch, waiting for it until `deadline`.
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Batch, RecvTimeoutError> {
-        match self.try_recv() {
-            Ok(batch) => return Ok(batch),
-            Err(TryRecvError::Closed) => return Err(RecvTimeoutError::Closed),
-            Err(TryRecvError::Empty) => {}
+        self.recv_until(Some(deadline))
+    }
+
+    fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Batch, RecvTimeoutError> {
+        let published = match self.held.take() {
+            Some(p) => p,
+            None => self.pop_until(deadline)?,
+        };
+        match self.durable(&published, deadline) {
+            Synced::Durable => Ok(self.received(published)),
+            Synced::Failed => Err(RecvTimeoutError::Closed),
+            Synced::TimedOut => {
+                self.held = Some(published);
+                Err(RecvTimeoutError::Timeout)
+            }
+        }
+    }
+
+    fn pop_until(&mut self, deadline: Option<Instant>) -> Result<Published, RecvTimeoutError> {
+        match self.batches.try_pop() {
+            Ok(p) => return Ok(p),
+            Err(PopError::Closed) => return Err(RecvTimeoutError::Closed),
+            Err(PopError::Empty) => {}
         }
         self.register_waiter();
         let batches = &mut self.batches;
-        let popped = self
-            .wait
-            .wait_until(
-                Some(&self.shared.consumer_bell),
-                deadline,
-                || match batches.try_pop() {
-                    Err(PopError::Empty) => None,
-                    other => Some(other),
-                },
-            );
+        let bell = Some(&self.shared.consumer_bell);
+        let poll = || match batches.try_pop() {
+            Err(PopError::Empty) => None,
+            other => Some(other),
+        };
+        let popped = match deadline {
+            None => Some(self.wait.wait_for(bell, poll)),
+            Some(deadline) => self.wait.wait_until(bell, deadline, poll),
+        };
         match popped {
-            Some(Ok(events)) => Ok(self.received(events)),
+            Some(Ok(p)) => Ok(p),
             Some(Err(_)) => Err(RecvTimeoutError::Closed),
             None => Err(RecvTimeoutError::Timeout),
         }
     }
 
-    fn received(&self, events: Vec<Event>) -> Batch {
+    /// Waits (until `deadline`, if given) for the commands of a batch to be durable.
+    fn durable(&self, published: &Published, deadline: Option<Instant>) -> Synced {
+        match &self.gate {
+            None => Synced::Durable,
+            Some(d) => d.wait_synced_until(published.index, deadline),
+        }
+    }
+
+    fn received(&self, published: Published) -> Batch {
         // A slot just freed: the engine may be parked waiting for one.
         if self.wait.parks() {
             self.shared.engine_bell.ring(&self.engine_thread);
         }
         Batch {
-            events,
+            events: published.events,
+            journal_index: published.index,
             recycle: Some(self.recycle.clone()),
         }
     }
@@ -470,11 +617,18 @@ impl fmt::Debug for Egress {
 /// engine thread for reuse; [`Batch::into_vec`] keeps the buffer instead.
 pub struct Batch {
     events: Vec<Event>,
+    journal_index: u64,
     /// `None` once the buffer has been taken out.
     recycle: Option<MpscProducer<Vec<Event>>>,
 }
 
 impl Batch {
+    /// Journal index of the last command of the run that made this batch (0 without a
+    /// journal). Every command up to it is durable under the configured fsync mode.
+    pub fn journal_index(&self) -> u64 {
+        self.journal_index
+    }
+
     /// Takes the events out; the buffer is not returned to the engine thread.
     pub fn into_vec(mut self) -> Vec<Event> {
         self.recycle = None;
@@ -509,11 +663,103 @@ impl Drop for Batch {
     }
 }
 
+/// What the engine thread publishes for one run of commands.
+struct Published {
+    events: Vec<Event>,
+    /// Journal index of the run's last command (0 without a journal).
+    index: u64,
+}
+
+/// The journal as the engine thread sees it: commands pushed as applied, one commit per run.
+trait Journaling: Send {
+    fn push(&mut self, command: &Command) -> u64;
+    /// Writes the run; waits first if too much is written but not yet durable. Returns the
+    /// index of the run's last command, or 0 if nothing was pending.
+    fn commit(&mut self, wait: &WaitStrategy) -> Result<u64, String>;
+    /// A clean stop: everything written is made durable, whatever the mode.
+    fn finish(&mut self);
+    fn fail(&self, why: String);
+    /// Called once on the engine thread, so the syncer knows whom to wake.
+    fn on_engine_thread(&self);
+}
+
+struct JournalStage<S: Storage> {
+    writer: JournalWriter<S>,
+    durability: Arc<Durability>,
+    /// To the syncer, in `batch` mode.
+    rotations: Option<SpscProducer<<S::File as StorageFile>::Sync>>,
+    group_commit_bytes: u64,
+}
+
+impl<S: Storage> Journaling for JournalStage<S> {
+    fn push(&mut self, command: &Command) -> u64 {
+        self.writer.push(command)
+    }
+
+    fn commit(&mut self, wait: &WaitStrategy) -> Result<u64, String> {
+        if self.writer.pending() == 0 {
+            return Ok(0);
+        }
+        let d = &self.durability;
+        if d.unsynced_bytes() >= self.group_commit_bytes {
+            wait.wait_for(Some(&d.writer_bell), || {
+                (d.unsynced_bytes() < self.group_commit_bytes || d.failure().is_some())
+                    .then_some(())
+            });
+        }
+        if let Some(why) = d.failure() {
+            return Err(why.to_string());
+        }
+        let commit = match self.writer.commit() {
+            Ok(Some(commit)) => commit,
+            Ok(None) => return Ok(0),
+            Err(e) => return Err(format!("journal write failed: {e}")),
+        };
+        match &mut self.rotations {
+            Some(rotations) => {
+                if let Some(next) = commit.rotated {
+                    let mut next = Some(next);
+                    // The syncer drains these every sync; waiting here is near impossible.
+                    wait.wait_for(None, || match rotations.try_push(next.take()?) {
+                        Ok(()) => Some(()),
+                        Err(PushError::Full(n)) | Err(PushError::Closed(n)) => {
+                            next = Some(n);
+                            None
+                        }
+                    });
+                }
+                d.wrote(commit.last, commit.bytes);
+            }
+            None => d.wrote_unsynced(commit.last, commit.bytes),
+        }
+        Ok(commit.last)
+    }
+
+    fn finish(&mut self) {
+        if self.rotations.is_none() {
+            // `fsync = off` syncs only here; earlier segments were synced by nobody.
+            if let Err(e) = self.writer.sync() {
+                self.durability
+                    .fail(format!("journal sync at shutdown failed: {e}"));
+            }
+        }
+        self.durability.stop();
+    }
+
+    fn fail(&self, why: String) {
+        self.durability.fail(why);
+    }
+
+    fn on_engine_thread(&self) {
+        self.durability.register_writer(thread::current());
+    }
+}
+
 /// Everything the engine thread owns.
 struct EngineThread<Q: MpscQueue<Command>> {
     engine: Engine,
     commands: Q::Consumer,
-    batches: SpscProducer<Vec<Event>>,
+    batches: SpscProducer<Published>,
     recycled: MpscConsumer<Vec<Event>>,
     wakers: SpscConsumer<Thread>,
     shared: Arc<Shared>,
@@ -522,6 +768,7 @@ struct EngineThread<Q: MpscQueue<Command>> {
     clock: Clock,
     /// Last wall-clock stamp given, so stamps never go backwards.
     last_stamp: u64,
+    journal: Option<Box<dyn Journaling>>,
 }
 
 impl<Q: MpscQueue<Command>> EngineThread<Q> {
@@ -530,32 +777,51 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
         // next run instead of being published empty.
         let mut spare: Option<Vec<Event>> = None;
         let mut consumer: Option<Thread> = None;
+        if let Some(journal) = &self.journal {
+            journal.on_engine_thread();
+        }
         while let Some(first) = self.next_command() {
             let mut events = spare
                 .take()
                 .or_else(|| self.recycled.try_pop().ok())
                 .unwrap_or_else(|| Vec::with_capacity(self.max_batch * EVENTS_PER_COMMAND_HINT));
             let stamp = self.stamp();
-            let mut first = first;
-            stamp(&mut first);
-            self.engine.apply(&first, &mut events);
-            for _ in 1..self.max_batch {
-                match self.commands.try_pop() {
-                    Ok(mut command) => {
-                        stamp(&mut command);
-                        self.engine.apply(&command, &mut events)
-                    }
-                    Err(_) => break,
+            let mut next = Some(first);
+            let mut taken = 0;
+            while let Some(mut command) = next.take() {
+                stamp(&mut command);
+                if let Some(journal) = &mut self.journal {
+                    journal.push(&command);
+                }
+                self.engine.apply(&command, &mut events);
+                taken += 1;
+                // A snapshot cut ends its run, so the cut falls on a batch boundary.
+                if taken < self.max_batch && !matches!(command.kind, CommandKind::Snapshot) {
+                    next = self.commands.try_pop().ok();
                 }
             }
+            let index = match &mut self.journal {
+                None => 0,
+                Some(journal) => match journal.commit(&self.wait) {
+                    Ok(index) => index,
+                    Err(why) => {
+                        // Nothing of this run may leave: its commands are not in the journal.
+                        journal.fail(why);
+                        break;
+                    }
+                },
+            };
             if events.is_empty() {
                 spare = Some(events);
                 continue;
             }
-            if !self.publish(events) {
+            if !self.publish(Published { events, index }) {
                 break;
             }
             self.wake_consumer(&mut consumer);
+        }
+        if let Some(journal) = &mut self.journal {
+            journal.finish();
         }
         // Stopping: refuse further commands, and let a waiting consumer see the end.
         self.commands.close();
@@ -621,10 +887,10 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
     }
 
     /// Publishes one batch, waiting while the egress is full. `false` if the consumer is gone.
-    fn publish(&mut self, events: Vec<Event>) -> bool {
+    fn publish(&mut self, published: Published) -> bool {
         let batches = &mut self.batches;
         let shared = &*self.shared;
-        let mut pending = Some(events);
+        let mut pending = Some(published);
         let mut stalled = false;
         self.wait.wait_for(Some(&shared.engine_bell), || {
             let events = pending.take().expect("a pending batch between polls");

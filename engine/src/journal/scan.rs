@@ -1,0 +1,523 @@
+//! Opening a journal: every segment and record checked, a torn tail told apart from damage in
+//! the middle, commands read back, the tail repaired for appending, old files pruned.
+//!
+//! A record that does not check out is a **torn tail** when it is where a crash leaves one: in
+//! the last segment, and either cut short by the end of the file, or the last thing in the
+//! file, or followed by nothing but zeros. Anywhere else it is **corruption**: recovery
+//! refuses it rather than silently dropping acknowledged commands after it.
+
+use super::format::{parse_record, HeaderError, Parsed, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::snapshot_file::{self, SnapshotFile};
+use super::storage::{DirStorage, Storage};
+use super::writer::JournalWriter;
+use super::{parse_segment_name, parse_snapshot_name, JournalError};
+use crate::command::Command;
+
+/// How [`Journal::open`] treats damage.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct OpenOptions {
+    /// Cut the journal at a damaged record in the middle instead of refusing to open: the
+    /// commands from there on are lost (operators choose this knowingly, e.g. after a disk
+    /// error destroyed part of a segment). Default `false`.
+    pub truncate_corrupt: bool,
+}
+
+/// One segment as found.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SegmentInfo {
+    pub name: String,
+    /// Index of its first command.
+    pub first: u64,
+    /// Index of its last whole command (`first - 1` when it has none).
+    pub last: u64,
+    /// Bytes of header and whole records: where appending continues.
+    pub len: u64,
+    pub records: u64,
+}
+
+/// The end of the journal that [`Journal::into_writer`] cuts off.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TornTail {
+    /// The file, as the storage describes it.
+    pub file: String,
+    pub offset: u64,
+    /// Bytes cut from that file.
+    pub bytes: u64,
+    pub reason: String,
+    /// Whole segments after it that are dropped too (only when truncating damage on purpose).
+    pub dropped_segments: Vec<String>,
+    /// `true` when this is damage cut on purpose ([`OpenOptions::truncate_corrupt`]).
+    pub deliberate: bool,
+}
+
+/// A scanned journal directory. Opening changes nothing on disk; [`Journal::into_writer`]
+/// does the repairs.
+pub struct Journal<S: Storage = DirStorage> {
+    storage: S,
+    segments: Vec<SegmentInfo>,
+    snapshots: Vec<u64>,
+    torn: Option<TornTail>,
+    /// Files to delete before writing: interrupted snapshot writes, a segment whose header a
+    /// crash cut short.
+    stale: Vec<String>,
+}
+
+impl<S: Storage> Journal<S> {
+    pub fn open(storage: S, options: OpenOptions) -> Result<Self, JournalError> {
+        let names = storage.list().map_err(JournalError::io(format!(
+            "listing {}",
+            storage.describe("")
+        )))?;
+        let mut segment_names: Vec<(u64, String)> = Vec::new();
+        let mut snapshots = Vec::new();
+        let mut stale = Vec::new();
+        for name in names {
+            if let Some(first) = parse_segment_name(&name) {
+                segment_names.push((first, name));
+            } else if let Some(index) = parse_snapshot_name(&name) {
+                snapshots.push(index);
+            } else if name.ends_with(".tmp") {
+                stale.push(name);
+            }
+        }
+        segment_names.sort();
+        snapshots.sort_unstable();
+        let mut journal = Journal {
+            storage,
+            segments: Vec::with_capacity(segment_names.len()),
+            snapshots,
+            torn: None,
+            stale,
+        };
+        let count = segment_names.len();
+        for (i, (first, name)) in segment_names.iter().enumerate() {
+            let last_segment = i + 1 == count;
+            match journal.scan_segment(*first, name, last_segment)? {
+                Scanned::Whole(info) => journal.segments.push(info),
+                Scanned::Torn(info, tail) => {
+                    journal.segments.push(info);
+                    journal.torn = Some(tail);
+                }
+                Scanned::Headerless => journal.stale.push(name.clone()),
+                Scanned::Damaged(info, offset, reason) => {
+                    let file = journal.storage.describe(name);
+                    if !options.truncate_corrupt {
+                        return Err(JournalError::Corrupt {
+                            file,
+                            offset,
+                            reason,
+                        });
+                    }
+                    let bytes = journal
+                        .storage
+                        .read(name)
+                        .map_err(JournalError::io(format!("reading {file}")))?
+                        .len() as u64
+                        - offset;
+                    journal.torn = Some(TornTail {
+                        file,
+                        offset,
+                        bytes,
+                        reason,
+                        dropped_segments: segment_names[i + 1..]
+                            .iter()
+                            .map(|(_, n)| n.clone())
+                            .collect(),
+                        deliberate: true,
+                    });
+                    if let Some(info) = info {
+                        journal.segments.push(info);
+                    } else {
+                        journal.stale.push(name.clone());
+                    }
+                    break;
+                }
+            }
+        }
+        Ok(journal)
+    }
+
+    fn scan_segment(
+        &self,
+        first: u64,
+        name: &str,
+        last_segment: bool,
+    ) -> Result<Scanned, JournalError> {
+        let file = self.storage.describe(name);
+        let bytes = self
+            .storage
+            .read(name)
+            .map_err(JournalError::io(format!("reading {file}")))?;
+        let header = match SegmentHeader::decode(&bytes) {
+            Ok(h) => h,
+            // Created, then the crash came before its header was whole.
+            Err(HeaderError::Short { .. }) if last_segment => return Ok(Scanned::Headerless),
+            Err(e) => return Ok(Scanned::Damaged(None, 0, e.to_string())),
+        };
+        if header.first != first {
+            return Ok(Scanned::Damaged(
+                None,
+                16,
+                format!(
+                    "header says the first command is {}, the name says {first}",
+                    header.first
+                ),
+            ));
+        }
+        if let Some(prev) = self.segments.last() {
+            // A gap is allowed only where a snapshot covers it: with `fsync = off` a machine
+            // crash can lose a journal tail that a (always synced) snapshot had already covered.
+            let covered = self.snapshots.contains(&(first - 1));
+            if first != prev.last + 1 && !(first > prev.last + 1 && covered) {
+                return Ok(Scanned::Damaged(
+                    None,
+                    0,
+                    format!(
+                        "segment starts at command {first} but the previous one ends at {}",
+                        prev.last
+                    ),
+                ));
+            }
+        }
+        let mut info = SegmentInfo {
+            name: name.to_string(),
+            first,
+            last: first - 1,
+            len: SEGMENT_HEADER_LEN as u64,
+            records: 0,
+        };
+        let mut pos = SEGMENT_HEADER_LEN;
+        while pos < bytes.len() {
+            let reason = match parse_record(&bytes, pos) {
+                Parsed::Record(r) if r.first == info.last + 1 => {
+                    info.last = r.last();
+                    info.records += 1;
+                    pos = r.end;
+                    info.len = pos as u64;
+                    continue;
+                }
+                Parsed::Record(r) => {
+                    return Ok(Scanned::Damaged(
+                        Some(info.clone()),
+                        pos as u64,
+                        format!(
+                            "record starts at command {} where {} was expected",
+                            r.first,
+                            info.last + 1
+                        ),
+                    ))
+                }
+                Parsed::Incomplete { needed } => {
+                    if last_segment {
+                        return Ok(Scanned::Torn(
+                            info,
+                            self.tail(
+                                name,
+                                pos,
+                                &bytes,
+                                format!("last record is {needed} bytes short"),
+                            ),
+                        ));
+                    }
+                    format!("record cut short ({needed} bytes missing) before the end of a closed segment")
+                }
+                Parsed::BadChecksum => {
+                    if last_segment && is_tail(&bytes, pos) {
+                        return Ok(Scanned::Torn(
+                            info,
+                            self.tail(name, pos, &bytes, "last record fails its checksum".into()),
+                        ));
+                    }
+                    "record checksum mismatch".into()
+                }
+                Parsed::BadHeader { reason } => {
+                    if last_segment && bytes[pos..].iter().all(|b| *b == 0) {
+                        return Ok(Scanned::Torn(
+                            info,
+                            self.tail(name, pos, &bytes, "zeros after the last record".into()),
+                        ));
+                    }
+                    reason.into()
+                }
+            };
+            return Ok(Scanned::Damaged(Some(info), pos as u64, reason));
+        }
+        Ok(Scanned::Whole(info))
+    }
+
+    fn tail(&self, name: &str, pos: usize, bytes: &[u8], reason: String) -> TornTail {
+        TornTail {
+            file: self.storage.describe(name),
+            offset: pos as u64,
+            bytes: (bytes.len() - pos) as u64,
+            reason,
+            dropped_segments: Vec::new(),
+            deliberate: false,
+        }
+    }
+
+    pub fn storage(&self) -> &S {
+        &self.storage
+    }
+
+    pub fn segments(&self) -> &[SegmentInfo] {
+        &self.segments
+    }
+
+    /// Indexes of the snapshot files present, oldest first (not yet checked).
+    pub fn snapshots(&self) -> &[u64] {
+        &self.snapshots
+    }
+
+    /// The end that [`Journal::into_writer`] will cut off, if any.
+    pub fn torn_tail(&self) -> Option<&TornTail> {
+        self.torn.as_ref()
+    }
+
+    /// Index of the first command still on disk (1 when nothing was ever pruned, or when the
+    /// journal is empty).
+    pub fn first_index(&self) -> u64 {
+        self.segments.first().map_or(1, |s| s.first)
+    }
+
+    /// Index of the last whole command (0 when there is none).
+    pub fn last_index(&self) -> u64 {
+        self.segments.last().map_or(0, |s| s.last)
+    }
+
+    /// Reads a snapshot file, checking its checksums.
+    pub fn read_snapshot(&self, index: u64) -> Result<SnapshotFile, JournalError> {
+        snapshot_file::read(&self.storage, index)
+    }
+
+    /// The newest snapshot that reads back whole, and the errors of newer ones that did not
+    /// (each is reported; recovery then starts from an older snapshot).
+    pub fn newest_snapshot(&self) -> (Option<SnapshotFile>, Vec<JournalError>) {
+        let mut skipped = Vec::new();
+        for &index in self.snapshots.iter().rev() {
+            match self.read_snapshot(index) {
+                Ok(s) => return (Some(s), skipped),
+                Err(e) => skipped.push(e),
+            }
+        }
+        (None, skipped)
+    }
+
+    /// The commands from index `from` on, in order, up to the last whole command.
+    pub fn commands_from(&self, from: u64) -> CommandsFrom<'_, S> {
+        CommandsFrom {
+            journal: self,
+            segment: self.segments.iter().position(|s| s.last >= from),
+            from,
+            bytes: Vec::new(),
+            pos: 0,
+            loaded: false,
+            pending: std::collections::VecDeque::new(),
+        }
+    }
+
+    /// Makes the repairs found by [`Journal::open`] (cuts the torn tail, deletes interrupted
+    /// writes) and opens the last segment for appending. `next` is the index the next command
+    /// gets: one past the last whole command, or past a newer snapshot (see [`FsyncMode::Off`]).
+    ///
+    /// [`FsyncMode::Off`]: super::FsyncMode::Off
+    pub fn into_writer(
+        self,
+        next: u64,
+        segment_bytes: u64,
+    ) -> Result<JournalWriter<S>, JournalError> {
+        let Journal {
+            storage,
+            mut segments,
+            torn,
+            stale,
+            ..
+        } = self;
+        let io =
+            |what: &str, name: &str| JournalError::io(format!("{what} {}", storage.describe(name)));
+        for name in &stale {
+            storage.remove(name).map_err(io("removing", name))?;
+        }
+        if let Some(torn) = &torn {
+            for name in &torn.dropped_segments {
+                storage.remove(name).map_err(io("removing", name))?;
+            }
+            if let Some(last) = segments.last() {
+                storage
+                    .truncate(&last.name, last.len)
+                    .map_err(io("truncating", &last.name))?;
+            }
+        }
+        if !stale.is_empty() || torn.is_some() {
+            storage.sync_dir().map_err(io("syncing", ""))?;
+        }
+        let end = segments.last().map_or(0, |s| s.last);
+        assert!(
+            next > end,
+            "the next command ({next}) must come after the journal's last ({end})"
+        );
+        match segments.pop() {
+            Some(last) if last.last + 1 == next => JournalWriter::append(
+                storage,
+                &last.name,
+                last.first,
+                last.len,
+                next,
+                segment_bytes,
+            ),
+            _ => JournalWriter::create(storage, next, segment_bytes),
+        }
+    }
+
+    /// Deletes all snapshots but the newest `keep` (at least one is kept), and every segment
+    /// whose commands the oldest kept snapshot covers, except the last segment. Safe while a
+    /// writer appends: the segment it writes to is always the last. Returns the files deleted.
+    pub fn prune(storage: &S, keep: usize) -> Result<Vec<String>, JournalError> {
+        let names = storage.list().map_err(JournalError::io(format!(
+            "listing {}",
+            storage.describe("")
+        )))?;
+        let mut snapshots: Vec<u64> = names
+            .iter()
+            .filter_map(|n| parse_snapshot_name(n))
+            .collect();
+        let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        snapshots.sort_unstable();
+        segments.sort_unstable();
+        let keep = keep.max(1);
+        if snapshots.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut deleted = Vec::new();
+        let cut = snapshots.len().saturating_sub(keep);
+        for &index in &snapshots[..cut] {
+            deleted.push(super::snapshot_name(index));
+        }
+        let covered = snapshots[cut];
+        for pair in segments.windows(2) {
+            // The segment's last command is one before the next segment's first.
+            if pair[1] - 1 <= covered {
+                deleted.push(super::segment_name(pair[0]));
+            }
+        }
+        for name in &deleted {
+            storage.remove(name).map_err(JournalError::io(format!(
+                "removing {}",
+                storage.describe(name)
+            )))?;
+        }
+        if !deleted.is_empty() {
+            storage.sync_dir().map_err(JournalError::io(format!(
+                "syncing {}",
+                storage.describe("")
+            )))?;
+        }
+        Ok(deleted)
+    }
+}
+
+/// Whether the bad record at `pos` is the last thing in the file: it runs exactly to the end,
+/// or only zeros follow it.
+fn is_tail(bytes: &[u8], pos: usize) -> bool {
+    let declared = pos
+        + super::format::RECORD_HEADER_LEN
+        + u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
+    declared == bytes.len() || bytes[pos..].iter().all(|b| *b == 0)
+}
+
+enum Scanned {
+    Whole(SegmentInfo),
+    Torn(SegmentInfo, TornTail),
+    Headerless,
+    /// Damage at an offset, with the part of the segment before it (if the header was good).
+    Damaged(Option<SegmentInfo>, u64, String),
+}
+
+/// Iterator of [`Journal::commands_from`]: `(index, command)` pairs.
+pub struct CommandsFrom<'a, S: Storage> {
+    journal: &'a Journal<S>,
+    segment: Option<usize>,
+    from: u64,
+    bytes: Vec<u8>,
+    pos: usize,
+    loaded: bool,
+    pending: std::collections::VecDeque<(u64, Command)>,
+}
+
+impl<S: Storage> CommandsFrom<'_, S> {
+    fn corrupt(&self, info: &SegmentInfo, offset: usize, reason: String) -> JournalError {
+        JournalError::Corrupt {
+            file: self.journal.storage.describe(&info.name),
+            offset: offset as u64,
+            reason,
+        }
+    }
+
+    /// Decodes the next record into `pending`; `false` at the end of the journal.
+    fn next_record(&mut self) -> Result<bool, JournalError> {
+        loop {
+            let Some(i) = self.segment else {
+                return Ok(false);
+            };
+            let Some(info) = self.journal.segments.get(i) else {
+                self.segment = None;
+                return Ok(false);
+            };
+            if !self.loaded {
+                self.bytes = self
+                    .journal
+                    .storage
+                    .read(&info.name)
+                    .map_err(JournalError::io(format!(
+                        "reading {}",
+                        self.journal.storage.describe(&info.name)
+                    )))?;
+                self.pos = SEGMENT_HEADER_LEN;
+                self.loaded = true;
+            }
+            if self.pos as u64 >= info.len {
+                self.segment = Some(i + 1);
+                self.loaded = false;
+                continue;
+            }
+            let at = self.pos;
+            let record = match parse_record(&self.bytes, at) {
+                Parsed::Record(r) => r,
+                // The file changed since it was scanned.
+                _ => return Err(self.corrupt(info, at, "record no longer checks out".into())),
+            };
+            self.pos = record.end;
+            if record.last() < self.from {
+                continue;
+            }
+            for (k, command) in record.commands().enumerate() {
+                let command = command.map_err(|e| self.corrupt(info, at, e.to_string()))?;
+                let index = record.first + k as u64;
+                if index >= self.from {
+                    self.pending.push_back((index, command));
+                }
+            }
+            return Ok(true);
+        }
+    }
+}
+
+impl<S: Storage> Iterator for CommandsFrom<'_, S> {
+    type Item = Result<(u64, Command), JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        loop {
+            if let Some(c) = self.pending.pop_front() {
+                return Some(Ok(c));
+            }
+            match self.next_record() {
+                Ok(true) => continue,
+                Ok(false) => return None,
+                Err(e) => {
+                    self.segment = None;
+                    return Some(Err(e));
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,431 @@
+//! Where the journal's files live: a directory on disk ([`DirStorage`]), or, in tests, a
+//! simulated disk ([`SimStorage`]) that loses or tears whatever was not synced when it
+//! "crashes", so recovery can be checked at every interesting moment deterministically instead
+//! of hoping a `kill -9` lands there (TigerBeetle's approach).
+//!
+//! The contract the journal relies on, and the simulator enforces: bytes appended to a file
+//! survive a crash only once that file was synced after them; a created, renamed or removed
+//! name survives only once the directory was synced after it.
+
+use parking_lot::Mutex;
+use std::collections::BTreeMap;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// A flat directory of named files.
+pub trait Storage: Clone + Send + Sync + 'static {
+    type File: StorageFile;
+
+    /// Names of the files in the directory, in no particular order.
+    fn list(&self) -> io::Result<Vec<String>>;
+    /// A whole file.
+    fn read(&self, name: &str) -> io::Result<Vec<u8>>;
+    /// Creates a file (emptying one of that name) for appending.
+    fn create(&self, name: &str) -> io::Result<Self::File>;
+    /// Opens an existing file for appending after its last byte.
+    fn append_to(&self, name: &str) -> io::Result<Self::File>;
+    /// Cuts a file to `len` bytes and syncs it.
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()>;
+    fn remove(&self, name: &str) -> io::Result<()>;
+    fn rename(&self, from: &str, to: &str) -> io::Result<()>;
+    /// Makes created, renamed and removed names durable.
+    fn sync_dir(&self) -> io::Result<()>;
+    /// Where the files are, for messages.
+    fn describe(&self, name: &str) -> String;
+}
+
+/// A file open for appending.
+pub trait StorageFile: Send + 'static {
+    type Sync: SyncFile;
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()>;
+    /// A handle another thread uses to sync this file while appends continue.
+    fn sync_handle(&self) -> io::Result<Self::Sync>;
+}
+
+/// Syncs one file's data (`fdatasync`).
+pub trait SyncFile: Send + 'static {
+    fn sync_data(&self) -> io::Result<()>;
+}
+
+/// A directory on disk.
+#[derive(Debug, Clone)]
+pub struct DirStorage {
+    dir: PathBuf,
+}
+
+impl DirStorage {
+    /// Uses `dir`, creating it (and its parents) if needed.
+    pub fn new(dir: impl AsRef<Path>) -> io::Result<Self> {
+        let dir = dir.as_ref().to_path_buf();
+        fs::create_dir_all(&dir)?;
+        Ok(DirStorage { dir })
+    }
+
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Storage for DirStorage {
+    type File = DiskFile;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let mut names = Vec::new();
+        for entry in fs::read_dir(&self.dir)? {
+            let entry = entry?;
+            if entry.file_type()?.is_file() {
+                if let Ok(name) = entry.file_name().into_string() {
+                    names.push(name);
+                }
+            }
+        }
+        Ok(names)
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        fs::read(self.path(name))
+    }
+
+    fn create(&self, name: &str) -> io::Result<DiskFile> {
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .open(self.path(name))?;
+        Ok(DiskFile(file))
+    }
+
+    fn append_to(&self, name: &str) -> io::Result<DiskFile> {
+        let file = OpenOptions::new().append(true).open(self.path(name))?;
+        Ok(DiskFile(file))
+    }
+
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let file = OpenOptions::new().write(true).open(self.path(name))?;
+        file.set_len(len)?;
+        file.sync_all()
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        fs::remove_file(self.path(name))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        fs::rename(self.path(from), self.path(to))
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        File::open(&self.dir)?.sync_all()
+    }
+
+    fn describe(&self, name: &str) -> String {
+        self.path(name).display().to_string()
+    }
+}
+
+#[derive(Debug)]
+pub struct DiskFile(File);
+
+impl StorageFile for DiskFile {
+    type Sync = File;
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.0.write_all(bytes)
+    }
+
+    fn sync_handle(&self) -> io::Result<File> {
+        self.0.try_clone()
+    }
+}
+
+impl SyncFile for File {
+    fn sync_data(&self) -> io::Result<()> {
+        File::sync_data(self)
+    }
+}
+
+/// A simulated disk for crash tests. Cloning shares the disk.
+#[derive(Debug, Clone, Default)]
+pub struct SimStorage {
+    disk: Arc<Mutex<SimDisk>>,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimDisk {
+    /// What the directory lists now.
+    files: BTreeMap<String, Arc<Mutex<SimFile>>>,
+    /// What the directory listed when it was last synced: the names a crash keeps.
+    durable_names: BTreeMap<String, Arc<Mutex<SimFile>>>,
+    /// Fails every operation from now on (a dying disk).
+    failing: bool,
+}
+
+#[derive(Debug, Default, Clone)]
+struct SimFile {
+    data: Vec<u8>,
+    /// Bytes a crash keeps for sure.
+    synced: usize,
+}
+
+/// How a crash treats the bytes that were written but not synced.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tear {
+    /// They are all lost.
+    Lose,
+    /// The first `n` of them survive (fewer if fewer were written).
+    Keep(usize),
+    /// The first `n` survive and the last of those are garbage: a sector caught mid-write.
+    Garble(usize),
+}
+
+impl SimStorage {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The disk as a machine would find it after losing power now: unsynced bytes of each file
+    /// treated by `tear(name)`, names not yet made durable by a directory sync gone.
+    pub fn crash(&self, mut tear: impl FnMut(&str) -> Tear) -> SimStorage {
+        let disk = self.disk.lock();
+        let mut files = BTreeMap::new();
+        for (name, file) in &disk.durable_names {
+            let f = file.lock();
+            let unsynced = f.data.len() - f.synced;
+            let mut data = f.data[..f.synced].to_vec();
+            match tear(name) {
+                Tear::Lose => {}
+                Tear::Keep(n) => {
+                    data.extend_from_slice(&f.data[f.synced..f.synced + n.min(unsynced)])
+                }
+                Tear::Garble(n) => {
+                    let kept = n.min(unsynced);
+                    data.extend_from_slice(&f.data[f.synced..f.synced + kept]);
+                    let garbled = kept.min(7);
+                    let len = data.len();
+                    for (i, b) in data[len - garbled..].iter_mut().enumerate() {
+                        *b = b.wrapping_mul(31).wrapping_add(0x5A ^ i as u8);
+                    }
+                }
+            }
+            let synced = data.len();
+            files.insert(name.clone(), Arc::new(Mutex::new(SimFile { data, synced })));
+        }
+        SimStorage {
+            disk: Arc::new(Mutex::new(SimDisk {
+                durable_names: files.clone(),
+                files,
+                failing: false,
+            })),
+        }
+    }
+
+    /// Bytes written to `name` but not yet synced.
+    pub fn unsynced(&self, name: &str) -> usize {
+        let disk = self.disk.lock();
+        disk.files.get(name).map_or(0, |f| {
+            let f = f.lock();
+            f.data.len() - f.synced
+        })
+    }
+
+    /// Makes every later operation fail with an I/O error.
+    pub fn fail_from_now(&self) {
+        self.disk.lock().failing = true;
+    }
+
+    /// Overwrites bytes of a file in place (tests of damage in the middle of a journal).
+    pub fn poke(&self, name: &str, at: usize, f: impl FnOnce(&mut u8)) {
+        let disk = self.disk.lock();
+        let file = disk.files.get(name).expect("file exists");
+        f(&mut file.lock().data[at]);
+    }
+
+    fn check(disk: &SimDisk) -> io::Result<()> {
+        if disk.failing {
+            return Err(io::Error::other("simulated disk failure"));
+        }
+        Ok(())
+    }
+
+    fn file(&self, name: &str) -> io::Result<Arc<Mutex<SimFile>>> {
+        let disk = self.disk.lock();
+        Self::check(&disk)?;
+        disk.files
+            .get(name)
+            .cloned()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {name}")))
+    }
+}
+
+impl Storage for SimStorage {
+    type File = SimAppender;
+
+    fn list(&self) -> io::Result<Vec<String>> {
+        let disk = self.disk.lock();
+        Self::check(&disk)?;
+        Ok(disk.files.keys().cloned().collect())
+    }
+
+    fn read(&self, name: &str) -> io::Result<Vec<u8>> {
+        Ok(self.file(name)?.lock().data.clone())
+    }
+
+    fn create(&self, name: &str) -> io::Result<SimAppender> {
+        let mut disk = self.disk.lock();
+        Self::check(&disk)?;
+        let file = Arc::new(Mutex::new(SimFile::default()));
+        disk.files.insert(name.to_string(), file.clone());
+        Ok(SimAppender {
+            file,
+            disk: self.clone(),
+        })
+    }
+
+    fn append_to(&self, name: &str) -> io::Result<SimAppender> {
+        Ok(SimAppender {
+            file: self.file(name)?,
+            disk: self.clone(),
+        })
+    }
+
+    fn truncate(&self, name: &str, len: u64) -> io::Result<()> {
+        let file = self.file(name)?;
+        let mut f = file.lock();
+        f.data.truncate(len as usize);
+        f.synced = f.data.len();
+        Ok(())
+    }
+
+    fn remove(&self, name: &str) -> io::Result<()> {
+        let mut disk = self.disk.lock();
+        Self::check(&disk)?;
+        disk.files
+            .remove(name)
+            .map(drop)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {name}")))
+    }
+
+    fn rename(&self, from: &str, to: &str) -> io::Result<()> {
+        let mut disk = self.disk.lock();
+        Self::check(&disk)?;
+        let file = disk
+            .files
+            .remove(from)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, format!("no file {from}")))?;
+        disk.files.insert(to.to_string(), file);
+        Ok(())
+    }
+
+    fn sync_dir(&self) -> io::Result<()> {
+        let mut disk = self.disk.lock();
+        Self::check(&disk)?;
+        disk.durable_names = disk.files.clone();
+        Ok(())
+    }
+
+    fn describe(&self, name: &str) -> String {
+        format!("sim:{name}")
+    }
+}
+
+/// A simulated file open for appending.
+#[derive(Debug)]
+pub struct SimAppender {
+    file: Arc<Mutex<SimFile>>,
+    disk: SimStorage,
+}
+
+impl StorageFile for SimAppender {
+    type Sync = SimSync;
+
+    fn append(&mut self, bytes: &[u8]) -> io::Result<()> {
+        SimStorage::check(&self.disk.disk.lock())?;
+        self.file.lock().data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    fn sync_handle(&self) -> io::Result<SimSync> {
+        Ok(SimSync {
+            file: self.file.clone(),
+            disk: self.disk.clone(),
+        })
+    }
+}
+
+#[derive(Debug)]
+pub struct SimSync {
+    file: Arc<Mutex<SimFile>>,
+    disk: SimStorage,
+}
+
+impl SyncFile for SimSync {
+    fn sync_data(&self) -> io::Result<()> {
+        SimStorage::check(&self.disk.disk.lock())?;
+        let mut f = self.file.lock();
+        f.synced = f.data.len();
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_crash_keeps_synced_bytes_and_durable_names_only() {
+        let disk = SimStorage::new();
+        let mut a = disk.create("a").unwrap();
+        disk.sync_dir().unwrap();
+        a.append(b"hello").unwrap();
+        a.sync_handle().unwrap().sync_data().unwrap();
+        a.append(b" world").unwrap();
+        let mut b = disk.create("b").unwrap();
+        b.append(b"never named durably").unwrap();
+        b.sync_handle().unwrap().sync_data().unwrap();
+
+        let lost = disk.crash(|_| Tear::Lose);
+        assert_eq!(lost.read("a").unwrap(), b"hello");
+        assert!(lost.read("b").is_err(), "b's name was never synced");
+        let torn = disk.crash(|_| Tear::Keep(3));
+        assert_eq!(torn.read("a").unwrap(), b"hello wo");
+        let garbled = disk.crash(|_| Tear::Garble(3));
+        let g = garbled.read("a").unwrap();
+        assert_eq!(&g[..5], b"hello");
+        assert_ne!(&g[5..], b" wo");
+    }
+
+    #[test]
+    fn a_failing_disk_fails_every_operation() {
+        let disk = SimStorage::new();
+        let mut a = disk.create("a").unwrap();
+        disk.fail_from_now();
+        assert!(a.append(b"x").is_err());
+        assert!(disk.sync_dir().is_err());
+        assert!(disk.list().is_err());
+    }
+
+    #[test]
+    fn the_directory_storage_appends_truncates_and_renames() {
+        let dir = std::env::temp_dir().join(format!("tickerd-storage-{}", std::process::id()));
+        let disk = DirStorage::new(&dir).unwrap();
+        let mut f = disk.create("x.tmp").unwrap();
+        f.append(b"abcdef").unwrap();
+        f.sync_handle().unwrap().sync_data().unwrap();
+        disk.rename("x.tmp", "x").unwrap();
+        disk.sync_dir().unwrap();
+        disk.truncate("x", 3).unwrap();
+        let mut f = disk.append_to("x").unwrap();
+        f.append(b"Z").unwrap();
+        assert_eq!(disk.read("x").unwrap(), b"abcZ");
+        assert_eq!(disk.list().unwrap(), vec!["x".to_string()]);
+        disk.remove("x").unwrap();
+        fs::remove_dir_all(&dir).unwrap();
+    }
+}
