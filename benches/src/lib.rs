@@ -16,6 +16,7 @@
 //! ```
 
 pub mod engine_load;
+pub mod journal_load;
 pub mod load;
 pub mod pipeline_load;
 pub mod report;

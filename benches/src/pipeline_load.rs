@@ -21,7 +21,8 @@ use hdrhistogram::Histogram;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
-use ticker_engine::pipeline::{Pipeline, PipelineConfig, RecvTimeoutError};
+use ticker_engine::journal::{DirStorage, Journal, JournalConfig, OpenOptions};
+use ticker_engine::pipeline::{JournalSetup, Pipeline, PipelineConfig, RecvTimeoutError};
 use ticker_engine::ring::WaitStrategy;
 use ticker_engine::{Command, Correlation, EventKind};
 
@@ -43,17 +44,29 @@ pub struct PipelineLoad {
 }
 
 /// What one pass through the pipeline saw.
-struct Pass {
+pub struct Pass {
     /// From the first submit until the consumer saw the last outcome.
-    elapsed: Duration,
-    last_seq: u64,
-    histogram: Option<Histogram<u64>>,
-    outcomes: Outcomes,
+    pub elapsed: Duration,
+    pub last_seq: u64,
+    pub histogram: Option<Histogram<u64>>,
+    pub outcomes: Outcomes,
+    /// With a journal: bytes written, `fdatasync` calls, their total and longest time.
+    pub journal: Option<JournalPass>,
+}
+
+/// What the journal did during a pass.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct JournalPass {
+    pub bytes: u64,
+    pub commands: u64,
+    pub syncs: u64,
+    pub sync_total: Duration,
+    pub sync_max: Duration,
 }
 
 /// Both passes of pipeline mode.
 pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeReport> {
-    let throughput = run_pass(workload, load.wait, None)?;
+    let throughput = run_pass(workload, load.wait, None, None)?;
     let ops = workload.ops.len() as u64;
     let ops_per_sec = ops as f64 / throughput.elapsed.as_secs_f64();
     let rate = load
@@ -62,7 +75,7 @@ pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeR
     if !(rate.is_finite() && rate > 0.0) {
         bail!("the latency pass needs a positive submission rate, got {rate} ops/s");
     }
-    let latency = run_pass(workload, load.wait, Some(rate))?;
+    let latency = run_pass(workload, load.wait, Some(rate), None)?;
     if latency.last_seq != throughput.last_seq {
         bail!(
             "the two passes diverged: last event seq {} in the throughput pass, {} in the \
@@ -93,8 +106,14 @@ pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeR
 }
 
 /// Runs the measured operations through a fresh pipeline. With `rate`, submits at that many
-/// operations a second and records each one's latency.
-fn run_pass(workload: &Workload, wait: WaitStrategy, rate: Option<f64>) -> anyhow::Result<Pass> {
+/// operations a second and records each one's latency. With `journal`, every command is
+/// journaled into a fresh journal in that directory (emptied first) under its fsync mode.
+pub fn run_pass(
+    workload: &Workload,
+    wait: WaitStrategy,
+    rate: Option<f64>,
+    journal: Option<&JournalConfig>,
+) -> anyhow::Result<Pass> {
     let config = PipelineConfig {
         wait,
         engine: workload.engine_config(),
@@ -111,8 +130,27 @@ fn run_pass(workload: &Workload, wait: WaitStrategy, rate: Option<f64>) -> anyho
     let sent: Vec<AtomicU64> = (0..commands.len()).map(|_| AtomicU64::new(0)).collect();
     let interval_ns = rate.map(|r| 1e9 / r);
 
-    let (pipeline, ingress, mut egress) =
-        Pipeline::spawn_with(engine, config).context("starting the engine thread")?;
+    let (pipeline, ingress, mut egress) = match journal {
+        None => Pipeline::spawn_with(engine, config).context("starting the engine thread")?,
+        Some(j) => {
+            if j.dir.exists() {
+                std::fs::remove_dir_all(&j.dir)
+                    .with_context(|| format!("emptying {}", j.dir.display()))?;
+            }
+            let storage =
+                DirStorage::new(&j.dir).with_context(|| format!("creating {}", j.dir.display()))?;
+            let writer =
+                Journal::open(storage, OpenOptions::default())?.into_writer(1, j.segment_bytes)?;
+            let setup = JournalSetup {
+                writer,
+                fsync: j.fsync,
+                group_commit_bytes: j.group_commit_bytes,
+                group_commit_delay: j.group_commit_delay,
+            };
+            Pipeline::spawn_journaled(engine, config, setup)
+                .context("starting the engine thread")?
+        }
+    };
     let base = Instant::now();
     let (consumed, submitted) = thread::scope(|s| {
         let sent = &sent;
@@ -172,7 +210,21 @@ fn run_pass(workload: &Workload, wait: WaitStrategy, rate: Option<f64>) -> anyho
     // Every outcome is in (or the pass failed): stop the engine thread and take it back.
     pipeline.shutdown();
     drop(egress);
+    let journal = pipeline.durability().map(|d| {
+        let (syncs, sync_total, sync_max) = d.sync_stats();
+        JournalPass {
+            bytes: d.written_bytes(),
+            commands: d.written(),
+            syncs,
+            sync_total,
+            sync_max,
+        }
+    });
+    let failure = pipeline.journal_failure();
     let engine = pipeline.join();
+    if let Some(why) = failure {
+        bail!("the journal failed: {why}");
+    }
     submitted.map_err(|_| anyhow!("the producer thread panicked"))??;
     let (histogram, outcomes, last_seen) =
         consumed.map_err(|_| anyhow!("the consumer thread panicked"))??;
@@ -181,6 +233,7 @@ fn run_pass(workload: &Workload, wait: WaitStrategy, rate: Option<f64>) -> anyho
         last_seq: engine.last_seq(),
         histogram,
         outcomes,
+        journal,
     })
 }
 

@@ -20,7 +20,7 @@ pub mod l3;
 pub mod market_data;
 pub mod orders;
 pub mod proto;
-pub mod record;
+pub mod replay;
 pub mod sim;
 pub mod ticker;
 pub mod topic;

@@ -2,6 +2,7 @@
 //!
 //! ```sh
 //! cargo run --release -p ticker-benches --bin ticker-bench -- engine --mode all
+//! cargo run --release -p ticker-benches --bin ticker-bench -- journal
 //! cargo run --release -p ticker-benches --bin ticker-bench -- latency --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- throughput --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- fanout --spawn
@@ -10,6 +11,7 @@
 
 use clap::{Parser, Subcommand};
 use ticker_benches::engine_load::{self, EngineArgs};
+use ticker_benches::journal_load::{self, JournalArgs};
 use ticker_benches::load::flow::{self, Pace};
 use ticker_benches::load::{fanout, output, stream, FanoutArgs, FlowArgs, StreamArgs};
 
@@ -29,6 +31,10 @@ enum Target {
     /// Matching-engine throughput and latency on a seeded single-instrument stream.
     #[command(long_about = engine_load::LONG_ABOUT)]
     Engine(EngineArgs),
+    /// What the journal costs: appending alone, and the pipeline with no journal, fsync off
+    /// and fsync batch.
+    #[command(long_about = journal_load::LONG_ABOUT)]
+    Journal(JournalArgs),
     /// Order → ack and order → market-data latency at a fixed command rate, over gRPC and
     /// WebSocket (raw, shared deflate, per-connection deflate).
     Latency(FlowArgs),
@@ -49,6 +55,7 @@ fn main() -> anyhow::Result<()> {
     type Table = fn(&serde_json::Value) -> String;
     let (report, series, table, target): (_, _, Table, _) = match cli.target {
         Target::Engine(args) => return engine_load::run(&args, &mut out),
+        Target::Journal(args) => return journal_load::run(&args, &mut out),
         Target::Latency(args) => {
             let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
             (report, series, output::flow_table, args.target)

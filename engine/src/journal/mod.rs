@@ -33,7 +33,7 @@ mod writer;
 
 pub use scan::{CommandsFrom, Journal, OpenOptions, SegmentInfo, TornTail};
 pub use snapshot_file::{SnapshotFile, SnapshotSection};
-pub use storage::{DirStorage, SimStorage, Storage, StorageFile, SyncFile, Tear};
+pub use storage::{DirLock, DirStorage, SimStorage, Storage, StorageFile, SyncFile, Tear};
 pub use writer::{Commit, JournalWriter};
 
 use std::io;

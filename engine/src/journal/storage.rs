@@ -68,6 +68,30 @@ impl DirStorage {
         &self.dir
     }
 
+    /// Takes the directory's `LOCK` file for as long as the guard lives, so two processes
+    /// never write one journal (an advisory `flock`, released by the kernel when the process
+    /// dies, however it dies).
+    pub fn lock(&self) -> Result<DirLock, super::JournalError> {
+        let path = self.dir.join("LOCK");
+        let file = OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .open(&path)
+            .map_err(super::JournalError::io(format!("opening {}", path.display())))?;
+        match file.try_lock() {
+            Ok(()) => Ok(DirLock { _file: file }),
+            Err(fs::TryLockError::WouldBlock) => Err(super::JournalError::Locked {
+                dir: self.dir.display().to_string(),
+                lock: path.display().to_string(),
+            }),
+            Err(fs::TryLockError::Error(e)) => Err(super::JournalError::Io {
+                context: format!("locking {}", path.display()),
+                source: e,
+            }),
+        }
+    }
+
     fn path(&self, name: &str) -> PathBuf {
         self.dir.join(name)
     }
@@ -128,6 +152,13 @@ impl Storage for DirStorage {
     fn describe(&self, name: &str) -> String {
         self.path(name).display().to_string()
     }
+}
+
+/// Holds a data directory's lock; see [`DirStorage::lock`].
+#[derive(Debug)]
+pub struct DirLock {
+    /// Held for its lock, released when dropped (or when the process ends).
+    _file: File,
 }
 
 #[derive(Debug)]
@@ -426,6 +457,13 @@ mod tests {
         assert_eq!(disk.read("x").unwrap(), b"abcZ");
         assert_eq!(disk.list().unwrap(), vec!["x".to_string()]);
         disk.remove("x").unwrap();
+        let lock = disk.lock().unwrap();
+        assert!(matches!(
+            disk.lock(),
+            Err(super::super::JournalError::Locked { .. })
+        ));
+        drop(lock);
+        disk.lock().unwrap();
         fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -77,6 +77,11 @@ impl Durability {
         self.synced.load(Ordering::Acquire)
     }
 
+    /// Bytes written since the journal was opened.
+    pub fn written_bytes(&self) -> u64 {
+        self.written_bytes.load(Ordering::Acquire)
+    }
+
     /// Bytes written but not yet durable.
     pub fn unsynced_bytes(&self) -> u64 {
         self.written_bytes
