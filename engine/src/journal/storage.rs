@@ -78,7 +78,10 @@ impl DirStorage {
             .truncate(false)
             .write(true)
             .open(&path)
-            .map_err(super::JournalError::io(format!("opening {}", path.display())))?;
+            .map_err(super::JournalError::io(format!(
+                "opening {}",
+                path.display()
+            )))?;
         match file.try_lock() {
             Ok(()) => Ok(DirLock { _file: file }),
             Err(fs::TryLockError::WouldBlock) => Err(super::JournalError::Locked {
