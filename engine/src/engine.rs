@@ -67,6 +67,25 @@ pub struct OrderView {
     pub armed_stop: bool,
 }
 
+impl OrderView {
+    fn of(o: &Order) -> Self {
+        OrderView {
+            id: o.id,
+            account: o.account,
+            client_id: o.client_id,
+            instrument: o.instrument,
+            side: o.side,
+            order_type: o.order_type,
+            price: o.price,
+            trigger: o.trigger,
+            remaining: o.remaining,
+            visible: o.visible,
+            filled: o.filled,
+            armed_stop: o.is(FLAG_STOP_ARMED),
+        }
+    }
+}
+
 pub struct Engine {
     config: EngineConfig,
     books: Vec<Book>,
@@ -145,27 +164,28 @@ impl Engine {
     }
 
     /// Number of live orders (resting and armed stops).
-    pub fn live_orders(&self) -> usize {
+    pub fn live_order_count(&self) -> usize {
         self.st.pool.live()
+    }
+
+    /// Every live order (resting and armed stops), in no meaningful order (by slot): for tools,
+    /// and for an order source to take up its own orders again after a restore.
+    pub fn live_orders(&self) -> impl Iterator<Item = OrderView> + '_ {
+        let pool = &self.st.pool;
+        pool.live_slots().map(|slot| OrderView::of(pool.get(slot)))
+    }
+
+    /// Sessions that have live orders, ascending. After a restart their connections are gone,
+    /// so the server closes each (`SessionClosed`) to cancel what they left.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        let mut sessions: Vec<SessionId> = self.st.sessions.keys().copied().collect();
+        sessions.sort_unstable();
+        sessions.into_iter()
     }
 
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
         let slot = self.st.pool.find(id)?;
-        let o = self.st.pool.get(slot);
-        Some(OrderView {
-            id: o.id,
-            account: o.account,
-            client_id: o.client_id,
-            instrument: o.instrument,
-            side: o.side,
-            order_type: o.order_type,
-            price: o.price,
-            trigger: o.trigger,
-            remaining: o.remaining,
-            visible: o.visible,
-            filled: o.filled,
-            armed_stop: o.is(FLAG_STOP_ARMED),
-        })
+        Some(OrderView::of(self.st.pool.get(slot)))
     }
 
     /// Resting orders of one price level in queue order.

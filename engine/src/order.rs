@@ -159,6 +159,11 @@ impl OrderPool {
         self.live -= 1;
     }
 
+    /// Slots of the live orders, ascending.
+    pub fn live_slots(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.slots.len() as u32).filter(|&s| self.slots[s as usize].is(FLAG_LIVE))
+    }
+
     /// The slot of a live order with this id.
     pub fn find(&self, id: OrderId) -> Option<u32> {
         let slot = id.slot();

@@ -559,7 +559,7 @@ impl Harness {
             }
         }
         let live = reference.live_orders();
-        prop_assert_eq!(engine.live_orders(), live.len());
+        prop_assert_eq!(engine.live_order_count(), live.len());
         for r in live {
             let o = engine
                 .order(self.to_engine[&OrderId(r.id)])
@@ -939,7 +939,7 @@ impl Audit {
 
     /// Every order the events say is live is live in the engine, with the same sizes.
     fn matches_engine(&self, engine: &Engine) -> Result<(), TestCaseError> {
-        prop_assert_eq!(self.orders.len(), engine.live_orders());
+        prop_assert_eq!(self.orders.len(), engine.live_order_count());
         for (&id, l) in &self.orders {
             let o = engine.order(id);
             prop_assert!(
