@@ -87,29 +87,30 @@ impl OrderView {
 }
 
 pub struct Engine {
-    config: EngineConfig,
-    books: Vec<Book>,
-    st: State,
+    pub(crate) config: EngineConfig,
+    pub(crate) books: Vec<Book>,
+    pub(crate) st: State,
 }
 
 /// Everything but the books, so matching code can borrow a book and the rest at once.
 pub(crate) struct State {
-    seq: u64,
-    trade_seq: u64,
-    pool: OrderPool,
+    pub(crate) seq: u64,
+    pub(crate) trade_seq: u64,
+    pub(crate) pool: OrderPool,
     /// Head slot of each account's list of live orders.
-    accounts: FxHashMap<AccountId, u32>,
+    pub(crate) accounts: FxHashMap<AccountId, u32>,
     /// Head slot of each session's list of live orders.
-    sessions: FxHashMap<SessionId, u32>,
-    client_ids: FxHashMap<(AccountId, ClientOrderId), u32>,
+    pub(crate) sessions: FxHashMap<SessionId, u32>,
+    pub(crate) client_ids: FxHashMap<(AccountId, ClientOrderId), u32>,
     /// GTD orders by expiry, then by acceptance (the sequence number of their `PlaceAccepted`),
-    /// so orders expiring at the same time leave in the order they arrived.
-    expiries: BinaryHeap<Reverse<(Timestamp, u64, OrderId)>>,
+    /// so orders expiring at the same time leave in the order they arrived. An order that ends
+    /// before its expiry leaves its entry behind, skipped when it comes up.
+    pub(crate) expiries: BinaryHeap<Reverse<(Timestamp, u64, OrderId)>>,
     /// Levels the current command touched; flushed as `LevelChanged` at its end.
-    dirty: Vec<(InstrumentId, Side, Ticks)>,
+    pub(crate) dirty: Vec<(InstrumentId, Side, Ticks)>,
     /// Stops triggered and waiting to execute, in trigger order, with the last trade price
     /// that triggered each.
-    triggered: VecDeque<(u32, Ticks)>,
+    pub(crate) triggered: VecDeque<(u32, Ticks)>,
 }
 
 impl Default for Engine {
@@ -120,6 +121,13 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
+        let pool = OrderPool::new(config.order_capacity, config.prefault);
+        Engine::with_pool(config, pool)
+    }
+
+    /// An engine with no instruments and nothing emitted yet around a given order pool (a new
+    /// one, or one a snapshot is being restored into).
+    pub(crate) fn with_pool(config: EngineConfig, pool: OrderPool) -> Self {
         let cap = config.index_capacity;
         let hasher = rustc_hash::FxBuildHasher;
         Engine {
@@ -127,7 +135,7 @@ impl Engine {
             st: State {
                 seq: 0,
                 trade_seq: 0,
-                pool: OrderPool::new(config.order_capacity, config.prefault),
+                pool,
                 accounts: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 sessions: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 client_ids: FxHashMap::with_capacity_and_hasher(cap, hasher),
