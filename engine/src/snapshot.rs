@@ -500,18 +500,15 @@ impl Engine {
         }
         restore_free_list(&mut engine.st.pool, &mut slots, &snapshot.slots)?;
         let st = &mut engine.st;
-        st.accounts = link(
-            &mut st.pool,
-            &mut slots,
-            &snapshot.accounts,
-            ListKind::Account,
-        )?;
-        st.sessions = link(
-            &mut st.pool,
-            &mut slots,
-            &snapshot.sessions,
-            ListKind::Session,
-        )?;
+        // Into the maps `with_pool` sized by `index_capacity`, so they rehash no sooner than a
+        // new engine's would.
+        let lists = [
+            (&mut st.accounts, &snapshot.accounts, ListKind::Account),
+            (&mut st.sessions, &snapshot.sessions, ListKind::Session),
+        ];
+        for (heads, lists, kind) in lists {
+            link(&mut st.pool, &mut slots, heads, lists, kind)?;
+        }
         let mut gtd: FxHashSet<(OrderId, Timestamp)> = FxHashSet::default();
         let mut previous: Option<&Expiry> = None;
         for e in &snapshot.expiries {
@@ -684,8 +681,8 @@ fn restore_book(
                 slot,
             });
         }
-        entries.reverse();
-        *book.stops_mut(side) = entries;
+        // The book keeps the next to trigger last (and its list's reserved capacity).
+        book.stops_mut(side).extend(entries.iter().rev());
     }
     if let (Some(bid), Some(ask)) = (book.best_bid(), book.best_ask()) {
         if bid >= ask {
@@ -806,13 +803,14 @@ fn restore_free_list(
 }
 
 /// Links the live orders into their account's or session's list in the listed order and
-/// returns the heads; every order (every order with a session) must be in exactly one list.
+/// records each list's head; every order (every order with a session) must be in exactly one.
 fn link(
     pool: &mut OrderPool,
     slots: &mut SlotUse,
+    heads: &mut FxHashMap<u64, u32>,
     lists: &[OrderList],
     kind: ListKind,
-) -> Result<FxHashMap<u64, u32>, RestoreError> {
+) -> Result<(), RestoreError> {
     let linked_bit = match kind {
         ListKind::Account => SLOT_IN_ACCOUNT,
         ListKind::Session => SLOT_IN_SESSION,
@@ -821,7 +819,6 @@ fn link(
         ListKind::Account => o.account,
         ListKind::Session => o.session,
     };
-    let mut heads = FxHashMap::with_capacity_and_hasher(lists.len(), Default::default());
     let mut previous_owner: Option<u64> = None;
     for list in lists {
         let owner = list.owner;
@@ -882,7 +879,7 @@ fn link(
             });
         }
     }
-    Ok(heads)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -1028,6 +1025,18 @@ mod tests {
         let restored = Engine::restore(layout, &snapshot).unwrap();
         assert_eq!(internals(&restored), internals(&original));
         assert_eq!(restored.snapshot(), snapshot);
+    }
+
+    #[test]
+    fn a_restored_engine_has_indexes_sized_by_its_config_like_a_new_one() {
+        let snapshot = busy_engine(EngineConfig::default()).snapshot();
+        let config = EngineConfig {
+            index_capacity: 4096,
+            ..EngineConfig::default()
+        };
+        let st = Engine::restore(config, &snapshot).unwrap().st;
+        assert!(st.accounts.capacity() >= 4096 && st.sessions.capacity() >= 4096);
+        assert!(st.client_ids.capacity() >= 4096 && st.expiries.capacity() >= 4096);
     }
 
     #[test]
