@@ -93,6 +93,48 @@ impl Order {
     }
 }
 
+/// A copy of an [`OrderPool`]'s links ([`OrderPool::links`]), to walk its lists by slot.
+pub(crate) struct Links {
+    free_head: u32,
+    /// Per slot: the next in its level's queue, or for a freed slot the next freed one.
+    next: Vec<u32>,
+    acct_next: Vec<u32>,
+    sess_next: Vec<u32>,
+}
+
+impl Links {
+    /// A level's queue from its head slot.
+    pub fn queue(&self, head: u32) -> impl Iterator<Item = u32> + '_ {
+        chain(&self.next, head)
+    }
+
+    /// An account's list from its head slot.
+    pub fn account(&self, head: u32) -> impl Iterator<Item = u32> + '_ {
+        chain(&self.acct_next, head)
+    }
+
+    /// A session's list from its head slot.
+    pub fn session(&self, head: u32) -> impl Iterator<Item = u32> + '_ {
+        chain(&self.sess_next, head)
+    }
+
+    /// The freed slots in the order [`OrderPool::alloc`] will reuse them (a prefaulted pool's
+    /// never-used slots, chained after them, are beyond the copy and so end the walk).
+    pub fn freed(&self) -> impl Iterator<Item = u32> + '_ {
+        chain(&self.next, self.free_head)
+    }
+}
+
+/// Slots from `head` along `next` until a slot outside `next` ([`NIL`] or beyond the copy).
+fn chain(next: &[u32], head: u32) -> impl Iterator<Item = u32> + '_ {
+    let mut s = head;
+    std::iter::from_fn(move || {
+        let slot = s;
+        s = *next.get(slot as usize)?;
+        Some(slot)
+    })
+}
+
 pub(crate) struct OrderPool {
     slots: Vec<Order>,
     free_head: u32,
@@ -173,30 +215,23 @@ impl OrderPool {
     /// With the freed slots and their generations it is all a snapshot needs to make the pool
     /// hand out the same ids again, whatever its capacity or whether it was prefaulted.
     pub fn high_water(&self) -> u32 {
-        // A prefaulted pool chains its never-used slots after the freed ones, ascending, and a
-        // slot that was ever used has a generation of at least 1: the first generation-0 slot
-        // of the free list is where use stopped.
-        let mut s = self.free_head;
-        while s != NIL {
-            let o = &self.slots[s as usize];
-            if o.generation == 0 {
-                return s;
-            }
-            s = o.next;
-        }
-        self.slots.len() as u32
+        // A slot that ever held an order has a generation of at least 1; never-used slots (of
+        // generation 0) exist only as the tail a prefaulted pool has not reached yet.
+        self.slots.partition_point(|o| o.generation != 0) as u32
     }
 
-    /// The freed slots below [`OrderPool::high_water`] with their generations, in the order
-    /// [`OrderPool::alloc`] will reuse them.
-    pub fn freed(&self) -> impl Iterator<Item = (u32, u32)> + '_ {
-        let mut s = self.free_head;
-        std::iter::from_fn(move || {
-            let o = self.slots.get(s as usize).filter(|o| o.generation != 0)?;
-            let freed = (s, o.generation);
-            s = o.next;
-            Some(freed)
-        })
+    /// The pool's links copied out in one sequential pass over the slots below the high-water
+    /// mark. Following a long list through the slots costs a cache miss per order; through
+    /// the copy (12 bytes a slot) it costs next to nothing, and the orders can then be read
+    /// with loads that do not wait for each other.
+    pub fn links(&self) -> Links {
+        let used = &self.slots[..self.high_water() as usize];
+        Links {
+            free_head: self.free_head,
+            next: used.iter().map(|o| o.next).collect(),
+            acct_next: used.iter().map(|o| o.acct_next).collect(),
+            sess_next: used.iter().map(|o| o.sess_next).collect(),
+        }
     }
 
     /// A pool as a snapshot describes it, to be filled by [`OrderPool::occupy`] and
@@ -311,10 +346,10 @@ mod tests {
         assert_eq!(churn(&mut plain), churn(&mut prefaulted));
         assert_eq!(plain.high_water(), 6);
         assert_eq!(prefaulted.high_water(), 6);
-        let freed: Vec<_> = plain.freed().collect();
+        let freed: Vec<_> = plain.links().freed().collect();
         // Most recently freed first; slot 2 went back into use.
-        assert_eq!(freed, vec![(0, 1), (5, 1), (4, 1)]);
-        assert_eq!(prefaulted.freed().collect::<Vec<_>>(), freed);
+        assert_eq!(freed, vec![0, 5, 4]);
+        assert_eq!(prefaulted.links().freed().collect::<Vec<_>>(), freed);
         assert_eq!(
             plain.live_slots().collect::<Vec<_>>(),
             vec![1, 2, 3],
@@ -327,7 +362,7 @@ mod tests {
         let mut pool = OrderPool::new(3, true);
         while pool.alloc().is_some() {}
         assert_eq!(pool.high_water(), 3);
-        assert_eq!(pool.freed().count(), 0);
+        assert_eq!(pool.links().freed().count(), 0);
     }
 
     #[test]
@@ -339,9 +374,9 @@ mod tests {
             for slot in original.live_slots() {
                 restored.occupy(slot, original.get(slot).clone());
             }
-            let freed: Vec<_> = original.freed().collect();
-            for &(slot, generation) in freed.iter().rev() {
-                restored.push_freed(slot, generation);
+            let freed: Vec<_> = original.links().freed().collect();
+            for &slot in freed.iter().rev() {
+                restored.push_freed(slot, original.get(slot).generation);
             }
             assert_eq!(restored.live(), original.live());
             let next = |pool: &mut OrderPool| pool.alloc().map(|s| pool.get(s).id);
