@@ -175,9 +175,9 @@ impl OrderPool {
     }
 
     /// Takes a slot and gives it a fresh id, or `None` when the pool is full.
-    // Inlined into `place` on main's build by LLVM's own choice, which the snapshot code (more
-    // users of the pool) tipped the other way: ~16 instructions more per command in
-    // `ticker-bench engine` (cachegrind). The hint keeps the hot path as it was.
+    // LLVM inlined this into `place` by its own choice until the snapshot code (more users of
+    // the pool) tipped it the other way, a few instructions more per command (cachegrind on
+    // `ticker-bench engine`); the hint keeps it inlined.
     #[inline]
     pub fn alloc(&mut self) -> Option<u32> {
         let slot = if self.free_head != NIL {
