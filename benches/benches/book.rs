@@ -306,7 +306,7 @@ fn market_sweep(c: &mut Criterion) {
 /// Checks once, before measuring, that each bench does what its name says.
 fn check_fixtures() {
     let mut f = Fixture::new(SWEEP_LEVELS + 1);
-    let before = f.engine.live_orders();
+    let before = f.engine.live_order_count();
     let makers: Vec<Command> = (1..=SWEEP_LEVELS)
         .map(|d| {
             let ask = Place::limit(MAKER_ACCOUNT, INSTRUMENT, Side::Sell, f.mid + d, 5);
@@ -331,21 +331,25 @@ fn check_fixtures() {
         "the sweep takes one order per level"
     );
     assert_eq!(
-        f.engine.live_orders(),
+        f.engine.live_order_count(),
         before,
         "the sweep leaves the book as it was"
     );
     f.events.clear();
 
     let mut f = Fixture::new(1);
-    let before = f.engine.live_orders();
+    let before = f.engine.live_order_count();
     let places: Vec<Command> = (0..100).map(|_| f.resting_limit(10)).collect();
     let ids = f.apply_all(&places);
     assert_eq!(ids.len(), 100, "every bench limit order is accepted");
-    assert_eq!(f.engine.live_orders(), before + 100, "and rests");
+    assert_eq!(f.engine.live_order_count(), before + 100, "and rests");
     let cancels = f.cancels(&ids);
     f.apply_all(&cancels);
-    assert_eq!(f.engine.live_orders(), before, "cancels restore the book");
+    assert_eq!(
+        f.engine.live_order_count(),
+        before,
+        "cancels restore the book"
+    );
 }
 
 fn config() -> Criterion {

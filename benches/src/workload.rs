@@ -367,7 +367,7 @@ mod tests {
     fn the_prepared_engine_rests_every_warmup_order() {
         let w = Workload::generate(&small());
         let engine = w.prepared_engine();
-        assert_eq!(engine.live_orders(), 100);
+        assert_eq!(engine.live_order_count(), 100);
         let book = engine.book(INSTRUMENT).expect("instrument added");
         assert!(book.best_bid().unwrap() < w.config.mid);
         assert!(book.best_ask().unwrap() > w.config.mid);

@@ -67,30 +67,50 @@ pub struct OrderView {
     pub armed_stop: bool,
 }
 
+impl OrderView {
+    fn of(o: &Order) -> Self {
+        OrderView {
+            id: o.id,
+            account: o.account,
+            client_id: o.client_id,
+            instrument: o.instrument,
+            side: o.side,
+            order_type: o.order_type,
+            price: o.price,
+            trigger: o.trigger,
+            remaining: o.remaining,
+            visible: o.visible,
+            filled: o.filled,
+            armed_stop: o.is(FLAG_STOP_ARMED),
+        }
+    }
+}
+
 pub struct Engine {
-    config: EngineConfig,
-    books: Vec<Book>,
-    st: State,
+    pub(crate) config: EngineConfig,
+    pub(crate) books: Vec<Book>,
+    pub(crate) st: State,
 }
 
 /// Everything but the books, so matching code can borrow a book and the rest at once.
 pub(crate) struct State {
-    seq: u64,
-    trade_seq: u64,
-    pool: OrderPool,
+    pub(crate) seq: u64,
+    pub(crate) trade_seq: u64,
+    pub(crate) pool: OrderPool,
     /// Head slot of each account's list of live orders.
-    accounts: FxHashMap<AccountId, u32>,
+    pub(crate) accounts: FxHashMap<AccountId, u32>,
     /// Head slot of each session's list of live orders.
-    sessions: FxHashMap<SessionId, u32>,
-    client_ids: FxHashMap<(AccountId, ClientOrderId), u32>,
+    pub(crate) sessions: FxHashMap<SessionId, u32>,
+    pub(crate) client_ids: FxHashMap<(AccountId, ClientOrderId), u32>,
     /// GTD orders by expiry, then by acceptance (the sequence number of their `PlaceAccepted`),
-    /// so orders expiring at the same time leave in the order they arrived.
-    expiries: BinaryHeap<Reverse<(Timestamp, u64, OrderId)>>,
+    /// so orders expiring at the same time leave in the order they arrived. An order that ends
+    /// before its expiry leaves its entry behind, skipped when it comes up.
+    pub(crate) expiries: BinaryHeap<Reverse<(Timestamp, u64, OrderId)>>,
     /// Levels the current command touched; flushed as `LevelChanged` at its end.
-    dirty: Vec<(InstrumentId, Side, Ticks)>,
+    pub(crate) dirty: Vec<(InstrumentId, Side, Ticks)>,
     /// Stops triggered and waiting to execute, in trigger order, with the last trade price
     /// that triggered each.
-    triggered: VecDeque<(u32, Ticks)>,
+    pub(crate) triggered: VecDeque<(u32, Ticks)>,
 }
 
 impl Default for Engine {
@@ -101,6 +121,13 @@ impl Default for Engine {
 
 impl Engine {
     pub fn new(config: EngineConfig) -> Self {
+        let pool = OrderPool::new(config.order_capacity, config.prefault);
+        Engine::with_pool(config, pool)
+    }
+
+    /// An engine with no instruments and nothing emitted yet around a given order pool (a new
+    /// one, or one a snapshot is being restored into).
+    pub(crate) fn with_pool(config: EngineConfig, pool: OrderPool) -> Self {
         let cap = config.index_capacity;
         let hasher = rustc_hash::FxBuildHasher;
         Engine {
@@ -108,7 +135,7 @@ impl Engine {
             st: State {
                 seq: 0,
                 trade_seq: 0,
-                pool: OrderPool::new(config.order_capacity, config.prefault),
+                pool,
                 accounts: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 sessions: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 client_ids: FxHashMap::with_capacity_and_hasher(cap, hasher),
@@ -145,27 +172,28 @@ impl Engine {
     }
 
     /// Number of live orders (resting and armed stops).
-    pub fn live_orders(&self) -> usize {
+    pub fn live_order_count(&self) -> usize {
         self.st.pool.live()
+    }
+
+    /// Every live order (resting and armed stops), in no meaningful order (by slot): for tools,
+    /// and for an order source to take up its own orders again after a restore.
+    pub fn live_orders(&self) -> impl Iterator<Item = OrderView> + '_ {
+        let pool = &self.st.pool;
+        pool.live_slots().map(|slot| OrderView::of(pool.get(slot)))
+    }
+
+    /// Sessions that have live orders, ascending. After a restart their connections are gone,
+    /// so the server closes each (`SessionClosed`) to cancel what they left.
+    pub fn sessions(&self) -> impl Iterator<Item = SessionId> + '_ {
+        let mut sessions: Vec<SessionId> = self.st.sessions.keys().copied().collect();
+        sessions.sort_unstable();
+        sessions.into_iter()
     }
 
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
         let slot = self.st.pool.find(id)?;
-        let o = self.st.pool.get(slot);
-        Some(OrderView {
-            id: o.id,
-            account: o.account,
-            client_id: o.client_id,
-            instrument: o.instrument,
-            side: o.side,
-            order_type: o.order_type,
-            price: o.price,
-            trigger: o.trigger,
-            remaining: o.remaining,
-            visible: o.visible,
-            filled: o.filled,
-            armed_stop: o.is(FLAG_STOP_ARMED),
-        })
+        Some(OrderView::of(self.st.pool.get(slot)))
     }
 
     /// Resting orders of one price level in queue order.

@@ -117,12 +117,19 @@ impl Instrument {
         if spec.band <= Decimal::ZERO || spec.band >= Decimal::ONE {
             return Err(SpecError::BadBand(spec.band));
         }
+        // Checked arithmetic throughout: rust_decimal's operators panic on overflow, and a
+        // spec arrives in a command or a snapshot, neither of which may bring the engine down.
         let grid = |field, value: Decimal, unit_field, unit: Decimal| {
-            if (value % unit).is_zero() {
-                let n = (value / unit)
-                    .to_i64()
-                    .ok_or(SpecError::OutOfRange { field, value })?;
-                Ok(n)
+            let out_of_range = SpecError::OutOfRange { field, value };
+            if value
+                .checked_rem(unit)
+                .ok_or(out_of_range.clone())?
+                .is_zero()
+            {
+                value
+                    .checked_div(unit)
+                    .and_then(|n| n.to_i64())
+                    .ok_or(out_of_range)
             } else {
                 Err(SpecError::OffGrid {
                     field,
@@ -148,20 +155,22 @@ impl Instrument {
         )?;
         // The band edges are rounded inwards onto the tick grid: the band is a protection
         // limit, so it may only get narrower, never wider than configured.
-        let half = spec.reference_price * spec.band;
-        let low = ((spec.reference_price - half) / spec.tick_size).ceil();
-        let high = ((spec.reference_price + half) / spec.tick_size).floor();
-        let band_low = low
-            .to_i64()
-            .ok_or(SpecError::OutOfRange {
-                field: "band",
-                value: spec.band,
-            })?
-            .max(1);
-        let band_high = high.to_i64().ok_or(SpecError::OutOfRange {
+        let band_out_of_range = SpecError::OutOfRange {
             field: "band",
             value: spec.band,
-        })?;
+        };
+        let (reference, tick) = (spec.reference_price, spec.tick_size);
+        let half = reference
+            .checked_mul(spec.band)
+            .ok_or(band_out_of_range.clone())?;
+        let edge = |edge: Option<Decimal>| edge.and_then(|e| e.checked_div(tick));
+        let band_low = edge(reference.checked_sub(half))
+            .and_then(|low| low.ceil().to_i64())
+            .ok_or(band_out_of_range.clone())?
+            .max(1);
+        let band_high = edge(reference.checked_add(half))
+            .and_then(|high| high.floor().to_i64())
+            .ok_or(band_out_of_range)?;
         Ok(Instrument {
             id,
             spec,
@@ -270,6 +279,40 @@ mod tests {
         assert_eq!((i.band_low, i.band_high), (9001, 11001));
         assert!(i.in_band(9001) && i.in_band(11001));
         assert!(!i.in_band(9000) && !i.in_band(11002));
+    }
+
+    #[test]
+    fn a_spec_whose_values_overflow_decimal_arithmetic_is_rejected_not_a_panic() {
+        let mut spec = btc();
+        spec.lot_size = Decimal::new(1, 28);
+        spec.min_size = Decimal::MAX;
+        spec.max_size = Decimal::MAX;
+        assert!(matches!(
+            Instrument::new(0, spec),
+            Err(SpecError::OutOfRange {
+                field: "min_size",
+                ..
+            })
+        ));
+        let mut spec = btc();
+        spec.tick_size = Decimal::new(1, 28);
+        spec.reference_price = Decimal::MAX;
+        assert!(matches!(
+            Instrument::new(0, spec),
+            Err(SpecError::OutOfRange {
+                field: "reference_price",
+                ..
+            })
+        ));
+        let mut spec = btc();
+        // The reference price fits in ticks, the band's upper edge does not.
+        spec.tick_size = Decimal::ONE;
+        spec.reference_price = Decimal::from(i64::MAX);
+        spec.band = Decimal::new(9, 1);
+        assert!(matches!(
+            Instrument::new(0, spec),
+            Err(SpecError::OutOfRange { field: "band", .. })
+        ));
     }
 
     #[test]

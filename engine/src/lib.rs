@@ -9,6 +9,8 @@
 //! - [`instrument`] converts decimals at the edge into integer ticks and lots, rejecting values
 //!   off the grid.
 //! - [`command`] and [`event`] are the engine's whole input and output vocabulary.
+//! - [`snapshot`] captures an engine's whole state between two commands and restores an engine
+//!   that goes on exactly as the original would have.
 //!
 //! ```
 //! use ticker_engine::*;
@@ -46,6 +48,7 @@ mod levels;
 mod order;
 pub mod pipeline;
 pub mod ring;
+pub mod snapshot;
 pub mod types;
 
 pub use book::Book;
@@ -55,4 +58,5 @@ pub use event::*;
 pub use instrument::{Instrument, InstrumentSpec, SpecError};
 pub use levels::Level;
 pub use pipeline::{Batch, Clock, Egress, Ingress, Pipeline, PipelineConfig, SubmitError};
+pub use snapshot::{EngineSnapshot, RestoreError};
 pub use types::*;

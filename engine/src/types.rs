@@ -42,6 +42,10 @@ impl OrderId {
         self.0 as u32
     }
 
+    pub(crate) fn generation(self) -> u32 {
+        (self.0 >> 32) as u32
+    }
+
     pub fn is_none(self) -> bool {
         self.0 == 0
     }

@@ -295,7 +295,7 @@ fn run_identically(seed: u64, commands: usize, configs: [EngineConfig; 2]) -> Ta
         }
     }
     assert_eq!(a.last_seq(), b.last_seq());
-    assert_eq!(a.live_orders(), b.live_orders());
+    assert_eq!(a.live_order_count(), b.live_order_count());
     tally
 }
 

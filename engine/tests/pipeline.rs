@@ -174,7 +174,7 @@ fn single_producer_run<Q: MpscQueue<Command>>(
 
 fn assert_same_final_state(engine: &Engine, reference: &Engine) {
     assert_eq!(engine.last_seq(), reference.last_seq());
-    assert_eq!(engine.live_orders(), reference.live_orders());
+    assert_eq!(engine.live_order_count(), reference.live_order_count());
     for (book, expected) in engine.books().iter().zip(reference.books()) {
         assert_eq!(book.best_bid(), expected.best_bid());
         assert_eq!(book.best_ask(), expected.best_ask());

@@ -803,7 +803,7 @@ fn mass_cancel_filters_by_instrument_and_side() {
     let cancelled: Vec<OrderId> = v.done().iter().map(|d| d.0).collect();
     assert_eq!(cancelled, vec![bid1, ask0], "newest first");
     assert!(v.is_live(others));
-    assert_eq!(v.engine.live_orders(), 1);
+    assert_eq!(v.engine.live_order_count(), 1);
 }
 
 // ---- admin ----
@@ -941,7 +941,7 @@ fn capacity_exhausted_rejects_and_leaves_book_intact() {
         "an order being matched needs a slot too"
     );
     assert_eq!((v.depth(SELL), v.depth(BUY)), before);
-    assert_eq!(v.engine.live_orders(), 3);
+    assert_eq!(v.engine.live_order_count(), 3);
 
     v.cancel(1, OrderRef::Id(a)).unwrap();
     assert!(v.place(Place::limit(2, 0, BUY, 99, 1)).is_ok());
