@@ -49,7 +49,7 @@ impl CandleSeries {
     /// Closes the open candle if `now` is past its interval; returns it closed.
     pub fn roll(&mut self, now: Timestamp) -> Option<Candle> {
         let open = self.open?;
-        if now < open.start + self.interval.nanos() {
+        if now < open.start.saturating_add(self.interval.nanos()) {
             return None;
         }
         let mut c = open;
@@ -92,6 +92,12 @@ impl CandleSeries {
 
     pub fn open_candle(&self) -> Option<Candle> {
         self.open
+    }
+
+    /// When the open candle's interval ends (the first timestamp of the next).
+    pub fn open_end(&self) -> Option<Timestamp> {
+        self.open
+            .map(|c| c.start.saturating_add(self.interval.nanos()))
     }
 
     /// Closed candles (oldest first) followed by the open one.

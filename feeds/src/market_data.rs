@@ -5,6 +5,17 @@
 //! The engine closes each command with its `LevelChanged` events, so a run of them for one
 //! instrument marks the end of that command's effect on the instrument: depth, ticker and
 //! candles publish there, at most once per command. Trades and L3 publish per event.
+//!
+//! ## Time comes from events only
+//! A candle closes when the first event stamped at or after the end of its interval arrives,
+//! whatever its instrument, and that event's `seq` and `ts` go on the closing message. Every
+//! view is therefore a function of the event stream alone: replaying the journal after a
+//! restart publishes exactly what the uninterrupted run published (see [`crate::snapshot`]).
+//! The cost is that in a market with no events at all the last candle stays open until the
+//! next event, which was already so: the feeds thread only wakes for event batches, and
+//! heartbeats produce no events. [`MarketData::tick`] advances time without an event for a
+//! caller that has a reason to, at the price of output that a replay reproduces only if it
+//! calls `tick` at the same points.
 
 use crate::candles::{self, CandleSeries, CandleUpdate};
 use crate::depth::DepthView;
@@ -167,14 +178,21 @@ impl InstrumentFeeds {
         self.traded = false;
     }
 
-    /// Closes candles whose interval ended by `ts`.
-    fn roll_candles(&mut self, seq: u64, ts: Timestamp) {
+    /// Closes candles whose interval ended by `ts`, publishing each close with `seq`; a series
+    /// whose last message already has `seq` stays open (a message that does not advance its
+    /// topic's `seq` reaches no subscriber). Returns the earliest end of a candle left open.
+    fn roll_candles(&mut self, seq: u64, ts: Timestamp) -> Timestamp {
+        let mut due = Timestamp::MAX;
         for s in &self.candles {
             let mut st = s.state.lock();
-            if let Some(candle) = st.series.roll(ts) {
-                publish_candle(&self.wire, s, &mut st, candle, seq, ts);
+            if st.last_seq < seq {
+                if let Some(candle) = st.series.roll(ts) {
+                    publish_candle(&self.wire, s, &mut st, candle, seq, ts);
+                }
             }
+            due = due.min(st.series.open_end().unwrap_or(Timestamp::MAX));
         }
+        due
     }
 
     fn l3(&mut self, seq: u64, ts: Timestamp, event: L3Event) {
@@ -210,7 +228,10 @@ impl InstrumentFeeds {
         st.last_seq = seq;
     }
 
-    fn trade(&mut self, e: &Event, trade_id: u64, price: Ticks, size: Lots, aggressor: Side) {
+    /// Publishes a trade and records it in the ticker and candles; lowers `candle_due` to the
+    /// end of a candle it opens.
+    fn trade(&mut self, e: &Event, trade: (u64, Ticks, Lots, Side), candle_due: &mut Timestamp) {
+        let (trade_id, price, size, aggressor) = trade;
         self.trades_topic.publish(Message::lazy(
             e.seq,
             self.trades_seq,
@@ -227,9 +248,11 @@ impl InstrumentFeeds {
         self.trades_seq = e.seq;
         self.ticker.last = Some((price, size));
         self.rolling.record(e.ts, price, size);
-        self.roll_candles(e.seq, e.ts);
+        // Candles this trade is past the end of were closed before the event was applied.
         for s in &self.candles {
-            s.state.lock().series.record(e.ts, price, size);
+            let mut st = s.state.lock();
+            st.series.record(e.ts, price, size);
+            *candle_due = (*candle_due).min(st.series.open_end().unwrap_or(Timestamp::MAX));
         }
         self.traded = true;
     }
@@ -268,6 +291,11 @@ pub struct MarketData {
     orders: OrderRouter,
     pending: Vec<(Side, Ticks, Lots)>,
     pending_for: Option<(InstrumentId, u64, Timestamp)>,
+    /// Earliest end of an open candle over every instrument and interval (`MAX`: none open):
+    /// the first event stamped at or after it closes candles.
+    candle_due: Timestamp,
+    /// `seq` of the last event applied.
+    last_seq: u64,
 }
 
 impl MarketData {
@@ -282,6 +310,8 @@ impl MarketData {
             feeds: Vec::new(),
             pending: Vec::with_capacity(64),
             pending_for: None,
+            candle_due: Timestamp::MAX,
+            last_seq: 0,
         }
     }
 
@@ -330,9 +360,25 @@ impl MarketData {
             self.apply_one(e);
         }
         self.flush();
+        if let Some(e) = events.last() {
+            self.last_seq = e.seq;
+        }
+    }
+
+    /// Closes, on every instrument, the candles whose interval ended by `ts`.
+    fn close_candles(&mut self, seq: u64, ts: Timestamp) {
+        self.flush();
+        let mut due = Timestamp::MAX;
+        for f in self.feeds.iter_mut().flatten() {
+            due = due.min(f.roll_candles(seq, ts));
+        }
+        self.candle_due = due;
     }
 
     fn apply_one(&mut self, e: &Event) {
+        if e.ts >= self.candle_due {
+            self.close_candles(e.seq, e.ts);
+        }
         if let EventKind::LevelChanged {
             instrument,
             side,
@@ -369,8 +415,9 @@ impl MarketData {
                 maker_order,
                 ..
             } => {
+                let mut due = self.candle_due;
                 if let Some(f) = self.feed_mut(instrument) {
-                    f.trade(e, trade_id, price, size, aggressor);
+                    f.trade(e, (trade_id, price, size, aggressor), &mut due);
                     f.l3(
                         e.seq,
                         e.ts,
@@ -382,6 +429,7 @@ impl MarketData {
                         },
                     );
                 }
+                self.candle_due = due;
             }
             &EventKind::OrderRested {
                 order_id,
@@ -454,10 +502,20 @@ impl MarketData {
         self.orders.apply(e);
     }
 
-    /// Advances time with no event (e.g. on heartbeats): closes candles whose interval ended.
+    /// Advances time to `ts` with no event: closes the candles whose interval ended by `ts`,
+    /// each with `seq` (normally the last event's; a series that already published at `seq`
+    /// waits for the next event). [`apply`](Self::apply) does this by itself for every event,
+    /// so a feed of events never needs it; a caller that ticks by the wall clock makes output
+    /// that a replay of the same events reproduces only by ticking at the same points (see
+    /// the module docs).
     pub fn tick(&mut self, seq: u64, ts: Timestamp) {
-        for f in self.feeds.iter_mut().flatten() {
-            f.roll_candles(seq, ts);
+        if ts >= self.candle_due {
+            self.close_candles(seq, ts);
         }
+    }
+
+    /// `seq` of the last event applied (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 }
