@@ -21,9 +21,13 @@ use crate::candles::{self, CandleSeries, CandleUpdate};
 use crate::depth::DepthView;
 use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
-use crate::l3::{self, L3Event, L3Snapshotter, L3State, L3Update};
+use crate::l3::{self, L3Book, L3Event, L3Snapshotter, L3State, L3Update};
 use crate::orders::{Accounts, OrderRouter};
 use crate::proto;
+use crate::snapshot::{
+    CandlesSnapshot, FeedsSnapshot, FeedsSnapshotError, History, InstrumentSnapshot, L3Snapshot,
+    Registration, TickerSnapshot, TradesSnapshot,
+};
 use crate::ticker::{Rolling24h, TickerState, TickerUpdate};
 use crate::topic::{Channel, Interval, Topic};
 use crate::trades::TradeUpdate;
@@ -195,6 +199,84 @@ impl InstrumentFeeds {
         due
     }
 
+    /// Every view's state and every topic's history, for a snapshot.
+    fn snapshot(&self) -> InstrumentSnapshot {
+        let l3 = {
+            let st = self.l3.lock();
+            L3Snapshot {
+                bids: st.book.orders(Side::Buy),
+                asks: st.book.orders(Side::Sell),
+                last_seq: st.last_seq,
+                history: History(self.l3_topic.history()),
+            }
+        };
+        InstrumentSnapshot {
+            id: self.wire.id(),
+            spec: self.wire.instrument.spec.clone(),
+            depth: self.depth.snapshot(),
+            ticker: TickerSnapshot {
+                state: self.ticker.clone(),
+                seq: self.ticker_seq,
+                buckets: self.rolling.buckets(),
+                history: History(self.ticker_topic.history()),
+            },
+            trades: TradesSnapshot {
+                seq: self.trades_seq,
+                history: History(self.trades_topic.history()),
+            },
+            candles: self
+                .candles
+                .iter()
+                .map(|s| {
+                    let st = s.state.lock();
+                    CandlesSnapshot {
+                        interval: st.series.interval,
+                        open: st.series.open_candle(),
+                        closed: st.series.closed_candles(),
+                        last_seq: st.last_seq,
+                        history: History(s.topic.history()),
+                    }
+                })
+                .collect(),
+            l3,
+        }
+    }
+
+    /// Takes up a checked snapshot's state, before anyone subscribes.
+    fn restore(&mut self, s: InstrumentSnapshot, depth_levels: u64, config: &FeedsConfig) {
+        let same_window = depth_levels == self.depth.levels() as u64;
+        self.depth.restore(s.depth, same_window);
+        self.ticker = s.ticker.state;
+        self.ticker_seq = s.ticker.seq;
+        // Checked: the minutes are in order and their volume fits.
+        self.rolling = Rolling24h::from_buckets(s.ticker.buckets).unwrap_or_default();
+        self.ticker_topic.replace_history(s.ticker.history.0);
+        self.trades_seq = s.trades.seq;
+        self.trades_topic.replace_history(s.trades.history.0);
+        // Checked: one snapshot per interval, in the same order as the series.
+        for (series, c) in self.candles.iter().zip(s.candles) {
+            let mut st = series.state.lock();
+            st.series = CandleSeries::restored(c.interval, config.candles_kept, c.open, c.closed);
+            st.last_seq = c.last_seq;
+            drop(st);
+            series.topic.replace_history(c.history.0);
+        }
+        let mut l3 = self.l3.lock();
+        l3.book = L3Book::from_orders(s.l3.bids, s.l3.asks);
+        l3.last_seq = s.l3.last_seq;
+        drop(l3);
+        self.l3_topic.replace_history(s.l3.history.0);
+    }
+
+    /// Earliest end of this instrument's open candles.
+    fn candle_due(&self) -> Timestamp {
+        self.candles
+            .iter()
+            .filter_map(|s| s.state.lock().series.open_end())
+            .min()
+            .unwrap_or(Timestamp::MAX)
+    }
+
     fn l3(&mut self, seq: u64, ts: Timestamp, event: L3Event) {
         let mut st = self.l3.lock();
         let known = match event {
@@ -326,6 +408,70 @@ impl MarketData {
 
     pub fn instruments(&self) -> &Arc<Instruments> {
         &self.instruments
+    }
+
+    /// The ticker state of an instrument as last published: best bid and ask, last trade,
+    /// 24h statistics.
+    pub fn ticker(&self, instrument: InstrumentId) -> Option<TickerState> {
+        self.feed(instrument).map(|f| f.ticker.clone())
+    }
+
+    /// The feeds' state as of the last batch applied, cheap to take on the feeds thread: plain
+    /// state is copied and history messages shared, nothing is encoded (that is
+    /// [`FeedsSnapshot::encode`]'s work, on the thread that writes the snapshot). See
+    /// [`crate::snapshot`].
+    pub fn snapshot(&self) -> FeedsSnapshot {
+        debug_assert!(self.pending_for.is_none(), "apply flushes every batch");
+        FeedsSnapshot {
+            last_seq: self.last_seq,
+            depth_levels: self.config.depth_levels.max(1) as u64,
+            instruments: self
+                .feeds
+                .iter()
+                .flatten()
+                .map(InstrumentFeeds::snapshot)
+                .collect(),
+            accounts: self.accounts.snapshot(),
+        }
+    }
+
+    /// Feeds that continue where `snapshot` was cut: every view, topic (with its snapshot
+    /// source), account stream and history as they were, on `hub` (which nobody has
+    /// subscribed to yet). The snapshot's instruments are added to `instruments`, which may
+    /// already hold them with the same spec. Then apply the events after
+    /// [`FeedsSnapshot::last_seq`].
+    ///
+    /// `config` may differ from the snapshot's: histories longer than `config.hub.history`
+    /// keep their newest messages, candle series their newest closed candles, and a changed
+    /// depth window starts each depth topic on a new chain (its next update has `prev_seq`
+    /// 0). Nothing is changed when the snapshot is found inconsistent.
+    pub fn restore(
+        config: FeedsConfig,
+        hub: Arc<Hub>,
+        instruments: Arc<Instruments>,
+        snapshot: FeedsSnapshot,
+    ) -> Result<MarketData, FeedsSnapshotError> {
+        let registrations = snapshot.check(&instruments)?;
+        let mut md = MarketData::new(config, hub, instruments);
+        for (ins, registration) in snapshot.instruments.into_iter().zip(registrations) {
+            let wire = match registration {
+                Registration::Known(wire) => wire,
+                Registration::New(wire) => md.instruments.insert(*wire),
+            };
+            let idx = wire.id() as usize;
+            let mut feeds = InstrumentFeeds::new(&md.hub, wire, &md.config);
+            feeds.restore(ins, snapshot.depth_levels, &md.config);
+            md.candle_due = md.candle_due.min(feeds.candle_due());
+            if md.feeds.len() <= idx {
+                md.feeds.resize_with(idx + 1, || None);
+            }
+            md.feeds[idx] = Some(feeds);
+        }
+        for account in snapshot.accounts {
+            md.accounts.restore(account);
+        }
+        md.last_seq = snapshot.last_seq;
+        Ok(md)
     }
 
     /// Replica depth book of an instrument (tests and tools).
