@@ -558,3 +558,153 @@ impl From<&OpenOrder> for OpenOrderSnapshot {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::hub::Hub;
+    use crate::market_data::{FeedsConfig, MarketData};
+    use rust_decimal::Decimal;
+    use ticker_engine::*;
+
+    fn spec() -> InstrumentSpec {
+        InstrumentSpec {
+            symbol: "ETH-USD".into(),
+            tick_size: Decimal::new(1, 2),
+            lot_size: Decimal::new(1, 3),
+            min_size: Decimal::new(1, 3),
+            max_size: Decimal::new(1000, 0),
+            reference_price: Decimal::new(3000, 0),
+            band: Decimal::new(5, 1),
+        }
+    }
+
+    /// A snapshot of one instrument after a few trades between two accounts, with orders left
+    /// resting and a stop armed.
+    fn snapshot() -> FeedsSnapshot {
+        let mut engine = Engine::default();
+        let hub = Arc::new(Hub::default());
+        let mut md = MarketData::new(FeedsConfig::default(), hub, Arc::default());
+        let mut ts = 1_000_000_000;
+        let mut run = |kind| {
+            ts += 1_000_000;
+            md.apply(&engine.apply_collect(&Command::new(ts, ts, kind)));
+        };
+        run(CommandKind::AddInstrument(Box::new(spec())));
+        for i in 0..4 {
+            run(CommandKind::Place(Place::limit(
+                1,
+                0,
+                Side::Sell,
+                300_000 + i,
+                10,
+            )));
+            run(CommandKind::Place(Place::limit(
+                2,
+                0,
+                Side::Buy,
+                300_010,
+                4,
+            )));
+        }
+        run(CommandKind::Place(Place {
+            order_type: OrderType::StopMarket,
+            tif: TimeInForce::Ioc,
+            trigger: 310_000,
+            ..Place::limit(2, 0, Side::Buy, 0, 1)
+        }));
+        md.snapshot()
+    }
+
+    /// An independent copy, by way of the encoding.
+    fn copy(s: &FeedsSnapshot) -> FeedsSnapshot {
+        FeedsSnapshot::decode(&s.encode()).unwrap()
+    }
+
+    fn restore(s: FeedsSnapshot) -> (Result<MarketData, FeedsSnapshotError>, Arc<Instruments>) {
+        let registry = Arc::new(Instruments::default());
+        let hub = Arc::new(Hub::default());
+        let md = MarketData::restore(FeedsConfig::default(), hub, registry.clone(), s);
+        (md, registry)
+    }
+
+    #[test]
+    fn a_snapshot_restores_and_its_copy_encodes_the_same() {
+        let s = snapshot();
+        assert_eq!(copy(&s).encode(), s.encode());
+        assert!(s.history_messages() > 10);
+        assert_eq!(s.instruments().map(|i| i.0).collect::<Vec<_>>(), [0]);
+        assert!(restore(s).0.is_ok());
+    }
+
+    #[test]
+    fn every_inconsistency_is_refused_by_name_before_anything_changes() {
+        type Break = fn(&mut FeedsSnapshot);
+        let cases: [(Break, &str); 11] = [
+            (
+                |s| {
+                    let twin = copy(s).instruments.remove(0);
+                    s.instruments.push(twin);
+                },
+                "instrument 0 appears twice",
+            ),
+            (
+                |s| s.instruments[0].id = MAX_INSTRUMENTS,
+                "beyond the limit",
+            ),
+            (
+                |s| s.instruments[0].spec.tick_size = Decimal::ZERO,
+                "tick_size must be positive",
+            ),
+            (
+                |s| s.instruments[0].trades.seq += 1,
+                "trades of instrument 0: the newest message",
+            ),
+            (
+                |s| {
+                    s.instruments[0].depth.history.0.remove(1);
+                },
+                "depth of instrument 0: message",
+            ),
+            (|s| s.instruments[0].candles.swap(0, 1), "has candles of"),
+            (
+                |s| {
+                    if let Some(c) = &mut s.instruments[0].candles[1].open {
+                        c.start += 1;
+                    }
+                },
+                "not an interval start",
+            ),
+            (
+                |s| {
+                    let b = s.instruments[0].ticker.buckets[0];
+                    s.instruments[0].ticker.buckets.push(b);
+                },
+                "24h buckets of instrument 0",
+            ),
+            (
+                |s| s.accounts[0].seq += 1,
+                "orders of account 1: the newest message",
+            ),
+            (
+                |s| s.accounts[1].open[0].status = OPEN_STATUSES.len() as u8,
+                "has status code 4",
+            ),
+            (
+                |s| {
+                    let twin = copy(s).accounts.remove(1);
+                    s.accounts.push(twin);
+                },
+                "account 2 appears twice",
+            ),
+        ];
+        for (make_bad, expected) in cases {
+            let mut s = snapshot();
+            make_bad(&mut s);
+            let (md, registry) = restore(s);
+            let err = md.err().expect(expected).to_string();
+            assert!(err.contains(expected), "{err:?} should say {expected:?}");
+            assert!(registry.all().is_empty(), "{expected}: nothing registered");
+        }
+    }
+}
