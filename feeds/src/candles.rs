@@ -11,11 +11,12 @@ use crate::proto;
 use crate::topic::{Channel, Interval};
 use crate::wire::JsonObject;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use ticker_engine::{Lots, Ticks, Timestamp};
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Candle {
     pub start: Timestamp,
     pub open: Ticks,
@@ -46,10 +47,29 @@ impl CandleSeries {
         }
     }
 
+    /// A series as a snapshot left it, keeping the newest `keep` of `closed` (oldest first).
+    pub(crate) fn restored(
+        interval: Interval,
+        keep: usize,
+        open: Option<Candle>,
+        closed: Vec<Candle>,
+    ) -> Self {
+        let mut series = CandleSeries::new(interval, keep);
+        let skip = closed.len().saturating_sub(keep);
+        series.closed.extend(closed.into_iter().skip(skip));
+        series.open = open;
+        series
+    }
+
+    /// The closed candles kept, oldest first.
+    pub(crate) fn closed_candles(&self) -> Vec<Candle> {
+        self.closed.iter().copied().collect()
+    }
+
     /// Closes the open candle if `now` is past its interval; returns it closed.
     pub fn roll(&mut self, now: Timestamp) -> Option<Candle> {
         let open = self.open?;
-        if now < open.start + self.interval.nanos() {
+        if now < open.start.saturating_add(self.interval.nanos()) {
             return None;
         }
         let mut c = open;
@@ -92,6 +112,12 @@ impl CandleSeries {
 
     pub fn open_candle(&self) -> Option<Candle> {
         self.open
+    }
+
+    /// When the open candle's interval ends (the first timestamp of the next).
+    pub fn open_end(&self) -> Option<Timestamp> {
+        self.open
+            .map(|c| c.start.saturating_add(self.interval.nanos()))
     }
 
     /// Closed candles (oldest first) followed by the open one.

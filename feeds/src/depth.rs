@@ -19,6 +19,7 @@
 use crate::hub::{Encode, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::WireInstrument;
 use crate::proto;
+use crate::snapshot::{DepthSnapshot, History};
 use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
@@ -284,6 +285,50 @@ impl DepthView {
     /// A copy of the replica book (tests and tools).
     pub fn book(&self) -> DepthBook {
         self.state.lock().book.clone()
+    }
+
+    /// The view's state and its topic's history, for a snapshot.
+    pub(crate) fn snapshot(&self) -> DepthSnapshot {
+        let st = self.state.lock();
+        DepthSnapshot {
+            bids: st.book.levels(Side::Buy).collect(),
+            asks: st.book.levels(Side::Sell).collect(),
+            last_seq: st.last_seq,
+            last_ts: st.last_ts,
+            history: History(self.topic.history()),
+        }
+    }
+
+    /// Takes up the state of a snapshot, before anyone subscribes. A snapshot taken with
+    /// another window (`same_window` false) held updates a client of this window cannot
+    /// apply, so the topic starts a new chain instead: no history, and the next update's
+    /// `prev_seq` is 0, which a resuming client sees as a gap (and resubscribes).
+    pub(crate) fn restore(&mut self, snapshot: DepthSnapshot, same_window: bool) {
+        let mut st = self.state.lock();
+        st.book = DepthBook::default();
+        for (side, levels) in [(Side::Buy, snapshot.bids), (Side::Sell, snapshot.asks)] {
+            for (price, size) in levels {
+                st.book.set(side, price, size);
+            }
+        }
+        st.last_seq = if same_window { snapshot.last_seq } else { 0 };
+        st.last_ts = snapshot.last_ts;
+        // The published window is the book's top: `apply` keeps it so after every update.
+        for (top, side) in self.tops.iter_mut().zip([Side::Buy, Side::Sell]) {
+            top.clear();
+            top.extend(st.book.levels(side).take(self.levels));
+        }
+        let history = if same_window {
+            snapshot.history.0
+        } else {
+            Vec::new()
+        };
+        self.topic.replace_history(history);
+    }
+
+    /// Subscribers' window: levels per side.
+    pub(crate) fn levels(&self) -> usize {
+        self.levels
     }
 
     /// Applies one command's level changes and publishes an update if the top `N` changed.

@@ -322,6 +322,20 @@ impl TopicState {
         self.history.lock().back().cloned()
     }
 
+    /// The messages kept for resume-from-seq, oldest first (shared, not copied: for snapshots).
+    pub fn history(&self) -> Vec<Arc<Message>> {
+        self.history.lock().iter().cloned().collect()
+    }
+
+    /// Replaces the history with `messages` (oldest first; the newest that fit are kept). For
+    /// restoring from a snapshot before anyone subscribes: live subscribers are not told.
+    pub fn replace_history(&self, messages: Vec<Arc<Message>>) {
+        let skip = messages.len().saturating_sub(self.history_len);
+        let mut history = self.history.lock();
+        history.clear();
+        history.extend(messages.into_iter().skip(skip));
+    }
+
     pub fn set_snapshot_source(&self, source: Arc<dyn SnapshotSource>) {
         *self.snapshot.write() = Some(source);
     }

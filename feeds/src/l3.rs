@@ -99,6 +99,21 @@ impl L3Book {
         }
     }
 
+    /// A book holding `bids` then `asks`, each in priority order as [`orders`](Self::orders)
+    /// lists them.
+    pub(crate) fn from_orders(
+        bids: Vec<(OrderId, Ticks, Lots)>,
+        asks: Vec<(OrderId, Ticks, Lots)>,
+    ) -> L3Book {
+        let mut book = L3Book::default();
+        for (side, orders) in [(Side::Buy, bids), (Side::Sell, asks)] {
+            for (id, price, size) in orders {
+                book.add(id, side, price, size);
+            }
+        }
+        book
+    }
+
     /// Orders of one side in priority order: `(order id, price, visible size)`.
     pub fn orders(&self, side: Side) -> Vec<(OrderId, Ticks, Lots)> {
         let lookup = |id: &OrderId| {

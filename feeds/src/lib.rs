@@ -10,6 +10,8 @@
 //!   protobuf (`ticker.v1`). Each view publishes what an update says and a message encodes
 //!   itself once per format when a subscriber first reads it, so unread topics cost no
 //!   encoding.
+//! - [`snapshot`] cuts the whole of it at a batch boundary and restores it after a restart, so
+//!   every topic continues its sequence and history as if nothing had happened.
 
 pub mod candles;
 pub mod depth;
@@ -22,6 +24,7 @@ pub mod orders;
 pub mod proto;
 pub mod replay;
 pub mod sim;
+pub mod snapshot;
 pub mod ticker;
 pub mod topic;
 pub mod trades;
@@ -33,4 +36,5 @@ pub use hub::{
 };
 pub use instruments::{Instruments, WireInstrument};
 pub use market_data::{FeedsConfig, MarketData};
+pub use snapshot::{FeedsSnapshot, FeedsSnapshotError};
 pub use topic::{Channel, Interval, SlowPolicy, Topic};

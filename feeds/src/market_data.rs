@@ -5,14 +5,29 @@
 //! The engine closes each command with its `LevelChanged` events, so a run of them for one
 //! instrument marks the end of that command's effect on the instrument: depth, ticker and
 //! candles publish there, at most once per command. Trades and L3 publish per event.
+//!
+//! ## Time comes from events only
+//! A candle closes when the first event stamped at or after the end of its interval arrives,
+//! whatever its instrument, and that event's `seq` and `ts` go on the closing message. Every
+//! view is therefore a function of the event stream alone: replaying the journal after a
+//! restart publishes exactly what the uninterrupted run published (see [`crate::snapshot`]).
+//! The cost is that in a market with no events at all the last candle stays open until the
+//! next event, which was already so: the feeds thread only wakes for event batches, and
+//! heartbeats produce no events. [`MarketData::tick`] advances time without an event for a
+//! caller that has a reason to, at the price of output that a replay reproduces only if it
+//! calls `tick` at the same points.
 
 use crate::candles::{self, CandleSeries, CandleUpdate};
 use crate::depth::DepthView;
 use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
-use crate::l3::{self, L3Event, L3Snapshotter, L3State, L3Update};
+use crate::l3::{self, L3Book, L3Event, L3Snapshotter, L3State, L3Update};
 use crate::orders::{Accounts, OrderRouter};
 use crate::proto;
+use crate::snapshot::{
+    CandlesSnapshot, FeedsSnapshot, FeedsSnapshotError, History, InstrumentSnapshot, L3Snapshot,
+    Registration, TickerSnapshot, TradesSnapshot,
+};
 use crate::ticker::{Rolling24h, TickerState, TickerUpdate};
 use crate::topic::{Channel, Interval, Topic};
 use crate::trades::TradeUpdate;
@@ -167,14 +182,99 @@ impl InstrumentFeeds {
         self.traded = false;
     }
 
-    /// Closes candles whose interval ended by `ts`.
-    fn roll_candles(&mut self, seq: u64, ts: Timestamp) {
+    /// Closes candles whose interval ended by `ts`, publishing each close with `seq`; a series
+    /// whose last message already has `seq` stays open (a message that does not advance its
+    /// topic's `seq` reaches no subscriber). Returns the earliest end of a candle left open.
+    fn roll_candles(&mut self, seq: u64, ts: Timestamp) -> Timestamp {
+        let mut due = Timestamp::MAX;
         for s in &self.candles {
             let mut st = s.state.lock();
-            if let Some(candle) = st.series.roll(ts) {
-                publish_candle(&self.wire, s, &mut st, candle, seq, ts);
+            if st.last_seq < seq {
+                if let Some(candle) = st.series.roll(ts) {
+                    publish_candle(&self.wire, s, &mut st, candle, seq, ts);
+                }
             }
+            due = due.min(st.series.open_end().unwrap_or(Timestamp::MAX));
         }
+        due
+    }
+
+    /// Every view's state and every topic's history, for a snapshot.
+    fn snapshot(&self) -> InstrumentSnapshot {
+        let l3 = {
+            let st = self.l3.lock();
+            L3Snapshot {
+                bids: st.book.orders(Side::Buy),
+                asks: st.book.orders(Side::Sell),
+                last_seq: st.last_seq,
+                history: History(self.l3_topic.history()),
+            }
+        };
+        InstrumentSnapshot {
+            id: self.wire.id(),
+            spec: self.wire.instrument.spec.clone(),
+            depth: self.depth.snapshot(),
+            ticker: TickerSnapshot {
+                state: self.ticker.clone(),
+                seq: self.ticker_seq,
+                buckets: self.rolling.buckets(),
+                history: History(self.ticker_topic.history()),
+            },
+            trades: TradesSnapshot {
+                seq: self.trades_seq,
+                history: History(self.trades_topic.history()),
+            },
+            candles: self
+                .candles
+                .iter()
+                .map(|s| {
+                    let st = s.state.lock();
+                    CandlesSnapshot {
+                        interval: st.series.interval,
+                        open: st.series.open_candle(),
+                        closed: st.series.closed_candles(),
+                        last_seq: st.last_seq,
+                        history: History(s.topic.history()),
+                    }
+                })
+                .collect(),
+            l3,
+        }
+    }
+
+    /// Takes up a checked snapshot's state, before anyone subscribes.
+    fn restore(&mut self, s: InstrumentSnapshot, depth_levels: u64, config: &FeedsConfig) {
+        let same_window = depth_levels == self.depth.levels() as u64;
+        self.depth.restore(s.depth, same_window);
+        self.ticker = s.ticker.state;
+        self.ticker_seq = s.ticker.seq;
+        // Checked: the minutes are in order and their volume fits.
+        self.rolling = Rolling24h::from_buckets(s.ticker.buckets).unwrap_or_default();
+        self.ticker_topic.replace_history(s.ticker.history.0);
+        self.trades_seq = s.trades.seq;
+        self.trades_topic.replace_history(s.trades.history.0);
+        // Checked: one snapshot per interval, in the same order as the series.
+        for (series, c) in self.candles.iter().zip(s.candles) {
+            let mut st = series.state.lock();
+            st.series = CandleSeries::restored(c.interval, config.candles_kept, c.open, c.closed);
+            st.last_seq = c.last_seq;
+            drop(st);
+            series.topic.replace_history(c.history.0);
+        }
+        let mut l3 = self.l3.lock();
+        l3.book = L3Book::from_orders(s.l3.bids, s.l3.asks);
+        l3.last_seq = s.l3.last_seq;
+        drop(l3);
+        self.l3_topic.replace_history(s.l3.history.0);
+    }
+
+    /// Earliest end of this instrument's open candles.
+    fn candle_due(&self) -> Timestamp {
+        self.candles
+            .iter()
+            .filter_map(|s| s.state.lock().series.open_end())
+            .min()
+            .unwrap_or(Timestamp::MAX)
     }
 
     fn l3(&mut self, seq: u64, ts: Timestamp, event: L3Event) {
@@ -210,7 +310,10 @@ impl InstrumentFeeds {
         st.last_seq = seq;
     }
 
-    fn trade(&mut self, e: &Event, trade_id: u64, price: Ticks, size: Lots, aggressor: Side) {
+    /// Publishes a trade and records it in the ticker and candles; lowers `candle_due` to the
+    /// end of a candle it opens.
+    fn trade(&mut self, e: &Event, trade: (u64, Ticks, Lots, Side), candle_due: &mut Timestamp) {
+        let (trade_id, price, size, aggressor) = trade;
         self.trades_topic.publish(Message::lazy(
             e.seq,
             self.trades_seq,
@@ -227,9 +330,11 @@ impl InstrumentFeeds {
         self.trades_seq = e.seq;
         self.ticker.last = Some((price, size));
         self.rolling.record(e.ts, price, size);
-        self.roll_candles(e.seq, e.ts);
+        // Candles this trade is past the end of were closed before the event was applied.
         for s in &self.candles {
-            s.state.lock().series.record(e.ts, price, size);
+            let mut st = s.state.lock();
+            st.series.record(e.ts, price, size);
+            *candle_due = (*candle_due).min(st.series.open_end().unwrap_or(Timestamp::MAX));
         }
         self.traded = true;
     }
@@ -268,6 +373,11 @@ pub struct MarketData {
     orders: OrderRouter,
     pending: Vec<(Side, Ticks, Lots)>,
     pending_for: Option<(InstrumentId, u64, Timestamp)>,
+    /// Earliest end of an open candle over every instrument and interval (`MAX`: none open):
+    /// the first event stamped at or after it closes candles.
+    candle_due: Timestamp,
+    /// `seq` of the last event applied.
+    last_seq: u64,
 }
 
 impl MarketData {
@@ -282,6 +392,8 @@ impl MarketData {
             feeds: Vec::new(),
             pending: Vec::with_capacity(64),
             pending_for: None,
+            candle_due: Timestamp::MAX,
+            last_seq: 0,
         }
     }
 
@@ -296,6 +408,70 @@ impl MarketData {
 
     pub fn instruments(&self) -> &Arc<Instruments> {
         &self.instruments
+    }
+
+    /// The ticker state of an instrument as last published: best bid and ask, last trade,
+    /// 24h statistics.
+    pub fn ticker(&self, instrument: InstrumentId) -> Option<TickerState> {
+        self.feed(instrument).map(|f| f.ticker.clone())
+    }
+
+    /// The feeds' state as of the last batch applied, cheap to take on the feeds thread: plain
+    /// state is copied and history messages shared, nothing is encoded (that is
+    /// [`FeedsSnapshot::encode`]'s work, on the thread that writes the snapshot). See
+    /// [`crate::snapshot`].
+    pub fn snapshot(&self) -> FeedsSnapshot {
+        debug_assert!(self.pending_for.is_none(), "apply flushes every batch");
+        FeedsSnapshot {
+            last_seq: self.last_seq,
+            depth_levels: self.config.depth_levels.max(1) as u64,
+            instruments: self
+                .feeds
+                .iter()
+                .flatten()
+                .map(InstrumentFeeds::snapshot)
+                .collect(),
+            accounts: self.accounts.snapshot(),
+        }
+    }
+
+    /// Feeds that continue where `snapshot` was cut: every view, topic (with its snapshot
+    /// source), account stream and history as they were, on `hub` (which nobody has
+    /// subscribed to yet). The snapshot's instruments are added to `instruments`, which may
+    /// already hold them with the same spec. Then apply the events after
+    /// [`FeedsSnapshot::last_seq`].
+    ///
+    /// `config` may differ from the snapshot's: histories longer than `config.hub.history`
+    /// keep their newest messages, candle series their newest closed candles, and a changed
+    /// depth window starts each depth topic on a new chain (its next update has `prev_seq`
+    /// 0). Nothing is changed when the snapshot is found inconsistent.
+    pub fn restore(
+        config: FeedsConfig,
+        hub: Arc<Hub>,
+        instruments: Arc<Instruments>,
+        snapshot: FeedsSnapshot,
+    ) -> Result<MarketData, FeedsSnapshotError> {
+        let registrations = snapshot.check(&instruments)?;
+        let mut md = MarketData::new(config, hub, instruments);
+        for (ins, registration) in snapshot.instruments.into_iter().zip(registrations) {
+            let wire = match registration {
+                Registration::Known(wire) => wire,
+                Registration::New(wire) => md.instruments.insert(*wire),
+            };
+            let idx = wire.id() as usize;
+            let mut feeds = InstrumentFeeds::new(&md.hub, wire, &md.config);
+            feeds.restore(ins, snapshot.depth_levels, &md.config);
+            md.candle_due = md.candle_due.min(feeds.candle_due());
+            if md.feeds.len() <= idx {
+                md.feeds.resize_with(idx + 1, || None);
+            }
+            md.feeds[idx] = Some(feeds);
+        }
+        for account in snapshot.accounts {
+            md.accounts.restore(account);
+        }
+        md.last_seq = snapshot.last_seq;
+        Ok(md)
     }
 
     /// Replica depth book of an instrument (tests and tools).
@@ -330,9 +506,25 @@ impl MarketData {
             self.apply_one(e);
         }
         self.flush();
+        if let Some(e) = events.last() {
+            self.last_seq = e.seq;
+        }
+    }
+
+    /// Closes, on every instrument, the candles whose interval ended by `ts`.
+    fn close_candles(&mut self, seq: u64, ts: Timestamp) {
+        self.flush();
+        let mut due = Timestamp::MAX;
+        for f in self.feeds.iter_mut().flatten() {
+            due = due.min(f.roll_candles(seq, ts));
+        }
+        self.candle_due = due;
     }
 
     fn apply_one(&mut self, e: &Event) {
+        if e.ts >= self.candle_due {
+            self.close_candles(e.seq, e.ts);
+        }
         if let EventKind::LevelChanged {
             instrument,
             side,
@@ -369,8 +561,9 @@ impl MarketData {
                 maker_order,
                 ..
             } => {
+                let mut due = self.candle_due;
                 if let Some(f) = self.feed_mut(instrument) {
-                    f.trade(e, trade_id, price, size, aggressor);
+                    f.trade(e, (trade_id, price, size, aggressor), &mut due);
                     f.l3(
                         e.seq,
                         e.ts,
@@ -382,6 +575,7 @@ impl MarketData {
                         },
                     );
                 }
+                self.candle_due = due;
             }
             &EventKind::OrderRested {
                 order_id,
@@ -454,10 +648,20 @@ impl MarketData {
         self.orders.apply(e);
     }
 
-    /// Advances time with no event (e.g. on heartbeats): closes candles whose interval ended.
+    /// Advances time to `ts` with no event: closes the candles whose interval ended by `ts`,
+    /// each with `seq` (normally the last event's; a series that already published at `seq`
+    /// waits for the next event). [`apply`](Self::apply) does this by itself for every event,
+    /// so a feed of events never needs it; a caller that ticks by the wall clock makes output
+    /// that a replay of the same events reproduces only by ticking at the same points (see
+    /// the module docs).
     pub fn tick(&mut self, seq: u64, ts: Timestamp) {
-        for f in self.feeds.iter_mut().flatten() {
-            f.roll_candles(seq, ts);
+        if ts >= self.candle_due {
+            self.close_candles(seq, ts);
         }
+    }
+
+    /// `seq` of the last event applied (0 before any).
+    pub fn last_seq(&self) -> u64 {
+        self.last_seq
     }
 }

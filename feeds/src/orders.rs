@@ -10,6 +10,7 @@ use crate::id_hash::IdMap;
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::side_str;
 use crate::proto;
+use crate::snapshot::{AccountSnapshot, History, OpenOrderSnapshot};
 use crate::topic::Topic;
 use crate::wire::JsonObject;
 use bytes::Bytes;
@@ -52,6 +53,14 @@ pub fn tif_str(t: TimeInForce) -> &'static str {
         TimeInForce::Gtd => "gtd",
     }
 }
+
+const NEW: &str = "new";
+const RESTING: &str = "resting";
+const ARMED: &str = "armed";
+const TRIGGERED: &str = "triggered";
+/// Every status an open order can have; a feeds snapshot stores an order's status as its
+/// index here.
+pub(crate) const OPEN_STATUSES: [&str; 4] = [NEW, RESTING, ARMED, TRIGGERED];
 
 /// An open order as the account's snapshot shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -220,6 +229,57 @@ impl Accounts {
                 .find(|o| client != 0 && o.info.client_id == client)
                 .cloned(),
         }
+    }
+
+    /// Every account that has had an update: its counter, open orders and history, by
+    /// account id (for a snapshot).
+    pub(crate) fn snapshot(&self) -> Vec<AccountSnapshot> {
+        let streams: Vec<_> = self
+            .streams
+            .lock()
+            .iter()
+            .map(|(account, stream)| (*account, stream.clone()))
+            .collect();
+        let mut accounts: Vec<AccountSnapshot> = streams
+            .into_iter()
+            .filter_map(|(account, stream)| {
+                let st = stream.state.lock();
+                // A stream a front opened for a subscriber has nothing to restore yet.
+                (st.seq > 0).then(|| AccountSnapshot {
+                    account,
+                    seq: st.seq,
+                    open: st.open.values().map(OpenOrderSnapshot::from).collect(),
+                    history: History(stream.topic.history()),
+                })
+            })
+            .collect();
+        accounts.sort_unstable_by_key(|a| a.account);
+        accounts
+    }
+
+    /// Takes up an account's state from a snapshot (checked: every status code is known),
+    /// before anyone subscribes.
+    pub(crate) fn restore(&self, snapshot: AccountSnapshot) {
+        let stream = self.stream(snapshot.account);
+        let mut st = stream.state.lock();
+        st.seq = snapshot.seq;
+        st.open = snapshot
+            .open
+            .into_iter()
+            .map(|o| {
+                let status = OPEN_STATUSES.get(o.status as usize).copied();
+                let open = OpenOrder {
+                    info: o.info,
+                    remaining: o.remaining,
+                    visible: o.visible,
+                    filled: o.filled,
+                    status: status.unwrap_or(OPEN_STATUSES[0]),
+                };
+                (o.info.order_id, open)
+            })
+            .collect();
+        drop(st);
+        stream.topic.replace_history(snapshot.history.0);
     }
 
     /// Number of accounts with a stream.
@@ -651,7 +711,7 @@ impl OrderRouter {
                     remaining: order.size,
                     visible: 0,
                     filled: 0,
-                    status: "new",
+                    status: NEW,
                 };
                 self.publish(
                     order.account,
@@ -716,7 +776,7 @@ impl OrderRouter {
                     e,
                     |m| {
                         if let Some(o) = m.get_mut(&order_id) {
-                            o.status = "resting";
+                            o.status = RESTING;
                             o.visible = visible;
                             o.remaining = remaining;
                             o.info.price = price;
@@ -753,9 +813,9 @@ impl OrderRouter {
                     _ => None,
                 };
                 let status = if last_price.is_none() {
-                    "armed"
+                    ARMED
                 } else {
-                    "triggered"
+                    TRIGGERED
                 };
                 self.publish(
                     account,

@@ -6,12 +6,27 @@
 //! arrive as a Poisson process with market orders, and now and then one sweeps several levels.
 //! Everything comes from one seeded generator and integer arithmetic, so a seed always gives
 //! the same commands, timestamps included.
+//!
+//! After a restart, [`Simulator::resume`] picks up the market it left: its makers' quotes and
+//! its passive orders from the engine's live orders, fair prices from the last trades, and a
+//! generator seeded from the seed and the resume point, so the flow goes on rather than
+//! starting over.
 
+use crate::ticker::TickerState;
 use std::collections::VecDeque;
 use ticker_engine::*;
 
 /// Passive orders remembered per instrument as candidates for cancels.
 const PASSIVE_KEPT: usize = 1024;
+/// Accounts of one instrument's block by role: makers from 0, passive traders and takers
+/// from these offsets.
+const PASSIVE_ACCOUNTS: std::ops::Range<u64> = 10..30;
+const TAKER_ACCOUNTS: std::ops::Range<u64> = 50..70;
+/// Accounts per instrument block.
+const BLOCK: u64 = 100;
+/// Mixed into a resumed simulator's seed (the fractional digits of √2), so that resuming at
+/// position 0 differs from a fresh start with the same seed.
+const RESUME_SALT: u64 = 0x6A09_E667_F3BC_C908;
 
 /// SplitMix64: small, fast, and good enough for simulated order flow.
 #[derive(Debug, Clone)]
@@ -110,6 +125,35 @@ struct Market {
     accounts: AccountId,
 }
 
+/// Where a resumed simulator starts an instrument's fair price: the last trade, else the middle
+/// of the best bid and ask (or whichever exists), else the reference price.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LastPrices {
+    pub last_trade: Option<Ticks>,
+    pub bid: Option<Ticks>,
+    pub ask: Option<Ticks>,
+}
+
+impl From<&TickerState> for LastPrices {
+    fn from(t: &TickerState) -> Self {
+        LastPrices {
+            last_trade: t.last.map(|l| l.0),
+            bid: t.bid.map(|l| l.0),
+            ask: t.ask.map(|l| l.0),
+        }
+    }
+}
+
+impl LastPrices {
+    fn fair(&self) -> Option<Ticks> {
+        match (self.last_trade, self.bid, self.ask) {
+            (Some(last), _, _) => Some(last),
+            (None, Some(bid), Some(ask)) => Some(bid + (ask - bid) / 2),
+            (None, bid, ask) => bid.or(ask),
+        }
+    }
+}
+
 /// Generates commands one at a time; see the module docs.
 pub struct Simulator {
     config: SimConfig,
@@ -138,7 +182,7 @@ impl Simulator {
                 step: (ins.reference_ticks / 5_000).max(1),
                 quotes: Vec::new(),
                 passive: VecDeque::with_capacity(PASSIVE_KEPT),
-                accounts: config.first_account + 100 * i as u64,
+                accounts: config.first_account + BLOCK * i as u64,
             })
             .collect();
         Simulator {
@@ -150,6 +194,102 @@ impl Simulator {
             corr: 0,
             queue: VecDeque::new(),
         }
+    }
+
+    /// A simulator that carries on after a restart, over the same `instruments` in the same
+    /// order as before (they number its accounts), its clock starting at `start`.
+    ///
+    /// - `live`: the engine's live orders (all of them, or those of the simulator's accounts).
+    ///   Each maker's newest bid and ask become its quotes, replaced at its next requote;
+    ///   other live orders of the simulator's accounts become passive orders it may cancel.
+    /// - `position`: the engine's last event `seq` at the resume point (or any count at least
+    ///   the commands the engine has applied, such as a journal position in commands). The
+    ///   generator is seeded from `config.seed` and `position`, so no two resume points replay
+    ///   the same flow, and client ids start above `position + 1`, which bounds every id a
+    ///   simulator ever used: its ids go up by one per place it submits, and every command the
+    ///   engine applies emits at least one event.
+    /// - `prices`: per instrument, where its fair price starts (see [`LastPrices`]); an
+    ///   instrument not listed starts at its reference price.
+    pub fn resume(
+        config: SimConfig,
+        instruments: &[Instrument],
+        start: Timestamp,
+        position: u64,
+        live: impl IntoIterator<Item = OrderView>,
+        prices: impl IntoIterator<Item = (InstrumentId, LastPrices)>,
+    ) -> Self {
+        let mut sim = Simulator::new(config, instruments, start);
+        // One SplitMix step over each half, so nearby positions give unrelated streams.
+        sim.rng = Rng::new(
+            Rng::new(sim.config.seed).next_u64() ^ Rng::new(position ^ RESUME_SALT).next_u64(),
+        );
+        sim.next_client_id = position.saturating_add(1);
+        for (id, p) in prices {
+            if let (Some(mk), Some(fair)) = (sim.markets.iter_mut().find(|m| m.id == id), p.fair())
+            {
+                let margin = (mk.high - mk.low) / 10;
+                mk.fair = fair.clamp(mk.low + margin, mk.high - margin);
+            }
+        }
+        let first = sim.config.first_account;
+        let mut live: Vec<OrderView> = live
+            .into_iter()
+            .filter(|o| {
+                let block = o.account.checked_sub(first).map(|a| a / BLOCK);
+                block.is_some_and(|b| {
+                    sim.markets
+                        .get(b as usize)
+                        .is_some_and(|m| m.id == o.instrument)
+                })
+            })
+            .collect();
+        // Oldest first: client ids grow with time.
+        live.sort_unstable_by_key(|o| o.client_id);
+        for o in &live {
+            sim.next_client_id = sim.next_client_id.max(o.client_id);
+        }
+        let makers = sim.config.makers.max(1);
+        for o in live.iter().rev() {
+            let market = ((o.account - first) / BLOCK) as usize;
+            let role = (o.account - first) % BLOCK;
+            let mk = &mut sim.markets[market];
+            if o.client_id == 0 || TAKER_ACCOUNTS.contains(&role) {
+                // Nothing the simulator can name or would have left resting.
+                continue;
+            }
+            if role < makers {
+                let i = match mk.quotes.iter().position(|q| q.0 == o.account) {
+                    Some(i) => i,
+                    None => {
+                        mk.quotes.push((o.account, 0, 0));
+                        mk.quotes.len() - 1
+                    }
+                };
+                let slot = match o.side {
+                    Side::Buy => &mut mk.quotes[i].1,
+                    Side::Sell => &mut mk.quotes[i].2,
+                };
+                if *slot == 0 {
+                    *slot = o.client_id;
+                    continue;
+                }
+                // An older quote on the same side: left over, so cancel it like a passive one.
+            } else if !PASSIVE_ACCOUNTS.contains(&role) {
+                continue;
+            }
+            if mk.passive.len() < PASSIVE_KEPT {
+                mk.passive.push_front((o.account, o.client_id));
+            }
+        }
+        sim
+    }
+
+    /// The fair price an instrument's flow is centred on now.
+    pub fn fair_price(&self, instrument: InstrumentId) -> Option<Ticks> {
+        self.markets
+            .iter()
+            .find(|m| m.id == instrument)
+            .map(|m| m.fair)
     }
 
     /// Simulated time of the last command.
@@ -218,7 +358,8 @@ impl Simulator {
         let size = self.lots(m, 20);
         let mk = &mut self.markets[m];
         if let Some(q) = mk.quotes.iter_mut().find(|q| q.0 == account) {
-            for old in [q.1, q.2] {
+            // A resumed maker may have had only one side live (id 0 for the other).
+            for old in [q.1, q.2].into_iter().filter(|id| *id != 0) {
                 self.queue.push_back(CommandKind::Cancel(Cancel {
                     account,
                     order: OrderRef::Client(old),
@@ -250,7 +391,8 @@ impl Simulator {
         let size = self.lots(m, 50);
         let id = self.client_id();
         let mk = &mut self.markets[m];
-        let account = mk.accounts + 10 + self.rng.below(20);
+        let passive = PASSIVE_ACCOUNTS.end - PASSIVE_ACCOUNTS.start;
+        let account = mk.accounts + PASSIVE_ACCOUNTS.start + self.rng.below(passive);
         let price = match side {
             Side::Buy => mk.fair - depth,
             Side::Sell => mk.fair + depth,
@@ -291,7 +433,8 @@ impl Simulator {
             self.lots(m, 30)
         };
         let mk = &self.markets[m];
-        let account = mk.accounts + 50 + self.rng.below(20);
+        let takers = TAKER_ACCOUNTS.end - TAKER_ACCOUNTS.start;
+        let account = mk.accounts + TAKER_ACCOUNTS.start + self.rng.below(takers);
         self.queue.push_back(CommandKind::Place(Place::market(
             account, mk.id, side, size,
         )));

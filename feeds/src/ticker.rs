@@ -13,6 +13,7 @@ use crate::proto;
 use crate::topic::Channel;
 use crate::wire::JsonObject;
 use bytes::Bytes;
+use serde::{Deserialize, Serialize};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use ticker_engine::{Lots, Ticks, Timestamp};
@@ -21,8 +22,9 @@ const MINUTE: u64 = 60_000_000_000;
 /// Minutes in the rolling window.
 pub const WINDOW_MINUTES: u64 = 24 * 60;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-struct Bucket {
+/// One minute of the window: its trades' prices and volume.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub(crate) struct Bucket {
     minute: u64,
     open: Ticks,
     high: Ticks,
@@ -31,7 +33,7 @@ struct Bucket {
     volume: Lots,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Stats24h {
     pub open: Ticks,
     pub high: Ticks,
@@ -105,6 +107,32 @@ impl Rolling24h {
         }
     }
 
+    /// The window's minutes, oldest first (for snapshots).
+    pub(crate) fn buckets(&self) -> Vec<Bucket> {
+        self.buckets.iter().copied().collect()
+    }
+
+    /// The window holding `buckets` (oldest first), its totals derived from them: what
+    /// [`record`](Self::record) and [`expire`](Self::expire) keep them equal to. `None` when the
+    /// minutes do not strictly increase, a minute lies beyond any timestamp, or the volume
+    /// overflows.
+    pub(crate) fn from_buckets(buckets: Vec<Bucket>) -> Option<Rolling24h> {
+        let latest_minute = u64::MAX / MINUTE;
+        let increasing = buckets.windows(2).all(|w| w[0].minute < w[1].minute);
+        if !increasing || buckets.iter().any(|b| b.minute > latest_minute) {
+            return None;
+        }
+        let volume = buckets
+            .iter()
+            .try_fold(0 as Lots, |v, b| v.checked_add(b.volume))?;
+        Some(Rolling24h {
+            high: buckets.iter().map(|b| b.high).max().unwrap_or(0),
+            low: buckets.iter().map(|b| b.low).min().unwrap_or(0),
+            buckets: buckets.into(),
+            volume,
+        })
+    }
+
     pub fn stats(&self) -> Option<Stats24h> {
         let first = self.buckets.front()?;
         let last = self.buckets.back()?;
@@ -119,7 +147,7 @@ impl Rolling24h {
 }
 
 /// What the ticker shows; a message is published when it changes.
-#[derive(Debug, Default, Clone, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TickerState {
     pub bid: Option<(Ticks, Lots)>,
     pub ask: Option<(Ticks, Lots)>,
@@ -212,6 +240,12 @@ mod tests {
                 rolling.record(ts, price, size);
                 trades.push((ts, price, size));
                 prop_assert_eq!(rolling.stats(), reference(&trades, ts));
+                // A snapshot keeps the minutes only; the totals come back equal.
+                let restored = Rolling24h::from_buckets(rolling.buckets()).unwrap();
+                prop_assert_eq!(
+                    (restored.high, restored.low, restored.volume),
+                    (rolling.high, rolling.low, rolling.volume)
+                );
                 let later = ts + gap_s * 1_000_000_000 * 10;
                 let mut copy = rolling.clone();
                 copy.expire(later);

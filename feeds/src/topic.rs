@@ -1,10 +1,11 @@
 //! Topics a subscriber can follow: a market-data channel of one instrument, or one account's
 //! order updates. Each channel has a fixed slow-consumer policy.
 
+use serde::{Deserialize, Serialize};
 use ticker_engine::{AccountId, InstrumentId};
 
 /// Candle interval.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub enum Interval {
     S1,
     M1,

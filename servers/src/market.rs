@@ -34,7 +34,8 @@ pub struct MarketConfig {
     pub instruments: Vec<InstrumentSpec>,
     /// The simulator, or `None` to take orders from clients only [`SimConfig::default`].
     pub simulator: Option<SimConfig>,
-    /// How often a heartbeat advances engine time (GTD expiry) and closes candles [100 ms].
+    /// How often a heartbeat advances engine time (GTD expiry) [100 ms]. Candles close at the
+    /// first event past their interval; a heartbeat emits none of its own.
     pub heartbeat: Duration,
 }
 
@@ -162,16 +163,13 @@ impl Market {
             std::thread::Builder::new()
                 .name("ticker-feeds".into())
                 .spawn(move || {
-                    let mut last_tick = Instant::now();
+                    // No wall-clock `md.tick`: the views take time from event timestamps
+                    // only, so a replay of the journal after a restart publishes what this
+                    // thread published (see `ticker_feeds::snapshot`).
                     while let Some(batch) = egress.recv() {
                         md.apply(&batch);
                         stats.observe(&batch, now_ns());
                         route_replies(&replies, &batch);
-                        if last_tick.elapsed() >= Duration::from_millis(100) {
-                            last_tick = Instant::now();
-                            let seq = batch.last().map_or(0, |e| e.seq);
-                            md.tick(seq, now_ns());
-                        }
                     }
                 })?
         };
