@@ -51,6 +51,7 @@ use crate::ring::{
     mpsc, spsc, Doorbell, MpscConsumer, MpscProducer, MpscQueue, MpscRing, PopError, PushError,
     QueueConsumer, QueueProducer, SpscConsumer, SpscProducer, WaitStrategy,
 };
+use crate::snapshot::EngineSnapshot;
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -584,6 +585,7 @@ impl Egress {
         Batch {
             events: published.events,
             journal_index: published.index,
+            cut: published.cut,
             recycle: Some(self.recycle.clone()),
         }
     }
@@ -618,6 +620,7 @@ impl fmt::Debug for Egress {
 pub struct Batch {
     events: Vec<Event>,
     journal_index: u64,
+    cut: Option<Box<Cut>>,
     /// `None` once the buffer has been taken out.
     recycle: Option<MpscProducer<Vec<Event>>>,
 }
@@ -627,6 +630,12 @@ impl Batch {
     /// journal). Every command up to it is durable under the configured fsync mode.
     pub fn journal_index(&self) -> u64 {
         self.journal_index
+    }
+
+    /// The engine's state cut at this batch's end, if a snapshot command ended it (only when
+    /// the pipeline journals: a cut needs a journal index). Taken once.
+    pub fn take_cut(&mut self) -> Option<Box<Cut>> {
+        self.cut.take()
     }
 
     /// Takes the events out; the buffer is not returned to the engine thread.
@@ -668,6 +677,17 @@ struct Published {
     events: Vec<Event>,
     /// Journal index of the run's last command (0 without a journal).
     index: u64,
+    /// The engine's state after the run's last command, when that was a snapshot command.
+    cut: Option<Box<Cut>>,
+}
+
+/// The engine's state at a [`CommandKind::Snapshot`], handed to the egress consumer at the end
+/// of the batch that command ended, so the consumer's own state can be cut at the same point.
+#[derive(Debug)]
+pub struct Cut {
+    /// Journal index of the snapshot command: the state includes it and everything before.
+    pub index: u64,
+    pub engine: Box<EngineSnapshot>,
 }
 
 /// The journal as the engine thread sees it: commands pushed as applied, one commit per run.
@@ -788,15 +808,21 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
             let stamp = self.stamp();
             let mut next = Some(first);
             let mut taken = 0;
+            let mut cut = None;
             while let Some(mut command) = next.take() {
                 stamp(&mut command);
-                if let Some(journal) = &mut self.journal {
-                    journal.push(&command);
-                }
+                let index = self.journal.as_mut().map(|j| j.push(&command));
                 self.engine.apply(&command, &mut events);
                 taken += 1;
-                // A snapshot cut ends its run, so the cut falls on a batch boundary.
-                if taken < self.max_batch && !matches!(command.kind, CommandKind::Snapshot) {
+                if let (CommandKind::Snapshot, Some(index)) = (&command.kind, index) {
+                    // The cut ends its run, so it falls on a batch boundary.
+                    cut = Some(Box::new(Cut {
+                        index,
+                        engine: Box::new(self.engine.snapshot()),
+                    }));
+                    break;
+                }
+                if taken < self.max_batch {
                     next = self.commands.try_pop().ok();
                 }
             }
@@ -811,11 +837,11 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
                     }
                 },
             };
-            if events.is_empty() {
+            if events.is_empty() && cut.is_none() {
                 spare = Some(events);
                 continue;
             }
-            if !self.publish(Published { events, index }) {
+            if !self.publish(Published { events, index, cut }) {
                 break;
             }
             self.wake_consumer(&mut consumer);

@@ -446,3 +446,59 @@ fn a_failing_disk_stops_the_pipeline_without_publishing() {
     drop(ingress);
     pipeline.join();
 }
+
+/// A snapshot command cuts the engine's state at its journal index, at the end of its batch:
+/// that state plus the journal after it is the engine at the end.
+#[test]
+fn a_snapshot_command_cuts_the_state_at_its_index() {
+    let disk = SimStorage::new();
+    let writer = Journal::open(disk.clone(), OpenOptions::default())
+        .unwrap()
+        .into_writer(1, 1 << 20)
+        .unwrap();
+    let config = EngineConfig {
+        order_capacity: 4096,
+        ..EngineConfig::default()
+    };
+    let (pipeline, ingress, mut egress) = Pipeline::spawn_journaled(
+        Engine::new(config.clone()),
+        PipelineConfig::default(),
+        JournalSetup {
+            writer,
+            fsync: FsyncMode::Off,
+            group_commit_bytes: 1 << 20,
+            group_commit_delay: std::time::Duration::ZERO,
+        },
+    )
+    .unwrap();
+    let producer = std::thread::spawn(move || {
+        for i in 0..600 {
+            ingress.submit(command(i)).unwrap();
+            if i == 400 {
+                ingress
+                    .submit(Command::new(5_000, 9_999, CommandKind::Snapshot))
+                    .unwrap();
+            }
+        }
+    });
+    let mut cut = None;
+    while let Some(mut batch) = egress.recv() {
+        if let Some(c) = batch.take_cut() {
+            assert!(cut.is_none(), "one cut per snapshot command");
+            assert_eq!(batch.journal_index(), c.index, "the cut ends its batch");
+            cut = Some(c);
+        }
+    }
+    producer.join().unwrap();
+    let engine = pipeline.join();
+    let cut = cut.expect("the snapshot command gave a cut");
+    assert_eq!(cut.index, 402, "401 commands, then the snapshot");
+    let back = read_all(&disk);
+    assert_eq!(back[cut.index as usize - 1].1.kind, CommandKind::Snapshot);
+    let mut restored = Engine::restore(config, &cut.engine).unwrap();
+    let mut events = Vec::new();
+    for (_, cmd) in &back[cut.index as usize..] {
+        restored.apply(cmd, &mut events);
+    }
+    assert_eq!(restored.snapshot(), engine.snapshot());
+}

@@ -107,7 +107,7 @@ fn main() {
         "  state: {} history messages, {} accounts with updates, {} live orders, {levels} depth levels",
         snapshot.history_messages(),
         md.accounts().len(),
-        engine.live_orders(),
+        engine.live_order_count(),
     );
     drop(snapshot);
 

@@ -53,7 +53,11 @@ mod tests {
         };
         let ins = Instrument::new(0, spec.clone()).unwrap();
         let mut sim = Simulator::new(SimConfig::default(), &[ins], 0);
-        let mut cmds = vec![Command::new(0, 0, CommandKind::AddInstrument(Box::new(spec)))];
+        let mut cmds = vec![Command::new(
+            0,
+            0,
+            CommandKind::AddInstrument(Box::new(spec)),
+        )];
         cmds.extend((0..n).map(|_| sim.next_command()));
         cmds
     }

@@ -22,6 +22,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use ticker_engine::journal::{FsyncMode, JournalConfig, OpenOptions};
 use ticker_engine::AccountId;
 use ticker_feeds::sim::SimConfig;
 use toml::{Table, Value};
@@ -31,6 +32,7 @@ use toml::{Table, Value};
 #[serde(default, deny_unknown_fields)]
 pub struct TickerdConfig {
     pub market: MarketSection,
+    pub journal: JournalSection,
     pub auth: AuthSection,
     pub grpc: GrpcSection,
     pub http: HttpSection,
@@ -50,6 +52,20 @@ impl Default for TickerdConfig {
                 ingress_capacity: market.pipeline.ingress_capacity,
                 egress_capacity: market.pipeline.egress_capacity,
                 depth_levels: market.feeds.depth_levels,
+            },
+            journal: {
+                let j = JournalConfig::default();
+                JournalSection {
+                    enabled: true,
+                    dir: j.dir,
+                    fsync: fsync_name(j.fsync).into(),
+                    segment_bytes: j.segment_bytes,
+                    group_commit_bytes: j.group_commit_bytes,
+                    group_commit_delay_us: j.group_commit_delay.as_micros() as u64,
+                    snapshot_every: j.snapshot_every,
+                    keep_snapshots: j.keep_snapshots,
+                    truncate_corrupt: j.open.truncate_corrupt,
+                }
             },
             auth: AuthSection {
                 tokens: BTreeMap::new(),
@@ -124,6 +140,48 @@ pub struct MarketSection {
 impl Default for MarketSection {
     fn default() -> Self {
         TickerdConfig::default().market
+    }
+}
+
+/// The journal, snapshots and recovery (docs/journal.md).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct JournalSection {
+    /// Journal every command and recover at start [true]; `--no-journal` turns it off (a
+    /// restart then starts an empty market).
+    pub enabled: bool,
+    /// Data directory: journal segments and snapshots [`tickerd-data`, relative to the working
+    /// directory]; `--data-dir`.
+    pub dir: PathBuf,
+    /// "batch": results are published once their commands are synced (group commit);
+    /// "off": written before publishing but not synced, so a machine crash (not a process
+    /// crash) can lose the last seconds of acknowledged commands ["batch"].
+    pub fsync: String,
+    /// Segment file size before the next one starts [64 MiB].
+    pub segment_bytes: u64,
+    /// Written-but-unsynced bytes at which the engine waits for the disk [4 MiB].
+    pub group_commit_bytes: u64,
+    /// How long a sync may wait to gather more commands, in µs [0].
+    pub group_commit_delay_us: u64,
+    /// A snapshot every this many commands, and at a clean shutdown [250,000].
+    pub snapshot_every: u64,
+    /// Snapshots kept; older ones and the journal they cover are deleted [2].
+    pub keep_snapshots: usize,
+    /// Start even if a record in the middle of the journal is damaged, cutting the journal
+    /// there and losing every command after it [false].
+    pub truncate_corrupt: bool,
+}
+
+impl Default for JournalSection {
+    fn default() -> Self {
+        TickerdConfig::default().journal
+    }
+}
+
+fn fsync_name(mode: FsyncMode) -> &'static str {
+    match mode {
+        FsyncMode::Batch => "batch",
+        FsyncMode::Off => "off",
     }
 }
 
@@ -511,6 +569,28 @@ impl TickerdConfig {
                 return Err((key, "must be > 0".into()));
             }
         }
+        if !matches!(self.journal.fsync.as_str(), "batch" | "off") {
+            return Err((
+                "journal.fsync",
+                format!("{:?} is not one of \"batch\", \"off\"", self.journal.fsync),
+            ));
+        }
+        for (key, value) in [
+            ("journal.segment_bytes", self.journal.segment_bytes),
+            (
+                "journal.group_commit_bytes",
+                self.journal.group_commit_bytes,
+            ),
+            ("journal.snapshot_every", self.journal.snapshot_every),
+            ("journal.keep_snapshots", self.journal.keep_snapshots as u64),
+        ] {
+            if value == 0 {
+                return Err((key, "must be > 0".into()));
+            }
+        }
+        if self.journal.enabled && self.journal.dir.as_os_str().is_empty() {
+            return Err(("journal.dir", "an empty path is not a directory".into()));
+        }
         if self.grpc.max_message_bytes < 1024 {
             return Err((
                 "grpc.max_message_bytes",
@@ -564,7 +644,29 @@ impl TickerdConfig {
         m.pipeline.ingress_capacity = self.market.ingress_capacity;
         m.pipeline.egress_capacity = self.market.egress_capacity;
         m.feeds.depth_levels = self.market.depth_levels;
+        m.journal = self.journal.enabled.then(|| self.journal_config());
         m
+    }
+
+    /// The journal's configuration (used when `journal.enabled`).
+    pub fn journal_config(&self) -> JournalConfig {
+        let j = &self.journal;
+        JournalConfig {
+            dir: j.dir.clone(),
+            fsync: if j.fsync == "off" {
+                FsyncMode::Off
+            } else {
+                FsyncMode::Batch
+            },
+            segment_bytes: j.segment_bytes,
+            group_commit_bytes: j.group_commit_bytes,
+            group_commit_delay: Duration::from_micros(j.group_commit_delay_us),
+            snapshot_every: j.snapshot_every,
+            keep_snapshots: j.keep_snapshots,
+            open: OpenOptions {
+                truncate_corrupt: j.truncate_corrupt,
+            },
+        }
     }
 
     /// The bearer tokens and what needs them, shared by both fronts.

@@ -4,15 +4,20 @@
 //! one order-entry API; [`grpc`] and [`ws`] are the fronts on it, sharing [`auth`] (tokens to
 //! accounts) and [`order_entry`] (requests checked and turned into engine commands);
 //! [`config`] is tickerd's configuration over the embedded [`defaults`]; [`metrics`] and
-//! [`logging`] are what an operator watches.
+//! [`logging`] are what an operator watches. [`recovery`] rebuilds the market from the data
+//! directory at start, [`snapshot_writer`] writes snapshots beside the journal, and
+//! [`journal_tool`] is `tickerd journal verify | inspect | replay`.
 
 pub mod auth;
 pub mod config;
 pub mod defaults;
 pub mod grpc;
+pub mod journal_tool;
 pub mod jwt;
 pub mod logging;
 pub mod market;
 pub mod metrics;
 pub mod order_entry;
+pub mod recovery;
+pub mod snapshot_writer;
 pub mod ws;

@@ -12,16 +12,20 @@
 //! event and everything up to the next command's outcome (a command's events are contiguous and
 //! never span batches).
 
+use crate::recovery::{self, RecoveryReport};
+use crate::snapshot_writer::{SnapshotJob, SnapshotStats, SnapshotWriter};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
-use ticker_engine::pipeline::{Clock, Pipeline, PipelineConfig, SubmitError};
+use ticker_engine::journal::sync::Durability;
+use ticker_engine::journal::{DirLock, JournalConfig};
+use ticker_engine::pipeline::{Clock, JournalSetup, Pipeline, PipelineConfig, SubmitError};
 use ticker_engine::*;
 use ticker_feeds::orders::Accounts;
-use ticker_feeds::sim::{SimConfig, Simulator};
+use ticker_feeds::sim::{LastPrices, SimConfig, Simulator};
 use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
 use tokio::sync::oneshot;
 
@@ -37,6 +41,9 @@ pub struct MarketConfig {
     /// How often a heartbeat advances engine time (GTD expiry) [100 ms]. Candles close at the
     /// first event past their interval; a heartbeat emits none of its own.
     pub heartbeat: Duration,
+    /// Journal every command, snapshot, and recover from the data directory at start
+    /// [`None`: a library user opts in; `tickerd` journals by default].
+    pub journal: Option<JournalConfig>,
 }
 
 impl Default for MarketConfig {
@@ -52,6 +59,7 @@ impl Default for MarketConfig {
             instruments: crate::defaults::instruments(),
             simulator: Some(SimConfig::default()),
             heartbeat: Duration::from_millis(100),
+            journal: None,
         }
     }
 }
@@ -78,7 +86,7 @@ type Replies = Mutex<HashMap<Correlation, Reply>>;
 pub struct MarketStats {
     /// Commands stamped for the engine (from clients, the simulator and heartbeats).
     pub commands: AtomicU64,
-    /// Of those, heartbeats (which have no outcome event).
+    /// Of those, heartbeats and snapshot cuts (which have no outcome event).
     pub heartbeats: AtomicU64,
     pub events: AtomicU64,
     /// Commands submitted but refused by a full ingress ring (never stamped into the engine).
@@ -124,6 +132,24 @@ impl MarketStats {
     }
 }
 
+/// The journal of a running market (see [`crate::recovery`] and `docs/journal.md`).
+pub struct JournalState {
+    pub durability: Arc<Durability>,
+    pub snapshots: Arc<SnapshotStats>,
+    pub recovery: RecoveryReport,
+    pub config: JournalConfig,
+    /// The data directory's lock, held while the market runs.
+    _lock: DirLock,
+}
+
+/// Where a simulator resumes after a restart.
+struct SimResume {
+    /// Above every client id the simulator could have used (one per command at most).
+    position: u64,
+    live: Vec<OrderView>,
+    prices: Vec<(InstrumentId, LastPrices)>,
+}
+
 pub struct Market {
     ingress: Ingress,
     replies: Arc<Replies>,
@@ -136,6 +162,7 @@ pub struct Market {
     stats: Arc<MarketStats>,
     threads: Mutex<Vec<JoinHandle<()>>>,
     pipeline: Mutex<Option<Pipeline>>,
+    journal: Option<JournalState>,
 }
 
 /// Wall-clock nanoseconds since the Unix epoch: the ingress timestamp.
@@ -146,17 +173,118 @@ pub fn now_ns() -> Timestamp {
 }
 
 impl Market {
-    /// Starts the engine and feeds threads, adds the configured instruments and, if
-    /// configured, starts the simulator. Returns once the instruments are in place.
+    /// Starts the engine and feeds threads — after recovering from the data directory when
+    /// `config.journal` is set —, adds the configured instruments the market does not have yet
+    /// and, if configured, starts (or resumes) the simulator. Returns once the instruments are
+    /// in place and orders of order-entry sessions from before a restart are cancelled.
     pub fn start(config: MarketConfig) -> std::io::Result<Arc<Market>> {
-        let (pipeline, ingress, mut egress) = Pipeline::spawn(config.pipeline.clone())?;
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
         let instruments = Arc::new(Instruments::default());
-        let mut md = MarketData::new(config.feeds.clone(), hub.clone(), instruments.clone());
+        let (engine, mut md, journal) = match &config.journal {
+            None => (
+                Engine::new(config.pipeline.engine.clone()),
+                MarketData::new(config.feeds.clone(), hub.clone(), instruments.clone()),
+                None,
+            ),
+            Some(j) => {
+                let r = recovery::recover(
+                    j,
+                    &config.pipeline.engine,
+                    &config.feeds,
+                    hub.clone(),
+                    instruments.clone(),
+                )
+                .map_err(std::io::Error::other)?;
+                for skipped in &r.report.skipped {
+                    tracing::warn!("snapshot skipped: {skipped}");
+                }
+                if let Some(t) = &r.report.torn {
+                    if t.deliberate {
+                        tracing::warn!(
+                            "journal cut on purpose at byte {} of {} ({}): {} bytes and {} later segments dropped",
+                            t.offset, t.file, t.reason, t.bytes, t.dropped_segments.len()
+                        );
+                    } else {
+                        tracing::warn!(
+                            "torn journal tail cut off: {} bytes at byte {} of {} ({}); those commands were never acknowledged",
+                            t.bytes, t.offset, t.file, t.reason
+                        );
+                    }
+                }
+                tracing::info!("recovered {}: {}", j.dir.display(), r.report);
+                (
+                    r.engine,
+                    r.feeds,
+                    Some((r.writer, r.lock, r.report, j.clone())),
+                )
+            }
+        };
+        // What the restored engine says about the time before this start.
+        let stale_sessions: Vec<SessionId> = engine.sessions().collect();
+        let present: Vec<String> = engine
+            .books()
+            .iter()
+            .map(|b| b.instrument().spec.symbol.clone())
+            .collect();
+        let resume_from = (engine.last_seq() > 0).then(|| SimResume {
+            position: engine.last_seq(),
+            live: engine.live_orders().collect(),
+            prices: engine
+                .books()
+                .iter()
+                .map(|b| {
+                    (
+                        b.instrument().id,
+                        LastPrices {
+                            last_trade: b.last_price(),
+                            bid: b.best_bid(),
+                            ask: b.best_ask(),
+                        },
+                    )
+                })
+                .collect(),
+        });
+        let (pipeline, ingress, mut egress, journaled) = match journal {
+            None => {
+                let (p, i, e) = Pipeline::spawn_with(engine, config.pipeline.clone())?;
+                (p, i, e, None)
+            }
+            Some((writer, lock, report, j)) => {
+                let storage = writer.storage().clone();
+                let (p, i, e) = Pipeline::spawn_journaled(
+                    engine,
+                    config.pipeline.clone(),
+                    JournalSetup {
+                        writer,
+                        fsync: j.fsync,
+                        group_commit_bytes: j.group_commit_bytes,
+                        group_commit_delay: j.group_commit_delay,
+                    },
+                )?;
+                let writer = SnapshotWriter::spawn(storage, j.keep_snapshots)?;
+                (p, i, e, Some((writer, lock, report, j)))
+            }
+        };
+        let durability = pipeline.durability().cloned();
         let accounts = md.accounts().clone();
         let replies: Arc<Replies> = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MarketStats::default());
+        let (mut snapshots, journal) = match journaled {
+            None => (None, None),
+            Some((writer, lock, report, config)) => {
+                let state = JournalState {
+                    durability: durability
+                        .clone()
+                        .expect("a journaled pipeline has durability"),
+                    snapshots: writer.stats().clone(),
+                    recovery: report,
+                    config,
+                    _lock: lock,
+                };
+                (Some(writer), Some(state))
+            }
+        };
         let feeds = {
             let replies = replies.clone();
             let stats = stats.clone();
@@ -166,18 +294,30 @@ impl Market {
                     // No wall-clock `md.tick`: the views take time from event timestamps
                     // only, so a replay of the journal after a restart publishes what this
                     // thread published (see `ticker_feeds::snapshot`).
-                    while let Some(batch) = egress.recv() {
+                    while let Some(mut batch) = egress.recv() {
                         md.apply(&batch);
                         stats.observe(&batch, now_ns());
                         route_replies(&replies, &batch);
+                        if let (Some(cut), Some(writer)) = (batch.take_cut(), &snapshots) {
+                            writer.submit(SnapshotJob {
+                                index: cut.index,
+                                engine: cut.engine,
+                                feeds: md.snapshot(),
+                            });
+                        }
+                    }
+                    // Whatever cut is queued is written before the feeds thread ends.
+                    if let Some(writer) = snapshots.as_mut() {
+                        writer.finish();
                     }
                 })?
         };
+        let max_stale_session = stale_sessions.iter().copied().max().unwrap_or(0);
         let market = Arc::new(Market {
             ingress,
             replies,
             next_corr: Arc::new(AtomicU64::new(1)),
-            next_session: AtomicU64::new(1),
+            next_session: AtomicU64::new(max_stale_session + 1),
             hub,
             instruments,
             accounts,
@@ -185,8 +325,13 @@ impl Market {
             stats,
             threads: Mutex::new(vec![feeds]),
             pipeline: Mutex::new(Some(pipeline)),
+            journal,
         });
-        for spec in &config.instruments {
+        for spec in config
+            .instruments
+            .iter()
+            .filter(|s| !present.contains(&s.symbol))
+        {
             let events =
                 market.execute_blocking(CommandKind::AddInstrument(Box::new(spec.clone())));
             if let Some(Event {
@@ -200,11 +345,35 @@ impl Market {
                 )));
             }
         }
+        // Their connections died with the previous process: cancel-on-disconnect applies.
+        for session in &stale_sessions {
+            market.execute_blocking(CommandKind::SessionClosed { session: *session });
+        }
+        if !stale_sessions.is_empty() {
+            tracing::info!(
+                "cancelled the orders of {} order-entry sessions of the previous run",
+                stale_sessions.len()
+            );
+        }
         market.spawn_heartbeat(config.heartbeat)?;
         if let Some(sim) = config.simulator {
-            market.spawn_simulator(sim)?;
+            market.spawn_simulator(sim, resume_from)?;
         }
         Ok(market)
+    }
+
+    /// The journal's progress, the snapshots written and what recovery did, when the market
+    /// journals.
+    pub fn journal(&self) -> Option<&JournalState> {
+        self.journal.as_ref()
+    }
+
+    /// Why the journal stopped the market, if it did (a failed write or sync): the engine
+    /// then takes no more commands, and the process should exit.
+    pub fn journal_failure(&self) -> Option<String> {
+        self.journal
+            .as_ref()
+            .and_then(|j| j.durability.failure().map(str::to_string))
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -317,6 +486,14 @@ impl Market {
 
     fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
         let weak = Arc::downgrade(self);
+        // Snapshots are cut by command count, checked on the heartbeat's beat.
+        let mut next_cut = self.journal.as_ref().map(|j| {
+            (
+                j.durability.clone(),
+                j.durability.written() + j.config.snapshot_every,
+                j.config.snapshot_every,
+            )
+        });
         let handle = std::thread::Builder::new()
             .name("ticker-heartbeat".into())
             .spawn(move || loop {
@@ -329,12 +506,23 @@ impl Market {
                 if market.submit_detached(CommandKind::Heartbeat).is_ok() {
                     market.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
+                if let Some((durability, at, every)) = &mut next_cut {
+                    let written = durability.written();
+                    if written >= *at && market.submit_detached(CommandKind::Snapshot).is_ok() {
+                        market.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+                        *at = written + *every;
+                    }
+                }
             })?;
         self.threads.lock().push(handle);
         Ok(())
     }
 
-    fn spawn_simulator(self: &Arc<Self>, config: SimConfig) -> std::io::Result<()> {
+    fn spawn_simulator(
+        self: &Arc<Self>,
+        config: SimConfig,
+        resume: Option<SimResume>,
+    ) -> std::io::Result<()> {
         let instruments: Vec<Instrument> = self
             .instruments
             .all()
@@ -345,7 +533,12 @@ impl Market {
         let handle = std::thread::Builder::new()
             .name("ticker-simulator".into())
             .spawn(move || {
-                let mut sim = Simulator::new(config, &instruments, 0);
+                let mut sim = match resume {
+                    None => Simulator::new(config, &instruments, 0),
+                    Some(r) => {
+                        Simulator::resume(config, &instruments, 0, r.position, r.live, r.prices)
+                    }
+                };
                 let start = Instant::now();
                 loop {
                     let cmd = sim.next_command();
@@ -372,6 +565,14 @@ impl Market {
     /// get their events or [`ExecuteError::ShuttingDown`].
     pub fn shutdown(&self) {
         self.stop.store(true, Ordering::Relaxed);
+        if self.journal.is_some() {
+            // A last snapshot, so the next start replays nothing; the pipeline applies every
+            // command accepted before its shutdown, this one included.
+            let cut = self.command(CommandKind::Snapshot);
+            if self.ingress.submit(cut).is_ok() {
+                self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
+            }
+        }
         let threads: Vec<_> = std::mem::take(&mut *self.threads.lock());
         for t in &threads {
             t.thread().unpark();

@@ -36,6 +36,8 @@ fn start(extra: &[&str]) -> Tickerd {
             "127.0.0.1:0",
             "--http-listen",
             "127.0.0.1:0",
+            // These tests are about the fronts; the journal has its own (restart.rs, kill.rs).
+            "--no-journal",
         ])
         .args(extra)
         .env("RUST_LOG", "warn")

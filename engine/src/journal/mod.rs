@@ -123,7 +123,8 @@ pub enum JournalError {
 }
 
 impl JournalError {
-    pub(crate) fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> JournalError {
+    /// Wraps an I/O error with what was being done: `.map_err(JournalError::io("reading x"))`.
+    pub fn io(context: impl Into<String>) -> impl FnOnce(io::Error) -> JournalError {
         let context = context.into();
         move |source| JournalError::Io { context, source }
     }

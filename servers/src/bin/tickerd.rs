@@ -6,7 +6,7 @@
 //! `ticker_servers::config`). SIGINT or SIGTERM stops ingress, drains the engine, closes
 //! WebSocket clients with 1001 and ends gRPC streams.
 
-use clap::Parser;
+use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -40,6 +40,46 @@ struct Flags {
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
+    /// The data directory: journal and snapshots (journal.dir) [default: ./tickerd-data].
+    #[arg(long, value_name = "DIR")]
+    data_dir: Option<PathBuf>,
+    /// No journal: nothing survives a restart (journal.enabled = false).
+    #[arg(long)]
+    no_journal: bool,
+    #[command(subcommand)]
+    tool: Option<Tool>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Tool {
+    /// Inspect a data directory (read-only; safe on a copy or beside a running tickerd).
+    #[command(subcommand)]
+    Journal(JournalTool),
+}
+
+#[derive(Subcommand, Debug)]
+enum JournalTool {
+    /// Check every checksum, the continuity of command indexes, that every command decodes
+    /// and that every snapshot reads back. Exit status 1 if anything is wrong.
+    Verify { dir: PathBuf },
+    /// Print snapshots and journaled commands.
+    Inspect {
+        dir: PathBuf,
+        /// First command index to print [default: the first on disk].
+        #[arg(long)]
+        from: Option<u64>,
+        /// Most commands to print.
+        #[arg(long, default_value_t = 100)]
+        limit: u64,
+    },
+    /// Rebuild the engine from the newest snapshot and the journal after it, and print each
+    /// book's checksum (equal output = equal state).
+    Replay {
+        dir: PathBuf,
+        /// Ignore snapshots: replay the journal from its first command (needs every segment).
+        #[arg(long)]
+        full: bool,
+    },
 }
 
 fn load(flags: &Flags) -> Result<TickerdConfig, ConfigError> {
@@ -54,6 +94,13 @@ fn load(flags: &Flags) -> Result<TickerdConfig, ConfigError> {
     layers.env(std::env::vars())?;
     if flags.no_sim {
         layers.set("market.simulator", "false", "--no-sim")?;
+    }
+    if flags.no_journal {
+        layers.set("journal.enabled", "false", "--no-journal")?;
+    }
+    if let Some(dir) = &flags.data_dir {
+        let value = toml::Value::String(dir.display().to_string()).to_string();
+        layers.set("journal.dir", &value, "--data-dir")?;
     }
     if let Some(addr) = &flags.grpc_listen {
         layers.set("grpc.listen", &format!("{addr:?}"), "--grpc-listen")?;
@@ -78,6 +125,9 @@ fn load(flags: &Flags) -> Result<TickerdConfig, ConfigError> {
 
 fn main() -> ExitCode {
     let flags = Flags::parse();
+    if let Some(Tool::Journal(tool)) = &flags.tool {
+        return journal_tool(tool);
+    }
     let config = match load(&flags) {
         Ok(c) => c,
         Err(e) => {
@@ -101,6 +151,28 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("tickerd: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn journal_tool(tool: &JournalTool) -> ExitCode {
+    use ticker_servers::journal_tool as t;
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    // Whether the directory is sound (only `verify` can find otherwise without failing).
+    let sound = match tool {
+        JournalTool::Verify { dir } => t::verify(dir, &mut out),
+        JournalTool::Inspect { dir, from, limit } => {
+            t::inspect(dir, *from, *limit, &mut out).map(|()| true)
+        }
+        JournalTool::Replay { dir, full } => t::replay(dir, *full, &mut out).map(|()| true),
+    };
+    match sound {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            eprintln!("tickerd journal: {e:#}");
             ExitCode::FAILURE
         }
     }
@@ -149,8 +221,23 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
     if config.auth.tokens.is_empty() {
         println!("order entry:  no tokens configured (--token TOKEN=ACCOUNT to trade)");
     }
+    match market.journal() {
+        Some(j) => println!(
+            "journal:      {} (fsync {}); {}; a restart continues this market (--no-journal: it does not)",
+            j.config.dir.display(),
+            config.journal.fsync,
+            j.recovery
+        ),
+        None => println!("journal:      off (--no-journal): a restart starts an empty market"),
+    }
     tracing::info!("tickerd started");
-    shutdown_signal().await;
+    let failed = tokio::select! {
+        _ = shutdown_signal() => None,
+        why = journal_failure(&market) => Some(why),
+    };
+    if let Some(why) = &failed {
+        tracing::error!("stopping: {why}");
+    }
     tracing::info!("shutting down: closing fronts, draining the engine");
     let grace = Duration::from_secs(5);
     // Fronts first, so no new command arrives; then the market drains the engine's output.
@@ -167,7 +254,22 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
     tokio::join!(closing_http, closing_grpc);
     tokio::task::spawn_blocking(move || market.shutdown()).await?;
     tracing::info!("stopped");
-    Ok(())
+    match failed {
+        Some(why) => Err(anyhow::anyhow!(why)),
+        None => Ok(()),
+    }
+}
+
+/// Resolves once the journal has failed (a write or sync error): nothing more can be made
+/// durable, so nothing more may be acknowledged.
+async fn journal_failure(market: &Market) -> String {
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if let Some(why) = market.journal_failure() {
+            return why;
+        }
+    }
 }
 
 async fn shutdown_signal() {

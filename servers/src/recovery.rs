@@ -1,0 +1,193 @@
+//! Starting from the data directory: the newest usable snapshot, then every journaled command
+//! after it replayed through the engine and the feeds, before any client connects. The market
+//! then continues where it stopped: the same books and order ids, the same event sequence,
+//! the same topic sequences and resume history.
+//!
+//! ```text
+//!  snapshot n ──► Engine::restore ─┐
+//!             └─► MarketData::restore ─┐
+//!  journal n+1.. ──► engine.apply ──► feeds.apply (publishing into the hub's history)
+//!                                        └─► writer appends from the last index + 1
+//! ```
+//!
+//! A snapshot that does not read back (checksum, format, or contents the engine or the feeds
+//! refuse) is skipped for an older one, as long as the journal still reaches back to it.
+
+use crate::snapshot_writer::{ENGINE_SECTION, FEEDS_SECTION};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use ticker_engine::journal::{
+    DirLock, DirStorage, Journal, JournalConfig, JournalError, JournalWriter, Storage, TornTail,
+};
+use ticker_engine::{Engine, EngineConfig, EngineSnapshot};
+use ticker_feeds::snapshot::FeedsSnapshot;
+use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
+
+/// Commands whose events are handed to the feeds at once during replay (at a command
+/// boundary, as the engine thread's batches are).
+const REPLAY_BATCH_EVENTS: usize = 4096;
+
+/// What recovery found and did, for the start-up log.
+#[derive(Debug, Clone)]
+pub struct RecoveryReport {
+    /// The snapshot started from, if any.
+    pub snapshot: Option<u64>,
+    /// Newer snapshots that could not be used, and why.
+    pub skipped: Vec<String>,
+    /// Commands replayed from the journal after the snapshot.
+    pub replayed: u64,
+    /// Index of the last command recovered (0 for an empty data directory).
+    pub last_index: u64,
+    /// The end of the journal cut off (a crash mid-write), if any.
+    pub torn: Option<TornTail>,
+    /// Reading and restoring the snapshot.
+    pub restore_time: Duration,
+    /// Replaying the journal through the engine and the feeds.
+    pub replay_time: Duration,
+}
+
+impl std::fmt::Display for RecoveryReport {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.snapshot {
+            Some(n) => write!(f, "snapshot at command {n} ({:?})", self.restore_time)?,
+            None => write!(f, "no snapshot")?,
+        }
+        write!(
+            f,
+            ", {} journaled commands replayed ({:?}); continuing after command {}",
+            self.replayed, self.replay_time, self.last_index
+        )
+    }
+}
+
+/// The recovered market, ready to run.
+pub struct Recovered {
+    pub engine: Engine,
+    pub feeds: MarketData,
+    pub writer: JournalWriter<DirStorage>,
+    /// Held while the market runs: no other process may use the directory.
+    pub lock: DirLock,
+    pub report: RecoveryReport,
+}
+
+/// Opens `config.dir` (creating it), locks it, and rebuilds the engine and the feeds from
+/// it. The feeds publish into `hub` as they replay, so its history holds the replayed tail.
+pub fn recover(
+    config: &JournalConfig,
+    engine_config: &EngineConfig,
+    feeds_config: &FeedsConfig,
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+) -> Result<Recovered, JournalError> {
+    let storage = DirStorage::new(&config.dir).map_err(JournalError::io(format!(
+        "creating the data directory {}",
+        config.dir.display()
+    )))?;
+    let lock = storage.lock()?;
+    let journal = Journal::open(storage, config.open)?;
+    let started = Instant::now();
+    let mut skipped = Vec::new();
+    let mut restored = None;
+    for &index in journal.snapshots().iter().rev() {
+        match restore(&journal, index, engine_config) {
+            Ok(parts) => {
+                restored = Some((index, parts));
+                break;
+            }
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    let (start, mut engine, mut feeds) = match restored {
+        Some((index, (engine, feeds_snapshot))) => {
+            let feeds = MarketData::restore(feeds_config.clone(), hub, instruments, feeds_snapshot)
+                .map_err(|e| JournalError::BadSnapshot {
+                    file: journal
+                        .storage()
+                        .describe(&ticker_engine::journal::snapshot_name(index)),
+                    reason: format!("the feeds refuse it: {e}"),
+                })?;
+            (index + 1, engine, feeds)
+        }
+        None => (
+            1,
+            Engine::new(engine_config.clone()),
+            MarketData::new(feeds_config.clone(), hub, instruments),
+        ),
+    };
+    if journal.first_index() > start {
+        return Err(JournalError::NoSnapshotCovers {
+            first: journal.first_index(),
+        });
+    }
+    let restore_time = started.elapsed();
+    let started = Instant::now();
+    let mut events = Vec::with_capacity(2 * REPLAY_BATCH_EVENTS);
+    let mut replayed = 0;
+    for item in journal.commands_from(start) {
+        let (_, command) = item?;
+        engine.apply(&command, &mut events);
+        replayed += 1;
+        if events.len() >= REPLAY_BATCH_EVENTS {
+            feeds.apply(&events);
+            events.clear();
+        }
+    }
+    feeds.apply(&events);
+    let replay_time = started.elapsed();
+    let last_index = journal.last_index().max(start - 1);
+    let torn = journal.torn_tail().cloned();
+    let writer = journal.into_writer(last_index + 1, config.segment_bytes)?;
+    Ok(Recovered {
+        engine,
+        feeds,
+        writer,
+        lock,
+        report: RecoveryReport {
+            snapshot: (start > 1).then_some(start - 1),
+            skipped,
+            replayed,
+            last_index,
+            torn,
+            restore_time,
+            replay_time,
+        },
+    })
+}
+
+/// Reads snapshot `index` and restores the engine from it; the feeds' part is decoded (and
+/// checked) but restored by the caller, into the hub.
+fn restore(
+    journal: &Journal<DirStorage>,
+    index: u64,
+    engine_config: &EngineConfig,
+) -> Result<(Engine, FeedsSnapshot), JournalError> {
+    let file = journal.read_snapshot(index)?;
+    let name = journal
+        .storage()
+        .describe(&ticker_engine::journal::snapshot_name(index));
+    let bad = |reason: String| JournalError::BadSnapshot {
+        file: name.clone(),
+        reason,
+    };
+    let engine_bytes = file
+        .section(ENGINE_SECTION)
+        .ok_or_else(|| bad(format!("it has no {ENGINE_SECTION} section")))?;
+    let feeds_bytes = file
+        .section(FEEDS_SECTION)
+        .ok_or_else(|| bad(format!("it has no {FEEDS_SECTION} section")))?;
+    let snapshot: EngineSnapshot = postcard::from_bytes(engine_bytes)
+        .map_err(|e| bad(format!("the engine section does not decode: {e}")))?;
+    let engine = Engine::restore(engine_config.clone(), &snapshot)
+        .map_err(|e| bad(format!("the engine refuses it: {e}")))?;
+    let feeds = FeedsSnapshot::decode(feeds_bytes)
+        .map_err(|e| bad(format!("the feeds section does not decode: {e}")))?;
+    // Both halves were cut at the same command, so they end at the same event.
+    if feeds.last_seq() != snapshot.last_seq {
+        return Err(bad(format!(
+            "its feeds end at event {} but its engine at event {}",
+            feeds.last_seq(),
+            snapshot.last_seq
+        )));
+    }
+    Ok((engine, feeds))
+}
