@@ -19,6 +19,7 @@ pub mod engine_load;
 pub mod journal_load;
 pub mod load;
 pub mod pipeline_load;
+pub mod recovery_load;
 pub mod report;
 pub mod rng;
 pub mod workload;

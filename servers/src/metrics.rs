@@ -112,10 +112,116 @@ pub fn render(market: &Market, fronts: &[&dyn MetricSource]) -> String {
     let mut out = String::with_capacity(16 * 1024);
     write_market(&mut out, market.stats());
     write_hub(&mut out, market);
+    if let Some(journal) = market.journal() {
+        write_journal(&mut out, journal);
+    }
     for front in fronts {
         front.write_metrics(&mut out);
     }
     out
+}
+
+/// The journal's progress and the snapshots written (docs/journal.md).
+fn write_journal(out: &mut String, j: &crate::market::JournalState) {
+    let d = &j.durability;
+    let (syncs, sync_time, sync_max) = d.sync_stats();
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let gauges: [(&str, &str, u64); 5] = [
+        (
+            "tickerd_journal_written_index",
+            "Journal index of the last command written.",
+            d.written(),
+        ),
+        (
+            "tickerd_journal_durable_index",
+            "Journal index of the last command durable (synced, or written with fsync = off).",
+            d.synced(),
+        ),
+        (
+            "tickerd_journal_unsynced_bytes",
+            "Bytes written to the journal but not yet synced.",
+            d.unsynced_bytes(),
+        ),
+        (
+            "tickerd_snapshot_last_index",
+            "Journal index of the last snapshot written.",
+            get(&j.snapshots.last_index),
+        ),
+        (
+            "tickerd_snapshot_last_bytes",
+            "Size of the last snapshot written.",
+            get(&j.snapshots.last_bytes),
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        sample(out, name, "", value);
+    }
+    let counters: [(&str, &str, u64); 5] = [
+        (
+            "tickerd_journal_written_bytes_total",
+            "Bytes appended to the journal since start.",
+            d.written_bytes(),
+        ),
+        (
+            "tickerd_journal_fsyncs_total",
+            "fdatasync calls of the journal's group commit.",
+            syncs,
+        ),
+        (
+            "tickerd_snapshots_written_total",
+            "Snapshots written since start.",
+            get(&j.snapshots.written),
+        ),
+        (
+            "tickerd_snapshots_dropped_total",
+            "Snapshot cuts dropped because the writer was busy.",
+            get(&j.snapshots.dropped),
+        ),
+        (
+            "tickerd_snapshot_failures_total",
+            "Snapshots that failed to be written.",
+            get(&j.snapshots.failures),
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", help);
+        sample(out, name, "", value);
+    }
+    family(
+        out,
+        "tickerd_journal_fsync_seconds_total",
+        "counter",
+        "Time spent in the journal's fdatasync calls.",
+    );
+    let _ = writeln!(
+        out,
+        "tickerd_journal_fsync_seconds_total {}",
+        seconds(sync_time.as_nanos() as u64)
+    );
+    family(
+        out,
+        "tickerd_journal_fsync_max_seconds",
+        "gauge",
+        "Longest fdatasync of the journal since start.",
+    );
+    let _ = writeln!(
+        out,
+        "tickerd_journal_fsync_max_seconds {}",
+        seconds(sync_max.as_nanos() as u64)
+    );
+    family(
+        out,
+        "tickerd_journal_failed",
+        "gauge",
+        "1 once the journal failed (the market then takes no more commands).",
+    );
+    sample(
+        out,
+        "tickerd_journal_failed",
+        "",
+        d.failure().is_some() as u64,
+    );
 }
 
 fn write_market(out: &mut String, s: &MarketStats) {

@@ -14,18 +14,21 @@
 //! refuse) is skipped for an older one, as long as the journal still reaches back to it.
 
 use crate::snapshot_writer::{ENGINE_SECTION, FEEDS_SECTION};
+use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ticker_engine::journal::{
     DirLock, DirStorage, Journal, JournalConfig, JournalError, JournalWriter, Storage, TornTail,
 };
-use ticker_engine::{Engine, EngineConfig, EngineSnapshot};
+use ticker_engine::{Engine, EngineConfig, EngineSnapshot, Event};
 use ticker_feeds::snapshot::FeedsSnapshot;
 use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
 
-/// Commands whose events are handed to the feeds at once during replay (at a command
-/// boundary, as the engine thread's batches are).
+/// Events handed from the engine to the feeds at once during replay (at a command boundary,
+/// as the engine thread's batches are).
 const REPLAY_BATCH_EVENTS: usize = 4096;
+/// Batches the engine may run ahead of the feeds during replay.
+const REPLAY_BATCHES_IN_FLIGHT: usize = 8;
 
 /// What recovery found and did, for the start-up log.
 #[derive(Debug, Clone)]
@@ -97,7 +100,7 @@ pub fn recover(
             Err(e) => skipped.push(e.to_string()),
         }
     }
-    let (start, mut engine, mut feeds) = match restored {
+    let (start, engine, mut feeds) = match restored {
         Some((index, (engine, feeds_snapshot))) => {
             let feeds = MarketData::restore(feeds_config.clone(), hub, instruments, feeds_snapshot)
                 .map_err(|e| JournalError::BadSnapshot {
@@ -121,18 +124,7 @@ pub fn recover(
     }
     let restore_time = started.elapsed();
     let started = Instant::now();
-    let mut events = Vec::with_capacity(2 * REPLAY_BATCH_EVENTS);
-    let mut replayed = 0;
-    for item in journal.commands_from(start) {
-        let (_, command) = item?;
-        engine.apply(&command, &mut events);
-        replayed += 1;
-        if events.len() >= REPLAY_BATCH_EVENTS {
-            feeds.apply(&events);
-            events.clear();
-        }
-    }
-    feeds.apply(&events);
+    let (replayed, engine) = replay(&journal, start, engine, &mut feeds)?;
     let replay_time = started.elapsed();
     let last_index = journal.last_index().max(start - 1);
     let torn = journal.torn_tail().cloned();
@@ -151,6 +143,50 @@ pub fn recover(
             restore_time,
             replay_time,
         },
+    })
+}
+
+/// Replays the journal from command `start` through the engine (on a thread of its own) and
+/// the feeds (on this one), so the two overlap on two cores. Returns the commands replayed and
+/// the engine.
+fn replay(
+    journal: &Journal<DirStorage>,
+    start: u64,
+    mut engine: Engine,
+    feeds: &mut MarketData,
+) -> Result<(u64, Engine), JournalError> {
+    let (full_tx, full_rx) = sync_channel::<Vec<Event>>(REPLAY_BATCHES_IN_FLIGHT);
+    let (empty_tx, empty_rx) = sync_channel::<Vec<Event>>(REPLAY_BATCHES_IN_FLIGHT + 1);
+    std::thread::scope(|s| {
+        let matching = s.spawn(move || -> Result<(u64, Engine), JournalError> {
+            let mut replayed = 0;
+            let mut events = Vec::with_capacity(2 * REPLAY_BATCH_EVENTS);
+            for item in journal.commands_from(start) {
+                let (_, command) = item?;
+                engine.apply(&command, &mut events);
+                replayed += 1;
+                // Handed over at a command boundary, as the engine thread's batches are.
+                if events.len() >= REPLAY_BATCH_EVENTS {
+                    let next = empty_rx
+                        .try_recv()
+                        .unwrap_or_else(|_| Vec::with_capacity(2 * REPLAY_BATCH_EVENTS));
+                    if full_tx.send(std::mem::replace(&mut events, next)).is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = full_tx.send(events);
+            Ok((replayed, engine))
+        });
+        for mut events in full_rx {
+            feeds.apply(&events);
+            events.clear();
+            // The engine side may have finished: then the buffer is simply dropped.
+            let _ = empty_tx.try_send(events);
+        }
+        matching
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
     })
 }
 

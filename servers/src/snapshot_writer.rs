@@ -8,7 +8,10 @@ use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
-use ticker_engine::journal::{snapshot_file, DirStorage, Journal, SnapshotFile, SnapshotSection};
+use ticker_engine::journal::{
+    snapshot_file, snapshot_name, DirStorage, Journal, JournalError, SnapshotFile, SnapshotSection,
+    Storage,
+};
 use ticker_engine::EngineSnapshot;
 use ticker_feeds::snapshot::FeedsSnapshot;
 
@@ -105,36 +108,14 @@ impl Drop for SnapshotWriter {
 
 fn write(storage: &DirStorage, keep: usize, job: SnapshotJob, stats: &SnapshotStats) {
     let started = Instant::now();
-    let engine = match postcard::to_allocvec(&*job.engine) {
+    let bytes = match write_snapshot(storage, job.index, &job.engine, &job.feeds) {
         Ok(bytes) => bytes,
         Err(e) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
-            tracing::error!(
-                index = job.index,
-                "snapshot not written: encoding the engine failed: {e}"
-            );
+            tracing::error!(index = job.index, "snapshot not written: {e}");
             return;
         }
     };
-    let file = SnapshotFile {
-        index: job.index,
-        sections: vec![
-            SnapshotSection {
-                name: ENGINE_SECTION.into(),
-                bytes: engine,
-            },
-            SnapshotSection {
-                name: FEEDS_SECTION.into(),
-                bytes: job.feeds.encode(),
-            },
-        ],
-    };
-    let bytes: usize = file.sections.iter().map(|s| s.bytes.len()).sum();
-    if let Err(e) = snapshot_file::write(storage, &file) {
-        stats.failures.fetch_add(1, Ordering::Relaxed);
-        tracing::error!(index = job.index, "snapshot not written: {e}");
-        return;
-    }
     let pruned = match Journal::prune(storage, keep) {
         Ok(deleted) => deleted.len(),
         Err(e) => {
@@ -156,4 +137,33 @@ fn write(storage: &DirStorage, keep: usize, job: SnapshotJob, stats: &SnapshotSt
         "snapshot written in {:.1} ms",
         took.as_secs_f64() * 1e3
     );
+}
+
+/// Encodes both halves of a snapshot cut after command `index` and writes the file durably;
+/// returns the bytes of its sections.
+pub fn write_snapshot(
+    storage: &DirStorage,
+    index: u64,
+    engine: &EngineSnapshot,
+    feeds: &FeedsSnapshot,
+) -> Result<usize, JournalError> {
+    let engine = postcard::to_allocvec(engine).map_err(|e| JournalError::BadSnapshot {
+        file: storage.describe(&snapshot_name(index)),
+        reason: format!("encoding the engine failed: {e}"),
+    })?;
+    let file = SnapshotFile {
+        index,
+        sections: vec![
+            SnapshotSection {
+                name: ENGINE_SECTION.into(),
+                bytes: engine,
+            },
+            SnapshotSection {
+                name: FEEDS_SECTION.into(),
+                bytes: feeds.encode(),
+            },
+        ],
+    };
+    snapshot_file::write(storage, &file)?;
+    Ok(file.sections.iter().map(|s| s.bytes.len()).sum())
 }

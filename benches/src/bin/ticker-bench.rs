@@ -3,6 +3,7 @@
 //! ```sh
 //! cargo run --release -p ticker-benches --bin ticker-bench -- engine --mode all
 //! cargo run --release -p ticker-benches --bin ticker-bench -- journal
+//! cargo run --release -p ticker-benches --bin ticker-bench -- recovery
 //! cargo run --release -p ticker-benches --bin ticker-bench -- latency --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- throughput --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- fanout --spawn
@@ -14,6 +15,7 @@ use ticker_benches::engine_load::{self, EngineArgs};
 use ticker_benches::journal_load::{self, JournalArgs};
 use ticker_benches::load::flow::{self, Pace};
 use ticker_benches::load::{fanout, output, stream, FanoutArgs, FlowArgs, StreamArgs};
+use ticker_benches::recovery_load::{self, RecoveryArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -35,6 +37,10 @@ enum Target {
     /// and fsync batch.
     #[command(long_about = journal_load::LONG_ABOUT)]
     Journal(JournalArgs),
+    /// How long a start takes on a million journaled commands: from the journal alone, and
+    /// from a snapshot plus the tail.
+    #[command(long_about = recovery_load::LONG_ABOUT)]
+    Recovery(RecoveryArgs),
     /// Order → ack and order → market-data latency at a fixed command rate, over gRPC and
     /// WebSocket (raw, shared deflate, per-connection deflate).
     Latency(FlowArgs),
@@ -56,6 +62,7 @@ fn main() -> anyhow::Result<()> {
     let (report, series, table, target): (_, _, Table, _) = match cli.target {
         Target::Engine(args) => return engine_load::run(&args, &mut out),
         Target::Journal(args) => return journal_load::run(&args, &mut out),
+        Target::Recovery(args) => return recovery_load::run(&args, &mut out),
         Target::Latency(args) => {
             let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
             (report, series, output::flow_table, args.target)

@@ -97,6 +97,7 @@ impl Server {
                 simulator_rate: args.sim_rate.filter(|r| *r > 0),
                 max_connections,
                 workers: args.server_threads,
+                journal: args.journal.map(|j| j.fsync()),
             })?;
             Ok(Server {
                 endpoints: Endpoints {

@@ -147,6 +147,28 @@ pub struct TargetArgs {
     /// Server worker threads of the spawned tickerd.
     #[arg(long, default_value_t = 2)]
     pub server_threads: usize,
+    /// The spawned tickerd journals every command (into a temporary data directory, removed
+    /// afterwards) with this fsync mode [default: no journal].
+    #[arg(long, value_enum)]
+    pub journal: Option<JournalArg>,
+}
+
+/// `--journal`: tickerd's `journal.fsync` modes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum JournalArg {
+    /// Results published once synced (group commit): tickerd's default.
+    Batch,
+    /// Written before publishing, not synced.
+    Off,
+}
+
+impl JournalArg {
+    pub fn fsync(self) -> ticker_engine::journal::FsyncMode {
+        match self {
+            JournalArg::Batch => ticker_engine::journal::FsyncMode::Batch,
+            JournalArg::Off => ticker_engine::journal::FsyncMode::Off,
+        }
+    }
 }
 
 /// `latency` and `throughput` modes.

@@ -6,8 +6,10 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use ticker_engine::journal::{FsyncMode, JournalConfig};
 use ticker_feeds::sim::SimConfig;
 use ticker_servers::auth::AuthConfig;
 use ticker_servers::grpc::{GrpcConfig, GrpcServer};
@@ -26,6 +28,8 @@ pub struct SpawnOptions {
     pub max_connections: usize,
     /// Server worker threads.
     pub workers: usize,
+    /// Journal into a temporary data directory with this fsync mode, or not at all.
+    pub journal: Option<FsyncMode>,
 }
 
 /// A running in-process tickerd.
@@ -38,6 +42,8 @@ pub struct Spawned {
     market: Arc<Market>,
     servers: Option<(GrpcServer, WsServer, WsServer)>,
     runtime: Option<tokio::runtime::Runtime>,
+    /// The temporary data directory, removed after shutdown.
+    data_dir: Option<PathBuf>,
 }
 
 impl Spawned {
@@ -47,11 +53,25 @@ impl Spawned {
             .thread_name("tickerd")
             .enable_all()
             .build()?;
+        let data_dir = options.journal.map(|_| {
+            std::env::temp_dir().join(format!("ticker-bench-spawn-{}", std::process::id()))
+        });
+        if let Some(dir) = &data_dir {
+            let _ = std::fs::remove_dir_all(dir);
+        }
         let market = Market::start(MarketConfig {
             simulator: options.simulator_rate.map(|rate| SimConfig {
                 rate,
                 ..SimConfig::default()
             }),
+            journal: options
+                .journal
+                .zip(data_dir.clone())
+                .map(|(fsync, dir)| JournalConfig {
+                    dir,
+                    fsync,
+                    ..JournalConfig::default()
+                }),
             ..MarketConfig::default()
         })?;
         let auth = AuthConfig {
@@ -97,6 +117,7 @@ impl Spawned {
             market,
             servers: Some(servers),
             runtime: Some(runtime),
+            data_dir,
         })
     }
 
@@ -120,5 +141,8 @@ impl Spawned {
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
         self.market.shutdown();
+        if let Some(dir) = self.data_dir.take() {
+            let _ = std::fs::remove_dir_all(dir);
+        }
     }
 }
