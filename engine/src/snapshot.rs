@@ -484,8 +484,9 @@ impl Engine {
                 capacity,
             });
         }
-        let pool = OrderPool::restored(config.order_capacity, config.prefault, high_water);
-        let mut engine = Engine::with_pool(config, pool);
+        let mut engine = Engine::with_pool(config, |c| {
+            OrderPool::restored(c.order_capacity, c.prefault, high_water)
+        });
         let mut slots = SlotUse::new(high_water);
         let mut symbols: FxHashMap<&str, InstrumentId> = FxHashMap::default();
         for (id, b) in snapshot.books.iter().enumerate() {
