@@ -190,8 +190,10 @@ impl Instrument {
         if !(price % self.spec.tick_size).is_zero() {
             return Err(RejectReason::OffTick);
         }
-        (price / self.spec.tick_size)
-            .to_i64()
+        // A price too large for a decimal quotient is as far outside the band as any.
+        price
+            .checked_div(self.spec.tick_size)
+            .and_then(|ticks| ticks.to_i64())
             .ok_or(RejectReason::OutsideBand)
     }
 
@@ -203,8 +205,8 @@ impl Instrument {
         if !(size % self.spec.lot_size).is_zero() {
             return Err(RejectReason::OffLot);
         }
-        (size / self.spec.lot_size)
-            .to_u64()
+        size.checked_div(self.spec.lot_size)
+            .and_then(|lots| lots.to_u64())
             .ok_or(RejectReason::TooLarge)
     }
 
@@ -267,6 +269,18 @@ mod tests {
         assert_eq!(i.price_to_ticks(d("0")), Err(RejectReason::InvalidPrice));
         assert_eq!(i.price_to_ticks(d("-1")), Err(RejectReason::InvalidPrice));
         assert_eq!(i.size_to_lots(d("0")), Err(RejectReason::InvalidSize));
+    }
+
+    #[test]
+    fn the_largest_decimals_are_rejected_not_a_panic() {
+        let mut spec = btc();
+        spec.lot_size = d("0.0000000001");
+        spec.min_size = spec.lot_size;
+        let i = Instrument::new(0, spec).unwrap();
+        // Quotients beyond a decimal's range: the division itself would overflow.
+        let huge = d("79228162514264337593543950335");
+        assert_eq!(i.price_to_ticks(huge), Err(RejectReason::OutsideBand));
+        assert_eq!(i.size_to_lots(huge), Err(RejectReason::TooLarge));
     }
 
     #[test]
