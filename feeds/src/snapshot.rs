@@ -77,6 +77,12 @@ pub const HEADER_LEN: usize = 18;
 /// before it sizes anything; engines hold 1,024 by default.
 pub const MAX_INSTRUMENTS: InstrumentId = 1 << 16;
 
+// The feeds thread takes a snapshot and hands it to the thread that writes it.
+const _: () = {
+    const fn sendable<T: Send>() {}
+    sendable::<FeedsSnapshot>();
+};
+
 /// Why a snapshot could not be decoded or restored.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum FeedsSnapshotError {
@@ -294,6 +300,18 @@ impl<'de> Deserialize<'de> for History {
                 })
                 .collect(),
         ))
+    }
+}
+
+/// A summary: the snapshot itself is mostly history messages.
+impl std::fmt::Debug for FeedsSnapshot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FeedsSnapshot")
+            .field("last_seq", &self.last_seq)
+            .field("instruments", &self.instruments.len())
+            .field("accounts", &self.accounts.len())
+            .field("history_messages", &self.history_messages())
+            .finish_non_exhaustive()
     }
 }
 
