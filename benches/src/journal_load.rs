@@ -207,12 +207,14 @@ fn append(
     let mut handle = writer.sync_handle()?;
     let mut records = 0u64;
     let mut bytes = 0u64;
+    let mut records_synced = 0u64;
     let started = Instant::now();
     for chunk in commands.chunks(run.max(1)) {
         for c in chunk {
             writer.push(c);
         }
-        let commit = writer.commit()?.expect("commands were pushed");
+        let durable = if sync { records_synced } else { 0 };
+        let commit = writer.commit(durable)?.expect("commands were pushed");
         bytes += commit.bytes;
         records += 1;
         if sync {
@@ -220,6 +222,7 @@ fn append(
             if let Some(next) = commit.rotated {
                 handle = next;
             }
+            records_synced = commit.last;
         }
     }
     let elapsed = started.elapsed();

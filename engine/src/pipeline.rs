@@ -45,8 +45,8 @@
 use crate::command::{Command, CommandKind};
 use crate::engine::{Engine, EngineConfig};
 use crate::event::Event;
-use crate::journal::sync::{Durability, Synced, Syncer};
-use crate::journal::{FsyncMode, JournalWriter, Storage, StorageFile};
+use crate::journal::sync::{Durability, GroupSync, SyncDuty};
+use crate::journal::{FsyncMode, JournalWriter, Storage, StorageFile, SyncFile};
 use crate::ring::{
     mpsc, spsc, Doorbell, MpscConsumer, MpscProducer, MpscQueue, MpscRing, PopError, PushError,
     QueueConsumer, QueueProducer, SpscConsumer, SpscProducer, WaitStrategy,
@@ -135,9 +135,8 @@ struct Shared {
 pub struct Pipeline {
     thread: JoinHandle<Engine>,
     shared: Arc<Shared>,
-    /// With a journal: its progress, and the syncer thread of the `batch` mode.
+    /// With a journal: its progress.
     durability: Option<Arc<Durability>>,
-    syncer: Option<JoinHandle<()>>,
 }
 
 /// A journal for the engine thread to write every command to before its events are
@@ -152,8 +151,8 @@ pub struct JournalSetup<S: Storage> {
     pub group_commit_delay: Duration,
 }
 
-/// Rotated segments the writer can hand the syncer before it picks them up; a segment is
-/// tens of MiB, so the syncer is never this far behind.
+/// Rotated segments the writer can hand the consumer's sync before it picks them up; a
+/// segment is tens of MiB, so the sync is never this far behind.
 const ROTATIONS_IN_FLIGHT: usize = 8;
 
 impl Pipeline {
@@ -181,49 +180,43 @@ impl Pipeline {
     ) -> io::Result<(Pipeline, Ingress, Egress)> {
         let start = journal.writer.next_index() - 1;
         let durability = Durability::new(start);
-        let (stage, syncer) = match journal.fsync {
+        let (stage, gate) = match journal.fsync {
             FsyncMode::Off => (
                 JournalStage {
+                    segments: Segments::Kept(vec![journal.writer.sync_handle()?]),
                     writer: journal.writer,
                     durability: durability.clone(),
-                    rotations: None,
                     group_commit_bytes: u64::MAX,
                 },
                 None,
             ),
             FsyncMode::Batch => {
                 let (rotations_tx, rotations_rx) = spsc::bounded(ROTATIONS_IN_FLIGHT);
-                let syncer = Syncer::spawn(
+                let duty = SyncDuty::new(
                     journal.writer.storage().clone(),
                     journal.writer.sync_handle()?,
                     rotations_rx,
                     durability.clone(),
                     journal.group_commit_delay,
-                )?;
+                );
                 (
                     JournalStage {
                         writer: journal.writer,
                         durability: durability.clone(),
-                        rotations: Some(rotations_tx),
+                        segments: Segments::ToConsumer(rotations_tx),
                         group_commit_bytes: journal.group_commit_bytes.max(1),
                     },
-                    Some(syncer),
+                    Some(Gate {
+                        durability: durability.clone(),
+                        duty: Box::new(duty),
+                    }),
                 )
             }
         };
-        let gate = syncer.is_some().then(|| durability.clone());
-        let spawned = Self::spawn_inner::<MpscRing>(engine, config, Some(Box::new(stage)), gate);
-        match spawned {
-            Ok((mut pipeline, ingress, egress)) => {
-                pipeline.durability = Some(durability);
-                pipeline.syncer = syncer;
-                Ok((pipeline, ingress, egress))
-            }
-            Err(e) => {
-                durability.stop();
-                Err(e)
-            }
-        }
+        let (mut pipeline, ingress, egress) =
+            Self::spawn_inner::<MpscRing>(engine, config, Some(Box::new(stage)), gate)?;
+        pipeline.durability = Some(durability);
+        Ok((pipeline, ingress, egress))
     }
 
     /// Starts a given engine with the ingress on queue family `Q` (e.g.
@@ -239,7 +232,7 @@ impl Pipeline {
         engine: Engine,
         config: PipelineConfig,
         journal: Option<Box<dyn Journaling>>,
-        gate: Option<Arc<Durability>>,
+        gate: Option<Gate>,
     ) -> io::Result<(Pipeline, Ingress<Q>, Egress)> {
         let max_batch = config.max_batch.max(1);
         let (commands_tx, commands_rx) = Q::bounded(config.ingress_capacity);
@@ -282,7 +275,6 @@ impl Pipeline {
         };
         let egress = Egress {
             gate,
-            held: None,
             batches: batches_rx,
             recycle: recycle_tx,
             wakers: wakers_tx,
@@ -296,7 +288,6 @@ impl Pipeline {
                 thread,
                 shared,
                 durability: None,
-                syncer: None,
             },
             ingress,
             egress,
@@ -328,15 +319,7 @@ impl Pipeline {
     ///
     /// A panic on the engine thread is resumed here.
     pub fn join(self) -> Engine {
-        let engine = self.thread.join();
-        if let Some(d) = &self.durability {
-            d.stop();
-        }
-        if let Some(syncer) = self.syncer {
-            // The syncer only ends by returning: its failures are in `journal_failure`.
-            let _ = syncer.join();
-        }
-        match engine {
+        match self.thread.join() {
             Ok(engine) => engine,
             Err(panic) => std::panic::resume_unwind(panic),
         }
@@ -484,10 +467,9 @@ pub enum RecvTimeoutError {
 /// It may move between threads; a blocking receive wakes promptly on whichever thread it is
 /// made from.
 pub struct Egress {
-    /// With a journal in `batch` mode: batches are handed out once durable.
-    gate: Option<Arc<Durability>>,
-    /// A batch popped but not yet durable when `try_recv` or a deadline gave up on it.
-    held: Option<Published>,
+    /// With a journal in `batch` mode: batches are handed out once durable, and this consumer
+    /// runs the sync that makes them so.
+    gate: Option<Gate>,
     batches: SpscConsumer<Published>,
     recycle: MpscProducer<Vec<Event>>,
     /// Hands the engine thread the handle of the thread that blocks in `recv`.
@@ -499,23 +481,17 @@ pub struct Egress {
 }
 
 impl Egress {
-    /// The next batch if one is ready (and, with a journal in `batch` mode, durable).
+    /// The next batch if one is ready. With a journal in `batch` mode this syncs the journal
+    /// first if the batch's commands are not durable yet.
     pub fn try_recv(&mut self) -> Result<Batch, TryRecvError> {
-        let published = match self.held.take() {
-            Some(p) => p,
-            None => match self.batches.try_pop() {
-                Ok(p) => p,
-                Err(PopError::Empty) => return Err(TryRecvError::Empty),
-                Err(PopError::Closed) => return Err(TryRecvError::Closed),
-            },
+        let published = match self.batches.try_pop() {
+            Ok(p) => p,
+            Err(PopError::Empty) => return Err(TryRecvError::Empty),
+            Err(PopError::Closed) => return Err(TryRecvError::Closed),
         };
-        match self.durable(&published, Some(Instant::now())) {
-            Synced::Durable => Ok(self.received(published)),
-            Synced::Failed => Err(TryRecvError::Closed),
-            Synced::TimedOut => {
-                self.held = Some(published);
-                Err(TryRecvError::Empty)
-            }
+        match self.make_durable(&published) {
+            true => Ok(self.received(published)),
+            false => Err(TryRecvError::Closed),
         }
     }
 
@@ -525,23 +501,17 @@ impl Egress {
         self.recv_until(None).ok()
     }
 
-    /// The next batch, waiting for it until `deadline`.
+    /// The next batch, waiting for it until `deadline` (a journal sync it needs is not cut
+    /// short by the deadline).
     pub fn recv_deadline(&mut self, deadline: Instant) -> Result<Batch, RecvTimeoutError> {
         self.recv_until(Some(deadline))
     }
 
     fn recv_until(&mut self, deadline: Option<Instant>) -> Result<Batch, RecvTimeoutError> {
-        let published = match self.held.take() {
-            Some(p) => p,
-            None => self.pop_until(deadline)?,
-        };
-        match self.durable(&published, deadline) {
-            Synced::Durable => Ok(self.received(published)),
-            Synced::Failed => Err(RecvTimeoutError::Closed),
-            Synced::TimedOut => {
-                self.held = Some(published);
-                Err(RecvTimeoutError::Timeout)
-            }
+        let published = self.pop_until(deadline)?;
+        match self.make_durable(&published) {
+            true => Ok(self.received(published)),
+            false => Err(RecvTimeoutError::Closed),
         }
     }
 
@@ -569,11 +539,15 @@ impl Egress {
         }
     }
 
-    /// Waits (until `deadline`, if given) for the commands of a batch to be durable.
-    fn durable(&self, published: &Published, deadline: Option<Instant>) -> Synced {
-        match &self.gate {
-            None => Synced::Durable,
-            Some(d) => d.wait_synced_until(published.index, deadline),
+    /// Makes the commands of a batch durable if they are not yet: one sync covers everything
+    /// the engine has written by then, this batch and the runs after it. `false` if the journal
+    /// failed: the batch must never be published.
+    fn make_durable(&mut self, published: &Published) -> bool {
+        match &mut self.gate {
+            None => true,
+            // The engine raised `written` past the batch before publishing it, so a sync
+            // starting now covers it.
+            Some(gate) => gate.durability.synced() >= published.index || gate.duty.sync_written(),
         }
     }
 
@@ -672,6 +646,20 @@ impl Drop for Batch {
     }
 }
 
+/// The durability gate of the `batch` fsync mode, held by the egress consumer.
+struct Gate {
+    durability: Arc<Durability>,
+    duty: Box<dyn GroupSync>,
+}
+
+impl Drop for Gate {
+    fn drop(&mut self) {
+        // Nobody syncs from now on: the engine thread must not wait for it (its next publish
+        // finds the consumer gone and stops).
+        self.durability.abandon();
+    }
+}
+
 /// What the engine thread publishes for one run of commands.
 struct Published {
     events: Vec<Event>,
@@ -699,16 +687,24 @@ trait Journaling: Send {
     /// A clean stop: everything written is made durable, whatever the mode.
     fn finish(&mut self);
     fn fail(&self, why: String);
-    /// Called once on the engine thread, so the syncer knows whom to wake.
+    /// Called once on the engine thread, so the consumer's sync knows whom to wake.
     fn on_engine_thread(&self);
 }
 
 struct JournalStage<S: Storage> {
     writer: JournalWriter<S>,
     durability: Arc<Durability>,
-    /// To the syncer, in `batch` mode.
-    rotations: Option<SpscProducer<<S::File as StorageFile>::Sync>>,
+    segments: Segments<<S::File as StorageFile>::Sync>,
     group_commit_bytes: u64,
+}
+
+/// Where the sync handles of new segments go.
+enum Segments<F> {
+    /// `batch`: to the consumer's sync, which syncs each in turn, oldest first.
+    ToConsumer(SpscProducer<F>),
+    /// `off`: kept, oldest first, for the sync at a clean stop (a segment is tens of MiB, so
+    /// this grows by one every few hundred thousand commands).
+    Kept(Vec<F>),
 }
 
 impl<S: Storage> Journaling for JournalStage<S> {
@@ -723,23 +719,22 @@ impl<S: Storage> Journaling for JournalStage<S> {
         let d = &self.durability;
         if d.unsynced_bytes() >= self.group_commit_bytes {
             wait.wait_for(Some(&d.writer_bell), || {
-                (d.unsynced_bytes() < self.group_commit_bytes || d.failure().is_some())
-                    .then_some(())
+                d.room_or_end(self.group_commit_bytes).then_some(())
             });
         }
         if let Some(why) = d.failure() {
             return Err(why.to_string());
         }
-        let commit = match self.writer.commit() {
+        let commit = match self.writer.commit(d.synced()) {
             Ok(Some(commit)) => commit,
             Ok(None) => return Ok(0),
             Err(e) => return Err(format!("journal write failed: {e}")),
         };
-        match &mut self.rotations {
-            Some(rotations) => {
+        match &mut self.segments {
+            Segments::ToConsumer(rotations) => {
                 if let Some(next) = commit.rotated {
                     let mut next = Some(next);
-                    // The syncer drains these every sync; waiting here is near impossible.
+                    // Every sync drains these; waiting here is near impossible.
                     wait.wait_for(None, || match rotations.try_push(next.take()?) {
                         Ok(()) => Some(()),
                         Err(PushError::Full(n)) | Err(PushError::Closed(n)) => {
@@ -750,20 +745,31 @@ impl<S: Storage> Journaling for JournalStage<S> {
                 }
                 d.wrote(commit.last, commit.bytes);
             }
-            None => d.wrote_unsynced(commit.last, commit.bytes),
+            Segments::Kept(kept) => {
+                kept.extend(commit.rotated);
+                d.wrote_unsynced(commit.last, commit.bytes);
+            }
         }
         Ok(commit.last)
     }
 
     fn finish(&mut self) {
-        if self.rotations.is_none() {
-            // `fsync = off` syncs only here; earlier segments were synced by nobody.
-            if let Err(e) = self.writer.sync() {
-                self.durability
-                    .fail(format!("journal sync at shutdown failed: {e}"));
-            }
+        // With `batch`, whatever was published is durable; runs that published nothing
+        // (heartbeats) wait for a sync that the consumer may still run, and syncing only the
+        // current segment here could make it durable before older ones: syncs must go oldest
+        // first, so recovery can tell a torn end from damage. With `off`, a clean stop syncs
+        // every segment, oldest first.
+        let Segments::Kept(kept) = &self.segments else {
+            return;
+        };
+        let synced = kept
+            .iter()
+            .try_for_each(|segment| segment.sync_data())
+            .and_then(|()| self.writer.storage().sync_dir());
+        if let Err(e) = synced {
+            self.durability
+                .fail(format!("journal sync at shutdown failed: {e}"));
         }
-        self.durability.stop();
     }
 
     fn fail(&self, why: String) {

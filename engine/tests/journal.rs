@@ -52,13 +52,26 @@ fn write(
     let mut w = journal.into_writer(from, segment_bytes).unwrap();
     let mut i = from;
     for &n in runs {
+        // As in `batch` mode under a light load: each run was synced before the next.
+        let durable = i - 1;
         for _ in 0..n {
             assert_eq!(w.push(&command(i - 1)), i);
             i += 1;
         }
-        w.commit().unwrap();
+        w.commit(durable).unwrap();
     }
     w
+}
+
+/// Each file of a simulated disk with its length, for failure messages.
+fn describe(disk: &SimStorage) -> String {
+    let mut names = disk.list().unwrap();
+    names.sort();
+    names
+        .iter()
+        .map(|n| format!("{n} ({} bytes)", disk.read(n).unwrap().len()))
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn read_all(disk: &SimStorage) -> Vec<(u64, Command)> {
@@ -126,9 +139,9 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
     for i in 8..=12 {
         w.push(&command(i - 1));
     }
-    w.commit().unwrap();
+    w.commit(7).unwrap();
     let record_len = disk.unsynced(&name);
-    assert!(record_len > 24);
+    assert!(record_len > 32);
     for keep in 0..=record_len {
         for tear in [Tear::Keep(keep), Tear::Garble(keep)] {
             let after = disk.crash(|_| tear);
@@ -154,7 +167,7 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
             // Repair, append, and the journal reads whole again.
             let mut w = journal.into_writer(8, 1 << 20).unwrap();
             w.push(&command(7));
-            w.commit().unwrap();
+            w.commit(7).unwrap();
             w.sync().unwrap();
             let back = read_all(&after);
             assert_eq!(back.len(), 8);
@@ -183,7 +196,7 @@ fn damage_in_the_middle_is_refused_with_file_and_offset() {
     let name = segment_name(1);
     let bytes = disk.read(&name).unwrap();
     // Flip a bit inside the second record's payload.
-    let second = 32 + 24 + u32::from_le_bytes(bytes[36..40].try_into().unwrap()) as usize;
+    let second = 32 + 32 + u32::from_le_bytes(bytes[36..40].try_into().unwrap()) as usize;
     disk.poke(&name, second + 30, |b| *b ^= 4);
     let err = Journal::open(disk.clone(), OpenOptions::default())
         .err()
@@ -255,7 +268,7 @@ fn a_crash_loses_nothing_that_was_synced() {
             let i = w.next_index();
             w.push(&command(i - 1));
         }
-        let commit = w.commit().unwrap().unwrap();
+        let commit = w.commit(synced).unwrap().unwrap();
         if let Some(h) = commit.rotated {
             handles.push(h);
         }
@@ -387,7 +400,8 @@ fn batch_mode_publishes_only_what_a_crash_keeps() {
         last_index = batch.journal_index();
         if batch.len() % 5 == 0 {
             let after = disk.crash(|_| Tear::Lose);
-            let journal = Journal::open(after, OpenOptions::default()).unwrap();
+            let journal = Journal::open(after.clone(), OpenOptions::default())
+                .unwrap_or_else(|e| panic!("{e}; the crash image: {}", describe(&after)));
             assert!(
                 journal.last_index() >= batch.journal_index(),
                 "published up to {} but only {} survive",
@@ -561,7 +575,7 @@ mod crashes {
                             let i = w.next_index();
                             w.push(&command(i - 1));
                         }
-                        let commit = w.commit().unwrap().unwrap();
+                        let commit = w.commit(synced).unwrap().unwrap();
                         handles.extend(commit.rotated);
                         written = commit.last;
                     }
@@ -586,7 +600,7 @@ mod crashes {
             let next = last + 1;
             let mut w = journal.into_writer(next, segment_bytes).unwrap();
             w.push(&command(next - 1));
-            w.commit().unwrap();
+            w.commit(last).unwrap();
             w.sync().unwrap();
             let back = read_all(&after);
             prop_assert_eq!(back.len() as u64, next);
@@ -595,4 +609,71 @@ mod crashes {
             }
         }
     }
+}
+
+/// The engine thread waits for the consumer's syncs once `group_commit_bytes` are unsynced;
+/// a consumer that goes away must not leave it waiting forever.
+#[test]
+fn a_consumer_that_leaves_does_not_strand_the_engine_on_the_group_bound() {
+    let disk = SimStorage::new();
+    let writer = Journal::open(disk.clone(), OpenOptions::default())
+        .unwrap()
+        .into_writer(1, 1 << 20)
+        .unwrap();
+    let (pipeline, ingress, egress) = Pipeline::spawn_journaled(
+        Engine::default(),
+        // One command per run, so there are many commits.
+        PipelineConfig {
+            max_batch: 1,
+            ..PipelineConfig::default()
+        },
+        JournalSetup {
+            writer,
+            fsync: FsyncMode::Batch,
+            // Every run is over the bound: each commit after the first waits for a sync.
+            group_commit_bytes: 1,
+            group_commit_delay: std::time::Duration::ZERO,
+        },
+    )
+    .unwrap();
+    for i in 0..50 {
+        ingress.submit(command(i)).unwrap();
+    }
+    drop(egress);
+    drop(ingress);
+    // Returns: the engine thread found the consumer gone instead of waiting for it.
+    pipeline.join();
+}
+
+/// A directory sync can make a new segment's name durable before its data: after a crash the
+/// journal may end in segments that are empty or torn. That is a torn tail, not damage.
+#[test]
+fn trailing_segments_whose_data_never_became_durable_are_a_torn_tail() {
+    let disk = SimStorage::new();
+    // Small enough to stay in the first segment, which the writer's sync then covers.
+    let mut w = write(&disk, 1, &[2], 300);
+    w.sync().unwrap();
+    let kept = Journal::open(disk.clone(), OpenOptions::default())
+        .unwrap()
+        .last_index();
+    // Two more segments, written but not synced; then a directory sync makes their names durable.
+    for _ in 0..3 {
+        let i = w.next_index();
+        for k in 0..10 {
+            w.push(&command(i - 1 + k));
+        }
+        w.commit(kept).unwrap();
+    }
+    disk.sync_dir().unwrap();
+    let after = disk.crash(|_| Tear::Lose);
+    let segments = after.list().unwrap().len();
+    assert!(segments >= 3, "rotations made durable names: {segments}");
+    let journal = Journal::open(after.clone(), OpenOptions::default()).unwrap();
+    assert_eq!(journal.last_index(), kept);
+    let torn = journal.torn_tail().expect("reported").clone();
+    assert!(!torn.deliberate);
+    assert_eq!(torn.dropped_segments.len(), segments - 2);
+    let w = journal.into_writer(kept + 1, 300).unwrap();
+    w.sync().unwrap();
+    assert_eq!(read_all(&after).len() as u64, kept);
 }

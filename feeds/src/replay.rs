@@ -74,7 +74,7 @@ mod tests {
             for c in run {
                 writer.push(c);
             }
-            writer.commit().unwrap();
+            writer.commit(0).unwrap();
         }
         writer.sync().unwrap();
         let journal = Journal::open(disk, OpenOptions::default()).unwrap();

@@ -134,7 +134,7 @@ fn write_journal(out: &mut String, j: &crate::market::JournalState) {
         ),
         (
             "tickerd_journal_durable_index",
-            "Journal index of the last command durable (synced, or written with fsync = off).",
+            "Journal index of the last command known durable (synced; with fsync = off, what the last start found on disk).",
             d.synced(),
         ),
         (

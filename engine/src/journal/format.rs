@@ -15,15 +15,19 @@
 //!
 //! | offset | size | record field |
 //! |---|---|---|
-//! | 0 | 4 | CRC32C of bytes 4..24+len (the rest of the header and the payload) |
+//! | 0 | 4 | CRC32C of bytes 4..32+len (the rest of the header and the payload) |
 //! | 4 | 4 | payload length `len` |
 //! | 8 | 8 | journal index of the record's first command |
 //! | 16 | 4 | commands in the record (≥ 1) |
 //! | 20 | 4 | record kind: 1 = commands |
-//! | 24 | len | the commands, each in the engine's binary codec, back to back |
+//! | 24 | 8 | journal index known durable (synced) when the record was written |
+//! | 32 | len | the commands, each in the engine's binary codec, back to back |
 //!
 //! Every integer is little-endian. One record holds the commands of one engine run (one group
 //! of commands applied together), so a record is also the unit that becomes durable at once.
+//! The durable index lets recovery tell a torn end from damage: a bad record whose commands a
+//! later, intact record says were already durable was damaged after the fact; otherwise it is
+//! what a crash left of writes that were never confirmed.
 
 use crate::codec::{decode_command, encode_command, CodecError, CODEC_VERSION};
 use crate::command::Command;
@@ -32,7 +36,7 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"TICKJRNL";
 /// Version of the journal's framing (segment header and record header).
 pub const FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 32;
-pub const RECORD_HEADER_LEN: usize = 24;
+pub const RECORD_HEADER_LEN: usize = 32;
 /// The only record kind so far.
 pub const RECORD_COMMANDS: u32 = 1;
 /// Largest payload a reader accepts. A record holds one engine run (at most `max_batch`
@@ -141,13 +145,15 @@ impl RecordBuilder {
         self.count
     }
 
-    /// Fills in the header and returns the whole record.
-    pub fn finish(&mut self) -> &[u8] {
+    /// Fills in the header and returns the whole record; `durable` is the journal index
+    /// known durable now.
+    pub fn finish(&mut self, durable: u64) -> &[u8] {
         let len = (self.buf.len() - RECORD_HEADER_LEN) as u32;
         self.buf[4..8].copy_from_slice(&len.to_le_bytes());
         self.buf[8..16].copy_from_slice(&self.first.to_le_bytes());
         self.buf[16..20].copy_from_slice(&self.count.to_le_bytes());
         self.buf[20..24].copy_from_slice(&RECORD_COMMANDS.to_le_bytes());
+        self.buf[24..32].copy_from_slice(&durable.to_le_bytes());
         let crc = crc32c::crc32c(&self.buf[4..]);
         self.buf[0..4].copy_from_slice(&crc.to_le_bytes());
         &self.buf
@@ -159,6 +165,8 @@ impl RecordBuilder {
 pub struct Record<'a> {
     pub first: u64,
     pub count: u32,
+    /// Journal index known durable when it was written.
+    pub durable: u64,
     pub payload: &'a [u8],
     /// Offset just past the record.
     pub end: usize,
@@ -281,6 +289,7 @@ pub fn parse_record(buf: &[u8], at: usize) -> Parsed<'_> {
     Parsed::Record(Record {
         first: u64_at(rest, 8),
         count,
+        durable: u64_at(rest, 24),
         payload: &rest[RECORD_HEADER_LEN..end],
         end: at + end,
     })
@@ -314,7 +323,7 @@ mod tests {
         for i in 0..n {
             b.push(&command(first + i));
         }
-        b.finish().to_vec()
+        b.finish(0).to_vec()
     }
 
     #[test]
@@ -383,7 +392,7 @@ mod tests {
         b.begin(1);
         b.push(&command(1));
         b.push(&command(2));
-        let mut bytes = b.finish().to_vec();
+        let mut bytes = b.finish(0).to_vec();
         // Claim one command: the second one is then trailing bytes.
         bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[4..]);

@@ -4,10 +4,10 @@
 //!
 //! ```text
 //!  engine thread ── apply ──► record (one per run of commands) ──write──► segment file
-//!        │                                                                   │
-//!        │ batch (events, last index)                              syncer: fdatasync
-//!        ▼                                                                   ▼
-//!  egress ring ──► consumer waits until the batch's last index is durable ──► feeds, clients
+//!        │                                                                   ▲
+//!        │ batch (events, last index)                                         │ fdatasync
+//!        ▼                                                                   │
+//!  egress ring ──► consumer: batch not durable yet? sync what is written ──► feeds, clients
 //! ```
 //!
 //! - [`Journal::open`] scans a data directory: it checks every segment header and record
@@ -19,7 +19,8 @@
 //!   tail and appends after it ([`JournalWriter`]).
 //! - [`snapshot_file`] writes and reads snapshot files beside the segments; [`Journal::prune`]
 //!   deletes snapshots beyond the newest `keep` and the segments they all cover.
-//! - [`sync`]: the syncer thread of the `batch` fsync mode (group commit).
+//! - [`sync`]: group commit in the `batch` fsync mode: the egress consumer syncs, for every run
+//!   written since its last sync at once.
 //!
 //! Command indexes start at 1 and have no gaps; a snapshot taken at index `n` holds the state
 //! after command `n`, so recovery replays from `n + 1`.
@@ -61,12 +62,12 @@ pub struct JournalConfig {
     pub fsync: FsyncMode,
     /// A segment is closed and a new one started once it reaches this size [64 MiB].
     pub segment_bytes: u64,
-    /// Group commit, size bound: the engine thread waits for the syncer before writing more
-    /// when this many bytes are written but not yet durable [4 MiB].
+    /// Group commit, size bound: the engine thread waits for a sync before writing more when
+    /// this many bytes are written but not yet durable [4 MiB].
     pub group_commit_bytes: u64,
-    /// Group commit, time bound: how long the syncer may wait after the first unsynced write
-    /// for more to gather into the same `fdatasync` [0: sync at once; a group is then whatever
-    /// was written while the previous sync ran].
+    /// Group commit, time bound: how long a sync waits for more commands to gather into the
+    /// same `fdatasync` [0: sync at once; a group is then whatever was written since the
+    /// previous sync began].
     pub group_commit_delay: Duration,
     /// A snapshot is cut every this many commands [250,000], and at a clean shutdown.
     pub snapshot_every: u64,

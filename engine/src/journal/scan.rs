@@ -1,10 +1,13 @@
 //! Opening a journal: every segment and record checked, a torn tail told apart from damage in
 //! the middle, commands read back, the tail repaired for appending, old files pruned.
 //!
-//! A record that does not check out is a **torn tail** when it is where a crash leaves one: in
-//! the last segment, and either cut short by the end of the file, or the last thing in the
-//! file, or followed by nothing but zeros. Anywhere else it is **corruption**: recovery
-//! refuses it rather than silently dropping acknowledged commands after it.
+//! A record (or segment header) that does not check out is a **torn tail** — what a crash
+//! leaves of writes that were never confirmed — unless an intact record further on (in the same
+//! segment, found byte by byte, or in a later one) was written when the broken record's commands
+//! were already durable: each record carries the index known durable when it was written. Then
+//! it is **damage** (the bytes changed after they were durable) and recovery refuses it rather
+//! than silently dropping acknowledged commands. Intact records out of order, a gap between
+//! segments and another build's format are damage too.
 
 use super::format::{parse_record, HeaderError, Parsed, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::snapshot_file::{self, SnapshotFile};
@@ -89,79 +92,94 @@ impl<S: Storage> Journal<S> {
             torn: None,
             stale,
         };
-        let count = segment_names.len();
         for (i, (first, name)) in segment_names.iter().enumerate() {
-            let last_segment = i + 1 == count;
-            match journal.scan_segment(*first, name, last_segment)? {
-                Scanned::Whole(info) => journal.segments.push(info),
-                Scanned::Torn(info, tail) => {
+            let (info, offset, reason, tail_like, len) = match journal.scan_segment(*first, name)? {
+                Scanned::Whole(info) => {
                     journal.segments.push(info);
-                    journal.torn = Some(tail);
+                    continue;
                 }
-                Scanned::Headerless => journal.stale.push(name.clone()),
-                Scanned::Damaged(info, offset, reason) => {
-                    let file = journal.storage.describe(name);
-                    if !options.truncate_corrupt {
-                        return Err(JournalError::Corrupt {
-                            file,
-                            offset,
-                            reason,
-                        });
-                    }
-                    let bytes = journal
-                        .storage
-                        .read(name)
-                        .map_err(JournalError::io(format!("reading {file}")))?
-                        .len() as u64
-                        - offset;
-                    journal.torn = Some(TornTail {
-                        file,
-                        offset,
-                        bytes,
-                        reason,
-                        dropped_segments: segment_names[i + 1..]
-                            .iter()
-                            .map(|(_, n)| n.clone())
-                            .collect(),
-                        deliberate: true,
-                    });
-                    if let Some(info) = info {
-                        journal.segments.push(info);
-                    } else {
-                        journal.stale.push(name.clone());
-                    }
-                    break;
-                }
+                Scanned::Broken {
+                    info,
+                    offset,
+                    reason,
+                    tail_like,
+                    len,
+                } => (info, offset, reason, tail_like, len),
+            };
+            // A crash leaves garbage only where writes were never confirmed durable, so the
+            // break is a torn end unless an intact record further on says the commands here
+            // were already durable when it was written: then they were damaged afterwards.
+            let expected = info.as_ref().map_or(*first, |i| i.last + 1);
+            let later = &segment_names[i + 1..];
+            let claim = match tail_like {
+                true => journal.durable_claim(name, offset as usize, later, expected)?,
+                false => None,
+            };
+            let torn = tail_like && claim.is_none();
+            let file = journal.storage.describe(name);
+            let reason = match claim {
+                Some((at, offset, durable)) => format!(
+                    "{reason}; the intact record at byte {offset} of {at} was written when \
+                     commands up to {durable} were durable"
+                ),
+                None => reason,
+            };
+            if !torn && !options.truncate_corrupt {
+                return Err(JournalError::Corrupt {
+                    file,
+                    offset,
+                    reason,
+                });
             }
+            journal.torn = Some(TornTail {
+                file,
+                offset,
+                bytes: len - offset,
+                reason,
+                dropped_segments: later.iter().map(|(_, n)| n.clone()).collect(),
+                deliberate: !torn,
+            });
+            match info {
+                Some(info) => journal.segments.push(info),
+                None => journal.stale.push(name.clone()),
+            }
+            break;
         }
         Ok(journal)
     }
 
-    fn scan_segment(
-        &self,
-        first: u64,
-        name: &str,
-        last_segment: bool,
-    ) -> Result<Scanned, JournalError> {
+    fn scan_segment(&self, first: u64, name: &str) -> Result<Scanned, JournalError> {
         let file = self.storage.describe(name);
         let bytes = self
             .storage
             .read(name)
             .map_err(JournalError::io(format!("reading {file}")))?;
+        let len = bytes.len() as u64;
+        let broken = |info, offset: usize, reason: String, tail_like| Scanned::Broken {
+            info,
+            offset: offset as u64,
+            reason,
+            tail_like,
+            len,
+        };
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
-            // Created, then the crash came before its header was whole.
-            Err(HeaderError::Short { .. }) if last_segment => return Ok(Scanned::Headerless),
-            Err(e) => return Ok(Scanned::Damaged(None, 0, e.to_string())),
+            // Written by another build: nothing a crash does.
+            Err(e @ (HeaderError::Version(_) | HeaderError::Codec(_))) => {
+                return Ok(broken(None, 0, e.to_string(), false))
+            }
+            // Created, then the crash came before its header was durable.
+            Err(e) => return Ok(broken(None, 0, e.to_string(), true)),
         };
         if header.first != first {
-            return Ok(Scanned::Damaged(
+            return Ok(broken(
                 None,
                 16,
                 format!(
                     "header says the first command is {}, the name says {first}",
                     header.first
                 ),
+                false,
             ));
         }
         if let Some(prev) = self.segments.last() {
@@ -169,13 +187,14 @@ impl<S: Storage> Journal<S> {
             // crash can lose a journal tail that a (always synced) snapshot had already covered.
             let covered = self.snapshots.contains(&(first - 1));
             if first != prev.last + 1 && !(first > prev.last + 1 && covered) {
-                return Ok(Scanned::Damaged(
+                return Ok(broken(
                     None,
                     0,
                     format!(
                         "segment starts at command {first} but the previous one ends at {}",
                         prev.last
                     ),
+                    false,
                 ));
             }
         }
@@ -188,7 +207,7 @@ impl<S: Storage> Journal<S> {
         };
         let mut pos = SEGMENT_HEADER_LEN;
         while pos < bytes.len() {
-            let reason = match parse_record(&bytes, pos) {
+            let (reason, tail_like) = match parse_record(&bytes, pos) {
                 Parsed::Record(r) if r.first == info.last + 1 => {
                     info.last = r.last();
                     info.records += 1;
@@ -196,64 +215,51 @@ impl<S: Storage> Journal<S> {
                     info.len = pos as u64;
                     continue;
                 }
-                Parsed::Record(r) => {
-                    return Ok(Scanned::Damaged(
-                        Some(info.clone()),
-                        pos as u64,
-                        format!(
-                            "record starts at command {} where {} was expected",
-                            r.first,
-                            info.last + 1
-                        ),
-                    ))
-                }
+                Parsed::Record(r) => (
+                    format!(
+                        "record starts at command {} where {} was expected",
+                        r.first,
+                        info.last + 1
+                    ),
+                    false,
+                ),
                 Parsed::Incomplete { needed } => {
-                    if last_segment {
-                        return Ok(Scanned::Torn(
-                            info,
-                            self.tail(
-                                name,
-                                pos,
-                                &bytes,
-                                format!("last record is {needed} bytes short"),
-                            ),
-                        ));
-                    }
-                    format!("record cut short ({needed} bytes missing) before the end of a closed segment")
+                    (format!("record cut short: {needed} bytes missing"), true)
                 }
-                Parsed::BadChecksum => {
-                    if last_segment && is_tail(&bytes, pos) {
-                        return Ok(Scanned::Torn(
-                            info,
-                            self.tail(name, pos, &bytes, "last record fails its checksum".into()),
-                        ));
-                    }
-                    "record checksum mismatch".into()
-                }
-                Parsed::BadHeader { reason } => {
-                    if last_segment && bytes[pos..].iter().all(|b| *b == 0) {
-                        return Ok(Scanned::Torn(
-                            info,
-                            self.tail(name, pos, &bytes, "zeros after the last record".into()),
-                        ));
-                    }
-                    reason.into()
-                }
+                Parsed::BadChecksum => ("record fails its checksum".into(), true),
+                Parsed::BadHeader { reason } => (reason.into(), true),
             };
-            return Ok(Scanned::Damaged(Some(info), pos as u64, reason));
+            return Ok(broken(Some(info), pos, reason, tail_like));
         }
         Ok(Scanned::Whole(info))
     }
 
-    fn tail(&self, name: &str, pos: usize, bytes: &[u8], reason: String) -> TornTail {
-        TornTail {
-            file: self.storage.describe(name),
-            offset: pos as u64,
-            bytes: (bytes.len() - pos) as u64,
-            reason,
-            dropped_segments: Vec::new(),
-            deliberate: false,
+    /// The first intact record after `offset` in segment `name`, or in the `later` segments,
+    /// whose durable index reaches `expected`: where it is and what it says.
+    fn durable_claim(
+        &self,
+        name: &str,
+        offset: usize,
+        later: &[(u64, String)],
+        expected: u64,
+    ) -> Result<Option<(String, u64, u64)>, JournalError> {
+        let read = |name: &str| {
+            self.storage.read(name).map_err(JournalError::io(format!(
+                "reading {}",
+                self.storage.describe(name)
+            )))
+        };
+        let here = read(name)?;
+        if let Some((at, durable)) = find_claim(&here, offset + 1, expected) {
+            return Ok(Some((self.storage.describe(name), at as u64, durable)));
         }
+        for (_, name) in later {
+            let bytes = read(name)?;
+            if let Some((at, durable)) = find_claim(&bytes, SEGMENT_HEADER_LEN, expected) {
+                return Ok(Some((self.storage.describe(name), at as u64, durable)));
+            }
+        }
+        Ok(None)
     }
 
     pub fn storage(&self) -> &S {
@@ -416,21 +422,43 @@ impl<S: Storage> Journal<S> {
     }
 }
 
-/// Whether the bad record at `pos` is the last thing in the file: it runs exactly to the end,
-/// or only zeros follow it.
-fn is_tail(bytes: &[u8], pos: usize) -> bool {
-    let declared = pos
-        + super::format::RECORD_HEADER_LEN
-        + u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().expect("4 bytes")) as usize;
-    declared == bytes.len() || bytes[pos..].iter().all(|b| *b == 0)
+/// Looks from `start` on for an intact record claiming `expected` durable: record by record
+/// while they check out, byte by byte after a break (where the next record starts is then
+/// unknown), with cheap checks before any checksum.
+fn find_claim(bytes: &[u8], start: usize, expected: u64) -> Option<(usize, u64)> {
+    let u32_at = |p: usize| u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes"));
+    let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
+    let mut pos = start;
+    while pos + super::format::RECORD_HEADER_LEN <= bytes.len() {
+        let plausible = u32_at(pos + 20) == super::format::RECORD_COMMANDS
+            && u32_at(pos + 16) != 0
+            && u64_at(pos + 8) >= expected
+            && u64_at(pos + 24) >= expected;
+        if plausible {
+            if let Parsed::Record(r) = parse_record(bytes, pos) {
+                return Some((pos, r.durable));
+            }
+        }
+        match parse_record(bytes, pos) {
+            Parsed::Record(r) => pos = r.end,
+            _ => pos += 1,
+        }
+    }
+    None
 }
 
 enum Scanned {
     Whole(SegmentInfo),
-    Torn(SegmentInfo, TornTail),
-    Headerless,
-    /// Damage at an offset, with the part of the segment before it (if the header was good).
-    Damaged(Option<SegmentInfo>, u64, String),
+    /// Something at `offset` does not check out: `info` is the part of the segment before it
+    /// (when its header is good), `tail_like` whether a crash can leave it (bytes that do not
+    /// check out), as opposed to intact records out of order or another build's format.
+    Broken {
+        info: Option<SegmentInfo>,
+        offset: u64,
+        reason: String,
+        tail_like: bool,
+        len: u64,
+    },
 }
 
 /// Iterator of [`Journal::commands_from`]: `(index, command)` pairs.

@@ -1,37 +1,24 @@
-//! Group commit: the syncer thread of the `batch` fsync mode, and the durability watermark the
-//! engine thread, the syncer and the egress consumer share.
+//! Group commit in the `batch` fsync mode: the durability watermark the engine thread and the
+//! egress consumer share, and the sync the consumer runs.
 //!
-//! The engine thread writes each run of commands and raises `written`; the syncer calls
-//! `fdatasync` on whatever has been written so far (one sync for every run written while the
-//! previous one ran: the group) and raises `synced`; the consumer holds each batch of events
-//! until `synced` reaches the batch's last command. No thread waits for another except the
-//! consumer, for the disk — and the engine thread when more than
+//! The engine thread writes each run of commands and raises `written`. The consumer must hold
+//! each batch of events until its last command is durable, and it has nothing else to do
+//! meanwhile (batches leave in order), so it is the consumer that calls `fdatasync` — on
+//! whatever has been written by then: one sync for every run written since the previous one
+//! (the group) — and raises `synced`. No extra thread, and no wake-up between the sync and the
+//! publication. The engine thread never waits for the disk, except when more than
 //! [`super::JournalConfig::group_commit_bytes`] are written but not yet synced.
 
 use super::storage::{Storage, SyncFile};
 use crate::ring::{Doorbell, SpscConsumer};
 use crossbeam_utils::CachePadded;
-use parking_lot::{Condvar, Mutex};
 use std::io;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::thread::{self, JoinHandle, Thread};
+use std::thread::Thread;
 use std::time::{Duration, Instant};
 
-/// Longest a parked syncer or waiting consumer sleeps without being woken: a safety net only,
-/// every state change wakes them.
-const PARK_NET: Duration = Duration::from_millis(50);
-
-/// What a wait for durability came to.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Synced {
-    Durable,
-    /// The journal failed: what was waited for will never be durable.
-    Failed,
-    TimedOut,
-}
-
-/// How far the journal has got, shared by its writer, its syncer and its readers.
+/// How far the journal has got, shared by its writer, the consumer that syncs it, and readers.
 #[derive(Debug, Default)]
 pub struct Durability {
     /// Index of the last command written (to the page cache).
@@ -40,17 +27,11 @@ pub struct Durability {
     /// Index of the last command known durable.
     synced: CachePadded<AtomicU64>,
     synced_bytes: AtomicU64,
-    /// Whether a consumer waits for `synced` (it then waits on `cond`).
-    consumer_waiting: AtomicBool,
-    lock: Mutex<()>,
-    cond: Condvar,
     /// Set once: the journal failed, nothing more becomes durable.
     failure: OnceLock<String>,
-    stop: AtomicBool,
-    /// The syncer parks on this bell; the writer rings it after each write.
-    pub(crate) syncer_bell: Doorbell,
-    syncer: OnceLock<Thread>,
-    /// The writer parks on this bell when too much is unsynced; the syncer rings it.
+    /// The consumer that syncs is gone: a writer must not wait for its syncs.
+    abandoned: AtomicBool,
+    /// The writer parks on this bell when too much is unsynced; the consumer's sync rings it.
     pub(crate) writer_bell: Doorbell,
     writer: OnceLock<Thread>,
     syncs: AtomicU64,
@@ -103,96 +84,59 @@ impl Durability {
         self.failure.get().map(String::as_str)
     }
 
-    /// Records a failure (the first one wins) and wakes every waiter so it can see it.
+    /// Records a failure (the first one wins) and wakes a writer waiting for room.
     pub fn fail(&self, why: String) {
         let _ = self.failure.set(why);
-        self.wake_all();
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    /// Consumer side: it will sync no more (it is gone); wakes a writer waiting for room.
+    pub(crate) fn abandon(&self) {
+        self.abandoned.store(true, Ordering::Release);
+        if let Some(t) = self.writer.get() {
+            t.unpark();
+        }
+    }
+
+    /// Whether a writer waiting for room under the group bound should stop waiting: the
+    /// room came, the journal failed, or nobody will sync any more.
+    pub(crate) fn room_or_end(&self, bound: u64) -> bool {
+        self.unsynced_bytes() < bound
+            || self.failure.get().is_some()
+            || self.abandoned.load(Ordering::Acquire)
     }
 
     /// Writer side: commands up to `index` (and `bytes` more bytes) are written.
     pub(crate) fn wrote(&self, index: u64, bytes: u64) {
         self.written_bytes.fetch_add(bytes, Ordering::Release);
         self.written.store(index, Ordering::Release);
-        if let Some(syncer) = self.syncer.get() {
-            self.syncer_bell.ring(syncer);
-        }
     }
 
-    /// Writer side, without a syncer (`fsync = off`): written is as durable as it gets.
+    /// Writer side, with nobody syncing (`fsync = off`): `synced` stays where recovery left it
+    /// (or the last clean stop), which is what is known durable.
     pub(crate) fn wrote_unsynced(&self, index: u64, bytes: u64) {
         self.written_bytes.fetch_add(bytes, Ordering::Relaxed);
         self.written.store(index, Ordering::Release);
-        self.synced_bytes.fetch_add(bytes, Ordering::Relaxed);
-        self.synced.store(index, Ordering::Release);
     }
 
     pub(crate) fn register_writer(&self, thread: Thread) {
         let _ = self.writer.set(thread);
     }
 
-    /// Consumer side: waits until command `index` is durable, or the journal failed first
-    /// (the command's results must then never be published), or `deadline` passed.
-    pub fn wait_synced_until(&self, index: u64, deadline: Option<Instant>) -> Synced {
-        if self.synced() >= index {
-            return Synced::Durable;
-        }
-        let mut guard = self.lock.lock();
-        self.consumer_waiting.store(true, Ordering::SeqCst);
-        let outcome = loop {
-            if self.synced.load(Ordering::SeqCst) >= index {
-                break Synced::Durable;
-            }
-            if self.failure.get().is_some() {
-                break Synced::Failed;
-            }
-            let now = Instant::now();
-            let until = match deadline {
-                Some(d) if d <= now => break Synced::TimedOut,
-                Some(d) => d.min(now + PARK_NET),
-                None => now + PARK_NET,
-            };
-            self.cond.wait_until(&mut guard, until);
-        };
-        self.consumer_waiting.store(false, Ordering::Relaxed);
-        outcome
-    }
-
     fn synced_to(&self, index: u64, bytes: u64) {
         self.synced_bytes.store(bytes, Ordering::Release);
-        self.synced.store(index, Ordering::SeqCst);
-        if self.consumer_waiting.load(Ordering::SeqCst) {
-            let _guard = self.lock.lock();
-            self.cond.notify_all();
-        }
+        self.synced.store(index, Ordering::Release);
         if let Some(writer) = self.writer.get() {
             self.writer_bell.ring(writer);
         }
     }
-
-    fn wake_all(&self) {
-        {
-            let _guard = self.lock.lock();
-            self.cond.notify_all();
-        }
-        if let Some(t) = self.syncer.get() {
-            t.unpark();
-        }
-        if let Some(t) = self.writer.get() {
-            t.unpark();
-        }
-    }
-
-    /// Asks the syncer to sync what is written and stop.
-    pub(crate) fn stop(&self) {
-        self.stop.store(true, Ordering::Release);
-        if let Some(t) = self.syncer.get() {
-            t.unpark();
-        }
-    }
 }
 
-/// The syncer thread: see the module docs.
-pub struct Syncer<S: Storage> {
+/// The sync the consumer runs: every segment written so far, oldest first, then the
+/// directory when a segment was started since the last sync.
+pub struct SyncDuty<S: Storage> {
     storage: S,
     current: <S::File as super::StorageFile>::Sync,
     /// New segments, in order, from the writer's rotations.
@@ -201,63 +145,31 @@ pub struct Syncer<S: Storage> {
     delay: Duration,
 }
 
-impl<S: Storage> Syncer<S> {
-    /// Starts the syncer on the writer's current segment.
-    pub fn spawn(
+/// [`SyncDuty`] without its storage type, for the egress consumer to hold.
+pub trait GroupSync: Send {
+    /// Makes everything written so far durable and publishes it; `false` if the journal has
+    /// failed (now or before).
+    fn sync_written(&mut self) -> bool;
+}
+
+impl<S: Storage> SyncDuty<S> {
+    pub fn new(
         storage: S,
         current: <S::File as super::StorageFile>::Sync,
         rotations: SpscConsumer<<S::File as super::StorageFile>::Sync>,
         durability: Arc<Durability>,
         delay: Duration,
-    ) -> io::Result<JoinHandle<()>> {
-        let syncer = Syncer {
+    ) -> Self {
+        SyncDuty {
             storage,
             current,
             rotations,
-            durability: durability.clone(),
+            durability,
             delay,
-        };
-        let handle = thread::Builder::new()
-            .name("ticker-journal-sync".into())
-            .spawn(move || syncer.run())?;
-        let _ = durability.syncer.set(handle.thread().clone());
-        Ok(handle)
-    }
-
-    fn run(mut self) {
-        let d = self.durability.clone();
-        loop {
-            let stopping = !self.wait_for_work();
-            if d.failure().is_some() {
-                return;
-            }
-            if !self.delay.is_zero() && !stopping {
-                // Gather more into this group (the writer's rings may wake us early: sleep on).
-                let deadline = Instant::now() + self.delay;
-                while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-                    thread::park_timeout(left);
-                }
-            }
-            let target = d.written.load(Ordering::Acquire);
-            let bytes = d.written_bytes.load(Ordering::Acquire);
-            let started = Instant::now();
-            if let Err(e) = self.sync() {
-                d.fail(format!("journal fdatasync failed: {e}"));
-                return;
-            }
-            let took = started.elapsed().as_nanos() as u64;
-            d.syncs.fetch_add(1, Ordering::Relaxed);
-            d.sync_nanos.fetch_add(took, Ordering::Relaxed);
-            d.max_sync_nanos.fetch_max(took, Ordering::Relaxed);
-            d.synced_to(target, bytes);
-            if stopping && d.written() == target {
-                return;
-            }
         }
     }
 
-    /// Syncs every segment that may hold unsynced bytes, oldest first.
-    fn sync(&mut self) -> io::Result<()> {
+    fn sync_files(&mut self) -> io::Result<()> {
         let mut rotated = false;
         while let Ok(next) = self.rotations.try_pop() {
             // Everything before the rotation is in the segment being left.
@@ -272,24 +184,31 @@ impl<S: Storage> Syncer<S> {
         }
         Ok(())
     }
+}
 
-    /// Parks until something is written past `synced`. `false` when asked to stop instead.
-    fn wait_for_work(&self) -> bool {
-        let d = &self.durability;
-        loop {
-            if d.written.load(Ordering::Acquire) > d.synced.load(Ordering::Acquire) {
-                return true;
-            }
-            if d.stop.load(Ordering::Acquire) || d.failure.get().is_some() {
-                return false;
-            }
-            d.syncer_bell.announce_sleep();
-            let idle = d.written.load(Ordering::SeqCst) <= d.synced.load(Ordering::Acquire)
-                && !d.stop.load(Ordering::SeqCst);
-            if idle {
-                thread::park_timeout(PARK_NET);
-            }
-            d.syncer_bell.withdraw();
+impl<S: Storage> GroupSync for SyncDuty<S> {
+    fn sync_written(&mut self) -> bool {
+        let d = self.durability.clone();
+        if d.failure().is_some() {
+            return false;
         }
+        if !self.delay.is_zero() {
+            // Gather more commands into this group.
+            std::thread::sleep(self.delay);
+        }
+        // Loaded before the sync: every byte up to it is in a file this sync covers.
+        let target = d.written.load(Ordering::Acquire);
+        let bytes = d.written_bytes.load(Ordering::Acquire);
+        let started = Instant::now();
+        if let Err(e) = self.sync_files() {
+            d.fail(format!("journal fdatasync failed: {e}"));
+            return false;
+        }
+        let took = started.elapsed().as_nanos() as u64;
+        d.syncs.fetch_add(1, Ordering::Relaxed);
+        d.sync_nanos.fetch_add(took, Ordering::Relaxed);
+        d.max_sync_nanos.fetch_max(took, Ordering::Relaxed);
+        d.synced_to(target, bytes);
+        true
     }
 }

@@ -2,8 +2,8 @@
 //! `write` into the current segment; a full segment is closed and the next one started.
 //!
 //! The writer never syncs on its own (the engine thread must not wait for the disk): in
-//! `batch` mode the syncer thread syncs what [`Commit`]s report; [`JournalWriter::sync`] is for
-//! a clean stop and for tools.
+//! `batch` mode the egress consumer syncs what [`Commit`]s report; [`JournalWriter::sync`] is
+//! for a clean stop and for tools.
 
 use super::format::{RecordBuilder, SegmentHeader};
 use super::storage::{Storage, StorageFile};
@@ -111,12 +111,16 @@ impl<S: Storage> JournalWriter<S> {
     }
 
     /// Writes the pending commands as one record (nothing if none are pending), then starts a
-    /// new segment if this one is full.
-    pub fn commit(&mut self) -> io::Result<Option<Commit<<S::File as StorageFile>::Sync>>> {
+    /// new segment if this one is full. `durable` is the index known durable now (written into
+    /// the record for recovery; see [`super::format`]).
+    pub fn commit(
+        &mut self,
+        durable: u64,
+    ) -> io::Result<Option<Commit<<S::File as StorageFile>::Sync>>> {
         if self.record.count() == 0 {
             return Ok(None);
         }
-        let record = self.record.finish();
+        let record = self.record.finish(durable);
         self.file.append(record)?;
         let mut bytes = record.len() as u64;
         self.segment_len += bytes;
@@ -142,7 +146,7 @@ impl<S: Storage> JournalWriter<S> {
     }
 
     /// Syncs the current segment and the directory now. Earlier segments must have been
-    /// synced already (the syncer does it), or be synced by the caller.
+    /// synced already (the consumer's syncs do it), or be synced by the caller.
     pub fn sync(&self) -> io::Result<()> {
         super::storage::SyncFile::sync_data(&self.file.sync_handle()?)?;
         self.storage.sync_dir()
