@@ -20,7 +20,7 @@
 //! `TICKERD_KILL_ROUNDS` kills at least [20], `TICKERD_KILL_SECONDS` goes on killing for at
 //! least this long [0], `TICKERD_KILL_SEED` replays a run's random choices [from the clock,
 //! printed], `TICKERD_KILL_MAX_DELAY_MS` the longest wait before a kill [1500],
-//! `TICKERD_KILL_SNAPSHOT_EVERY` tickerd's `journal.snapshot_every` [2000].
+//! `TICKERD_KILL_SNAPSHOT_EVERY` tickerd's `journal.snapshot_every` [5000].
 
 #![cfg(unix)]
 
@@ -40,7 +40,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use streams::{Log, OpenOrders, StreamLog};
+use streams::{Log, OpenOrders};
 use ticker_engine::{AccountId, Instrument, Lots};
 use ticker_feeds::sim::Rng;
 use ticker_proto::v1 as pb;
@@ -74,8 +74,9 @@ struct Settings {
     rounds: u64,
     seconds: u64,
     max_delay_ms: u64,
-    /// Commands between snapshots: every second or so under the client's flow, so kills land
-    /// before, during and after snapshot writes.
+    /// Commands between snapshots: every second or two under the client's flow, so kills land
+    /// before, during and after snapshot writes (each is a few MB, mostly the feeds' resume
+    /// histories, and every one is kept: more would fill the disk).
     snapshot_every: u64,
 }
 
@@ -96,7 +97,7 @@ impl Settings {
             rounds: var("TICKERD_KILL_ROUNDS").unwrap_or(20),
             seconds: var("TICKERD_KILL_SECONDS").unwrap_or(0),
             max_delay_ms: var("TICKERD_KILL_MAX_DELAY_MS").unwrap_or(1_500),
-            snapshot_every: var("TICKERD_KILL_SNAPSHOT_EVERY").unwrap_or(2_000),
+            snapshot_every: var("TICKERD_KILL_SNAPSHOT_EVERY").unwrap_or(5_000),
         }
     }
 }
@@ -284,6 +285,53 @@ impl Connection {
     }
 }
 
+/// What the kills hit, for the summary.
+#[derive(Default)]
+struct Tally {
+    kills: u64,
+    /// Extra kills during start-up.
+    early: u64,
+    /// The most commands a start replayed after its snapshot: what snapshots bound.
+    longest_tail: u64,
+    /// Starts that cut a torn journal tail (a kill of the process leaves none: the kernel
+    /// finishes every write(2) it began).
+    torn: usize,
+    /// Kills that left a snapshot half-written (a `.tmp` file the next start deletes).
+    half_written: usize,
+}
+
+impl Tally {
+    /// Notes what a process said on stderr (a start that cut a torn tail says so).
+    fn ended(&mut self, stderr: &[String]) {
+        self.torn += stderr
+            .iter()
+            .filter(|l| l.contains("torn journal tail"))
+            .count();
+    }
+
+    fn killed(&mut self, dir: &Path, stderr: &[String]) {
+        self.ended(stderr);
+        let entries = std::fs::read_dir(dir).expect("the data directory lists");
+        let tmp = entries
+            .filter(|e| {
+                e.as_ref()
+                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
+            })
+            .count();
+        self.half_written += usize::from(tmp > 0);
+    }
+
+    /// Notes a start's journal line ("…, N journaled commands replayed (…)").
+    fn started(&mut self, recovery: &str) {
+        let (before, _) = recovery
+            .split_once(" journaled commands replayed")
+            .expect("the journal line says what was replayed");
+        let count = before.rsplit(' ').next().expect("a count");
+        let replayed: u64 = count.parse().expect("a whole number");
+        self.longest_tail = self.longest_tail.max(replayed);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_orders_and_both_streams_survive_kill_9() {
     let settings = Settings::from_env();
@@ -294,6 +342,7 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
     let dir = DataDir::new(settings.seed);
     let mut rng = Rng::new(settings.seed);
     let mut client = Client::new();
+    let mut tally = Tally::default();
     let started = Instant::now();
     // Pruning deletes the segments that every kept snapshot covers. Every snapshot is kept
     // here, and the oldest is this clean stop's, a few commands after the first start: it
@@ -302,27 +351,17 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
         .await
         .terminate()
         .await;
-    let mut kills = 0u64;
-    let mut early = 0u64;
-    // The most commands a start replayed after its snapshot: what snapshots bound.
-    let mut longest_tail = 0u64;
-    let mut torn = 0usize;
-    while kills < settings.rounds || started.elapsed() < Duration::from_secs(settings.seconds) {
+    while tally.kills < settings.rounds || started.elapsed() < Duration::from_secs(settings.seconds)
+    {
         if rng.chance(EARLY_KILLS_PER_MILLE) {
             // Now and then a kill before the client could connect, in the middle of start-up.
             let after = Duration::from_millis(rng.below(EARLY_KILL_WITHIN_MS));
             let stderr = process::start_and_kill(&args(&dir.0, &settings, true), after).await;
-            early += 1;
-            torn += stderr
-                .iter()
-                .filter(|l| l.contains("torn journal tail"))
-                .count();
-            eprintln!(
-                "early kill {early}, {} ms after the start",
-                after.as_millis()
-            );
+            tally.early += 1;
+            tally.killed(&dir.0, &stderr);
         }
         let tickerd = Tickerd::start(&args(&dir.0, &settings, true)).await;
+        tally.started(&tickerd.recovery);
         let connection = client.connect(&tickerd).await;
         let traders: Vec<_> = (0..WORKERS)
             .map(|_| {
@@ -337,12 +376,8 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
         connection.stopping();
         let recovery = tickerd.recovery.clone();
         let stderr = tickerd.kill().await;
-        kills += 1;
-        longest_tail = longest_tail.max(replayed(&recovery));
-        torn += stderr
-            .iter()
-            .filter(|l| l.contains("torn journal tail"))
-            .count();
+        tally.kills += 1;
+        tally.killed(&dir.0, &stderr);
         for t in traders {
             tokio::time::timeout(GUARD, t)
                 .await
@@ -352,7 +387,8 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
         connection.closed().await;
         client.assert_sound();
         eprintln!(
-            "kill {kills} at {:.1} s, {delay} ms after both streams spoke; the run began with {recovery}",
+            "kill {} at {:.1} s, {delay} ms after both streams spoke, in a run that began with {recovery}",
+            tally.kills,
             started.elapsed().as_secs_f64(),
         );
     }
@@ -360,32 +396,40 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
 
     // The last start: no simulator, so that nothing but the client moves its orders.
     let tickerd = Tickerd::start(&args(&dir.0, &settings, false)).await;
+    tally.started(&tickerd.recovery);
     let recovery = tickerd.recovery.clone();
     let connection = client.connect(&tickerd).await;
     cross(&client, &connection).await;
     client.first_messages().await;
-    let snapshot = open_orders_now(&client, &connection).await;
+    let (seq, open) = open_orders_now(&client, &connection).await;
     let mut watch = client.updates.subscribe();
-    tokio::time::timeout(GUARD, watch.wait_for(|l| l.last == Some(snapshot.0)))
+    tokio::time::timeout(GUARD, watch.wait_for(|l| l.last == Some(seq)))
         .await
         .expect("the live order updates reach the fresh snapshot's seq")
         .expect("the log lives");
     let view = client.view.lock().unwrap().clone();
     assert_eq!(
-        view, snapshot.1,
+        view, open,
         "the open orders the client followed are the server's"
     );
     connection.stopping();
     let stderr = tickerd.terminate().await;
+    tally.ended(&stderr);
     connection.closed().await;
     client.assert_sound();
+    for (name, log) in [
+        ("order updates", &client.updates),
+        ("trades", &client.trades),
+    ] {
+        assert_eq!(
+            log.borrow().resumes_continued,
+            client.resumes,
+            "{name}: every resume continued the chain"
+        );
+    }
     assert_eq!(
-        stderr
-            .iter()
-            .filter(|l| l.contains("torn journal tail"))
-            .count(),
-        0,
-        "the last start found the journal as the last kill left it: {stderr:?}"
+        client.resumes, tally.kills,
+        "both streams resumed after every kill"
     );
 
     let replaying = Instant::now();
@@ -404,35 +448,30 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
         view,
         "the client's open orders are the replayed engine's"
     );
-    for (name, log) in [
-        ("order updates", &client.updates),
-        ("trades", &client.trades),
-    ] {
-        let l = log.borrow();
-        assert_eq!(
-            l.resumes_continued, client.resumes,
-            "{name}: every resume continued the chain"
-        );
-    }
-    assert_eq!(
-        client.resumes, kills,
-        "both streams resumed after every kill"
+    let replayed = replaying.elapsed();
+
+    let (updates, trades) = (
+        client.updates.borrow().messages,
+        client.trades.borrow().messages,
     );
-    let StreamLog {
-        messages: updates, ..
-    } = *client.updates.borrow();
-    let StreamLog {
-        messages: trades, ..
-    } = *client.trades.borrow();
     eprintln!(
-        "kill test passed: seed {}, {kills} kills and {early} during start-up in {:.1} s ({torn} torn \
-         tails cut), then a clean \
-         stop ({recovery}); at most {longest_tail} commands replayed at a start; {} places answered ({} accepted, {} more accepted but unanswered), {} \
-         cancels answered, {} requests unanswered; {} order updates and {} trades followed across \
-         {} resumes; {} commands replayed and {} snapshots compared in {:.1} s; {} orders open at \
-         the end; {:.1} s in all",
+        "kill test passed, seed {}:\n\
+         - {} kills after the client connected and {} during start-up in {:.1} s; {} left a \
+         snapshot half-written; {} torn tails cut; at most {} commands replayed at a start\n\
+         - {} places answered ({} accepted; {} more accepted whose answers died with the \
+         process), {} cancels answered, {} requests unanswered\n\
+         - {} order updates and {} trades followed, both resumed {} times\n\
+         - the clean stop's run began with {recovery}\n\
+         - {} journaled commands replayed and {} snapshots compared in {:.1} s; {} orders open \
+         at the end\n\
+         - {:.1} s in all",
         settings.seed,
+        tally.kills,
+        tally.early,
         killing.as_secs_f64(),
+        tally.half_written,
+        tally.torn,
+        tally.longest_tail,
         ledger.places.len(),
         ledger.accepted(),
         replay.accepted_places() - ledger.accepted(),
@@ -443,20 +482,10 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
         client.resumes,
         replay.commands,
         replay.snapshots,
-        replaying.elapsed().as_secs_f64(),
+        replayed.as_secs_f64(),
         view.0.len(),
         started.elapsed().as_secs_f64(),
     );
-}
-
-/// How many commands a start replayed, from tickerd's journal line ("…, N journaled commands
-/// replayed (…)").
-fn replayed(recovery: &str) -> u64 {
-    let (before, _) = recovery
-        .split_once(" journaled commands replayed")
-        .expect("the journal line says what was replayed");
-    let count = before.rsplit(' ').next().expect("a count");
-    count.parse().expect("a whole number")
 }
 
 /// With the simulator off, the client makes the trade its trades stream resumes with: a sell

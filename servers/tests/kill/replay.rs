@@ -10,6 +10,24 @@ use ticker_engine::journal::{DirStorage, Journal, OpenOptions};
 use ticker_engine::*;
 use ticker_servers::snapshot_writer::ENGINE_SECTION;
 
+/// An outcome event, as much of it as the checks read (a long run has millions).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Outcome {
+    Placed {
+        order_id: OrderId,
+        client_id: ClientOrderId,
+    },
+    Accepted {
+        command: CommandTag,
+        order_id: OrderId,
+    },
+    Rejected {
+        command: CommandTag,
+        client_id: ClientOrderId,
+        reason: RejectReason,
+    },
+}
+
 /// The engine rebuilt from the journal, and what its events said about one account.
 pub struct Replay {
     pub engine: Engine,
@@ -17,7 +35,7 @@ pub struct Replay {
     /// Snapshots compared with the replay at their command.
     pub snapshots: usize,
     /// The account's outcome events (accepted, rejected) by engine seq.
-    outcomes: HashMap<u64, EventKind>,
+    outcomes: HashMap<u64, Outcome>,
     /// Each of the account's orders that ended: the seq of its `OrderDone` and why.
     done: HashMap<OrderId, (u64, DoneReason)>,
     /// Trades the account's orders took as taker: trade id → taker order.
@@ -88,30 +106,52 @@ impl Replay {
     }
 
     fn note(&mut self, account: AccountId, e: Event) {
-        match &e.kind {
+        match e.kind {
             EventKind::PlaceAccepted { order, .. } if order.account == account => {
-                self.outcomes.insert(e.seq, e.kind);
+                let placed = Outcome::Placed {
+                    order_id: order.order_id,
+                    client_id: order.client_id,
+                };
+                self.outcomes.insert(e.seq, placed);
             }
-            EventKind::Accepted { account: a, .. } | EventKind::Rejected { account: a, .. }
-                if *a == account =>
-            {
-                self.outcomes.insert(e.seq, e.kind);
+            EventKind::Accepted {
+                account: a,
+                command,
+                order_id,
+                ..
+            } if a == account => {
+                self.outcomes
+                    .insert(e.seq, Outcome::Accepted { command, order_id });
+            }
+            EventKind::Rejected {
+                account: a,
+                command,
+                client_id,
+                reason,
+                ..
+            } if a == account => {
+                let rejected = Outcome::Rejected {
+                    command,
+                    client_id,
+                    reason,
+                };
+                self.outcomes.insert(e.seq, rejected);
             }
             EventKind::Trade {
                 trade_id,
                 taker_order,
                 taker_account,
                 ..
-            } if *taker_account == account => {
-                self.taken.insert(*trade_id, *taker_order);
+            } if taker_account == account => {
+                self.taken.insert(trade_id, taker_order);
             }
             EventKind::OrderDone {
                 order_id,
                 account: a,
                 reason,
                 ..
-            } if *a == account => {
-                let again = self.done.insert(*order_id, (e.seq, *reason));
+            } if a == account => {
+                let again = self.done.insert(order_id, (e.seq, reason));
                 assert!(again.is_none(), "order {order_id} ended twice");
             }
             _ => {}
@@ -133,7 +173,7 @@ impl Replay {
     pub fn accepted_places(&self) -> usize {
         self.outcomes
             .values()
-            .filter(|k| matches!(k, EventKind::PlaceAccepted { .. }))
+            .filter(|k| matches!(k, Outcome::Placed { .. }))
             .count()
     }
 
@@ -147,8 +187,11 @@ impl Replay {
                     order_id,
                     trade_ids,
                 } => {
-                    let journaled = matches!(outcome, Some(EventKind::PlaceAccepted { order, .. })
-                        if order.order_id == *order_id && order.client_id == p.client_id);
+                    let journaled = outcome
+                        == Some(&Outcome::Placed {
+                            order_id: *order_id,
+                            client_id: p.client_id,
+                        });
                     if !journaled {
                         wrong.push(format!(
                             "order {order_id} (client id {}) was acknowledged at seq {}, the \
@@ -180,7 +223,7 @@ impl Replay {
                     }
                 }
                 PlaceOutcome::Rejected(reason) => {
-                    let journaled = matches!(outcome, Some(EventKind::Rejected { reason: r, client_id, .. })
+                    let journaled = matches!(outcome, Some(Outcome::Rejected { command: CommandTag::Place, reason: r, client_id })
                         if *r as i32 == *reason as i32 && *client_id == p.client_id);
                     if !journaled {
                         wrong.push(format!(
@@ -197,8 +240,11 @@ impl Replay {
             let order_id = c.order_id;
             match c.outcome {
                 Ok(()) => {
-                    let journaled = matches!(outcome, Some(EventKind::Accepted { command: CommandTag::Cancel, order_id: o, .. })
-                        if *o == order_id);
+                    let journaled = outcome
+                        == Some(&Outcome::Accepted {
+                            command: CommandTag::Cancel,
+                            order_id,
+                        });
                     let ended = self.done.get(&order_id).copied();
                     if !journaled
                         || !matches!(ended, Some((seq, DoneReason::Cancelled)) if seq > c.engine_seq)
@@ -211,7 +257,7 @@ impl Replay {
                     }
                 }
                 Err(reason) => {
-                    let journaled = matches!(outcome, Some(EventKind::Rejected { command: CommandTag::Cancel, reason: r, .. })
+                    let journaled = matches!(outcome, Some(Outcome::Rejected { command: CommandTag::Cancel, reason: r, .. })
                         if *r as i32 == reason as i32);
                     if !journaled {
                         wrong.push(format!(
