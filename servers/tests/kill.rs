@@ -18,8 +18,8 @@
 //!
 //! CI size by default; longer through the environment (see `kill/run.sh`):
 //! `TICKERD_KILL_ROUNDS` kills at least [20], `TICKERD_KILL_SECONDS` goes on killing for at
-//! least this long [0], `TICKERD_KILL_SEED` replays a run's random choices [from the clock,
-//! printed], `TICKERD_KILL_MAX_DELAY_MS` the longest wait before a kill [1500],
+//! least this long [0], `TICKERD_KILL_SEED` replays a run's random choices (not its timing)
+//! [from the clock, printed], `TICKERD_KILL_MAX_DELAY_MS` the longest wait before a kill [1500],
 //! `TICKERD_KILL_SNAPSHOT_EVERY` tickerd's `journal.snapshot_every` [5000].
 
 #![cfg(unix)]
@@ -117,7 +117,8 @@ fn args(dir: &Path, settings: &Settings, simulator: bool) -> Vec<String> {
         &format!("{}={}", TAKER.0, TAKER.1),
         "--set",
         &format!("journal.snapshot_every={}", settings.snapshot_every),
-        // Nothing is pruned: the final check replays the journal from its first command.
+        // Every snapshot is kept, so the oldest stays the first clean stop's and no segment
+        // is pruned (see the test): the final check replays the journal from command 1.
         "--set",
         "journal.keep_snapshots=1000000",
         "--set",

@@ -18,9 +18,10 @@
 #
 # Disk: every snapshot is kept (the final check replays the journal from its first command,
 # and pruning would delete it), and a snapshot is several MB, mostly the feeds' resume
-# histories. At the default 100,000 commands between snapshots a run writes roughly 1 GB of
-# journal and 1 GB of snapshots an hour under $TMPDIR (/tmp), removed when the test passes.
-# Memory: the client keeps every answer it got (about 1,000 orders a second).
+# histories. At the default 100,000 commands between snapshots (about one a minute) a run
+# writes roughly 0.7 GB of journal and 0.8 GB of snapshots an hour under $TMPDIR (/tmp),
+# removed when the test passes. Memory: the client keeps every answer it got (about 1,000 a
+# second).
 #
 # --release builds the test and tickerd with the release profile (fat LTO: a long build, but
 # the fastest tickerd); the default test profile shares the artifacts of `cargo test`.

@@ -51,6 +51,10 @@ impl StreamLog {
                 self.last,
                 what()
             )),
+            Chain::Next { seq, prev_seq } if seq <= prev_seq => self.violations.push(format!(
+                "{stream}: seq {seq} does not come after its prev_seq {prev_seq}: {}",
+                what()
+            )),
             Chain::Next { prev_seq, .. } => match self.last {
                 Some(last) if prev_seq != last => self.violations.push(format!(
                     "{stream}: prev_seq {prev_seq} after seq {last} ({}): {}",
@@ -189,10 +193,17 @@ pub async fn follow_order_updates(
         };
         let chain = match (&update.event, update.delivery()) {
             (Some(pb::order_update::Event::Snapshot(_)), _) => Chain::Snapshot { seq: update.seq },
-            (_, pb::Delivery::Update) => Chain::Next {
-                seq: update.seq,
-                prev_seq: update.prev_seq,
-            },
+            (_, pb::Delivery::Update) => {
+                // The account's own counter: 1, 2, 3, …
+                if update.seq != update.prev_seq + 1 {
+                    let why = format!("{STREAM}: seq is not prev_seq + 1: {update:?}");
+                    log.send_modify(|l| l.violations.push(why));
+                }
+                Chain::Next {
+                    seq: update.seq,
+                    prev_seq: update.prev_seq,
+                }
+            }
             (_, other) => {
                 let why = format!("{STREAM}: delivery {other:?} on an update: {update:?}");
                 log.send_modify(|l| l.violations.push(why));
