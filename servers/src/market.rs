@@ -486,11 +486,14 @@ impl Market {
 
     fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
         let weak = Arc::downgrade(self);
-        // Snapshots are cut by command count, checked on the heartbeat's beat.
+        // Snapshots are cut by command count, checked on the heartbeat's beat. The count runs
+        // from the snapshot recovery started from, not from this start: a market that crashes
+        // before its own count comes round would otherwise never cut one, and each start would
+        // replay a longer tail.
         let mut next_cut = self.journal.as_ref().map(|j| {
             (
                 j.durability.clone(),
-                j.durability.written() + j.config.snapshot_every,
+                j.recovery.snapshot.unwrap_or(0) + j.config.snapshot_every,
                 j.config.snapshot_every,
             )
         });

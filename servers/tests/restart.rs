@@ -341,3 +341,47 @@ async fn snapshot_plus_tail_gives_the_events_of_a_full_replay() {
         assert_eq!(restored.snapshot(), full.snapshot());
     }
 }
+
+/// Snapshots are cut every `snapshot_every` commands of the journal, not of one process: a
+/// start whose recovered tail is already that long cuts one at its first heartbeat, so a
+/// market that keeps crashing before its own count comes round (the kill test's rounds) still
+/// bounds what the next start replays.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_counts_snapshot_commands_from_the_last_snapshot_not_from_itself() {
+    let dir = TempDir::new("cadence");
+    let mut cfg = config(&dir.0);
+    cfg.journal.as_mut().unwrap().snapshot_every = 100;
+    // No beat comes round in the first run, so it never checks for a cut: what a process
+    // killed before its count was reached leaves.
+    cfg.heartbeat = Duration::from_secs(3600);
+    let m = Market::start(cfg.clone()).unwrap();
+    for i in 0..120 {
+        place(&m, limit(8, 800 + i, Side::Buy, 6_300_000 - i as i64, 1)).await;
+    }
+    let image = dir.crash_image("cadence-image");
+    m.shutdown();
+    drop(m);
+
+    cfg.journal.as_mut().unwrap().dir = image.0.clone();
+    cfg.heartbeat = Duration::from_millis(10);
+    let m = Market::start(cfg).unwrap();
+    let recovered = m.journal().unwrap().recovery.clone();
+    assert_eq!(recovered.snapshot, None, "{recovered}");
+    assert!(recovered.replayed >= 124, "{recovered}");
+    let snapshots = m.journal().unwrap().snapshots.clone();
+    let deadline = std::time::Instant::now() + GUARD;
+    while snapshots.written.load(std::sync::atomic::Ordering::Relaxed) == 0 {
+        assert!(std::time::Instant::now() < deadline, "a snapshot in time");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let cut = snapshots
+        .last_index
+        .load(std::sync::atomic::Ordering::Relaxed);
+    // Counting from this start, the first cut would wait for 100 more commands.
+    assert!(
+        cut < recovered.last_index + 100,
+        "the first snapshot after a start with {} unsnapshotted commands is at {cut}",
+        recovered.last_index
+    );
+    m.shutdown();
+}
