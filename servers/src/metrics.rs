@@ -175,7 +175,7 @@ fn write_journal(out: &mut String, j: &crate::market::JournalState) {
         ),
         (
             "tickerd_snapshots_dropped_total",
-            "Snapshot cuts dropped because the writer was busy.",
+            "Snapshot cuts superseded by a newer one while the writer was busy.",
             get(&j.snapshots.dropped),
         ),
         (

@@ -3,8 +3,8 @@
 //! batch) and hands both here; this thread encodes them, writes the file beside the journal
 //! (temp file, sync, rename, directory sync) and prunes what the snapshots now cover.
 
+use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{sync_channel, SyncSender, TrySendError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Instant;
@@ -19,9 +19,6 @@ use ticker_feeds::snapshot::FeedsSnapshot;
 pub const ENGINE_SECTION: &str = "engine";
 pub const FEEDS_SECTION: &str = "feeds";
 
-/// Snapshots waiting to be written; one more found waiting is dropped (the next cut will do).
-const QUEUED: usize = 1;
-
 /// The state after one journaled command.
 pub struct SnapshotJob {
     /// Journal index of the snapshot command.
@@ -31,41 +28,88 @@ pub struct SnapshotJob {
 }
 
 /// What the writer has done, for `/metrics` and logs.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct SnapshotStats {
     pub written: AtomicU64,
+    /// The journal index of each snapshot as it is written, for whoever awaits one.
+    written_index: tokio::sync::watch::Sender<u64>,
     pub last_index: AtomicU64,
     pub last_bytes: AtomicU64,
     /// Time to encode and write the last one, in µs.
     pub last_micros: AtomicU64,
-    /// Cuts dropped because the writer was still busy with earlier ones.
+    /// Cuts superseded by a newer one before the writer, busy with an earlier one, got to
+    /// them (only the newest waiting cut is worth writing).
     pub dropped: AtomicU64,
     pub failures: AtomicU64,
 }
 
+impl Default for SnapshotStats {
+    fn default() -> Self {
+        SnapshotStats {
+            written: AtomicU64::new(0),
+            written_index: tokio::sync::watch::Sender::new(0),
+            last_index: AtomicU64::new(0),
+            last_bytes: AtomicU64::new(0),
+            last_micros: AtomicU64::new(0),
+            dropped: AtomicU64::new(0),
+            failures: AtomicU64::new(0),
+        }
+    }
+}
+
+impl SnapshotStats {
+    /// Follows the journal index of the snapshots written from now on.
+    pub fn watch(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.written_index.subscribe()
+    }
+}
+
 pub struct SnapshotWriter {
-    jobs: Option<SyncSender<SnapshotJob>>,
+    pending: Arc<Pending>,
     thread: Option<JoinHandle<()>>,
     stats: Arc<SnapshotStats>,
+}
+
+/// The cut waiting for the writer: at most one, the newest.
+#[derive(Default)]
+struct Pending {
+    slot: Mutex<Slot>,
+    ready: Condvar,
+}
+
+#[derive(Default)]
+struct Slot {
+    job: Option<SnapshotJob>,
+    finished: bool,
 }
 
 impl SnapshotWriter {
     /// Starts the writer on the data directory; it keeps the newest `keep` snapshots.
     pub fn spawn(storage: DirStorage, keep: usize) -> std::io::Result<Self> {
-        let (jobs, rx) = sync_channel::<SnapshotJob>(QUEUED);
+        let pending = Arc::new(Pending::default());
         let stats = Arc::new(SnapshotStats::default());
         let thread = {
-            let stats = stats.clone();
+            let (pending, stats) = (pending.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("ticker-snapshots".into())
-                .spawn(move || {
-                    for job in rx {
-                        write(&storage, keep, job, &stats);
-                    }
+                .spawn(move || loop {
+                    let job = {
+                        let mut slot = pending.slot.lock();
+                        loop {
+                            if let Some(job) = slot.job.take() {
+                                break job;
+                            }
+                            if slot.finished {
+                                return;
+                            }
+                            pending.ready.wait(&mut slot);
+                        }
+                    };
+                    write(&storage, keep, job, &stats);
                 })?
         };
         Ok(SnapshotWriter {
-            jobs: Some(jobs),
+            pending,
             thread: Some(thread),
             stats,
         })
@@ -75,25 +119,27 @@ impl SnapshotWriter {
         &self.stats
     }
 
-    /// Hands a cut to the writer without waiting for it.
+    /// Hands a cut to the writer without waiting for it. A cut still waiting from before is
+    /// superseded: the newest state is the one worth writing, and the last cut (a clean stop's)
+    /// is always written.
     pub fn submit(&self, job: SnapshotJob) {
-        let Some(jobs) = &self.jobs else { return };
-        match jobs.try_send(job) {
-            Ok(()) => {}
-            Err(TrySendError::Full(job)) => {
-                self.stats.dropped.fetch_add(1, Ordering::Relaxed);
-                tracing::warn!(
-                    index = job.index,
-                    "snapshot dropped: the writer is still busy with an earlier one"
-                );
-            }
-            Err(TrySendError::Disconnected(_)) => {}
+        let index = job.index;
+        let superseded = self.pending.slot.lock().job.replace(job);
+        self.pending.ready.notify_one();
+        if let Some(old) = superseded {
+            self.stats.dropped.fetch_add(1, Ordering::Relaxed);
+            tracing::warn!(
+                index = old.index,
+                newer = index,
+                "snapshot skipped: the writer was still busy and a newer cut came"
+            );
         }
     }
 
-    /// Writes what is queued and stops.
+    /// Writes the cut still waiting, if any, and stops.
     pub fn finish(&mut self) {
-        self.jobs = None;
+        self.pending.slot.lock().finished = true;
+        self.pending.ready.notify_one();
         if let Some(thread) = self.thread.take() {
             let _ = thread.join();
         }
@@ -130,6 +176,7 @@ fn write(storage: &DirStorage, keep: usize, job: SnapshotJob, stats: &SnapshotSt
     stats
         .last_micros
         .store(took.as_micros() as u64, Ordering::Relaxed);
+    stats.written_index.send_replace(job.index);
     tracing::info!(
         index = job.index,
         bytes,

@@ -291,14 +291,14 @@ async fn snapshot_plus_tail_gives_the_events_of_a_full_replay() {
     let m = Market::start(cfg).unwrap();
     let durability = m.journal().unwrap().durability.clone();
     let snapshots = m.journal().unwrap().snapshots.clone();
-    let deadline = std::time::Instant::now() + GUARD;
-    while snapshots.written.load(std::sync::atomic::Ordering::Relaxed) < 3 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "three snapshots in time"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let mut written = snapshots.watch();
+    tokio::time::timeout(
+        GUARD,
+        written.wait_for(|_| snapshots.written.load(std::sync::atomic::Ordering::Relaxed) >= 3),
+    )
+    .await
+    .expect("three snapshots in time")
+    .unwrap();
     assert!(durability.written() > 4_500);
     m.shutdown();
 
@@ -369,14 +369,11 @@ async fn a_start_counts_snapshot_commands_from_the_last_snapshot_not_from_itself
     assert_eq!(recovered.snapshot, None, "{recovered}");
     assert!(recovered.replayed >= 124, "{recovered}");
     let snapshots = m.journal().unwrap().snapshots.clone();
-    let deadline = std::time::Instant::now() + GUARD;
-    while snapshots.written.load(std::sync::atomic::Ordering::Relaxed) == 0 {
-        assert!(std::time::Instant::now() < deadline, "a snapshot in time");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    let cut = snapshots
-        .last_index
-        .load(std::sync::atomic::Ordering::Relaxed);
+    let mut written = snapshots.watch();
+    let cut = *tokio::time::timeout(GUARD, written.wait_for(|index| *index > 0))
+        .await
+        .expect("a snapshot in time")
+        .unwrap();
     // Counting from this start, the first cut would wait for 100 more commands.
     assert!(
         cut < recovered.last_index + 100,
