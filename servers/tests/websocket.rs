@@ -1002,7 +1002,6 @@ async fn next_trade(client: &mut Client, last: &mut u64) -> usize {
 
 #[tokio::test]
 async fn a_trades_subscriber_that_stops_reading_is_closed_with_1013_while_others_keep_up() {
-    // A power of two: tokio's broadcast ring, which holds the hub's queue, rounds up to one.
     const LOSSLESS_QUEUE: usize = 64;
     const OUTBOUND_QUEUE: usize = 4;
     // Asked of the kernel for both ends of the slow connection (Linux doubles it).
@@ -1037,10 +1036,12 @@ async fn a_trades_subscriber_that_stops_reading_is_closed_with_1013_while_others
 
     // `slow` reads nothing now. Between the hub and its application at most this many bytes
     // wait: its receive buffer, the server's send buffer plus the one segment of up to 64 KiB
-    // the kernel may append past it, and tungstenite's write buffer; each trade takes its
-    // JSON and a 2-byte frame header. Add the connection's queue, the message the forwarder
-    // and the one the writer hold, and the hub's ring: one trade more than all of that
-    // cannot fit, and the slow subscriber has fallen behind its limit.
+    // the kernel may append past it, and the writer's backlog: at most one vectored write of
+    // what was published since it last wrote, here one round of trades, well under
+    // tungstenite's write buffer size, which the bound counts instead; each trade takes its
+    // JSON and a 2-byte frame header. Add the connection's queue and the
+    // hub's ring: one trade more than all of that cannot fit, and the slow subscriber has
+    // fallen behind its limit.
     let buffered_bytes = client_recv_buffer
         + server_send_buffer
         + (64 << 10)

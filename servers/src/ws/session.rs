@@ -3,61 +3,57 @@
 //!
 //! ```text
 //!  client ──► session (this task): parse → subscribe / auth / order ops ──┐
-//!  feeds hub ──► one forwarder task per subscription ─────────────────────┼──► bounded queue ──► writer ──► client
-//!  timers: server pings, idle timeout ────────────────────────────────────┘
+//!  timers: server pings, idle timeout ────────────────────────────────────┴─► bounded queue ──► writer ──► client
+//!  feeds hub ──► (the subscriptions, handed to the writer with `subscribed`) ───────────────────┘
 //! ```
 //!
-//! Nothing here can make the engine wait: forwarders await the hub and the queue, and a
-//! subscriber that falls behind meets its channel's hub policy (conflate, resync, or — for
-//! trades and orders — the end of its subscription, which closes the connection with 1013).
-//! Order commands run one at a time, in the order sent, so their replies come in that order.
+//! Market data never passes through this task: a subscribe hands the hub subscriptions to the
+//! connection's writer ([`super::writer`]), which delivers them. Nothing here can make the
+//! engine wait: a subscriber that falls behind meets its channel's hub policy (conflate,
+//! resync, or — for trades and orders — the end of its subscription, which the writer reports
+//! and this task answers with close 1013). Order commands run one at a time, in the order
+//! sent, so their replies come in that order.
 
 use super::deflate::{DeflateConfig, Negotiated};
+use super::handshake;
 use super::limits::{Rate, RateLimiter, WsLimits};
-use super::outgoing::{self, Encoder, Outbound, WireStats};
+use super::outgoing::{Encoder, Feed, Outbound};
 use super::protocol::{
     self, ChannelKey, ChannelSpec, ChannelTarget, ErrorCode, Op, Request, RequestError,
 };
 use super::replies;
-use super::stream::{InflatingStream, ViolationHandle};
+use super::socket::SessionSocket;
+use super::stream::ViolationHandle;
+use super::writer::{Outgoing, Writers};
 use crate::auth::Tokens;
 use crate::market::{now_ns, ExecuteError, Market};
 use crate::order_entry::{self, AmendTicket, PlaceTicket};
 use bytes::Bytes;
 use futures_util::{Stream, StreamExt};
-use std::collections::HashMap;
+use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 use ticker_engine::{AccountId, CommandKind, Event};
-use ticker_feeds::{Delivery, Ended, Subscription, Topic};
-use tokio::io::{AsyncRead, AsyncWrite};
+use ticker_feeds::{Subscription, Topic};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
+
+pub use super::outgoing::End;
 
 /// What every session of a server shares.
 pub struct Front {
     pub market: Arc<Market>,
     /// permessage-deflate: whether offers are accepted and how the server compresses.
     pub deflate: DeflateConfig,
-    /// Bytes written, raw and compressed (`/metrics`).
-    pub wire: Arc<WireStats>,
+    /// The tasks that write to every connection (and count the bytes for `/metrics`).
+    pub writers: Writers,
     pub tokens: Tokens,
     pub limits: WsLimits,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-}
-
-/// How a session ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
-    /// Send a close frame with this code and reason, then wait for the client's.
-    Close(CloseCode, String),
-    /// The client is gone or cannot be written to: nothing more to send.
-    Gone,
 }
 
 /// The payload of the server's pings.
@@ -76,38 +72,40 @@ fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     }
 }
 
-/// Runs a connection to its end.
-pub async fn run<S>(
-    ws: WebSocketStream<InflatingStream<S>>,
+/// Runs a connection to its end: `tcp` is the upgraded socket, `buffered` what was read from
+/// it past the HTTP request.
+pub async fn run(
+    tcp: TcpStream,
+    buffered: Bytes,
     negotiated: Option<Negotiated>,
+    ws_config: WebSocketConfig,
     front: Arc<Front>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let limits = front.limits.clone();
-    let violations = ws.get_ref().violation_handle();
-    let encoder = Encoder::new(negotiated.as_ref(), front.wire.clone());
-    let (sink, mut stream) = ws.split();
-    let (out, queue) = mpsc::channel(limits.outbound_queue.max(1));
-    let mut writer = tokio::spawn(outgoing::write(sink, queue, encoder, limits.write_timeout));
-    let (ended_tx, ended) = mpsc::channel(1);
+    let tcp = Arc::new(tcp);
+    let encoder = Encoder::new(negotiated.as_ref());
+    let (out, ended) = front.writers.attach(tcp.clone(), encoder, &limits);
+    let socket = SessionSocket::new(tcp, out.control());
+    let mut stream =
+        handshake::upgrade_buffered(socket, &buffered, negotiated, Role::Server, Some(ws_config))
+            .await;
+    let violations = stream.get_ref().violation_handle();
     let mut session = Session {
         rate: RateLimiter::new(&limits, Instant::now()),
         front,
         out,
-        ended_tx,
         account: None,
-        subscriptions: HashMap::new(),
+        subscriptions: HashSet::new(),
     };
     let end = session.serve(&mut stream, ended, &violations).await;
-    session.stop_subscriptions().await;
     if let End::Close(code, reason) = end {
         if session
             .send(Outbound::Close(close_frame(code, &reason)))
             .await
         {
-            // Read on until the client answers with its close frame (tungstenite replies to
-            // it and ends the stream), dropping whatever else it still sends.
+            // Read on until the client answers with its close frame (tungstenite ends the
+            // stream then; the writer drops its answer to ours), dropping whatever else the
+            // client still sends.
             let _ = tokio::time::timeout(limits.close_timeout, async {
                 while let Some(r) = stream.next().await {
                     // An oversize message is skipped frame by frame; any other error ends it.
@@ -121,22 +119,16 @@ pub async fn run<S>(
             .await;
         }
     }
-    drop(session);
-    if tokio::time::timeout(limits.close_timeout, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
-    }
+    session.out.finish(limits.close_timeout).await;
 }
 
 struct Session {
     front: Arc<Front>,
-    out: mpsc::Sender<Outbound>,
-    /// Forwarders report here why a subscription ended the connection.
-    ended_tx: mpsc::Sender<End>,
+    /// What the connection sends goes through its writer.
+    out: Outgoing,
     account: Option<AccountId>,
-    subscriptions: HashMap<ChannelKey, JoinHandle<()>>,
+    /// The channels the writer delivers for this connection.
+    subscriptions: HashSet<ChannelKey>,
     rate: RateLimiter,
 }
 
@@ -148,10 +140,7 @@ impl Session {
     /// Queues an item; `false` when the writer is gone or has not taken anything for
     /// `write_timeout` (a client that does not read).
     async fn send(&self, item: Outbound) -> bool {
-        matches!(
-            tokio::time::timeout(self.limits().write_timeout, self.out.send(item)).await,
-            Ok(Ok(()))
-        )
+        self.out.send(item, self.limits().write_timeout).await
     }
 
     async fn reply(&self, json: Bytes) -> Result<(), End> {
@@ -311,14 +300,16 @@ impl Session {
         let order_command = match op {
             Op::Subscribe(specs) => return self.subscribe(id, specs).await,
             Op::Unsubscribe(specs) => {
-                for spec in &specs {
-                    if let Some(forwarder) = self.subscriptions.remove(&spec.key()) {
-                        stop(forwarder).await;
-                    }
+                let keys: Vec<ChannelKey> = specs.iter().map(ChannelSpec::key).collect();
+                for key in &keys {
+                    self.subscriptions.remove(key);
                 }
-                return self
-                    .reply(replies::channels("unsubscribed", id, &specs))
-                    .await;
+                let reply = replies::channels("unsubscribed", id, &specs);
+                return if self.send(Outbound::Unsubscribe { keys, reply }).await {
+                    Ok(())
+                } else {
+                    Err(End::Gone)
+                };
             }
             Op::Ping => return self.reply(replies::pong(id, now_ns())).await,
             Op::Instruments => return self.reply(replies::instruments(id, instruments)).await,
@@ -447,7 +438,7 @@ impl Session {
         }
         let added = unique
             .iter()
-            .filter(|s| !self.subscriptions.contains_key(&s.key()))
+            .filter(|s| !self.subscriptions.contains(&s.key()))
             .count();
         let max = self.limits().max_subscriptions;
         if self.subscriptions.len() + added > max {
@@ -460,24 +451,24 @@ impl Session {
             );
             return self.error(e.about(Some("subscribe"), id)).await;
         }
-        let mut started = Vec::with_capacity(unique.len());
-        for spec in unique {
-            // A restarted channel's old messages all precede the new `subscribed`.
-            if let Some(old) = self.subscriptions.remove(&spec.key()) {
-                stop(old).await;
-            }
-            let sub = self.open(&spec);
-            started.push((spec, sub));
+        // Each subscription starts now (its snapshot is taken here); the writer stops any
+        // earlier one of the same channel, writes `subscribed`, then delivers.
+        let feeds: Vec<Feed> = unique
+            .into_iter()
+            .map(|spec| {
+                self.subscriptions.insert(spec.key());
+                Feed {
+                    sub: self.open(&spec),
+                    spec,
+                }
+            })
+            .collect();
+        let reply = replies::channels("subscribed", id, &specs);
+        if self.send(Outbound::Subscribe { feeds, reply }).await {
+            Ok(())
+        } else {
+            Err(End::Gone)
         }
-        self.reply(replies::channels("subscribed", id, &specs))
-            .await?;
-        for (spec, sub) in started {
-            let key = spec.key();
-            let forwarder =
-                tokio::spawn(forward(sub, spec, self.out.clone(), self.ended_tx.clone()));
-            self.subscriptions.insert(key, forwarder);
-        }
-        Ok(())
     }
 
     fn open(&self, spec: &ChannelSpec) -> Subscription {
@@ -498,18 +489,6 @@ impl Session {
                 .subscribe(self.account.unwrap_or_default(), spec.from_seq),
         }
     }
-
-    async fn stop_subscriptions(&mut self) {
-        for (_, forwarder) in self.subscriptions.drain() {
-            stop(forwarder).await;
-        }
-    }
-}
-
-/// Ends a forwarder and waits until it is gone, so nothing of it is queued afterwards.
-async fn stop(forwarder: JoinHandle<()>) {
-    forwarder.abort();
-    let _ = forwarder.await;
 }
 
 async fn execute(market: &Market, command: CommandKind) -> Result<Vec<Event>, RequestError> {
@@ -524,101 +503,9 @@ async fn execute(market: &Market, command: CommandKind) -> Result<Vec<Event>, Re
     })
 }
 
-/// Moves one subscription's deliveries into the connection's queue until it ends.
-async fn forward(
-    mut sub: Subscription,
-    spec: ChannelSpec,
-    out: mpsc::Sender<Outbound>,
-    ended: mpsc::Sender<End>,
-) {
-    loop {
-        let item = match sub.recv().await {
-            Ok(Delivery::Gap {
-                from_seq,
-                resumed_after,
-            }) => Outbound::Reply(replies::gap(&spec, from_seq, resumed_after)),
-            Ok(delivery) => match delivery.message() {
-                Some(m) => Outbound::Feed(m.clone()),
-                None => continue,
-            },
-            Err(Ended::TooSlow { limit, .. }) => {
-                let reason = format!(
-                    "too slow: {} fell {limit} messages behind; resume with from_seq",
-                    spec.label()
-                );
-                let _ = ended.try_send(End::Close(CloseCode::Again, reason));
-                return;
-            }
-            Err(Ended::Closed) => {
-                let _ = ended.try_send(End::Close(CloseCode::Away, "server shutting down".into()));
-                return;
-            }
-        };
-        if out.send(item).await.is_err() {
-            return;
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticker_feeds::{Channel, Hub, HubConfig, MessageKind, WireInstrument};
-
-    fn message(seq: u64) -> Arc<ticker_feeds::Message> {
-        ticker_feeds::Message::encoded(
-            seq,
-            seq - 1,
-            MessageKind::Update,
-            Bytes::from(format!(r#"{{"type":"trade","seq":{seq}}}"#)),
-            Bytes::new(),
-        )
-    }
-
-    #[tokio::test]
-    async fn a_trades_subscriber_behind_its_queue_limit_closes_the_connection_with_1013() {
-        let hub = Hub::new(HubConfig {
-            lossless_queue: 2,
-            ..HubConfig::default()
-        });
-        let topic = Topic::Market {
-            channel: Channel::Trades,
-            instrument: 0,
-        };
-        let spec = ChannelSpec {
-            target: ChannelTarget::Market {
-                channel: Channel::Trades,
-                instrument: Arc::new(
-                    WireInstrument::new(0, crate::defaults::instruments().remove(0)).unwrap(),
-                ),
-            },
-            from_seq: None,
-        };
-        let sub = hub.subscribe(topic, None);
-        // A connection whose queue holds one message and is not being written out.
-        let (out, mut queue) = mpsc::channel(1);
-        let (ended_tx, mut ended) = mpsc::channel(1);
-        let forwarder = tokio::spawn(forward(sub, spec, out, ended_tx));
-        for seq in 1..=10 {
-            hub.topic(topic).publish(message(seq));
-        }
-        let end = loop {
-            tokio::select! {
-                end = ended.recv() => break end,
-                // Let the forwarder move on so it meets the lag.
-                _ = queue.recv() => {}
-            }
-        };
-        assert_eq!(
-            end,
-            Some(End::Close(
-                CloseCode::Again,
-                "too slow: trades BTC-USD fell 2 messages behind; resume with from_seq".into()
-            ))
-        );
-        forwarder.await.unwrap();
-    }
-
     #[test]
     fn close_reasons_are_cut_to_123_bytes_on_a_character_boundary() {
         let reason = "é".repeat(100);
