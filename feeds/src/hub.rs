@@ -643,6 +643,7 @@ impl Hub {
             last_seq: 0,
             stats: self.stats.clone(),
             waiter: None,
+            catch_up: false,
         };
         HubStats::add(&self.stats.subscribers, topic, 1);
         let Some(from) = from_seq else {
@@ -757,6 +758,8 @@ pub struct Subscription {
     stats: Arc<HubStats>,
     /// For [`recv`](Self::recv), made on first wait.
     waiter: Option<Arc<Waiter>>,
+    /// Reads may catch up on the whole ring (see [`catch_up`](Self::catch_up)).
+    catch_up: bool,
 }
 
 impl Drop for Subscription {
@@ -774,6 +777,16 @@ impl Subscription {
     /// The topic this subscription reads.
     pub fn state(&self) -> &Arc<TopicState> {
         &self.state
+    }
+
+    /// For a front that reads only when its client has room for what it reads (a gRPC stream
+    /// is polled only when HTTP/2 flow control lets it send): a lag is then the server's own
+    /// delay in serving it, and [`try_recv`](Self::try_recv) and [`recv`](Self::recv) let it
+    /// catch up on everything the topic's ring holds, as [`next_in`](Self::next_in) does for a
+    /// subscriber that kept up. Only conflated topics' rings hold more than the queue limit.
+    pub fn catch_up(mut self) -> Self {
+        self.catch_up = true;
+        self
     }
 
     /// `seq` of the last message delivered.
@@ -910,7 +923,12 @@ impl Subscription {
         }
         let state = self.state.clone();
         let ring = state.ring.read();
-        let (behind, end, latest) = match self.find(&*ring, self.limit) {
+        let limit = if self.catch_up {
+            ring.capacity
+        } else {
+            self.limit
+        };
+        let (behind, end, latest) = match self.find(&*ring, limit) {
             Found::Nothing => return Ok(None),
             Found::Message(m) => return Ok(Some(Delivery::Message(m.clone()))),
             Found::Lagged {
@@ -920,7 +938,7 @@ impl Subscription {
             } => (behind, end, latest.clone()),
         };
         drop(ring);
-        match self.on_lag(behind, self.limit, end, latest.seq) {
+        match self.on_lag(behind, limit, end, latest.seq) {
             Lag::Conflated { skipped } => Ok(Some(Delivery::Conflated {
                 message: latest,
                 skipped,
