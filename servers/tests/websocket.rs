@@ -455,6 +455,56 @@ async fn every_order_command_gets_exactly_one_reply_in_order() {
 }
 
 #[tokio::test]
+async fn pipelined_commands_are_answered_in_order_and_no_pong_overtakes_a_result() {
+    let rig = Rig::start(WsLimits {
+        messages_per_second: 1_000_000,
+        burst: 1_000_000,
+        ..limits()
+    })
+    .await;
+    let mut alice = rig.trader(ALICE).await;
+    // Everything sent at once: orders (submitted as they arrive, answered when the engine is
+    // done with them) between pings and a subscribe (answered at once, but only in turn).
+    let mut sent = Vec::new();
+    for i in 0..100u64 {
+        let price = format!("{}.00", 60_000 + i);
+        sent.push(
+            alice
+                .send(
+                    json!({"op":"place","instrument":"BTC-USD","side":"buy","price":price,
+                             "size":"0.01","client_order_id":i + 1}),
+                )
+                .await,
+        );
+        sent.push(alice.send(json!({"op":"ping"})).await);
+    }
+    sent.push(
+        alice
+            .send(json!({"op":"subscribe","channels":[{"name":"orders"}]}))
+            .await,
+    );
+    sent.push(alice.send(json!({"op":"mass_cancel"})).await);
+    let mut answered = Vec::new();
+    let mut types = Vec::new();
+    while answered.len() < sent.len() {
+        let m = alice.recv().await;
+        if let Some(id) = m["id"].as_u64() {
+            answered.push(id);
+            types.push(m["type"].as_str().unwrap().to_string());
+            if m["type"] == "result" && m["op"] == "place" {
+                assert_eq!(m["accepted"], true, "{m}");
+            }
+        }
+    }
+    assert_eq!(answered, sent, "one answer per request, in request order");
+    for pair in types[..200].chunks(2) {
+        assert_eq!(pair, ["result", "pong"]);
+    }
+    assert_eq!(types[200..], ["subscribed", "result"]);
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn bad_messages_get_typed_errors_and_the_connection_stays() {
     let rig = Rig::start(limits()).await;
     let mut c = rig.client().await;

@@ -29,11 +29,14 @@ use crate::auth::Tokens;
 use crate::market::{now_ns, ExecuteError, Market};
 use crate::order_entry::{self, AmendTicket, PlaceTicket};
 use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{Stream, StreamExt};
 use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use ticker_engine::{AccountId, CommandKind, Event};
+use ticker_engine::{AccountId, CommandKind};
 use ticker_feeds::{Subscription, Topic};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -96,9 +99,12 @@ pub async fn run(
         out,
         account: None,
         subscriptions: HashSet::new(),
+        answers: FuturesOrdered::new(),
     };
     let end = session.serve(&mut stream, ended, &violations).await;
     if let End::Close(code, reason) = end {
+        // Requests already submitted are answered before the close frame.
+        session.flush_answers(limits.close_timeout).await;
         if session
             .send(Outbound::Close(close_frame(code, &reason)))
             .await
@@ -130,7 +136,14 @@ struct Session {
     /// The channels the writer delivers for this connection.
     subscriptions: HashSet<ChannelKey>,
     rate: RateLimiter,
+    /// What each request is answered with, in request order: order commands are submitted to
+    /// the engine as they arrive and answered as their events come back, and every other
+    /// answer (a `pong`, an `error`, `subscribed`) waits for the ones before it.
+    answers: FuturesOrdered<Answer>,
 }
+
+/// A request's answer, ready or awaiting the engine.
+type Answer = Pin<Box<dyn Future<Output = Outbound> + Send>>;
 
 impl Session {
     fn limits(&self) -> &WsLimits {
@@ -139,20 +152,34 @@ impl Session {
 
     /// Queues an item; `false` when the writer is gone or has not taken anything for
     /// `write_timeout` (a client that does not read).
-    async fn send(&self, item: Outbound) -> bool {
-        self.out.send(item, self.limits().write_timeout).await
+    fn send(&self, item: Outbound) -> impl Future<Output = bool> + Send + '_ {
+        // Borrows only the handle, so the session itself need not be shared between threads.
+        self.out.send(item, self.limits().write_timeout)
     }
 
-    async fn reply(&self, json: Bytes) -> Result<(), End> {
-        if self.send(Outbound::Reply(json)).await {
-            Ok(())
-        } else {
-            Err(End::Gone)
-        }
+    /// Answers the current request with `item`, after every earlier answer.
+    fn answer(&mut self, item: Outbound) {
+        self.answers.push_back(Box::pin(std::future::ready(item)));
     }
 
-    async fn error(&self, e: RequestError) -> Result<(), End> {
-        self.reply(replies::error(&e)).await
+    fn reply(&mut self, json: Bytes) {
+        self.answer(Outbound::Reply(json));
+    }
+
+    fn error(&mut self, e: RequestError) {
+        self.reply(replies::error(&e));
+    }
+
+    /// Hands the writer every answer still owed, waiting for the engine's up to `wait` in all.
+    async fn flush_answers(&mut self, wait: std::time::Duration) {
+        let _ = tokio::time::timeout(wait, async {
+            while let Some(item) = self.answers.next().await {
+                if !self.send(item).await {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     async fn serve<S>(
@@ -164,10 +191,16 @@ impl Session {
     where
         S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
-        if let Err(end) = self.reply(replies::hello(self.limits())).await {
-            return end;
+        if !self
+            .send(Outbound::Reply(replies::hello(self.limits())))
+            .await
+        {
+            return End::Gone;
         }
         let limits = self.limits().clone();
+        // Requests awaiting their answer at most; then the connection is not read until the
+        // oldest is answered.
+        let in_flight = limits.outbound_queue.max(1);
         let mut shutdown = self.front.shutdown.clone();
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ping_interval,
@@ -182,6 +215,13 @@ impl Session {
                 return End::Close(CloseCode::Away, "server shutting down".into());
             }
             let message = tokio::select! {
+                biased;
+                Some(item) = self.answers.next(), if !self.answers.is_empty() => {
+                    if !self.send(item).await {
+                        return End::Gone;
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => continue,
                 Some(end) = ended.recv() => return end,
                 _ = self.out.closed() => return End::Gone,
@@ -204,7 +244,7 @@ impl Session {
                         format!("idle: no message for {} s", limits.idle_timeout.as_secs_f64()),
                     );
                 }
-                message = stream.next() => message,
+                message = stream.next(), if self.answers.len() < in_flight => message,
             };
             // A compressed message the adapter refused (bad deflate data, a deflate bomb, RSV1
             // where it is not allowed) surfaces as a read error: its own close code wins.
@@ -241,14 +281,14 @@ impl Session {
             };
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + limits.idle_timeout);
-            if let Err(end) = self.on_message(text.as_ref().map(|t| t.as_str())).await {
+            if let Err(end) = self.on_message(text.as_ref().map(|t| t.as_str())) {
                 return end;
             }
         }
     }
 
     /// One text (or binary: `None`) message from the client.
-    async fn on_message(&mut self, text: Option<&str>) -> Result<(), End> {
+    fn on_message(&mut self, text: Option<&str>) -> Result<(), End> {
         match self.rate.check(Instant::now()) {
             Rate::Allowed => {}
             Rate::Limited => {
@@ -261,7 +301,8 @@ impl Session {
                         limits.messages_per_second, limits.burst
                     ),
                 );
-                return self.error(e.about(op, id)).await;
+                self.error(e.about(op, id));
+                return Ok(());
             }
             Rate::Abusive { limited } => {
                 let limits = self.limits();
@@ -280,7 +321,8 @@ impl Session {
                 ErrorCode::BadJson,
                 "binary messages are not part of the protocol; send JSON text",
             );
-            return self.error(e).await;
+            self.error(e);
+            return Ok(());
         };
         let parsed = protocol::parse(
             text,
@@ -288,32 +330,31 @@ impl Session {
             self.limits().max_subscriptions,
         );
         match parsed {
-            Ok(request) => self.handle(request).await,
-            Err(e) => self.error(e).await,
+            Ok(request) => self.handle(request),
+            Err(e) => self.error(e),
         }
+        Ok(())
     }
 
-    async fn handle(&mut self, Request { id, op }: Request) -> Result<(), End> {
+    /// Acts on one request now (state changes, subscriptions, submission to the engine) and
+    /// queues its answer.
+    fn handle(&mut self, Request { id, op }: Request) {
         let name = op.name();
         let market = self.front.market.clone();
         let instruments = market.instruments();
         let order_command = match op {
-            Op::Subscribe(specs) => return self.subscribe(id, specs).await,
+            Op::Subscribe(specs) => return self.subscribe(id, specs),
             Op::Unsubscribe(specs) => {
                 let keys: Vec<ChannelKey> = specs.iter().map(ChannelSpec::key).collect();
                 for key in &keys {
                     self.subscriptions.remove(key);
                 }
                 let reply = replies::channels("unsubscribed", id, &specs);
-                return if self.send(Outbound::Unsubscribe { keys, reply }).await {
-                    Ok(())
-                } else {
-                    Err(End::Gone)
-                };
+                return self.answer(Outbound::Unsubscribe { keys, reply });
             }
-            Op::Ping => return self.reply(replies::pong(id, now_ns())).await,
-            Op::Instruments => return self.reply(replies::instruments(id, instruments)).await,
-            Op::Auth { token } => return self.auth(id, &token).await,
+            Op::Ping => return self.reply(replies::pong(id, now_ns())),
+            Op::Instruments => return self.reply(replies::instruments(id, instruments)),
+            Op::Auth { token } => return self.auth(id, &token),
             other => other,
         };
         let Some(account) = self.account else {
@@ -321,7 +362,7 @@ impl Session {
                 ErrorCode::NotAuthenticated,
                 format!("{name} needs an account: send auth with a token first"),
             );
-            return self.error(e.about(Some(name), id)).await;
+            return self.error(e.about(Some(name), id));
         };
         let command = match order_command {
             Op::Place(p, v) => {
@@ -364,30 +405,32 @@ impl Session {
             | Op::Unsubscribe(_)
             | Op::Ping
             | Op::Instruments
-            | Op::Auth { .. } => return Ok(()),
+            | Op::Auth { .. } => return,
         };
         let command = match command {
             Ok(c) => c,
-            Err(invalid) => {
-                return self
-                    .error(RequestError::from(invalid).about(Some(name), id))
-                    .await
-            }
+            Err(invalid) => return self.error(RequestError::from(invalid).about(Some(name), id)),
         };
-        let reply = match execute(&market, command).await {
-            Ok(events) => replies::result(name, id, &events, instruments),
-            Err(e) => Err(e.about(Some(name), id)),
-        };
-        match reply {
-            Ok(json) => self.reply(json).await,
-            Err(e) => self.error(e).await,
-        }
+        // Submitted now, in request order; answered when its events are back.
+        let submitted = market.submit_for_reply(command, 0);
+        let instruments = instruments.clone();
+        self.answers.push_back(Box::pin(async move {
+            let events = match submitted {
+                Ok(reply) => reply.await.map_err(|_| ExecuteError::ShuttingDown),
+                Err(e) => Err(e),
+            };
+            let reply = match events {
+                Ok(events) => replies::result(name, id, &events, &instruments),
+                Err(e) => Err(execute_error(e).about(Some(name), id)),
+            };
+            Outbound::Reply(reply.unwrap_or_else(|e| replies::error(&e)))
+        }));
     }
 
-    async fn auth(&mut self, id: Option<u64>, token: &str) -> Result<(), End> {
+    fn auth(&mut self, id: Option<u64>, token: &str) {
         let Some(account) = self.front.tokens.account(token) else {
             let e = RequestError::new(ErrorCode::AuthFailed, "unknown token");
-            return self.error(e.about(Some("auth"), id)).await;
+            return self.error(e.about(Some("auth"), id));
         };
         match self.account {
             Some(current) if current != account => {
@@ -395,16 +438,16 @@ impl Session {
                     ErrorCode::AlreadyAuthenticated,
                     format!("this connection trades for account {current}; open another connection for account {account}"),
                 );
-                self.error(e.about(Some("auth"), id)).await
+                self.error(e.about(Some("auth"), id))
             }
             _ => {
                 self.account = Some(account);
-                self.reply(replies::authenticated(id, account)).await
+                self.reply(replies::authenticated(id, account))
             }
         }
     }
 
-    async fn subscribe(&mut self, id: Option<u64>, specs: Vec<ChannelSpec>) -> Result<(), End> {
+    fn subscribe(&mut self, id: Option<u64>, specs: Vec<ChannelSpec>) {
         let needs_account = |s: &ChannelSpec| {
             matches!(s.target, ChannelTarget::Orders)
                 || self.front.tokens.market_data_requires_token()
@@ -427,7 +470,7 @@ impl Session {
                     "subscribing to these channels needs an account: send auth with a token first",
                 );
                 e.fields = fields;
-                return self.error(e.about(Some("subscribe"), id)).await;
+                return self.error(e.about(Some("subscribe"), id));
             }
         }
         // A channel listed twice counts once; the later entry wins.
@@ -449,7 +492,7 @@ impl Session {
                     self.subscriptions.len()
                 ),
             );
-            return self.error(e.about(Some("subscribe"), id)).await;
+            return self.error(e.about(Some("subscribe"), id));
         }
         // Each subscription starts now (its snapshot is taken here); the writer stops any
         // earlier one of the same channel, writes `subscribed`, then delivers.
@@ -464,11 +507,7 @@ impl Session {
             })
             .collect();
         let reply = replies::channels("subscribed", id, &specs);
-        if self.send(Outbound::Subscribe { feeds, reply }).await {
-            Ok(())
-        } else {
-            Err(End::Gone)
-        }
+        self.answer(Outbound::Subscribe { feeds, reply });
     }
 
     fn open(&self, spec: &ChannelSpec) -> Subscription {
@@ -491,8 +530,8 @@ impl Session {
     }
 }
 
-async fn execute(market: &Market, command: CommandKind) -> Result<Vec<Event>, RequestError> {
-    market.execute(command).await.map_err(|e| match e {
+fn execute_error(e: ExecuteError) -> RequestError {
+    match e {
         ExecuteError::Busy => RequestError::new(
             ErrorCode::Busy,
             "the engine's queue is full; not executed, retry",
@@ -500,7 +539,7 @@ async fn execute(market: &Market, command: CommandKind) -> Result<Vec<Event>, Re
         ExecuteError::ShuttingDown => {
             RequestError::new(ErrorCode::Unavailable, "the server is shutting down")
         }
-    })
+    }
 }
 
 #[cfg(test)]
