@@ -505,6 +505,40 @@ async fn pipelined_commands_are_answered_in_order_and_no_pong_overtakes_a_result
 }
 
 #[tokio::test]
+async fn orders_of_a_connection_that_cancels_on_disconnect_are_cancelled_when_it_goes() {
+    let rig = Rig::start(limits()).await;
+    let mut watcher = rig.trader(ALICE).await;
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"orders"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut keeper = rig.trader(ALICE).await;
+    let kept = keeper.request(place("sell", "65300.00", "0.01")).await;
+    let kept = kept["order"]["order_id"].clone();
+    let mut leaver = rig.client().await;
+    let r = leaver
+        .request(json!({"op":"auth","token":ALICE,"cancel_on_disconnect":true}))
+        .await;
+    assert_eq!(
+        (&r["type"], &r["cancel_on_disconnect"]),
+        (&json!("authenticated"), &json!(true))
+    );
+    let placed = leaver.request(place("sell", "65400.00", "0.01")).await;
+    assert_eq!(placed["order"]["status"], "resting", "{placed}");
+    let gone = placed["order"]["order_id"].clone();
+    // The connection drops without a close handshake, as a crashed client's would.
+    drop(leaver);
+    let done = watcher
+        .recv_where(|m| m["event"] == "done" && m["order_id"] == gone)
+        .await;
+    assert_eq!(done["reason"], "session_closed", "{done}");
+    // The other connection's order, placed without the option, is still in the book.
+    let r = keeper.request(json!({"op":"cancel","order_id":kept})).await;
+    assert_eq!(r["accepted"], true, "{r}");
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn bad_messages_get_typed_errors_and_the_connection_stays() {
     let rig = Rig::start(limits()).await;
     let mut c = rig.client().await;

@@ -54,8 +54,11 @@ pub fn pong(id: Option<u64>, ts: u64) -> Bytes {
     Bytes::from(out)
 }
 
-pub fn authenticated(id: Option<u64>, account: u64) -> Bytes {
-    encode(json!({"type": "authenticated", "id": id, "account": account}))
+pub fn authenticated(id: Option<u64>, account: u64, cancel_on_disconnect: bool) -> Bytes {
+    encode(
+        json!({"type": "authenticated", "id": id, "account": account,
+                  "cancel_on_disconnect": cancel_on_disconnect}),
+    )
 }
 
 pub fn instruments(id: Option<u64>, instruments: &Instruments) -> Bytes {

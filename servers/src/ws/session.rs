@@ -36,7 +36,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use ticker_engine::{AccountId, CommandKind};
+use ticker_engine::{AccountId, CommandKind, SessionId};
 use ticker_feeds::{Subscription, Topic};
 use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
@@ -99,6 +99,8 @@ pub async fn run(
         out,
         account: None,
         subscriptions: HashSet::new(),
+        cancel_on_disconnect: None,
+        tagged: false,
         answers: FuturesOrdered::new(),
     };
     let end = session.serve(&mut stream, ended, &violations).await;
@@ -125,7 +127,24 @@ pub async fn run(
             .await;
         }
     }
-    session.out.finish(limits.close_timeout).await;
+    let Session {
+        out,
+        front,
+        cancel_on_disconnect,
+        tagged,
+        ..
+    } = session;
+    out.finish(limits.close_timeout).await;
+    if let (Some(session), true) = (cancel_on_disconnect, tagged) {
+        // After every order the connection submitted, in the engine's order: waits for room
+        // in the ingress ring rather than failing when it is full, since the client is gone
+        // and its orders must not stay in the book.
+        let market = front.market.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            market.execute_blocking(CommandKind::SessionClosed { session })
+        })
+        .await;
+    }
 }
 
 struct Session {
@@ -135,6 +154,11 @@ struct Session {
     account: Option<AccountId>,
     /// The channels the writer delivers for this connection.
     subscriptions: HashSet<ChannelKey>,
+    /// Set by `auth` with `cancel_on_disconnect`: orders placed from then on carry this
+    /// session id, and the engine cancels them when the connection ends.
+    cancel_on_disconnect: Option<SessionId>,
+    /// An order was placed with the session id: cancel on disconnect at the end.
+    tagged: bool,
     rate: RateLimiter,
     /// What each request is answered with, in request order: order commands are submitted to
     /// the engine as they arrive and answered as their events come back, and every other
@@ -354,7 +378,10 @@ impl Session {
             }
             Op::Ping => return self.reply(replies::pong(id, now_ns())),
             Op::Instruments => return self.reply(replies::instruments(id, instruments)),
-            Op::Auth { token } => return self.auth(id, &token),
+            Op::Auth {
+                token,
+                cancel_on_disconnect,
+            } => return self.auth(id, &token, cancel_on_disconnect),
             other => other,
         };
         let Some(account) = self.account else {
@@ -380,7 +407,10 @@ impl Session {
                     self_trade_prevention: p.self_trade_prevention,
                     client_order_id: p.client_order_id,
                 };
-                order_entry::place(&ticket, v, instruments, account, 0).map(CommandKind::Place)
+                // Only a connection that cancels on disconnect tags its orders.
+                let tag = self.cancel_on_disconnect.unwrap_or(0);
+                self.tagged |= tag != 0;
+                order_entry::place(&ticket, v, instruments, account, tag).map(CommandKind::Place)
             }
             Op::Cancel(order, v) => order_entry::cancel(order, v, account).map(CommandKind::Cancel),
             Op::Amend(a, v) => {
@@ -427,7 +457,7 @@ impl Session {
         }));
     }
 
-    fn auth(&mut self, id: Option<u64>, token: &str) {
+    fn auth(&mut self, id: Option<u64>, token: &str, cancel_on_disconnect: bool) {
         let Some(account) = self.front.tokens.account(token) else {
             let e = RequestError::new(ErrorCode::AuthFailed, "unknown token");
             return self.error(e.about(Some("auth"), id));
@@ -442,7 +472,12 @@ impl Session {
             }
             _ => {
                 self.account = Some(account);
-                self.reply(replies::authenticated(id, account))
+                // Once on, it stays on: orders placed under it are still cancelled at the end.
+                if cancel_on_disconnect && self.cancel_on_disconnect.is_none() {
+                    self.cancel_on_disconnect = Some(self.front.market.new_session());
+                }
+                let on = self.cancel_on_disconnect.is_some();
+                self.reply(replies::authenticated(id, account, on))
             }
         }
     }
