@@ -505,6 +505,29 @@ async fn pipelined_commands_are_answered_in_order_and_no_pong_overtakes_a_result
 }
 
 #[tokio::test]
+async fn a_ticker_carries_the_engine_timestamp_of_the_command_that_moved_it() {
+    let rig = Rig::start(limits()).await;
+    let mut watcher = rig.client().await;
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"ticker","instrument":"BTC-USD"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut alice = rig.trader(ALICE).await;
+    let before = ticker_servers::market::now_ns();
+    let placed = alice.request(place("sell", "65300.00", "0.01")).await;
+    let ticker = watcher
+        .recv_where(|m| m["type"] == "ticker" && m["ask"] == "65300.00")
+        .await;
+    let after = ticker_servers::market::now_ns();
+    let ts = ticker["ts"].as_u64().unwrap();
+    // Stamped by the engine when it took the command: after it was sent, before it arrived,
+    // and the very timestamp of the command's own result.
+    assert!(before <= ts && ts <= after, "{before} <= {ts} <= {after}");
+    assert_eq!(ts, placed["ts"].as_u64().unwrap(), "{placed}");
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn orders_of_a_connection_that_cancels_on_disconnect_are_cancelled_when_it_goes() {
     let rig = Rig::start(limits()).await;
     let mut watcher = rig.trader(ALICE).await;
