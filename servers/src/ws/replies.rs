@@ -54,11 +54,14 @@ pub fn pong(id: Option<u64>, ts: u64) -> Bytes {
     Bytes::from(out)
 }
 
+/// `authenticated`; `"cancel_on_disconnect": true` only when it is on (the reply of a plain
+/// `auth` stays as it always was).
 pub fn authenticated(id: Option<u64>, account: u64, cancel_on_disconnect: bool) -> Bytes {
-    encode(
-        json!({"type": "authenticated", "id": id, "account": account,
-                  "cancel_on_disconnect": cancel_on_disconnect}),
-    )
+    let mut reply = json!({"type": "authenticated", "id": id, "account": account});
+    if cancel_on_disconnect {
+        reply["cancel_on_disconnect"] = true.into();
+    }
+    encode(reply)
 }
 
 pub fn instruments(id: Option<u64>, instruments: &Instruments) -> Bytes {
