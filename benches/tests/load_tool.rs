@@ -8,8 +8,11 @@ use std::process::Command;
 fn run(args: &[&str]) -> Value {
     let dir = std::env::temp_dir().join(format!("ticker-bench-test-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let json = dir.join(format!("{}.json", args[0]));
-    let svg = dir.join(format!("{}.svg", args[0]));
+    // Tests run in parallel, several per mode: each run writes files of its own.
+    static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let json = dir.join(format!("{}-{n}.json", args[0]));
+    let svg = dir.join(format!("{}-{n}.svg", args[0]));
     let output = Command::new(env!("CARGO_BIN_EXE_ticker-bench"))
         .args(args)
         .args(["--spawn", "--json"])
@@ -133,6 +136,46 @@ fn fanout_mode_counts_and_verifies_many_connections() {
     assert_sane(&r["verified"]["engine_to_client"], "fanout");
     assert_eq!(r["verified"]["gaps"], 0, "{r}");
     assert_eq!(r["counted"]["closed_by_server"], 0, "{r}");
+    assert!(r["published_per_second"].as_f64().unwrap() > 0.0, "{r}");
+    // The same connections against the tool's trivial server, at the topics' rate.
+    let trivial = &r["trivial_server"];
+    assert_eq!(trivial["connections"], 60, "{trivial}");
+    assert!(
+        trivial["messages_per_second_total"].as_f64().unwrap() > 0.0,
+        "{trivial}"
+    );
+    assert_eq!(trivial["closed"], 0, "{trivial}");
+}
+
+#[test]
+fn fanout_mode_counts_grpc_streams() {
+    let report = run(&[
+        "fanout",
+        "--kind",
+        "grpc",
+        "--connections",
+        "30",
+        "--verify",
+        "2",
+        "--duration",
+        "1",
+        "--warmup",
+        "0.5",
+        "--sim-rate",
+        "3000",
+        "--channels",
+        "ticker,trades",
+    ]);
+    let r = &report["result"];
+    assert_eq!(report["kind"], "grpc");
+    assert!(r["counted"]["messages"].as_u64().unwrap() > 0, "{r}");
+    assert!(r["verified"]["messages"].as_u64().unwrap() > 0, "{r}");
+    assert_eq!(r["verified"]["gaps"], 0, "{r}");
+    assert_eq!(r["counted"]["closed_by_server"], 0, "{r}");
+    assert!(
+        r["trivial_server"].is_null(),
+        "no WebSocket calibration for gRPC"
+    );
 }
 
 #[test]

@@ -1,11 +1,21 @@
 //! The topic hub: fan-out of encoded updates to any number of subscribers without ever
 //! waiting for one.
 //!
-//! Each topic is a bounded broadcast ring of shared, already-encoded messages: publishing is
-//! O(1) whatever the number of subscribers, and each subscriber reads at its own cursor. The
-//! ring's capacity is every subscriber's queue limit: a subscriber that falls further behind is
-//! handled by its topic's [`SlowPolicy`] — conflated to the latest message, resynced from a fresh
-//! snapshot, or disconnected with a reason — and each action is counted in [`HubStats`].
+//! Each topic keeps a bounded ring of shared, already-encoded messages: publishing is O(1)
+//! whatever the number of subscribers, and each subscriber reads at its own position. A
+//! subscriber that falls further behind than its queue limit is handled by its topic's
+//! [`SlowPolicy`] — conflated to the latest message, resynced from a fresh snapshot, or
+//! disconnected with a reason — and each action is counted in [`HubStats`]. The ring holds the
+//! queue limit, and for conflated topics as much as the history: a front that can tell a
+//! client that does not keep up (its socket refuses bytes) from its own delay in serving it
+//! lets the latter catch up on everything the ring still holds ([`Subscription::next_in`]).
+//!
+//! Waking is per batch, not per message: a publish wakes the subscribers that are waiting for
+//! the topic right then, once each, and a subscriber that finds several messages takes them all
+//! before it waits again. A front that serves many subscribers from one task (the WebSocket
+//! writers) copies the ring's new messages once into a [`Window`] and lets each subscription
+//! step through it ([`Subscription::next_in`]), so it pays neither a lock nor a reference count
+//! per message per subscriber.
 //!
 //! A short history per topic answers resume-from-seq. Publishing and subscribing take the
 //! topic's history lock so a subscriber's replay and its live stream meet with no gap and no
@@ -15,9 +25,10 @@ use crate::topic::{Channel, SlowPolicy, Topic};
 use bytes::Bytes;
 use parking_lot::{Mutex, RwLock};
 use std::collections::{HashMap, VecDeque};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::future::poll_fn;
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use tokio::sync::broadcast;
+use std::task::{Context, Poll, Waker};
 
 /// One update, shared by every subscriber of its topic, and encoded at most once per wire
 /// format: the publisher hands over what the update says (`body`) and the first subscriber
@@ -33,9 +44,9 @@ pub struct Message<B: ?Sized + Encode = dyn Encode> {
     /// sees `prev_seq` differ from the last `seq` it got has a gap.
     pub prev_seq: u64,
     pub kind: MessageKind,
-    /// `json()` compressed once for every WebSocket connection in shared-deflate mode, filled
-    /// by the first connection that needs it (the compressor lives in `servers`).
-    pub deflated: DeflatedCache,
+    /// `json()` as WebSocket frames, built once for every connection by the first one that
+    /// needs each (the framing and the compressor live in `servers`).
+    pub frames: FrameCache,
     json: OnceLock<Bytes>,
     proto: OnceLock<Bytes>,
     body: B,
@@ -74,7 +85,7 @@ impl Message {
             seq,
             prev_seq,
             kind,
-            deflated: DeflatedCache::default(),
+            frames: FrameCache::default(),
             json: OnceLock::new(),
             proto: OnceLock::new(),
             body,
@@ -93,7 +104,7 @@ impl Message {
             seq,
             prev_seq,
             kind,
-            deflated: DeflatedCache::default(),
+            frames: FrameCache::default(),
             json: OnceLock::from(json.clone()),
             proto: OnceLock::from(proto.clone()),
             body: Encoded { json, proto },
@@ -126,7 +137,7 @@ impl std::fmt::Debug for Message {
 }
 
 /// Messages are equal when they say the same thing in both formats (encoding them if needed);
-/// the deflate cache takes no part.
+/// the frame cache takes no part.
 impl PartialEq for Message {
     fn eq(&self, other: &Self) -> bool {
         self.seq == other.seq
@@ -139,30 +150,32 @@ impl PartialEq for Message {
 
 impl Eq for Message {}
 
-/// A lazily filled cache of a message's compressed form. It is derived from the message, so
-/// it takes no part in equality: a message compares equal whether or not it was compressed.
-#[derive(Debug, Clone, Default)]
-pub struct DeflatedCache(OnceLock<Bytes>);
-
-impl DeflatedCache {
-    /// The cached bytes, computing them with `deflate` the first time; concurrent callers
-    /// wait for that one computation.
-    pub fn get_or_init(&self, deflate: impl FnOnce() -> Bytes) -> &Bytes {
-        self.0.get_or_init(deflate)
-    }
-
-    pub fn get(&self) -> Option<&Bytes> {
-        self.0.get()
-    }
+/// A message's WebSocket frames (header and payload in one buffer), each built once and then
+/// written to every connection as is: the plain text frame, and the frame of the shared
+/// compressor's output (permessage-deflate without context takeover). They are derived from
+/// the message, so they take no part in equality.
+#[derive(Debug, Default)]
+pub struct FrameCache {
+    text: OnceLock<Bytes>,
+    deflated: OnceLock<Bytes>,
 }
 
-impl PartialEq for DeflatedCache {
-    fn eq(&self, _: &Self) -> bool {
-        true
+impl FrameCache {
+    /// The uncompressed frame, built with `build` the first time; concurrent callers wait for
+    /// that one build.
+    pub fn text(&self, build: impl FnOnce() -> Bytes) -> &Bytes {
+        self.text.get_or_init(build)
+    }
+
+    /// The shared compressed frame, built with `build` the first time.
+    pub fn deflated(&self, build: impl FnOnce() -> Bytes) -> &Bytes {
+        self.deflated.get_or_init(build)
+    }
+
+    pub fn get_deflated(&self) -> Option<&Bytes> {
+        self.deflated.get()
     }
 }
-
-impl Eq for DeflatedCache {}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MessageKind {
@@ -261,6 +274,17 @@ impl HubConfig {
         }
         .max(1)
     }
+
+    /// Messages a topic's ring keeps: its queue limit, and for conflated topics as many as the
+    /// history keeps anyway (the same messages: the ring only points at them), which a
+    /// subscriber that the server itself served late may still catch up on.
+    pub fn ring_capacity(&self, policy: SlowPolicy) -> usize {
+        let limit = self.queue_limit(policy);
+        match policy {
+            SlowPolicy::Conflate => limit.max(self.history),
+            SlowPolicy::Resync | SlowPolicy::Disconnect => limit,
+        }
+    }
 }
 
 /// Kinds of topic the counters are kept by: each market-data channel, then order updates.
@@ -289,13 +313,85 @@ impl HubStats {
     }
 }
 
-/// One topic: its broadcast ring, history and snapshot source.
+/// Someone waiting for a topic's next message: woken once by the next publish, then off the
+/// topic's list until it waits again. One per waiting task and topic.
+#[derive(Debug, Default)]
+pub struct Waiter {
+    waker: Mutex<Option<Waker>>,
+    /// On the topic's list now (so waiting again does not add it twice).
+    listed: AtomicBool,
+}
+
+impl Waiter {
+    pub fn new() -> Arc<Waiter> {
+        Arc::new(Waiter::default())
+    }
+
+    fn wake(&self) {
+        self.listed.store(false, Ordering::Release);
+        if let Some(waker) = self.waker.lock().take() {
+            waker.wake();
+        }
+    }
+}
+
+/// The live messages of a topic: the newest `capacity` of them, each at its position (how
+/// many messages the topic published before it).
+struct Ring {
+    messages: VecDeque<Arc<Message>>,
+    /// Position of `messages[0]`.
+    start: u64,
+    capacity: usize,
+}
+
+impl Ring {
+    fn end(&self) -> u64 {
+        self.start + self.messages.len() as u64
+    }
+
+    fn push(&mut self, message: Arc<Message>) {
+        if self.messages.len() == self.capacity {
+            self.messages.pop_front();
+            self.start += 1;
+        }
+        self.messages.push_back(message);
+    }
+}
+
+/// Where a subscription reads: the topic's ring under its lock, or a reader's [`Window`].
+trait Source {
+    fn start(&self) -> u64;
+    fn end(&self) -> u64;
+    /// The message at `position`, which is in `start()..end()`.
+    fn at(&self, position: u64) -> &Arc<Message>;
+}
+
+impl Source for Ring {
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn end(&self) -> u64 {
+        Ring::end(self)
+    }
+    fn at(&self, position: u64) -> &Arc<Message> {
+        &self.messages[(position - self.start) as usize]
+    }
+}
+
+/// One topic: its ring, history, snapshot source and waiting subscribers.
 pub struct TopicState {
     topic: Topic,
-    tx: broadcast::Sender<Arc<Message>>,
+    ring: RwLock<Ring>,
+    /// `ring.end()`, readable without the lock: whether there is anything new.
+    end: AtomicU64,
     history: Mutex<VecDeque<Arc<Message>>>,
     history_len: usize,
     snapshot: RwLock<Option<Arc<dyn SnapshotSource>>>,
+    /// Woken by the next publish.
+    waiting: Mutex<Vec<Arc<Waiter>>>,
+    subscribers: AtomicUsize,
+    /// Messages a subscriber may fall behind (the ring may hold more).
+    limit: usize,
     stats: Arc<HubStats>,
 }
 
@@ -304,17 +400,63 @@ impl TopicState {
         self.topic
     }
 
-    /// Publishes one message to every subscriber. Never waits for a subscriber.
+    /// Publishes one message to every subscriber. Never waits for a subscriber: it wakes the
+    /// ones waiting for this topic, once each.
     pub fn publish(&self, message: Arc<Message>) {
         let mut history = self.history.lock();
         if history.len() == self.history_len {
             history.pop_front();
         }
         history.push_back(message.clone());
-        // An error only means nobody subscribes right now.
-        let _ = self.tx.send(message);
+        {
+            let mut ring = self.ring.write();
+            ring.push(message);
+            self.end.store(ring.end(), Ordering::Release);
+        }
         drop(history);
         HubStats::add(&self.stats.published, self.topic, 1);
+        self.wake_waiting();
+    }
+
+    fn wake_waiting(&self) {
+        let mut woken = std::mem::take(&mut *self.waiting.lock());
+        if woken.is_empty() {
+            return;
+        }
+        for waiter in woken.drain(..) {
+            waiter.wake();
+        }
+        // Keep the list's allocation for the next publish.
+        let mut waiting = self.waiting.lock();
+        if waiting.is_empty() {
+            *waiting = woken;
+        }
+    }
+
+    /// Wakes `waker` once, at the next publish (or now, if a message was published since
+    /// `seen_end`, the position the caller has read up to). A task that follows many topics
+    /// waits on each with a [`Waiter`] of its own per topic.
+    pub fn wait(&self, waiter: &Arc<Waiter>, waker: &Waker, seen_end: u64) {
+        {
+            let mut slot = waiter.waker.lock();
+            match &*slot {
+                Some(w) if w.will_wake(waker) => {}
+                _ => *slot = Some(waker.clone()),
+            }
+        }
+        if !waiter.listed.swap(true, Ordering::AcqRel) {
+            self.waiting.lock().push(waiter.clone());
+        }
+        // A publish between the caller's last read and the registration above has not seen
+        // it: look again now that it is registered.
+        if self.end() > seen_end {
+            waker.wake_by_ref();
+        }
+    }
+
+    /// Position after the newest message: how many messages the topic has published.
+    pub fn end(&self) -> u64 {
+        self.end.load(Ordering::Acquire)
     }
 
     /// The most recent message, if any.
@@ -349,7 +491,82 @@ impl TopicState {
     }
 
     pub fn subscriber_count(&self) -> usize {
-        self.tx.receiver_count()
+        self.subscribers.load(Ordering::Relaxed)
+    }
+}
+
+/// A topic's newest messages copied out of its ring by a reader that serves many subscribers
+/// of it from one task: [`refresh`](Self::refresh) takes the ring's lock once for whatever was
+/// published since, and each subscription then steps through the copy with
+/// [`Subscription::next_in`], without locks or reference counts per message.
+pub struct Window {
+    state: Arc<TopicState>,
+    messages: VecDeque<Arc<Message>>,
+    /// Position of `messages[0]`.
+    start: u64,
+    /// The ring's.
+    capacity: usize,
+}
+
+impl Source for Window {
+    fn start(&self) -> u64 {
+        self.start
+    }
+    fn end(&self) -> u64 {
+        self.start + self.messages.len() as u64
+    }
+    fn at(&self, position: u64) -> &Arc<Message> {
+        &self.messages[(position - self.start) as usize]
+    }
+}
+
+impl Window {
+    /// A window on `state`, holding what its ring holds now.
+    pub fn new(state: Arc<TopicState>) -> Window {
+        let (start, capacity) = {
+            let ring = state.ring.read();
+            (ring.start, ring.capacity)
+        };
+        let mut window = Window {
+            messages: VecDeque::with_capacity(capacity),
+            start,
+            capacity,
+            state,
+        };
+        window.refresh();
+        window
+    }
+
+    pub fn topic(&self) -> &Arc<TopicState> {
+        &self.state
+    }
+
+    /// Position after the newest message copied.
+    pub fn end(&self) -> u64 {
+        Source::end(self)
+    }
+
+    /// Copies what was published since the last refresh (at most the ring's capacity: what
+    /// is older is gone for every subscriber); `false` when there was nothing new.
+    pub fn refresh(&mut self) -> bool {
+        let end = Source::end(self);
+        if self.state.end() == end {
+            return false;
+        }
+        let ring = self.state.ring.read();
+        let from = end.max(ring.start);
+        if from > end {
+            self.messages.clear();
+            self.start = from;
+        }
+        for position in from..ring.end() {
+            if self.messages.len() == ring.capacity {
+                self.messages.pop_front();
+                self.start += 1;
+            }
+            self.messages.push_back(ring.at(position).clone());
+        }
+        true
     }
 }
 
@@ -401,13 +618,22 @@ impl Hub {
             .write()
             .entry(topic)
             .or_insert_with(|| {
-                let (tx, _) = broadcast::channel(self.config.queue_limit(topic.policy()));
+                let limit = self.config.queue_limit(topic.policy());
+                let capacity = self.config.ring_capacity(topic.policy());
                 Arc::new(TopicState {
                     topic,
-                    tx,
+                    ring: RwLock::new(Ring {
+                        messages: VecDeque::with_capacity(capacity),
+                        start: 0,
+                        capacity,
+                    }),
+                    end: AtomicU64::new(0),
                     history: Mutex::new(VecDeque::with_capacity(self.config.history)),
                     history_len: self.config.history.max(1),
                     snapshot: RwLock::new(None),
+                    waiting: Mutex::new(Vec::new()),
+                    subscribers: AtomicUsize::new(0),
+                    limit,
                     stats: self.stats.clone(),
                 })
             })
@@ -421,15 +647,17 @@ impl Hub {
     /// (or a [`Delivery::Gap`] for topics without snapshots).
     pub fn subscribe(&self, topic: Topic, from_seq: Option<u64>) -> Subscription {
         let state = self.topic(topic);
-        let rx = state.tx.subscribe();
+        state.subscribers.fetch_add(1, Ordering::Relaxed);
         let mut sub = Subscription {
             topic,
+            next: state.end(),
+            limit: state.limit,
             state,
-            rx,
             pending: VecDeque::new(),
             last_seq: 0,
-            limit: self.config.queue_limit(topic.policy()),
             stats: self.stats.clone(),
+            waiter: None,
+            catch_up: false,
         };
         HubStats::add(&self.stats.subscribers, topic, 1);
         let Some(from) = from_seq else {
@@ -439,7 +667,8 @@ impl Hub {
         HubStats::add(&self.stats.resumes, topic, 1);
         let state = sub.state.clone();
         let history = state.history.lock();
-        sub.rx = state.tx.subscribe();
+        // Under the history lock the ring holds exactly what the history ends with.
+        sub.next = state.end();
         let newest = history.back().map_or(0, |m| m.seq);
         let covered = from >= newest || history.front().is_some_and(|m| m.prev_seq <= from);
         if covered {
@@ -473,20 +702,83 @@ impl Hub {
     }
 }
 
+/// The next delivery of a subscription reading a [`Window`]: live messages are borrowed from
+/// the window; what the subscription holds itself (its snapshot, a replay, a gap) is owned.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Next<'a> {
+    Message(&'a Arc<Message>),
+    /// Messages were skipped under the conflate policy; this is the latest one.
+    Conflated {
+        message: &'a Arc<Message>,
+        skipped: u64,
+    },
+    Own(Delivery),
+}
+
+impl Next<'_> {
+    pub fn into_delivery(self) -> Delivery {
+        match self {
+            Next::Message(m) => Delivery::Message(m.clone()),
+            Next::Conflated { message, skipped } => Delivery::Conflated {
+                message: message.clone(),
+                skipped,
+            },
+            Next::Own(d) => d,
+        }
+    }
+
+    pub fn message(&self) -> Option<&Arc<Message>> {
+        match self {
+            Next::Message(m) | Next::Conflated { message: m, .. } => Some(m),
+            Next::Own(d) => d.message(),
+        }
+    }
+}
+
+/// What a subscription found at its position.
+enum Found<'a> {
+    Nothing,
+    Message(&'a Arc<Message>),
+    /// The subscriber is `behind` messages behind `end`, over its limit; `latest` is the
+    /// newest message, at `end - 1`.
+    Lagged {
+        behind: u64,
+        end: u64,
+        latest: &'a Arc<Message>,
+    },
+}
+
+/// What the policy did to a subscriber that lagged.
+enum Lag {
+    /// Skip to the latest message (it is delivered next), `skipped` messages dropped.
+    Conflated {
+        skipped: u64,
+    },
+    /// A fresh snapshot is pending.
+    Resynced,
+    Ended(Ended),
+}
+
 /// One subscriber's view of a topic. Dropping it unsubscribes.
 pub struct Subscription {
     topic: Topic,
     state: Arc<TopicState>,
-    rx: broadcast::Receiver<Arc<Message>>,
+    /// Position of the next live message to deliver.
+    next: u64,
     pending: VecDeque<Delivery>,
     /// `seq` of the last message delivered (or of the snapshot started from).
     last_seq: u64,
     limit: usize,
     stats: Arc<HubStats>,
+    /// For [`recv`](Self::recv), made on first wait.
+    waiter: Option<Arc<Waiter>>,
+    /// Reads may catch up on the whole ring (see [`catch_up`](Self::catch_up)).
+    catch_up: bool,
 }
 
 impl Drop for Subscription {
     fn drop(&mut self) {
+        self.state.subscribers.fetch_sub(1, Ordering::Relaxed);
         self.stats.subscribers[self.topic.kind_index()].fetch_sub(1, Ordering::Relaxed);
     }
 }
@@ -494,6 +786,21 @@ impl Drop for Subscription {
 impl Subscription {
     pub fn topic(&self) -> Topic {
         self.topic
+    }
+
+    /// The topic this subscription reads.
+    pub fn state(&self) -> &Arc<TopicState> {
+        &self.state
+    }
+
+    /// For a front that reads only when its client has room for what it reads (a gRPC stream
+    /// is polled only when HTTP/2 flow control lets it send): a lag is then the server's own
+    /// delay in serving it, and [`try_recv`](Self::try_recv) and [`recv`](Self::recv) let it
+    /// catch up on everything the topic's ring holds, as [`next_in`](Self::next_in) does for a
+    /// subscriber that kept up. Only conflated topics' rings hold more than the queue limit.
+    pub fn catch_up(mut self) -> Self {
+        self.catch_up = true;
+        self
     }
 
     /// `seq` of the last message delivered.
@@ -504,9 +811,9 @@ impl Subscription {
     /// Queues a fresh snapshot (if the topic has a source, or the latest message for conflated
     /// topics) and skips live messages it already covers.
     fn start_from_snapshot(&mut self, reason: SnapshotReason) {
-        // Subscribe to the live ring before reading the snapshot: every update the snapshot
-        // does not reflect is then in the ring.
-        self.rx = self.state.tx.subscribe();
+        // Take the live position before reading the snapshot: every update the snapshot does
+        // not reflect is then at or after it.
+        self.next = self.state.end();
         let snapshot = self.state.snapshot().or_else(|| {
             (self.topic.policy() == SlowPolicy::Conflate)
                 .then(|| self.state.latest())
@@ -527,55 +834,96 @@ impl Subscription {
         Some(d)
     }
 
-    fn accept(&mut self, message: Arc<Message>) -> Option<Delivery> {
-        if message.seq <= self.last_seq {
-            return None;
+    /// The next live message at this subscription's position in `source`, unless it is more
+    /// than `limit` behind (or behind what `source` still holds).
+    fn find<'a>(&mut self, source: &'a impl Source, limit: usize) -> Found<'a> {
+        loop {
+            let end = source.end();
+            if self.next >= end {
+                return Found::Nothing;
+            }
+            if self.next < source.start() || end - self.next > limit as u64 {
+                return Found::Lagged {
+                    behind: end - self.next,
+                    end,
+                    latest: source.at(end - 1),
+                };
+            }
+            let message = source.at(self.next);
+            self.next += 1;
+            if message.seq > self.last_seq {
+                self.last_seq = message.seq;
+                return Found::Message(message);
+            }
         }
-        self.last_seq = message.seq;
-        Some(Delivery::Message(message))
     }
 
-    fn on_lag(&mut self, skipped: u64) -> Result<Option<Delivery>, Ended> {
+    /// Applies the topic's policy to a subscriber `behind` messages behind `end`, over
+    /// `limit`. Takes no lock of the ring: a resync reads the snapshot, which takes the view's
+    /// lock.
+    fn on_lag(&mut self, behind: u64, limit: usize, end: u64, latest_seq: u64) -> Lag {
         match self.topic.policy() {
             SlowPolicy::Conflate => {
-                let mut latest = None;
-                let mut dropped = skipped;
-                loop {
-                    match self.rx.try_recv() {
-                        Ok(m) => {
-                            if latest.is_some() {
-                                dropped += 1;
-                            }
-                            latest = Some(m);
-                        }
-                        Err(broadcast::error::TryRecvError::Lagged(n)) => dropped += n,
-                        Err(_) => break,
-                    }
-                }
+                // Every message before the latest is superseded by it.
+                let dropped = behind - 1;
                 HubStats::add(&self.stats.conflations, self.topic, 1);
                 HubStats::add(&self.stats.conflated_messages, self.topic, dropped);
-                Ok(latest.map(|message| {
-                    self.last_seq = message.seq;
-                    Delivery::Conflated {
-                        message,
-                        skipped: dropped,
-                    }
-                }))
+                self.next = end;
+                self.last_seq = latest_seq;
+                Lag::Conflated { skipped: dropped }
             }
             SlowPolicy::Resync => {
                 HubStats::add(&self.stats.resyncs, self.topic, 1);
                 self.pending.clear();
                 self.last_seq = 0;
                 self.start_from_snapshot(SnapshotReason::Resync);
-                Ok(self.next_pending())
+                Lag::Resynced
             }
             SlowPolicy::Disconnect => {
                 HubStats::add(&self.stats.disconnects, self.topic, 1);
-                Err(Ended::TooSlow {
-                    skipped,
+                Lag::Ended(Ended::TooSlow {
+                    skipped: behind.saturating_sub(limit as u64),
                     limit: self.limit,
                 })
             }
+        }
+    }
+
+    /// The next delivery out of `window` (a copy of this subscription's topic, see [`Window`]),
+    /// without waiting; `Ok(None)` when the window holds nothing more for it. After a resync the
+    /// subscription may be ahead of the window until the window is refreshed.
+    ///
+    /// `kept_up`: the subscriber's connection took everything it was given since it was last
+    /// served, so any lag is the server's own delay in serving it, not the client's: it may
+    /// catch up on everything the topic's ring still holds. Otherwise the queue limit applies.
+    pub fn next_in<'a>(
+        &mut self,
+        window: &'a Window,
+        kept_up: bool,
+    ) -> Result<Option<Next<'a>>, Ended> {
+        debug_assert!(
+            Arc::ptr_eq(&self.state, &window.state),
+            "another topic's window"
+        );
+        if let Some(d) = self.next_pending() {
+            return Ok(Some(Next::Own(d)));
+        }
+        let limit = if kept_up { window.capacity } else { self.limit };
+        match self.find(window, limit) {
+            Found::Nothing => Ok(None),
+            Found::Message(m) => Ok(Some(Next::Message(m))),
+            Found::Lagged {
+                behind,
+                end,
+                latest,
+            } => match self.on_lag(behind, limit, end, latest.seq) {
+                Lag::Conflated { skipped } => Ok(Some(Next::Conflated {
+                    message: latest,
+                    skipped,
+                })),
+                Lag::Resynced => Ok(self.next_pending().map(Next::Own)),
+                Lag::Ended(e) => Err(e),
+            },
         }
     }
 
@@ -584,39 +932,274 @@ impl Subscription {
         if let Some(d) = self.next_pending() {
             return Ok(Some(d));
         }
-        loop {
-            match self.rx.try_recv() {
-                Ok(m) => {
-                    if let Some(d) = self.accept(m) {
-                        return Ok(Some(d));
-                    }
-                }
-                Err(broadcast::error::TryRecvError::Empty) => return Ok(None),
-                Err(broadcast::error::TryRecvError::Lagged(n)) => return self.on_lag(n),
-                Err(broadcast::error::TryRecvError::Closed) => return Err(Ended::Closed),
-            }
+        if self.next >= self.state.end() {
+            return Ok(None);
         }
+        let state = self.state.clone();
+        let ring = state.ring.read();
+        let limit = if self.catch_up {
+            ring.capacity
+        } else {
+            self.limit
+        };
+        let (behind, end, latest) = match self.find(&*ring, limit) {
+            Found::Nothing => return Ok(None),
+            Found::Message(m) => return Ok(Some(Delivery::Message(m.clone()))),
+            Found::Lagged {
+                behind,
+                end,
+                latest,
+            } => (behind, end, latest.clone()),
+        };
+        drop(ring);
+        match self.on_lag(behind, limit, end, latest.seq) {
+            Lag::Conflated { skipped } => Ok(Some(Delivery::Conflated {
+                message: latest,
+                skipped,
+            })),
+            Lag::Resynced => Ok(self.next_pending()),
+            Lag::Ended(e) => Err(e),
+        }
+    }
+
+    /// The next delivery, waiting for one without ever making the publisher wait.
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Result<Delivery, Ended>> {
+        if let Some(d) = self.try_recv()? {
+            return Poll::Ready(Ok(d));
+        }
+        let waiter = self.waiter.get_or_insert_with(Waiter::new);
+        self.state.wait(waiter, cx.waker(), self.next);
+        Poll::Pending
     }
 
     /// The next delivery, waiting for one.
     pub async fn recv(&mut self) -> Result<Delivery, Ended> {
-        if let Some(d) = self.next_pending() {
-            return Ok(d);
+        poll_fn(|cx| self.poll_recv(cx)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topic::Channel;
+    use std::task::Wake;
+
+    fn message(seq: u64) -> Arc<Message> {
+        Message::encoded(
+            seq,
+            seq.saturating_sub(1),
+            MessageKind::Update,
+            Bytes::from(format!("{seq}")),
+            Bytes::new(),
+        )
+    }
+
+    fn topic(channel: Channel) -> Topic {
+        Topic::Market {
+            channel,
+            instrument: 0,
         }
-        loop {
-            match self.rx.recv().await {
-                Ok(m) => {
-                    if let Some(d) = self.accept(m) {
-                        return Ok(d);
-                    }
-                }
-                Err(broadcast::error::RecvError::Lagged(n)) => {
-                    if let Some(d) = self.on_lag(n)? {
-                        return Ok(d);
-                    }
-                }
-                Err(broadcast::error::RecvError::Closed) => return Err(Ended::Closed),
+    }
+
+    /// Counts its wakes.
+    #[derive(Default)]
+    struct Wakes(AtomicU64);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    fn hub(queue: usize) -> Hub {
+        Hub::new(HubConfig {
+            conflated_queue: queue,
+            resync_queue: queue,
+            lossless_queue: queue,
+            history: 8,
+        })
+    }
+
+    #[test]
+    fn a_waiting_subscriber_is_woken_once_however_many_messages_follow() {
+        let hub = hub(16);
+        let trades = topic(Channel::Trades);
+        let mut sub = hub.subscribe(trades, None);
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        assert!(sub.poll_recv(&mut cx).is_pending());
+        for seq in 1..=5 {
+            hub.topic(trades).publish(message(seq));
+        }
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1, "one wake for the batch");
+        for seq in 1..=5 {
+            let Poll::Ready(Ok(Delivery::Message(m))) = sub.poll_recv(&mut cx) else {
+                panic!("message {seq} is ready");
+            };
+            assert_eq!(m.seq, seq);
+        }
+        assert!(sub.poll_recv(&mut cx).is_pending());
+        hub.topic(trades).publish(message(6));
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn waiting_after_a_missed_publish_wakes_at_once() {
+        let hub = hub(16);
+        let state = hub.topic(topic(Channel::Trades));
+        let seen = state.end();
+        state.publish(message(1));
+        let wakes = Arc::new(Wakes::default());
+        state.wait(&Waiter::new(), &Waker::from(wakes.clone()), seen);
+        assert_eq!(wakes.0.load(Ordering::Relaxed), 1);
+    }
+
+    #[test]
+    fn a_window_delivers_what_the_ring_does() {
+        let hub = hub(16);
+        let trades = topic(Channel::Trades);
+        let state = hub.topic(trades);
+        let mut from_ring = hub.subscribe(trades, None);
+        let mut from_window = hub.subscribe(trades, None);
+        let mut window = Window::new(state.clone());
+        let mut got = Vec::new();
+        for batch in [1..=3u64, 4..=10] {
+            for seq in batch {
+                state.publish(message(seq));
+            }
+            assert!(window.refresh());
+            assert!(!window.refresh(), "nothing new the second time");
+            while let Some(next) = from_window.next_in(&window, false).unwrap() {
+                let expected = from_ring.try_recv().unwrap().unwrap();
+                assert_eq!(next.clone().into_delivery(), expected);
+                got.push(next.message().unwrap().seq);
             }
         }
+        assert_eq!(got, (1..=10).collect::<Vec<_>>());
+        assert_eq!(from_ring.try_recv(), Ok(None));
+    }
+
+    #[test]
+    fn a_subscriber_behind_its_window_meets_its_policy() {
+        let hub = hub(4);
+        let (ticker, trades) = (topic(Channel::Ticker), topic(Channel::Trades));
+        let mut conflated = hub.subscribe(ticker, None);
+        let mut ended = hub.subscribe(trades, None);
+        for seq in 1..=10 {
+            hub.topic(ticker).publish(message(seq));
+            hub.topic(trades).publish(message(seq));
+        }
+        let window = Window::new(hub.topic(ticker));
+        // The ticker's ring holds as much as its history (8): 3..=10. Messages 1..=9 are
+        // superseded by 10.
+        assert_eq!(
+            conflated.next_in(&window, true),
+            Ok(Some(Next::Conflated {
+                message: window.messages.back().unwrap(),
+                skipped: 9
+            }))
+        );
+        assert_eq!(conflated.next_in(&window, true), Ok(None));
+        let window = Window::new(hub.topic(trades));
+        assert_eq!(
+            ended.next_in(&window, true),
+            Err(Ended::TooSlow {
+                skipped: 6,
+                limit: 4
+            })
+        );
+        assert_eq!(HubStats::get(&hub.stats().disconnects, trades), 1);
+        assert_eq!(HubStats::get(&hub.stats().conflated_messages, ticker), 9);
+    }
+
+    #[test]
+    fn a_resynced_subscriber_waits_for_the_window_to_catch_up() {
+        struct Latest(Arc<TopicState>);
+        impl SnapshotSource for Latest {
+            fn snapshot(&self) -> Option<Arc<Message>> {
+                let m = self.0.latest()?;
+                Some(Message::encoded(
+                    m.seq,
+                    0,
+                    MessageKind::Snapshot,
+                    Bytes::new(),
+                    Bytes::new(),
+                ))
+            }
+        }
+        let hub = hub(4);
+        let depth = topic(Channel::Depth);
+        let state = hub.topic(depth);
+        state.set_snapshot_source(Arc::new(Latest(state.clone())));
+        let mut sub = hub.subscribe(depth, None);
+        let mut window = Window::new(state.clone());
+        for seq in 1..=6 {
+            state.publish(message(seq));
+        }
+        window.refresh();
+        // Two more after the window's copy: the resync's snapshot reflects them.
+        state.publish(message(7));
+        state.publish(message(8));
+        let Some(Next::Own(Delivery::Snapshot {
+            message: snapshot,
+            reason,
+        })) = sub.next_in(&window, false).unwrap()
+        else {
+            panic!("a snapshot");
+        };
+        assert_eq!((snapshot.seq, reason), (8, SnapshotReason::Resync));
+        assert_eq!(sub.next_in(&window, false), Ok(None), "ahead of the window");
+        state.publish(message(9));
+        window.refresh();
+        assert_eq!(
+            sub.next_in(&window, false)
+                .unwrap()
+                .unwrap()
+                .message()
+                .unwrap()
+                .seq,
+            9
+        );
+    }
+
+    #[test]
+    fn a_ticker_subscriber_served_late_catches_up_but_one_that_does_not_keep_up_is_conflated() {
+        let hub = hub(4);
+        let ticker = topic(Channel::Ticker);
+        let state = hub.topic(ticker);
+        let mut late = hub.subscribe(ticker, None);
+        let mut slow = hub.subscribe(ticker, None);
+        for seq in 1..=6 {
+            state.publish(message(seq));
+        }
+        let window = Window::new(state.clone());
+        // Six behind, over the queue limit of 4 but within the ring (as long as the history, 8).
+        let mut caught_up = Vec::new();
+        while let Some(next) = late.next_in(&window, true).unwrap() {
+            assert!(matches!(next, Next::Message(_)), "{next:?}");
+            caught_up.push(next.message().unwrap().seq);
+        }
+        assert_eq!(caught_up, [1, 2, 3, 4, 5, 6]);
+        assert_eq!(
+            slow.next_in(&window, false),
+            Ok(Some(Next::Conflated {
+                message: window.messages.back().unwrap(),
+                skipped: 5
+            }))
+        );
+        // Receiving on its own, a subscriber has the queue limit.
+        let mut own = hub.subscribe(ticker, None);
+        assert!(matches!(
+            own.try_recv(),
+            Ok(Some(Delivery::Snapshot { .. }))
+        ));
+        for seq in 7..=12 {
+            state.publish(message(seq));
+        }
+        assert!(matches!(
+            own.try_recv(),
+            Ok(Some(Delivery::Conflated { skipped: 5, .. }))
+        ));
     }
 }

@@ -31,8 +31,8 @@ pub mod trades;
 pub mod wire;
 
 pub use hub::{
-    Delivery, Encode, Encoded, Ended, Hub, HubConfig, HubStats, Message, MessageKind,
-    SnapshotReason, Subscription,
+    Delivery, Encode, Encoded, Ended, Hub, HubConfig, HubStats, Message, MessageKind, Next,
+    SnapshotReason, Subscription, Window,
 };
 pub use instruments::{Instruments, WireInstrument};
 pub use market_data::{FeedsConfig, MarketData};

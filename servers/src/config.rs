@@ -272,7 +272,8 @@ pub struct HttpSection {
     pub max_missed_pongs: u32,
     /// No client message for this long closes the connection (1001) [120,000].
     pub idle_timeout_ms: u64,
-    /// Messages queued per connection before the feeds' slow-consumer policies act [1,024].
+    /// The server's own messages (replies, errors) queued per connection for a client that
+    /// does not read, before its session waits [1,024].
     pub outbound_queue: usize,
 }
 

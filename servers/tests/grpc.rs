@@ -373,6 +373,44 @@ async fn bulk_place_answers_each_order_in_its_slot() {
 }
 
 #[tokio::test]
+async fn bulk_place_submits_each_order_as_it_arrives_and_answers_in_order() {
+    let rig = Rig::start().await;
+    // More orders than the engine answers one round trip at a time in the test's guard.
+    let orders: Vec<_> = (0..500)
+        .map(|i| {
+            limit(
+                "ETH-USD",
+                pb::Side::Buy,
+                &format!("{}.00", 3000 - i % 50),
+                "0.01",
+            )
+        })
+        .collect();
+    let summary = rig
+        .orders()
+        .bulk_place_orders(authed(tokio_stream::iter(orders), ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!((summary.accepted, summary.errors), (500, 0));
+    let mut last_seq = 0;
+    for (i, r) in summary.results.iter().enumerate() {
+        assert_eq!(r.index, i as u32);
+        let Some(pb::bulk_place_result::Outcome::Placed(p)) = &r.outcome else {
+            panic!("slot {i}: {r:?}");
+        };
+        // The engine decided them in the order they were sent.
+        let seq = p.result.as_ref().unwrap().engine_seq;
+        assert!(
+            seq > last_seq,
+            "slot {i}: engine_seq {seq} after {last_seq}"
+        );
+        last_seq = seq;
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn order_updates_start_from_a_snapshot_and_resume_from_a_sequence_number() {
     let rig = Rig::start().await;
     let mut updates = rig

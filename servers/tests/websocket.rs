@@ -455,6 +455,113 @@ async fn every_order_command_gets_exactly_one_reply_in_order() {
 }
 
 #[tokio::test]
+async fn pipelined_commands_are_answered_in_order_and_no_pong_overtakes_a_result() {
+    let rig = Rig::start(WsLimits {
+        messages_per_second: 1_000_000,
+        burst: 1_000_000,
+        ..limits()
+    })
+    .await;
+    let mut alice = rig.trader(ALICE).await;
+    // Everything sent at once: orders (submitted as they arrive, answered when the engine is
+    // done with them) between pings and a subscribe (answered at once, but only in turn).
+    let mut sent = Vec::new();
+    for i in 0..100u64 {
+        let price = format!("{}.00", 60_000 + i);
+        sent.push(
+            alice
+                .send(
+                    json!({"op":"place","instrument":"BTC-USD","side":"buy","price":price,
+                             "size":"0.01","client_order_id":i + 1}),
+                )
+                .await,
+        );
+        sent.push(alice.send(json!({"op":"ping"})).await);
+    }
+    sent.push(
+        alice
+            .send(json!({"op":"subscribe","channels":[{"name":"orders"}]}))
+            .await,
+    );
+    sent.push(alice.send(json!({"op":"mass_cancel"})).await);
+    let mut answered = Vec::new();
+    let mut types = Vec::new();
+    while answered.len() < sent.len() {
+        let m = alice.recv().await;
+        if let Some(id) = m["id"].as_u64() {
+            answered.push(id);
+            types.push(m["type"].as_str().unwrap().to_string());
+            if m["type"] == "result" && m["op"] == "place" {
+                assert_eq!(m["accepted"], true, "{m}");
+            }
+        }
+    }
+    assert_eq!(answered, sent, "one answer per request, in request order");
+    for pair in types[..200].chunks(2) {
+        assert_eq!(pair, ["result", "pong"]);
+    }
+    assert_eq!(types[200..], ["subscribed", "result"]);
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_ticker_carries_the_engine_timestamp_of_the_command_that_moved_it() {
+    let rig = Rig::start(limits()).await;
+    let mut watcher = rig.client().await;
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"ticker","instrument":"BTC-USD"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut alice = rig.trader(ALICE).await;
+    let before = ticker_servers::market::now_ns();
+    let placed = alice.request(place("sell", "65300.00", "0.01")).await;
+    let ticker = watcher
+        .recv_where(|m| m["type"] == "ticker" && m["ask"] == "65300.00")
+        .await;
+    let after = ticker_servers::market::now_ns();
+    let ts = ticker["ts"].as_u64().unwrap();
+    // Stamped by the engine when it took the command: after it was sent, before it arrived,
+    // and the very timestamp of the command's own result.
+    assert!(before <= ts && ts <= after, "{before} <= {ts} <= {after}");
+    assert_eq!(ts, placed["ts"].as_u64().unwrap(), "{placed}");
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn orders_of_a_connection_that_cancels_on_disconnect_are_cancelled_when_it_goes() {
+    let rig = Rig::start(limits()).await;
+    let mut watcher = rig.trader(ALICE).await;
+    let r = watcher
+        .request(json!({"op":"subscribe","channels":[{"name":"orders"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut keeper = rig.trader(ALICE).await;
+    let kept = keeper.request(place("sell", "65300.00", "0.01")).await;
+    let kept = kept["order"]["order_id"].clone();
+    let mut leaver = rig.client().await;
+    let r = leaver
+        .request(json!({"op":"auth","token":ALICE,"cancel_on_disconnect":true}))
+        .await;
+    assert_eq!(
+        (&r["type"], &r["cancel_on_disconnect"]),
+        (&json!("authenticated"), &json!(true))
+    );
+    let placed = leaver.request(place("sell", "65400.00", "0.01")).await;
+    assert_eq!(placed["order"]["status"], "resting", "{placed}");
+    let gone = placed["order"]["order_id"].clone();
+    // The connection drops without a close handshake, as a crashed client's would.
+    drop(leaver);
+    let done = watcher
+        .recv_where(|m| m["event"] == "done" && m["order_id"] == gone)
+        .await;
+    assert_eq!(done["reason"], "session_closed", "{done}");
+    // The other connection's order, placed without the option, is still in the book.
+    let r = keeper.request(json!({"op":"cancel","order_id":kept})).await;
+    assert_eq!(r["accepted"], true, "{r}");
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn bad_messages_get_typed_errors_and_the_connection_stays() {
     let rig = Rig::start(limits()).await;
     let mut c = rig.client().await;
@@ -1002,7 +1109,6 @@ async fn next_trade(client: &mut Client, last: &mut u64) -> usize {
 
 #[tokio::test]
 async fn a_trades_subscriber_that_stops_reading_is_closed_with_1013_while_others_keep_up() {
-    // A power of two: tokio's broadcast ring, which holds the hub's queue, rounds up to one.
     const LOSSLESS_QUEUE: usize = 64;
     const OUTBOUND_QUEUE: usize = 4;
     // Asked of the kernel for both ends of the slow connection (Linux doubles it).
@@ -1037,10 +1143,12 @@ async fn a_trades_subscriber_that_stops_reading_is_closed_with_1013_while_others
 
     // `slow` reads nothing now. Between the hub and its application at most this many bytes
     // wait: its receive buffer, the server's send buffer plus the one segment of up to 64 KiB
-    // the kernel may append past it, and tungstenite's write buffer; each trade takes its
-    // JSON and a 2-byte frame header. Add the connection's queue, the message the forwarder
-    // and the one the writer hold, and the hub's ring: one trade more than all of that
-    // cannot fit, and the slow subscriber has fallen behind its limit.
+    // the kernel may append past it, and the writer's backlog: at most one vectored write of
+    // what was published since it last wrote, here one round of trades, well under
+    // tungstenite's write buffer size, which the bound counts instead; each trade takes its
+    // JSON and a 2-byte frame header. Add the connection's queue and the
+    // hub's ring: one trade more than all of that cannot fit, and the slow subscriber has
+    // fallen behind its limit.
     let buffered_bytes = client_recv_buffer
         + server_send_buffer
         + (64 << 10)

@@ -15,6 +15,7 @@ pub mod depth_check;
 pub mod fanout;
 pub mod flow;
 pub mod frame_count;
+pub mod grpc_count;
 pub mod latency;
 pub mod order_flow;
 pub mod output;
@@ -22,6 +23,7 @@ pub mod spawn;
 pub mod stream;
 pub mod subscribe;
 pub mod svg;
+pub mod trivial;
 
 use clap::{Args, ValueEnum};
 use std::net::SocketAddr;
@@ -210,7 +212,7 @@ pub struct FlowArgs {
     pub window: usize,
 }
 
-/// `fanout` mode.
+/// `fanout` mode: WebSocket subscribers, or gRPC `Subscribe` streams with `--kind grpc`.
 #[derive(Debug, Clone, Args)]
 pub struct FanoutArgs {
     #[command(flatten)]
@@ -237,6 +239,14 @@ pub struct FanoutArgs {
     /// Connections opened at once while connecting.
     #[arg(long, default_value_t = 64)]
     pub connect_concurrency: usize,
+    /// Skip the calibration against the tool's trivial server (WebSocket kinds).
+    #[arg(long)]
+    pub no_trivial: bool,
+    /// Messages a second the trivial server publishes when the tool did not spawn the server
+    /// (with --spawn: the rate the spawned server's topics published during the run). The
+    /// default is BTC-USD's ticker rate measured with --spawn at --sim-rate 20000.
+    #[arg(long, default_value_t = 1_400.0)]
+    pub trivial_rate: f64,
 }
 
 /// `stream` mode.

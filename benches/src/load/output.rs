@@ -173,6 +173,21 @@ pub fn fanout_table(report: &Value) -> String {
         "| CPU per delivered message (tool + spawned server) | {:.2} µs |",
         r["cpu_us_per_delivered_message"].as_f64().unwrap_or(0.0)
     );
+    if let Some(p) = r["published_per_second"].as_f64() {
+        let _ = writeln!(t, "| published on the topics, messages/s | {p:.0} |");
+    }
+    let trivial = &r["trivial_server"];
+    if !trivial.is_null() {
+        let _ = writeln!(
+            t,
+            "| the tool against its trivial server ({} connections, {:.0}/s of {} B frames): counted / offered | {} / {} |",
+            trivial["connections"],
+            trivial["publish_rate"].as_f64().unwrap_or(0.0),
+            trivial["frame_bytes"],
+            rate(trivial["messages_per_second_total"].as_f64().unwrap_or(0.0)),
+            rate(trivial["offered_per_second_total"].as_f64().unwrap_or(0.0)),
+        );
+    }
     t
 }
 

@@ -208,9 +208,9 @@ async fn one(
 
 /// Decodes nothing: each gRPC message arrives as its bytes.
 #[derive(Default)]
-struct RawCodec;
-struct RawDecoder;
-struct RequestEncoder;
+pub struct RawCodec;
+pub struct RawDecoder;
+pub struct RequestEncoder;
 
 impl Decoder for RawDecoder {
     type Item = Bytes;

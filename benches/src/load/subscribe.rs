@@ -160,7 +160,7 @@ pub async fn run(
     }
 }
 
-fn grpc_channel(name: &str) -> anyhow::Result<pb::Channel> {
+pub fn grpc_channel(name: &str) -> anyhow::Result<pb::Channel> {
     Ok(match name {
         "ticker" => pb::Channel::Ticker,
         "depth" => pb::Channel::Depth,

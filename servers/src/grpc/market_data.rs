@@ -176,7 +176,9 @@ impl MarketDataApi {
             let wire = self.market.instruments().get(instrument);
             let symbol = wire.as_ref().map_or("", |w| w.symbol()).to_string();
             let what = format!("{} of {symbol}", channel.name());
-            let sub = hub.subscribe(topic, from_seq);
+            // The stream is read only when HTTP/2 flow control lets it send: a lag is the
+            // server's, and the subscriber catches up on what the topic's ring holds.
+            let sub = hub.subscribe(topic, from_seq).catch_up();
             frames::subscription_stream(sub, what, move |from_seq, resumed_after| {
                 let (channel, candle_interval) = proto::channel(channel);
                 Out::encoded(&pb::MarketDataMessage {

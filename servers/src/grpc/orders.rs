@@ -447,6 +447,9 @@ async fn forward_updates(
     }
 }
 
+/// One order's result in a bulk placement, ready or awaiting the engine.
+type BulkAnswer = std::pin::Pin<Box<dyn Future<Output = pb::BulkPlaceResult> + Send>>;
+
 /// The generated server's view of [`OrderApi`] (the streams need the `Arc`).
 #[derive(Clone)]
 pub struct OrderRpc(pub Arc<OrderApi>);
@@ -512,40 +515,64 @@ impl OrderService for OrderRpc {
         let deadline = Deadline::from_metadata(req.metadata());
         let mut orders = req.into_inner();
         let mut summary = pb::BulkPlaceOrdersResponse::default();
+        // Each order is submitted to the engine as it arrives (in order) and its result is
+        // recorded in order as its events come back, at most `session_queue` awaited at once.
+        let mut pending = FuturesOrdered::new();
+        let in_flight = self.config.session_queue.max(1);
         let mut index = 0u32;
-        while let Some(order) = orders.message().await? {
-            if index as usize >= self.config.max_bulk_orders {
-                let limit = self.config.max_bulk_orders;
-                let refusal = Refusal::new(
-                    Code::ResourceExhausted,
-                    format!("at most {limit} orders per call; the rest of the stream was not read"),
-                );
-                summary.results.push(pb::BulkPlaceResult {
-                    index,
-                    outcome: Some(pb::bulk_place_result::Outcome::Error(refusal.to_proto())),
-                });
-                summary.errors += 1;
-                break;
-            }
-            let outcome = match self.desk.place(account, 0, &order, deadline).await {
-                Ok(placed) => {
-                    if placed.result.as_ref().is_some_and(|r| r.accepted) {
-                        summary.accepted += 1;
-                    } else {
-                        summary.rejected += 1;
+        let mut reading = true;
+        loop {
+            tokio::select! {
+                biased;
+                Some(result) = pending.next(), if !pending.is_empty() => {
+                    let result: pb::BulkPlaceResult = result;
+                    match &result.outcome {
+                        Some(pb::bulk_place_result::Outcome::Placed(placed)) => {
+                            if placed.result.as_ref().is_some_and(|r| r.accepted) {
+                                summary.accepted += 1;
+                            } else {
+                                summary.rejected += 1;
+                            }
+                        }
+                        _ => summary.errors += 1,
                     }
-                    pb::bulk_place_result::Outcome::Placed(placed)
+                    summary.results.push(result);
                 }
-                Err(refusal) => {
-                    summary.errors += 1;
-                    pb::bulk_place_result::Outcome::Error(refusal.to_proto())
+                order = orders.message(), if reading && pending.len() < in_flight => {
+                    let Some(order) = order? else {
+                        reading = false;
+                        continue;
+                    };
+                    let at = index;
+                    index += 1;
+                    if at as usize >= self.config.max_bulk_orders {
+                        let limit = self.config.max_bulk_orders;
+                        let refusal = Refusal::new(
+                            Code::ResourceExhausted,
+                            format!("at most {limit} orders per call; the rest of the stream was not read"),
+                        );
+                        let outcome = pb::bulk_place_result::Outcome::Error(refusal.to_proto());
+                        pending.push_back(Box::pin(std::future::ready(pb::BulkPlaceResult {
+                            index: at,
+                            outcome: Some(outcome),
+                        })) as BulkAnswer);
+                        reading = false;
+                        continue;
+                    }
+                    let placed = self.desk.place(account, 0, &order, deadline);
+                    pending.push_back(Box::pin(async move {
+                        let outcome = match placed.await {
+                            Ok(placed) => pb::bulk_place_result::Outcome::Placed(placed),
+                            Err(refusal) => pb::bulk_place_result::Outcome::Error(refusal.to_proto()),
+                        };
+                        pb::BulkPlaceResult {
+                            index: at,
+                            outcome: Some(outcome),
+                        }
+                    }));
                 }
-            };
-            summary.results.push(pb::BulkPlaceResult {
-                index,
-                outcome: Some(outcome),
-            });
-            index += 1;
+                else => break,
+            }
         }
         Ok(Response::new(summary))
     }

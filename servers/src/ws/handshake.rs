@@ -181,14 +181,36 @@ pub async fn upgrade_stream<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut ws_config = ws_config.unwrap_or_default();
-    if let Some(n) = &negotiated {
+    let ws_config = limits_for(ws_config.unwrap_or_default(), negotiated.as_ref());
+    let stream = InflatingStream::new(io, role, negotiated.as_ref());
+    WebSocketStream::from_raw_socket(stream, role, Some(ws_config)).await
+}
+
+/// [`upgrade_stream`] with `buffered`, the bytes already read from `io` past the request
+/// (a client may send its first frames right behind it).
+pub async fn upgrade_buffered<S>(
+    io: S,
+    buffered: &[u8],
+    negotiated: Option<Negotiated>,
+    role: Role,
+    ws_config: Option<WebSocketConfig>,
+) -> WebSocketStream<InflatingStream<S>>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let ws_config = limits_for(ws_config.unwrap_or_default(), negotiated.as_ref());
+    let stream = InflatingStream::with_buffered(io, role, negotiated.as_ref(), buffered);
+    WebSocketStream::from_raw_socket(stream, role, Some(ws_config)).await
+}
+
+/// Message and frame limits that let a compressed message inflate up to the negotiated cap.
+fn limits_for(mut ws_config: WebSocketConfig, negotiated: Option<&Negotiated>) -> WebSocketConfig {
+    if let Some(n) = negotiated {
         let cap = n.max_inflated_message;
         ws_config.max_frame_size = ws_config.max_frame_size.map(|m| m.max(cap));
         ws_config.max_message_size = ws_config.max_message_size.map(|m| m.max(cap));
     }
-    let stream = InflatingStream::new(io, role, negotiated.as_ref());
-    WebSocketStream::from_raw_socket(stream, role, Some(ws_config)).await
+    ws_config
 }
 
 #[cfg(test)]

@@ -12,7 +12,8 @@ use http_body_util::Full;
 use hyper_util::rt::TokioIo;
 use std::convert::Infallible;
 use std::sync::Arc;
-use tungstenite::protocol::{Role, WebSocketConfig};
+use tokio::net::TcpStream;
+use tungstenite::protocol::WebSocketConfig;
 
 const INDEX_HTML: &str = include_str!("../../web/index.html");
 const APP_JS: &str = include_str!("../../web/app.js");
@@ -103,15 +104,20 @@ pub async fn route(
         let Ok(upgraded) = hyper::upgrade::on(req).await else {
             return;
         };
-        let negotiated = accepted.negotiated;
-        let ws = handshake::upgrade_stream(
-            TokioIo::new(upgraded),
-            negotiated.clone(),
-            Role::Server,
-            Some(config),
+        // The connection is served on its TCP socket itself, which the writers write to
+        // without the HTTP layer in the way.
+        let Ok(parts) = upgraded.downcast::<TokioIo<TcpStream>>() else {
+            tracing::warn!("an upgraded connection is not a TCP socket; dropped");
+            return;
+        };
+        session::run(
+            parts.io.into_inner(),
+            parts.read_buf,
+            accepted.negotiated,
+            config,
+            front,
         )
         .await;
-        session::run(ws, negotiated, front).await;
     });
     Ok(response)
 }
@@ -176,8 +182,7 @@ struct WsMetrics<'a> {
 impl crate::metrics::MetricSource for WsMetrics<'_> {
     fn write_metrics(&self, out: &mut String) {
         use crate::metrics::{family, sample};
-        use std::sync::atomic::Ordering::Relaxed;
-        let w = &self.front.wire;
+        let w = self.front.writers.wire();
         family(
             out,
             "tickerd_ws_connections",
@@ -192,11 +197,23 @@ impl crate::metrics::MetricSource for WsMetrics<'_> {
         );
         family(
             out,
+            "tickerd_ws_blocked_connections",
+            "gauge",
+            "WebSocket connections whose socket refuses bytes now (clients that do not keep up).",
+        );
+        sample(
+            out,
+            "tickerd_ws_blocked_connections",
+            "",
+            self.front.writers.blocked() as u64,
+        );
+        family(
+            out,
             "tickerd_ws_messages_out_total",
             "counter",
             "WebSocket messages written, by compression.",
         );
-        let compressed = w.compressed_messages.load(Relaxed);
+        let compressed = w.compressed_messages;
         sample(
             out,
             "tickerd_ws_messages_out_total",
@@ -207,7 +224,7 @@ impl crate::metrics::MetricSource for WsMetrics<'_> {
             out,
             "tickerd_ws_messages_out_total",
             "compressed=\"false\"",
-            w.messages.load(Relaxed).saturating_sub(compressed),
+            w.messages.saturating_sub(compressed),
         );
         family(
             out,
@@ -219,13 +236,21 @@ impl crate::metrics::MetricSource for WsMetrics<'_> {
             out,
             "tickerd_ws_bytes_out_total",
             "kind=\"raw\"",
-            w.raw_bytes.load(Relaxed),
+            w.raw_bytes,
         );
         sample(
             out,
             "tickerd_ws_bytes_out_total",
             "kind=\"wire\"",
-            w.wire_bytes.load(Relaxed),
+            w.wire_bytes,
         );
+        family(
+            out,
+            "tickerd_ws_writes_total",
+            "counter",
+            "Vectored socket writes of the WebSocket writers (messages per write: how well \
+             writes are batched).",
+        );
+        sample(out, "tickerd_ws_writes_total", "", w.writes);
     }
 }

@@ -32,8 +32,11 @@ pub struct WsLimits {
     /// Time without a text or binary client message that closes the connection with 1001
     /// [120 s].
     pub idle_timeout: Duration,
-    /// Messages queued for one connection's socket [1,024]. Market data waits here and the
-    /// feeds hub's slow-subscriber policies act when it stays full; the engine never waits.
+    /// The server's own messages (replies, errors, pings) queued for one connection's writer
+    /// [1,024]; the writer takes from the queue only while the socket keeps up, so a client
+    /// that does not read makes its session wait (up to `write_timeout`). Market data does not
+    /// queue here: it waits in the feeds hub's rings, where the slow-subscriber policies act;
+    /// the engine never waits.
     pub outbound_queue: usize,
     /// How long a write to a client may stall before the connection is dropped [10 s].
     pub write_timeout: Duration,

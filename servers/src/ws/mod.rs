@@ -7,8 +7,11 @@
 //!   forwarded from the feeds hub, pings and the idle timeout.
 //! - [`protocol`] — client messages read strictly, every bad field named; [`replies`] — the
 //!   server's own messages.
-//! - [`outgoing`] — the per-connection queue and writer, where each message's bytes are
-//!   chosen: raw, deflated once for every client (shared) or per connection.
+//! - [`writer`] — the writer tasks, each owning the sending side of many connections: market
+//!   data read once per topic and written with one vectored write per connection;
+//!   [`outgoing`] — what a session queues for its writer, and where each message's bytes are
+//!   chosen: raw, deflated once for every client (shared) or per connection; [`frame`] — the
+//!   frames as bytes, built once per message; [`socket`] — the socket as the session reads it.
 //! - [`limits`] — [`WsLimits`] and the rate limiter.
 //!
 //! The transport below the session: permessage-deflate ([`deflate`], RFC 7692), the socket
@@ -19,6 +22,7 @@
 pub mod client;
 pub mod deflate;
 pub mod echo;
+pub mod frame;
 pub mod handshake;
 pub mod http;
 pub mod limits;
@@ -27,7 +31,9 @@ pub mod protocol;
 pub mod replies;
 pub mod server;
 pub mod session;
+pub mod socket;
 pub mod stream;
+pub mod writer;
 
 pub use limits::WsLimits;
 pub use server::{WsConfig, WsError, WsServer};

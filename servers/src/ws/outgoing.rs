@@ -1,31 +1,76 @@
-//! Everything a connection sends goes through one bounded queue of [`Outbound`] items and one
-//! writer task, which turns each item into a WebSocket message with the connection's
-//! [`Encoder`] — the one place where a message's bytes are chosen, so that compression plugs
-//! in here — and writes them in queue order, flushing once per batch.
+//! What a connection sends, in the order its session decides: the [`Outbound`] items a session
+//! queues for its connection's writer ([`super::writer`]), the [`Encoder`] that chooses each
+//! message's bytes — the one place where compression plugs in — and the [`WireStats`] of what
+//! was written.
+//!
+//! Market data does not pass through a session: the session hands its subscriptions to the
+//! writer ([`Outbound::Subscribe`]), which reads them where the feeds publish and frames each
+//! message once for every connection.
 
-use super::deflate::{compressed_message, Compressor, Negotiated};
+use super::deflate::{deflate_shared, Compressor, Negotiated};
+use super::frame::{self, COMPRESSED_TEXT, TEXT};
+use super::protocol::{ChannelKey, ChannelSpec};
 use bytes::Bytes;
-use futures_util::{Sink, SinkExt};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
-use tokio::sync::mpsc;
+use ticker_feeds::{Message, Subscription};
+use tungstenite::protocol::frame::coding::CloseCode;
 use tungstenite::protocol::CloseFrame;
-use tungstenite::{Message, Utf8Bytes};
 
-/// One item for the writer.
+/// One item for a connection's writer, written in queue order.
 #[derive(Debug)]
 pub enum Outbound {
-    /// A feeds message (market data or an order update), shared with every subscriber.
-    Feed(Arc<ticker_feeds::Message>),
-    /// One of the server's own JSON messages (replies, `hello`, `gap`, `error`).
+    /// One of the server's own JSON messages (replies, `hello`, `error`).
     Reply(Bytes),
     Ping(Bytes),
-    /// The last item: the writer sends it and stops.
+    /// Starts delivering `feeds`, after stopping any feed with the same key and writing
+    /// `reply` (`subscribed`): a restarted channel's old messages all precede the reply, and
+    /// every new one follows it.
+    Subscribe {
+        feeds: Vec<Feed>,
+        reply: Bytes,
+    },
+    /// Stops the feeds with these keys, then writes `reply` (`unsubscribed`): nothing of them
+    /// follows it.
+    Unsubscribe {
+        keys: Vec<ChannelKey>,
+        reply: Bytes,
+    },
+    /// The last item: every feed stops, the close frame is written and nothing after it.
     Close(CloseFrame),
 }
 
-/// Bytes the WebSocket front wrote, for `/metrics`: payloads before and after compression.
+/// A subscription handed to the writer, with the channel it was asked as (for close reasons
+/// and `gap` messages).
+pub struct Feed {
+    pub spec: ChannelSpec,
+    pub sub: Subscription,
+}
+
+impl std::fmt::Debug for Feed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Feed")
+            .field("channel", &self.spec.label())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Feed {
+    pub fn key(&self) -> ChannelKey {
+        self.spec.key()
+    }
+}
+
+/// How a connection's stream ends.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum End {
+    /// Send a close frame with this code and reason, then wait for the client's.
+    Close(CloseCode, String),
+    /// The client is gone or cannot be written to: nothing more to send.
+    Gone,
+}
+
+/// Bytes one writer wrote, for `/metrics`: payloads before and after compression. Each
+/// writer keeps its own (one batch, one add), and the scrape sums them.
 #[derive(Debug, Default)]
 pub struct WireStats {
     pub messages: AtomicU64,
@@ -35,164 +80,206 @@ pub struct WireStats {
     pub wire_bytes: AtomicU64,
     /// Messages sent compressed.
     pub compressed_messages: AtomicU64,
+    /// Vectored writes to sockets: messages per write is how well writes are batched.
+    pub writes: AtomicU64,
 }
 
-/// Turns outgoing JSON into WebSocket messages for one connection: an uncompressed text
-/// message on the very bytes it was given, or a compressed one — deflated once for every
-/// connection in shared mode, or with this connection's own window.
+/// Counts of one batch, added to a [`WireStats`] at once.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct WireCounts {
+    pub messages: u64,
+    pub raw_bytes: u64,
+    pub wire_bytes: u64,
+    pub compressed_messages: u64,
+    pub writes: u64,
+}
+
+impl WireCounts {
+    /// One data frame carrying `raw` JSON bytes as `frame_len` bytes on the wire.
+    fn count(&mut self, raw: usize, frame: &[u8]) {
+        let payload = frame.len() - frame::header_len_of(frame);
+        self.messages += 1;
+        self.raw_bytes += raw as u64;
+        self.wire_bytes += payload as u64;
+        if frame[0] == COMPRESSED_TEXT {
+            self.compressed_messages += 1;
+        }
+    }
+
+    pub fn add(&mut self, other: WireCounts) {
+        self.messages += other.messages;
+        self.raw_bytes += other.raw_bytes;
+        self.wire_bytes += other.wire_bytes;
+        self.compressed_messages += other.compressed_messages;
+        self.writes += other.writes;
+    }
+}
+
+impl WireStats {
+    pub fn add(&self, c: WireCounts) {
+        if c.writes == 0 && c.messages == 0 {
+            return;
+        }
+        self.writes.fetch_add(c.writes, Ordering::Relaxed);
+        self.messages.fetch_add(c.messages, Ordering::Relaxed);
+        self.raw_bytes.fetch_add(c.raw_bytes, Ordering::Relaxed);
+        self.wire_bytes.fetch_add(c.wire_bytes, Ordering::Relaxed);
+        self.compressed_messages
+            .fetch_add(c.compressed_messages, Ordering::Relaxed);
+    }
+
+    pub fn get(&self) -> WireCounts {
+        WireCounts {
+            messages: self.messages.load(Ordering::Relaxed),
+            raw_bytes: self.raw_bytes.load(Ordering::Relaxed),
+            wire_bytes: self.wire_bytes.load(Ordering::Relaxed),
+            compressed_messages: self.compressed_messages.load(Ordering::Relaxed),
+            writes: self.writes.load(Ordering::Relaxed),
+        }
+    }
+}
+
+/// A feeds message's frame for one connection: shared with every connection, or its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FeedFrame<'m> {
+    Shared(&'m Bytes),
+    Own(Bytes),
+}
+
+impl FeedFrame<'_> {
+    pub fn bytes(&self) -> &Bytes {
+        match self {
+            FeedFrame::Shared(b) => b,
+            FeedFrame::Own(b) => b,
+        }
+    }
+}
+
+/// Turns outgoing JSON into WebSocket frames for one connection: an uncompressed text frame, or
+/// a compressed one — deflated once for every connection in shared mode, or with this
+/// connection's own window. A feeds message's frame is built once for every connection that
+/// shares it (see [`frame`]).
 pub struct Encoder {
     compressor: Compressor,
-    stats: Arc<WireStats>,
 }
 
 impl Encoder {
-    pub fn new(negotiated: Option<&Negotiated>, stats: Arc<WireStats>) -> Self {
+    pub fn new(negotiated: Option<&Negotiated>) -> Self {
         Encoder {
             compressor: Compressor::new(negotiated),
-            stats,
         }
     }
 
-    /// A feeds message: its JSON bytes (or their shared deflated form), not copied.
-    pub fn feed(&mut self, message: &ticker_feeds::Message) -> Message {
-        let compressed = self.compressor.compress_feed(message);
-        self.finish(message.json().clone(), compressed)
+    /// A feeds message's frame; counted in `counts`.
+    pub fn feed<'m>(&mut self, message: &'m Message, counts: &mut WireCounts) -> FeedFrame<'m> {
+        let frame = match &mut self.compressor {
+            Compressor::Plain => FeedFrame::Shared(frame::text(message)),
+            Compressor::Shared => FeedFrame::Shared(frame::shared_deflated(message)),
+            Compressor::Own(deflater) => FeedFrame::Own(frame::frame(
+                COMPRESSED_TEXT,
+                &deflater.compress(message.json()),
+            )),
+        };
+        counts.count(message.json().len(), frame.bytes());
+        frame
     }
 
-    pub fn reply(&mut self, json: Bytes) -> Message {
-        let compressed = self.compressor.compress(&json);
-        self.finish(json, compressed)
-    }
-
-    fn finish(&self, json: Bytes, compressed: Option<Bytes>) -> Message {
-        let s = &self.stats;
-        s.messages.fetch_add(1, Ordering::Relaxed);
-        s.raw_bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
-        match compressed {
-            Some(z) => {
-                s.wire_bytes.fetch_add(z.len() as u64, Ordering::Relaxed);
-                s.compressed_messages.fetch_add(1, Ordering::Relaxed);
-                compressed_message(z)
-            }
-            None => {
-                s.wire_bytes.fetch_add(json.len() as u64, Ordering::Relaxed);
-                text(json)
-            }
-        }
-    }
-}
-
-/// A text message on `json` without copying it (the UTF-8 check reads it once).
-fn text(json: Bytes) -> Message {
-    match Utf8Bytes::try_from(json.clone()) {
-        Ok(text) => Message::Text(text),
-        // The feeds and the replies only ever write UTF-8; should that break, the client
-        // still gets valid text rather than nothing.
-        Err(_) => Message::Text(String::from_utf8_lossy(&json).into_owned().into()),
-    }
-}
-
-/// Writes the queue to `sink` until a [`Outbound::Close`] is written, the queue's senders are
-/// all gone, or a write stalls longer than `write_timeout` (a client that does not read):
-/// then the writer stops and drops its half of the socket.
-pub async fn write<S>(
-    mut sink: S,
-    mut queue: mpsc::Receiver<Outbound>,
-    mut encoder: Encoder,
-    write_timeout: Duration,
-) where
-    S: Sink<Message, Error = tungstenite::Error> + Unpin,
-{
-    while let Some(first) = queue.recv().await {
-        let mut next = Some(first);
-        // Everything already queued goes out in one flush.
-        while let Some(item) = next.take() {
-            let (message, last) = match item {
-                Outbound::Feed(m) => (encoder.feed(&m), false),
-                Outbound::Reply(json) => (encoder.reply(json), false),
-                Outbound::Ping(payload) => (Message::Ping(payload), false),
-                Outbound::Close(frame) => (Message::Close(Some(frame)), true),
-            };
-            if !matches!(
-                tokio::time::timeout(write_timeout, sink.feed(message)).await,
-                Ok(Ok(()))
-            ) {
-                return;
-            }
-            if last {
-                let _ = tokio::time::timeout(write_timeout, sink.flush()).await;
-                return;
-            }
-            next = queue.try_recv().ok();
-        }
-        if !matches!(
-            tokio::time::timeout(write_timeout, sink.flush()).await,
-            Ok(Ok(()))
-        ) {
-            return;
-        }
+    /// One of the server's own messages as a frame; counted in `counts`.
+    pub fn reply(&mut self, json: &[u8], counts: &mut WireCounts) -> Bytes {
+        let frame = match &mut self.compressor {
+            Compressor::Plain => frame::frame(TEXT, json),
+            Compressor::Shared => frame::frame(COMPRESSED_TEXT, &deflate_shared(json)),
+            Compressor::Own(deflater) => frame::frame(COMPRESSED_TEXT, &deflater.compress(json)),
+        };
+        counts.count(json.len(), &frame);
+        frame
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ws::deflate::{DeflateMode, MessageInflater, DEFAULT_LEVEL};
+    use ticker_feeds::MessageKind;
 
-    #[test]
-    fn a_feed_message_is_sent_on_its_own_bytes() {
-        let json = Bytes::from_static(br#"{"type":"ticker"}"#);
-        let message = ticker_feeds::Message::encoded(
+    fn ticker() -> std::sync::Arc<Message> {
+        Message::encoded(
             1,
             0,
-            ticker_feeds::MessageKind::Update,
-            json.clone(),
-            Bytes::new(),
-        );
-        let stats = Arc::new(WireStats::default());
-        let Message::Text(text) = Encoder::new(None, stats.clone()).feed(&message) else {
-            panic!("a text message")
-        };
-        let sent: Bytes = text.into();
-        assert_eq!(sent, json);
-        // The same allocation: the bytes were shared, not copied.
-        assert_eq!(sent.as_ptr(), json.as_ptr());
-        assert_eq!(stats.wire_bytes.load(Ordering::Relaxed), json.len() as u64);
-    }
-
-    #[test]
-    fn shared_mode_deflates_a_feed_message_once_for_every_connection() {
-        let message = ticker_feeds::Message::encoded(
-            1,
-            0,
-            ticker_feeds::MessageKind::Update,
+            MessageKind::Update,
             Bytes::from_static(br#"{"type":"ticker","bid":"100.00","ask":"100.01"}"#),
             Bytes::new(),
-        );
-        let shared = crate::ws::deflate::Negotiated {
-            server_no_context_takeover: true,
+        )
+    }
+
+    fn negotiated(mode: DeflateMode) -> Negotiated {
+        Negotiated {
+            server_no_context_takeover: mode == DeflateMode::Shared,
             client_no_context_takeover: false,
             server_max_window_bits: None,
             client_max_window_bits: None,
-            mode: crate::ws::deflate::DeflateMode::Shared,
-            level: crate::ws::deflate::DEFAULT_LEVEL,
+            mode,
+            level: DEFAULT_LEVEL,
             max_inflated_message: 1 << 20,
-        };
-        let stats = Arc::new(WireStats::default());
-        let payload = |m: Message| match m {
-            Message::Frame(f) => {
-                assert!(f.header().rsv1, "compressed frames carry RSV1");
-                f.into_payload()
-            }
-            other => panic!("a compressed frame, got {other:?}"),
-        };
-        let a = payload(Encoder::new(Some(&shared), stats.clone()).feed(&message));
-        let b = payload(Encoder::new(Some(&shared), stats.clone()).feed(&message));
+        }
+    }
+
+    #[test]
+    fn a_feed_message_is_one_frame_shared_by_every_plain_connection() {
+        let message = ticker();
+        let mut counts = WireCounts::default();
+        let a = Encoder::new(None).feed(&message, &mut counts);
+        let b = Encoder::new(None).feed(&message, &mut counts);
+        assert_eq!(a.bytes().as_ptr(), b.bytes().as_ptr(), "the same frame");
+        assert_eq!(&a.bytes()[2..], &message.json()[..]);
+        let json = message.json().len() as u64;
         assert_eq!(
-            a.as_ptr(),
-            b.as_ptr(),
-            "one deflated payload for both connections"
+            counts,
+            WireCounts {
+                messages: 2,
+                raw_bytes: 2 * json,
+                wire_bytes: 2 * json,
+                compressed_messages: 0,
+                writes: 0
+            }
         );
-        assert_eq!(stats.compressed_messages.load(Ordering::Relaxed), 2);
-        assert!(stats.wire_bytes.load(Ordering::Relaxed) < stats.raw_bytes.load(Ordering::Relaxed));
+    }
+
+    #[test]
+    fn shared_mode_deflates_and_frames_a_feed_message_once_for_every_connection() {
+        let message = ticker();
+        let shared = negotiated(DeflateMode::Shared);
+        let mut counts = WireCounts::default();
+        let a = Encoder::new(Some(&shared)).feed(&message, &mut counts);
+        let b = Encoder::new(Some(&shared)).feed(&message, &mut counts);
+        let FeedFrame::Shared(frame) = a else {
+            panic!("a shared frame")
+        };
+        assert_eq!(frame.as_ptr(), b.bytes().as_ptr());
+        assert_eq!(frame[0], COMPRESSED_TEXT, "RSV1 set");
+        assert_eq!(counts.compressed_messages, 2);
+        assert!(counts.wire_bytes < counts.raw_bytes);
+    }
+
+    #[test]
+    fn per_connection_mode_compresses_with_the_connections_own_window() {
+        let message = ticker();
+        let own = negotiated(DeflateMode::PerConnection);
+        let mut encoder = Encoder::new(Some(&own));
+        let mut inflater = MessageInflater::new(15, false, 1 << 20);
+        let mut counts = WireCounts::default();
+        let mut sizes = Vec::new();
+        for _ in 0..2 {
+            let FeedFrame::Own(frame) = encoder.feed(&message, &mut counts) else {
+                panic!("a frame of its own")
+            };
+            assert_eq!(frame[0], COMPRESSED_TEXT);
+            assert_eq!(
+                inflater.inflate_message(&frame[2..]).unwrap(),
+                &message.json()[..]
+            );
+            sizes.push(frame.len());
+        }
+        assert!(sizes[1] < sizes[0], "the second refers back: {sizes:?}");
     }
 }

@@ -206,6 +206,8 @@ pub enum Op {
     Ping,
     Auth {
         token: String,
+        /// Orders this connection places from now on are cancelled when it ends.
+        cancel_on_disconnect: bool,
     },
     Instruments,
     Place(PlaceRequest, Violations),
@@ -245,7 +247,7 @@ const OPS: [(&str, &[&str]); 9] = [
     ("subscribe", &["channels"]),
     ("unsubscribe", &["channels"]),
     ("ping", &[]),
-    ("auth", &["token"]),
+    ("auth", &["token", "cancel_on_disconnect"]),
     ("instruments", &[]),
     (
         "place",
@@ -350,7 +352,11 @@ pub fn parse(
         "instruments" => Op::Instruments,
         "auth" => {
             let token = f.string("token", true, &mut v).unwrap_or_default();
-            Op::Auth { token }
+            let cancel_on_disconnect = f.boolean("cancel_on_disconnect", &mut v).unwrap_or(false);
+            Op::Auth {
+                token,
+                cancel_on_disconnect,
+            }
         }
         "place" => Op::Place(place(&f, &mut v), Violations::default()),
         "cancel" => Op::Cancel(order_ref(&f, &mut v), Violations::default()),

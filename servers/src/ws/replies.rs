@@ -11,6 +11,7 @@ use crate::grpc::report;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
 use ticker_engine::{Event, EventKind, RejectReason};
+use ticker_feeds::wire::{write_json_string, JsonObject};
 use ticker_feeds::Instruments;
 use ticker_proto::v1 as pb;
 
@@ -42,11 +43,25 @@ pub fn channels(kind: &str, id: Option<u64>, channels: &[ChannelSpec]) -> Bytes 
 }
 
 pub fn pong(id: Option<u64>, ts: u64) -> Bytes {
-    encode(json!({"type": "pong", "id": id, "ts": ts}))
+    let mut out = Vec::with_capacity(64);
+    let mut o = JsonObject::new(&mut out);
+    o.str("type", "pong");
+    match id {
+        Some(id) => o.u64("id", id),
+        None => o.null("id"),
+    };
+    o.u64("ts", ts).finish();
+    Bytes::from(out)
 }
 
-pub fn authenticated(id: Option<u64>, account: u64) -> Bytes {
-    encode(json!({"type": "authenticated", "id": id, "account": account}))
+/// `authenticated`; `"cancel_on_disconnect": true` only when it is on (the reply of a plain
+/// `auth` stays as it always was).
+pub fn authenticated(id: Option<u64>, account: u64, cancel_on_disconnect: bool) -> Bytes {
+    let mut reply = json!({"type": "authenticated", "id": id, "account": account});
+    if cancel_on_disconnect {
+        reply["cancel_on_disconnect"] = true.into();
+    }
+    encode(reply)
 }
 
 pub fn instruments(id: Option<u64>, instruments: &Instruments) -> Bytes {
@@ -108,60 +123,74 @@ fn enum_str(full: &str, prefix: &str) -> String {
         .to_ascii_lowercase()
 }
 
-fn order_json(r: &pb::OrderReport) -> Value {
-    let mut o = Map::new();
-    o.insert("order_id".into(), r.order_id.to_string().into());
+/// An order report as the JSON protocol writes it: decimals as strings, absent fields left out.
+fn order_json(r: &pb::OrderReport, out: &mut Vec<u8>) {
+    let mut o = JsonObject::new(out);
+    o.str("order_id", &r.order_id.to_string());
     if r.client_order_id != 0 {
-        o.insert("client_order_id".into(), r.client_order_id.into());
+        o.u64("client_order_id", r.client_order_id);
     }
-    let mut text = |key: &str, value: &str| {
+    let text = |o: &mut JsonObject<'_>, key: &str, value: &str| {
         if !value.is_empty() {
-            o.insert(key.into(), value.into());
+            o.str(key, value);
         }
     };
-    text("instrument", &r.instrument);
+    text(&mut o, "instrument", &r.instrument);
     if let Ok(side) = pb::Side::try_from(r.side) {
         if side != pb::Side::Unspecified {
-            text("side", &enum_str(side.as_str_name(), "SIDE_"));
+            text(&mut o, "side", &enum_str(side.as_str_name(), "SIDE_"));
         }
     }
     if let Ok(status) = pb::OrderStatus::try_from(r.status) {
         if status != pb::OrderStatus::Unspecified {
-            text("status", &enum_str(status.as_str_name(), "ORDER_STATUS_"));
+            text(
+                &mut o,
+                "status",
+                &enum_str(status.as_str_name(), "ORDER_STATUS_"),
+            );
         }
     }
-    text("price", &r.price);
-    text("trigger_price", &r.trigger_price);
-    text("size", &r.size);
-    text("remaining_size", &r.remaining_size);
-    text("visible_size", &r.visible_size);
-    text("filled_size", &r.filled_size);
+    text(&mut o, "price", &r.price);
+    text(&mut o, "trigger_price", &r.trigger_price);
+    text(&mut o, "size", &r.size);
+    text(&mut o, "remaining_size", &r.remaining_size);
+    text(&mut o, "visible_size", &r.visible_size);
+    text(&mut o, "filled_size", &r.filled_size);
     if let Ok(reason) = pb::DoneReason::try_from(r.done_reason) {
         if reason != pb::DoneReason::Unspecified {
             text(
+                &mut o,
                 "done_reason",
                 &enum_str(reason.as_str_name(), "DONE_REASON_"),
             );
         }
     }
-    let fills: Vec<Value> = r
-        .fills
-        .iter()
-        .map(|f| {
+    o.raw_with("fills", |out| {
+        out.push(b'[');
+        for (i, f) in r.fills.iter().enumerate() {
+            if i > 0 {
+                out.push(b',');
+            }
             let liquidity = pb::Liquidity::try_from(f.liquidity)
                 .map(|l| enum_str(l.as_str_name(), "LIQUIDITY_"))
                 .unwrap_or_default();
-            json!({"trade_id": f.trade_id, "price": f.price, "size": f.size,
-                   "liquidity": liquidity, "engine_seq": f.engine_seq})
-        })
-        .collect();
-    o.insert("fills".into(), fills.into());
-    Value::Object(o)
+            JsonObject::new(out)
+                .u64("trade_id", f.trade_id)
+                .str("price", &f.price)
+                .str("size", &f.size)
+                .str("liquidity", &liquidity)
+                .u64("engine_seq", f.engine_seq)
+                .finish();
+        }
+        out.push(b']');
+    });
+    o.finish();
 }
 
 /// The `result` of an order command from its events (outcome first), or the `error` it maps
 /// to: another account's order is `permission_denied`, an empty answer (the market stopped)
-/// `unavailable`. Every other engine reject is a normal result with its reason.
+/// `unavailable`. Every other engine reject is a normal result with its reason. Written
+/// directly (no intermediate JSON tree): one of these goes out per order command.
 pub fn result(
     op: &'static str,
     id: Option<u64>,
@@ -175,49 +204,63 @@ pub fn result(
                 .about(Some(op), id),
         );
     };
-    let mut o = Map::new();
-    o.insert("type".into(), "result".into());
-    o.insert("op".into(), op.into());
-    o.insert("id".into(), id.into());
     if let EventKind::Rejected {
-        reason, order_id, ..
+        reason: RejectReason::NotOwner,
+        order_id,
+        ..
     } = first.kind
     {
-        if reason == RejectReason::NotOwner {
-            return Err(RequestError::new(
-                ErrorCode::PermissionDenied,
-                format!("order {order_id} belongs to another account"),
-            )
-            .about(Some(op), id));
-        }
-        o.insert("accepted".into(), false.into());
-        o.insert("reason".into(), reason.as_str().into());
-        o.insert("engine_seq".into(), first.seq.into());
-        o.insert("ts".into(), first.ts.into());
-        return Ok(encode(Value::Object(o)));
+        return Err(RequestError::new(
+            ErrorCode::PermissionDenied,
+            format!("order {order_id} belongs to another account"),
+        )
+        .about(Some(op), id));
     }
-    o.insert("accepted".into(), true.into());
-    o.insert("engine_seq".into(), first.seq.into());
-    o.insert("ts".into(), first.ts.into());
-    let order = match &first.kind {
-        EventKind::PlaceAccepted { order, .. } => Some(report::order_report(
-            instruments,
-            events,
-            order.order_id,
-            Some(order),
-        )),
-        _ => report::touched(instruments, events),
+    let mut out = Vec::with_capacity(320);
+    let mut o = JsonObject::new(&mut out);
+    o.str("type", "result").str("op", op);
+    match id {
+        Some(id) => o.u64("id", id),
+        None => o.null("id"),
     };
-    if op == "mass_cancel" {
-        let ids: Vec<Value> = report::mass_cancelled(events)
-            .into_iter()
-            .map(|id| id.to_string().into())
-            .collect();
-        o.insert("cancelled".into(), ids.into());
-    } else if let Some(order) = order {
-        o.insert("order".into(), order_json(&order));
+    if let EventKind::Rejected { reason, .. } = first.kind {
+        o.bool("accepted", false)
+            .str("reason", reason.as_str())
+            .u64("engine_seq", first.seq)
+            .u64("ts", first.ts)
+            .finish();
+        return Ok(Bytes::from(out));
     }
-    Ok(encode(Value::Object(o)))
+    o.bool("accepted", true)
+        .u64("engine_seq", first.seq)
+        .u64("ts", first.ts);
+    if op == "mass_cancel" {
+        o.raw_with("cancelled", |out| {
+            out.push(b'[');
+            for (i, id) in report::mass_cancelled(events).into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b',');
+                }
+                write_json_string(&id.to_string(), out);
+            }
+            out.push(b']');
+        });
+    } else {
+        let order = match &first.kind {
+            EventKind::PlaceAccepted { order, .. } => Some(report::order_report(
+                instruments,
+                events,
+                order.order_id,
+                Some(order),
+            )),
+            _ => report::touched(instruments, events),
+        };
+        if let Some(order) = order {
+            o.raw_with("order", |out| order_json(&order, out));
+        }
+    }
+    o.finish();
+    Ok(Bytes::from(out))
 }
 
 #[cfg(test)]
@@ -261,6 +304,41 @@ mod tests {
             v,
             json!({"type":"gap","channel":"trades","instrument":"BTC-USD","from_seq":3,"resumed_after":90})
         );
+    }
+
+    #[test]
+    fn an_order_is_written_with_decimals_as_strings_and_absent_fields_left_out() {
+        let report = pb::OrderReport {
+            order_id: 4294967297,
+            client_order_id: 7,
+            instrument: "BTC-USD".into(),
+            side: pb::Side::Buy as i32,
+            status: pb::OrderStatus::Resting as i32,
+            price: "65000.00".into(),
+            size: "0.02000".into(),
+            remaining_size: "0.01000".into(),
+            filled_size: "0.01000".into(),
+            fills: vec![pb::Fill {
+                trade_id: 3,
+                price: "64999.50".into(),
+                size: "0.01000".into(),
+                liquidity: pb::Liquidity::Taker as i32,
+                engine_seq: 90,
+            }],
+            ..Default::default()
+        };
+        let mut out = Vec::new();
+        order_json(&report, &mut out);
+        let v: Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(
+            v,
+            json!({"order_id":"4294967297","client_order_id":7,"instrument":"BTC-USD","side":"buy",
+                   "status":"resting","price":"65000.00","size":"0.02000",
+                   "remaining_size":"0.01000","filled_size":"0.01000",
+                   "fills":[{"trade_id":3,"price":"64999.50","size":"0.01000","liquidity":"taker","engine_seq":90}]})
+        );
+        let v: Value = serde_json::from_slice(&pong(None, 5)).unwrap();
+        assert_eq!(v, json!({"type":"pong","id":null,"ts":5}));
     }
 
     #[test]

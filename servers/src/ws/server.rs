@@ -4,8 +4,8 @@
 use super::deflate::{DeflateConfig, DeflateConfigError};
 use super::http;
 use super::limits::WsLimits;
-use super::outgoing::WireStats;
 use super::session::Front;
+use super::writer::Writers;
 use crate::auth::{AuthConfig, AuthConfigError, Tokens};
 use crate::market::Market;
 use hyper::service::service_fn;
@@ -31,6 +31,9 @@ pub struct WsConfig {
     pub deflate: DeflateConfig,
     /// How long a client may take to send its request headers [10 s].
     pub header_read_timeout: Duration,
+    /// Tasks that write to the connections, each owning a share of them [one per worker
+    /// thread of the runtime the server starts on].
+    pub writers: Option<usize>,
 }
 
 impl Default for WsConfig {
@@ -41,6 +44,7 @@ impl Default for WsConfig {
             limits: WsLimits::default(),
             deflate: DeflateConfig::default(),
             header_read_timeout: Duration::from_secs(10),
+            writers: None,
         }
     }
 }
@@ -162,7 +166,12 @@ impl WsServer {
                 max_inflated_message: config.limits.max_message_size,
                 ..config.deflate.clone()
             },
-            wire: Arc::new(WireStats::default()),
+            writers: Writers::start(
+                config
+                    .writers
+                    .unwrap_or_else(|| tokio::runtime::Handle::current().metrics().num_workers()),
+                &config.limits,
+            ),
             tokens,
             limits: config.limits.clone(),
             shutdown: stop.clone(),

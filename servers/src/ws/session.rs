@@ -3,61 +3,60 @@
 //!
 //! ```text
 //!  client ──► session (this task): parse → subscribe / auth / order ops ──┐
-//!  feeds hub ──► one forwarder task per subscription ─────────────────────┼──► bounded queue ──► writer ──► client
-//!  timers: server pings, idle timeout ────────────────────────────────────┘
+//!  timers: server pings, idle timeout ────────────────────────────────────┴─► bounded queue ──► writer ──► client
+//!  feeds hub ──► (the subscriptions, handed to the writer with `subscribed`) ───────────────────┘
 //! ```
 //!
-//! Nothing here can make the engine wait: forwarders await the hub and the queue, and a
-//! subscriber that falls behind meets its channel's hub policy (conflate, resync, or — for
-//! trades and orders — the end of its subscription, which closes the connection with 1013).
-//! Order commands run one at a time, in the order sent, so their replies come in that order.
+//! Market data never passes through this task: a subscribe hands the hub subscriptions to the
+//! connection's writer ([`super::writer`]), which delivers them. Nothing here can make the
+//! engine wait: a subscriber that falls behind meets its channel's hub policy (conflate,
+//! resync, or — for trades and orders — the end of its subscription, which the writer reports
+//! and this task answers with close 1013). Order commands run one at a time, in the order
+//! sent, so their replies come in that order.
 
 use super::deflate::{DeflateConfig, Negotiated};
+use super::handshake;
 use super::limits::{Rate, RateLimiter, WsLimits};
-use super::outgoing::{self, Encoder, Outbound, WireStats};
+use super::outgoing::{Encoder, Feed, Outbound};
 use super::protocol::{
     self, ChannelKey, ChannelSpec, ChannelTarget, ErrorCode, Op, Request, RequestError,
 };
 use super::replies;
-use super::stream::{InflatingStream, ViolationHandle};
+use super::socket::SessionSocket;
+use super::stream::ViolationHandle;
+use super::writer::{Outgoing, Writers};
 use crate::auth::Tokens;
 use crate::market::{now_ns, ExecuteError, Market};
 use crate::order_entry::{self, AmendTicket, PlaceTicket};
 use bytes::Bytes;
+use futures_util::stream::FuturesOrdered;
 use futures_util::{Stream, StreamExt};
-use std::collections::HashMap;
+use std::collections::HashSet;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Instant;
-use ticker_engine::{AccountId, CommandKind, Event};
-use ticker_feeds::{Delivery, Ended, Subscription, Topic};
-use tokio::io::{AsyncRead, AsyncWrite};
+use ticker_engine::{AccountId, CommandKind, SessionId};
+use ticker_feeds::{Subscription, Topic};
+use tokio::net::TcpStream;
 use tokio::sync::{mpsc, watch};
-use tokio::task::JoinHandle;
-use tokio_tungstenite::WebSocketStream;
 use tungstenite::protocol::frame::coding::CloseCode;
-use tungstenite::protocol::CloseFrame;
+use tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tungstenite::Message;
+
+pub use super::outgoing::End;
 
 /// What every session of a server shares.
 pub struct Front {
     pub market: Arc<Market>,
     /// permessage-deflate: whether offers are accepted and how the server compresses.
     pub deflate: DeflateConfig,
-    /// Bytes written, raw and compressed (`/metrics`).
-    pub wire: Arc<WireStats>,
+    /// The tasks that write to every connection (and count the bytes for `/metrics`).
+    pub writers: Writers,
     pub tokens: Tokens,
     pub limits: WsLimits,
     /// Becomes `true` when the server shuts down.
     pub shutdown: watch::Receiver<bool>,
-}
-
-/// How a session ends.
-#[derive(Debug, Clone, PartialEq, Eq)]
-enum End {
-    /// Send a close frame with this code and reason, then wait for the client's.
-    Close(CloseCode, String),
-    /// The client is gone or cannot be written to: nothing more to send.
-    Gone,
 }
 
 /// The payload of the server's pings.
@@ -76,38 +75,45 @@ fn close_frame(code: CloseCode, reason: &str) -> CloseFrame {
     }
 }
 
-/// Runs a connection to its end.
-pub async fn run<S>(
-    ws: WebSocketStream<InflatingStream<S>>,
+/// Runs a connection to its end: `tcp` is the upgraded socket, `buffered` what was read from
+/// it past the HTTP request.
+pub async fn run(
+    tcp: TcpStream,
+    buffered: Bytes,
     negotiated: Option<Negotiated>,
+    ws_config: WebSocketConfig,
     front: Arc<Front>,
-) where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
-{
+) {
     let limits = front.limits.clone();
-    let violations = ws.get_ref().violation_handle();
-    let encoder = Encoder::new(negotiated.as_ref(), front.wire.clone());
-    let (sink, mut stream) = ws.split();
-    let (out, queue) = mpsc::channel(limits.outbound_queue.max(1));
-    let mut writer = tokio::spawn(outgoing::write(sink, queue, encoder, limits.write_timeout));
-    let (ended_tx, ended) = mpsc::channel(1);
+    let tcp = Arc::new(tcp);
+    let encoder = Encoder::new(negotiated.as_ref());
+    let (out, ended) = front.writers.attach(tcp.clone(), encoder, &limits);
+    let socket = SessionSocket::new(tcp, out.control());
+    let mut stream =
+        handshake::upgrade_buffered(socket, &buffered, negotiated, Role::Server, Some(ws_config))
+            .await;
+    let violations = stream.get_ref().violation_handle();
     let mut session = Session {
         rate: RateLimiter::new(&limits, Instant::now()),
         front,
         out,
-        ended_tx,
         account: None,
-        subscriptions: HashMap::new(),
+        subscriptions: HashSet::new(),
+        cancel_on_disconnect: None,
+        tagged: false,
+        answers: FuturesOrdered::new(),
     };
     let end = session.serve(&mut stream, ended, &violations).await;
-    session.stop_subscriptions().await;
     if let End::Close(code, reason) = end {
+        // Requests already submitted are answered before the close frame.
+        session.flush_answers(limits.close_timeout).await;
         if session
             .send(Outbound::Close(close_frame(code, &reason)))
             .await
         {
-            // Read on until the client answers with its close frame (tungstenite replies to
-            // it and ends the stream), dropping whatever else it still sends.
+            // Read on until the client answers with its close frame (tungstenite ends the
+            // stream then; the writer drops its answer to ours), dropping whatever else the
+            // client still sends.
             let _ = tokio::time::timeout(limits.close_timeout, async {
                 while let Some(r) = stream.next().await {
                     // An oversize message is skipped frame by frame; any other error ends it.
@@ -121,24 +127,47 @@ pub async fn run<S>(
             .await;
         }
     }
-    drop(session);
-    if tokio::time::timeout(limits.close_timeout, &mut writer)
-        .await
-        .is_err()
-    {
-        writer.abort();
+    let Session {
+        out,
+        front,
+        cancel_on_disconnect,
+        tagged,
+        ..
+    } = session;
+    out.finish(limits.close_timeout).await;
+    if let (Some(session), true) = (cancel_on_disconnect, tagged) {
+        // After every order the connection submitted, in the engine's order: waits for room
+        // in the ingress ring rather than failing when it is full, since the client is gone
+        // and its orders must not stay in the book.
+        let market = front.market.clone();
+        let _ = tokio::task::spawn_blocking(move || {
+            market.execute_blocking(CommandKind::SessionClosed { session })
+        })
+        .await;
     }
 }
 
 struct Session {
     front: Arc<Front>,
-    out: mpsc::Sender<Outbound>,
-    /// Forwarders report here why a subscription ended the connection.
-    ended_tx: mpsc::Sender<End>,
+    /// What the connection sends goes through its writer.
+    out: Outgoing,
     account: Option<AccountId>,
-    subscriptions: HashMap<ChannelKey, JoinHandle<()>>,
+    /// The channels the writer delivers for this connection.
+    subscriptions: HashSet<ChannelKey>,
+    /// Set by `auth` with `cancel_on_disconnect`: orders placed from then on carry this
+    /// session id, and the engine cancels them when the connection ends.
+    cancel_on_disconnect: Option<SessionId>,
+    /// An order was placed with the session id: cancel on disconnect at the end.
+    tagged: bool,
     rate: RateLimiter,
+    /// What each request is answered with, in request order: order commands are submitted to
+    /// the engine as they arrive and answered as their events come back, and every other
+    /// answer (a `pong`, an `error`, `subscribed`) waits for the ones before it.
+    answers: FuturesOrdered<Answer>,
 }
+
+/// A request's answer, ready or awaiting the engine.
+type Answer = Pin<Box<dyn Future<Output = Outbound> + Send>>;
 
 impl Session {
     fn limits(&self) -> &WsLimits {
@@ -147,23 +176,34 @@ impl Session {
 
     /// Queues an item; `false` when the writer is gone or has not taken anything for
     /// `write_timeout` (a client that does not read).
-    async fn send(&self, item: Outbound) -> bool {
-        matches!(
-            tokio::time::timeout(self.limits().write_timeout, self.out.send(item)).await,
-            Ok(Ok(()))
-        )
+    fn send(&self, item: Outbound) -> impl Future<Output = bool> + Send + '_ {
+        // Borrows only the handle, so the session itself need not be shared between threads.
+        self.out.send(item, self.limits().write_timeout)
     }
 
-    async fn reply(&self, json: Bytes) -> Result<(), End> {
-        if self.send(Outbound::Reply(json)).await {
-            Ok(())
-        } else {
-            Err(End::Gone)
-        }
+    /// Answers the current request with `item`, after every earlier answer.
+    fn answer(&mut self, item: Outbound) {
+        self.answers.push_back(Box::pin(std::future::ready(item)));
     }
 
-    async fn error(&self, e: RequestError) -> Result<(), End> {
-        self.reply(replies::error(&e)).await
+    fn reply(&mut self, json: Bytes) {
+        self.answer(Outbound::Reply(json));
+    }
+
+    fn error(&mut self, e: RequestError) {
+        self.reply(replies::error(&e));
+    }
+
+    /// Hands the writer every answer still owed, waiting for the engine's up to `wait` in all.
+    async fn flush_answers(&mut self, wait: std::time::Duration) {
+        let _ = tokio::time::timeout(wait, async {
+            while let Some(item) = self.answers.next().await {
+                if !self.send(item).await {
+                    return;
+                }
+            }
+        })
+        .await;
     }
 
     async fn serve<S>(
@@ -175,10 +215,16 @@ impl Session {
     where
         S: Stream<Item = Result<Message, tungstenite::Error>> + Unpin,
     {
-        if let Err(end) = self.reply(replies::hello(self.limits())).await {
-            return end;
+        if !self
+            .send(Outbound::Reply(replies::hello(self.limits())))
+            .await
+        {
+            return End::Gone;
         }
         let limits = self.limits().clone();
+        // Requests awaiting their answer at most; then the connection is not read until the
+        // oldest is answered.
+        let in_flight = limits.outbound_queue.max(1);
         let mut shutdown = self.front.shutdown.clone();
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ping_interval,
@@ -193,6 +239,13 @@ impl Session {
                 return End::Close(CloseCode::Away, "server shutting down".into());
             }
             let message = tokio::select! {
+                biased;
+                Some(item) = self.answers.next(), if !self.answers.is_empty() => {
+                    if !self.send(item).await {
+                        return End::Gone;
+                    }
+                    continue;
+                }
                 _ = shutdown.changed() => continue,
                 Some(end) = ended.recv() => return end,
                 _ = self.out.closed() => return End::Gone,
@@ -215,7 +268,7 @@ impl Session {
                         format!("idle: no message for {} s", limits.idle_timeout.as_secs_f64()),
                     );
                 }
-                message = stream.next() => message,
+                message = stream.next(), if self.answers.len() < in_flight => message,
             };
             // A compressed message the adapter refused (bad deflate data, a deflate bomb, RSV1
             // where it is not allowed) surfaces as a read error: its own close code wins.
@@ -252,14 +305,14 @@ impl Session {
             };
             idle.as_mut()
                 .reset(tokio::time::Instant::now() + limits.idle_timeout);
-            if let Err(end) = self.on_message(text.as_ref().map(|t| t.as_str())).await {
+            if let Err(end) = self.on_message(text.as_ref().map(|t| t.as_str())) {
                 return end;
             }
         }
     }
 
     /// One text (or binary: `None`) message from the client.
-    async fn on_message(&mut self, text: Option<&str>) -> Result<(), End> {
+    fn on_message(&mut self, text: Option<&str>) -> Result<(), End> {
         match self.rate.check(Instant::now()) {
             Rate::Allowed => {}
             Rate::Limited => {
@@ -272,7 +325,8 @@ impl Session {
                         limits.messages_per_second, limits.burst
                     ),
                 );
-                return self.error(e.about(op, id)).await;
+                self.error(e.about(op, id));
+                return Ok(());
             }
             Rate::Abusive { limited } => {
                 let limits = self.limits();
@@ -291,7 +345,8 @@ impl Session {
                 ErrorCode::BadJson,
                 "binary messages are not part of the protocol; send JSON text",
             );
-            return self.error(e).await;
+            self.error(e);
+            return Ok(());
         };
         let parsed = protocol::parse(
             text,
@@ -299,30 +354,34 @@ impl Session {
             self.limits().max_subscriptions,
         );
         match parsed {
-            Ok(request) => self.handle(request).await,
-            Err(e) => self.error(e).await,
+            Ok(request) => self.handle(request),
+            Err(e) => self.error(e),
         }
+        Ok(())
     }
 
-    async fn handle(&mut self, Request { id, op }: Request) -> Result<(), End> {
+    /// Acts on one request now (state changes, subscriptions, submission to the engine) and
+    /// queues its answer.
+    fn handle(&mut self, Request { id, op }: Request) {
         let name = op.name();
         let market = self.front.market.clone();
         let instruments = market.instruments();
         let order_command = match op {
-            Op::Subscribe(specs) => return self.subscribe(id, specs).await,
+            Op::Subscribe(specs) => return self.subscribe(id, specs),
             Op::Unsubscribe(specs) => {
-                for spec in &specs {
-                    if let Some(forwarder) = self.subscriptions.remove(&spec.key()) {
-                        stop(forwarder).await;
-                    }
+                let keys: Vec<ChannelKey> = specs.iter().map(ChannelSpec::key).collect();
+                for key in &keys {
+                    self.subscriptions.remove(key);
                 }
-                return self
-                    .reply(replies::channels("unsubscribed", id, &specs))
-                    .await;
+                let reply = replies::channels("unsubscribed", id, &specs);
+                return self.answer(Outbound::Unsubscribe { keys, reply });
             }
-            Op::Ping => return self.reply(replies::pong(id, now_ns())).await,
-            Op::Instruments => return self.reply(replies::instruments(id, instruments)).await,
-            Op::Auth { token } => return self.auth(id, &token).await,
+            Op::Ping => return self.reply(replies::pong(id, now_ns())),
+            Op::Instruments => return self.reply(replies::instruments(id, instruments)),
+            Op::Auth {
+                token,
+                cancel_on_disconnect,
+            } => return self.auth(id, &token, cancel_on_disconnect),
             other => other,
         };
         let Some(account) = self.account else {
@@ -330,7 +389,7 @@ impl Session {
                 ErrorCode::NotAuthenticated,
                 format!("{name} needs an account: send auth with a token first"),
             );
-            return self.error(e.about(Some(name), id)).await;
+            return self.error(e.about(Some(name), id));
         };
         let command = match order_command {
             Op::Place(p, v) => {
@@ -348,7 +407,10 @@ impl Session {
                     self_trade_prevention: p.self_trade_prevention,
                     client_order_id: p.client_order_id,
                 };
-                order_entry::place(&ticket, v, instruments, account, 0).map(CommandKind::Place)
+                // Only a connection that cancels on disconnect tags its orders.
+                let tag = self.cancel_on_disconnect.unwrap_or(0);
+                self.tagged |= tag != 0;
+                order_entry::place(&ticket, v, instruments, account, tag).map(CommandKind::Place)
             }
             Op::Cancel(order, v) => order_entry::cancel(order, v, account).map(CommandKind::Cancel),
             Op::Amend(a, v) => {
@@ -373,30 +435,32 @@ impl Session {
             | Op::Unsubscribe(_)
             | Op::Ping
             | Op::Instruments
-            | Op::Auth { .. } => return Ok(()),
+            | Op::Auth { .. } => return,
         };
         let command = match command {
             Ok(c) => c,
-            Err(invalid) => {
-                return self
-                    .error(RequestError::from(invalid).about(Some(name), id))
-                    .await
-            }
+            Err(invalid) => return self.error(RequestError::from(invalid).about(Some(name), id)),
         };
-        let reply = match execute(&market, command).await {
-            Ok(events) => replies::result(name, id, &events, instruments),
-            Err(e) => Err(e.about(Some(name), id)),
-        };
-        match reply {
-            Ok(json) => self.reply(json).await,
-            Err(e) => self.error(e).await,
-        }
+        // Submitted now, in request order; answered when its events are back.
+        let submitted = market.submit_for_reply(command, 0);
+        let instruments = instruments.clone();
+        self.answers.push_back(Box::pin(async move {
+            let events = match submitted {
+                Ok(reply) => reply.await.map_err(|_| ExecuteError::ShuttingDown),
+                Err(e) => Err(e),
+            };
+            let reply = match events {
+                Ok(events) => replies::result(name, id, &events, &instruments),
+                Err(e) => Err(execute_error(e).about(Some(name), id)),
+            };
+            Outbound::Reply(reply.unwrap_or_else(|e| replies::error(&e)))
+        }));
     }
 
-    async fn auth(&mut self, id: Option<u64>, token: &str) -> Result<(), End> {
+    fn auth(&mut self, id: Option<u64>, token: &str, cancel_on_disconnect: bool) {
         let Some(account) = self.front.tokens.account(token) else {
             let e = RequestError::new(ErrorCode::AuthFailed, "unknown token");
-            return self.error(e.about(Some("auth"), id)).await;
+            return self.error(e.about(Some("auth"), id));
         };
         match self.account {
             Some(current) if current != account => {
@@ -404,16 +468,21 @@ impl Session {
                     ErrorCode::AlreadyAuthenticated,
                     format!("this connection trades for account {current}; open another connection for account {account}"),
                 );
-                self.error(e.about(Some("auth"), id)).await
+                self.error(e.about(Some("auth"), id))
             }
             _ => {
                 self.account = Some(account);
-                self.reply(replies::authenticated(id, account)).await
+                // Once on, it stays on: orders placed under it are still cancelled at the end.
+                if cancel_on_disconnect && self.cancel_on_disconnect.is_none() {
+                    self.cancel_on_disconnect = Some(self.front.market.new_session());
+                }
+                let on = self.cancel_on_disconnect.is_some();
+                self.reply(replies::authenticated(id, account, on))
             }
         }
     }
 
-    async fn subscribe(&mut self, id: Option<u64>, specs: Vec<ChannelSpec>) -> Result<(), End> {
+    fn subscribe(&mut self, id: Option<u64>, specs: Vec<ChannelSpec>) {
         let needs_account = |s: &ChannelSpec| {
             matches!(s.target, ChannelTarget::Orders)
                 || self.front.tokens.market_data_requires_token()
@@ -436,7 +505,7 @@ impl Session {
                     "subscribing to these channels needs an account: send auth with a token first",
                 );
                 e.fields = fields;
-                return self.error(e.about(Some("subscribe"), id)).await;
+                return self.error(e.about(Some("subscribe"), id));
             }
         }
         // A channel listed twice counts once; the later entry wins.
@@ -447,7 +516,7 @@ impl Session {
         }
         let added = unique
             .iter()
-            .filter(|s| !self.subscriptions.contains_key(&s.key()))
+            .filter(|s| !self.subscriptions.contains(&s.key()))
             .count();
         let max = self.limits().max_subscriptions;
         if self.subscriptions.len() + added > max {
@@ -458,26 +527,22 @@ impl Session {
                     self.subscriptions.len()
                 ),
             );
-            return self.error(e.about(Some("subscribe"), id)).await;
+            return self.error(e.about(Some("subscribe"), id));
         }
-        let mut started = Vec::with_capacity(unique.len());
-        for spec in unique {
-            // A restarted channel's old messages all precede the new `subscribed`.
-            if let Some(old) = self.subscriptions.remove(&spec.key()) {
-                stop(old).await;
-            }
-            let sub = self.open(&spec);
-            started.push((spec, sub));
-        }
-        self.reply(replies::channels("subscribed", id, &specs))
-            .await?;
-        for (spec, sub) in started {
-            let key = spec.key();
-            let forwarder =
-                tokio::spawn(forward(sub, spec, self.out.clone(), self.ended_tx.clone()));
-            self.subscriptions.insert(key, forwarder);
-        }
-        Ok(())
+        // Each subscription starts now (its snapshot is taken here); the writer stops any
+        // earlier one of the same channel, writes `subscribed`, then delivers.
+        let feeds: Vec<Feed> = unique
+            .into_iter()
+            .map(|spec| {
+                self.subscriptions.insert(spec.key());
+                Feed {
+                    sub: self.open(&spec),
+                    spec,
+                }
+            })
+            .collect();
+        let reply = replies::channels("subscribed", id, &specs);
+        self.answer(Outbound::Subscribe { feeds, reply });
     }
 
     fn open(&self, spec: &ChannelSpec) -> Subscription {
@@ -498,22 +563,10 @@ impl Session {
                 .subscribe(self.account.unwrap_or_default(), spec.from_seq),
         }
     }
-
-    async fn stop_subscriptions(&mut self) {
-        for (_, forwarder) in self.subscriptions.drain() {
-            stop(forwarder).await;
-        }
-    }
 }
 
-/// Ends a forwarder and waits until it is gone, so nothing of it is queued afterwards.
-async fn stop(forwarder: JoinHandle<()>) {
-    forwarder.abort();
-    let _ = forwarder.await;
-}
-
-async fn execute(market: &Market, command: CommandKind) -> Result<Vec<Event>, RequestError> {
-    market.execute(command).await.map_err(|e| match e {
+fn execute_error(e: ExecuteError) -> RequestError {
+    match e {
         ExecuteError::Busy => RequestError::new(
             ErrorCode::Busy,
             "the engine's queue is full; not executed, retry",
@@ -521,104 +574,12 @@ async fn execute(market: &Market, command: CommandKind) -> Result<Vec<Event>, Re
         ExecuteError::ShuttingDown => {
             RequestError::new(ErrorCode::Unavailable, "the server is shutting down")
         }
-    })
-}
-
-/// Moves one subscription's deliveries into the connection's queue until it ends.
-async fn forward(
-    mut sub: Subscription,
-    spec: ChannelSpec,
-    out: mpsc::Sender<Outbound>,
-    ended: mpsc::Sender<End>,
-) {
-    loop {
-        let item = match sub.recv().await {
-            Ok(Delivery::Gap {
-                from_seq,
-                resumed_after,
-            }) => Outbound::Reply(replies::gap(&spec, from_seq, resumed_after)),
-            Ok(delivery) => match delivery.message() {
-                Some(m) => Outbound::Feed(m.clone()),
-                None => continue,
-            },
-            Err(Ended::TooSlow { limit, .. }) => {
-                let reason = format!(
-                    "too slow: {} fell {limit} messages behind; resume with from_seq",
-                    spec.label()
-                );
-                let _ = ended.try_send(End::Close(CloseCode::Again, reason));
-                return;
-            }
-            Err(Ended::Closed) => {
-                let _ = ended.try_send(End::Close(CloseCode::Away, "server shutting down".into()));
-                return;
-            }
-        };
-        if out.send(item).await.is_err() {
-            return;
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticker_feeds::{Channel, Hub, HubConfig, MessageKind, WireInstrument};
-
-    fn message(seq: u64) -> Arc<ticker_feeds::Message> {
-        ticker_feeds::Message::encoded(
-            seq,
-            seq - 1,
-            MessageKind::Update,
-            Bytes::from(format!(r#"{{"type":"trade","seq":{seq}}}"#)),
-            Bytes::new(),
-        )
-    }
-
-    #[tokio::test]
-    async fn a_trades_subscriber_behind_its_queue_limit_closes_the_connection_with_1013() {
-        let hub = Hub::new(HubConfig {
-            lossless_queue: 2,
-            ..HubConfig::default()
-        });
-        let topic = Topic::Market {
-            channel: Channel::Trades,
-            instrument: 0,
-        };
-        let spec = ChannelSpec {
-            target: ChannelTarget::Market {
-                channel: Channel::Trades,
-                instrument: Arc::new(
-                    WireInstrument::new(0, crate::defaults::instruments().remove(0)).unwrap(),
-                ),
-            },
-            from_seq: None,
-        };
-        let sub = hub.subscribe(topic, None);
-        // A connection whose queue holds one message and is not being written out.
-        let (out, mut queue) = mpsc::channel(1);
-        let (ended_tx, mut ended) = mpsc::channel(1);
-        let forwarder = tokio::spawn(forward(sub, spec, out, ended_tx));
-        for seq in 1..=10 {
-            hub.topic(topic).publish(message(seq));
-        }
-        let end = loop {
-            tokio::select! {
-                end = ended.recv() => break end,
-                // Let the forwarder move on so it meets the lag.
-                _ = queue.recv() => {}
-            }
-        };
-        assert_eq!(
-            end,
-            Some(End::Close(
-                CloseCode::Again,
-                "too slow: trades BTC-USD fell 2 messages behind; resume with from_seq".into()
-            ))
-        );
-        forwarder.await.unwrap();
-    }
-
     #[test]
     fn close_reasons_are_cut_to_123_bytes_on_a_character_boundary() {
         let reason = "é".repeat(100);

@@ -138,7 +138,8 @@ step("a token signs in and the orders channel starts", async () => {
   await page.click("#auth");
   await until(() => window.tickerd.state.auth === "ok", null, "authenticated");
   await until(() => window.tickerd.state.lastSeq.orders !== undefined, null, "the open-orders snapshot");
-  assert.equal(await page.isDisabled("#place"), false);
+  // The page draws what its state says every 100 ms: wait for the drawing, not just the state.
+  await until(() => !document.getElementById("place").disabled, null, "the place button to enable");
 });
 
 let orderId;
@@ -216,7 +217,8 @@ step("a dropped connection reconnects and resumes every channel with no gap", as
 
 step("the status bar shows the connection, message rate and last seq", async () => {
   await until(() => Number(document.getElementById("msg-rate").textContent) > 0, null, "a message rate");
-  assert.equal(await page.textContent("#conn-state"), "open");
+  // Drawn every 100 ms: right after a reconnect the bar may still show the state before it.
+  await until(() => document.getElementById("conn-state").textContent === "open", null, "the bar to show the open connection");
   assert.match(await page.textContent("#last-seq"), /^\d+$/);
   assert.equal(await page.textContent("#gap-count"), "0");
   assert.equal(await page.textContent("#checksum-failures"), "0");

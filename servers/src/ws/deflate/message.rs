@@ -4,8 +4,8 @@
 //! - [`MessageDeflater`]: one side's compressor, honouring the negotiated window and context
 //!   takeover.
 //! - [`deflate_shared`]: the shared mode's compressor: no context takeover and a 15-bit window,
-//!   so one output is valid for every connection; [`shared_frame`] caches it in the hub's
-//!   [`Message`] so each update is deflated once.
+//!   so one output is valid for every connection; `ws::frame::shared_deflated` frames it once
+//!   per hub message, for every connection.
 //! - [`MessageInflater`]: the receiving side, with a hard cap on the inflated size that it
 //!   never allocates past (a deflate bomb stops at the cap).
 //! - [`compressed_message`]: a tungstenite frame with RSV1 set around a compressed payload.
@@ -15,7 +15,6 @@ use super::SHARED_LEVEL;
 use bytes::Bytes;
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress, Status};
 use std::cell::RefCell;
-use ticker_feeds::hub::Message;
 use tungstenite::protocol::frame::coding::{Data, OpCode};
 use tungstenite::protocol::frame::{Frame, FrameHeader};
 
@@ -143,15 +142,6 @@ pub fn deflate_shared(payload: &[u8]) -> Bytes {
         compress.reset();
         Bytes::from(out)
     })
-}
-
-/// The shared compressed payload of a hub message's JSON, deflated by whichever connection
-/// asks first and then shared by all (`Message::deflated`).
-pub fn shared_frame(message: &Message) -> Bytes {
-    message
-        .deflated
-        .get_or_init(|| deflate_shared(message.json()))
-        .clone()
 }
 
 /// A text message with RSV1 set carrying an already compressed payload; the payload is shared,
@@ -351,16 +341,6 @@ impl Compressor {
             Self::Plain => None,
             Self::Shared => Some(deflate_shared(payload)),
             Self::Own(deflater) => Some(deflater.compress(payload)),
-        }
-    }
-
-    /// Like [`compress`](Self::compress) for a feeds message: in shared mode the payload is
-    /// deflated once for all connections (cached on the message).
-    pub fn compress_feed(&mut self, message: &Message) -> Option<Bytes> {
-        match self {
-            Self::Plain => None,
-            Self::Shared => Some(shared_frame(message)),
-            Self::Own(deflater) => Some(deflater.compress(message.json())),
         }
     }
 }
@@ -602,25 +582,5 @@ mod tests {
         assert!(header.rsv1 && header.is_final && !header.rsv2 && !header.rsv3);
         assert_eq!(header.opcode, OpCode::Data(Data::Text));
         assert_eq!(frame.payload().as_ptr(), payload.as_ptr());
-    }
-
-    #[test]
-    fn shared_frame_deflates_once_and_caches() {
-        let message = Message::encoded(
-            2,
-            1,
-            ticker_feeds::hub::MessageKind::Update,
-            Bytes::from(ticker_like(2)),
-            Bytes::new(),
-        );
-        let first = shared_frame(&message);
-        let second = shared_frame(&message);
-        assert_eq!(first.as_ptr(), second.as_ptr());
-        assert_eq!(
-            MessageInflater::new(15, false, 4096)
-                .inflate_message(&first)
-                .unwrap(),
-            *message.json()
-        );
     }
 }

@@ -18,7 +18,7 @@ pub mod negotiate;
 pub use config::{DeflateConfig, DeflateConfigError, DeflateMode, DEFAULT_LEVEL, SHARED_LEVEL};
 pub use inbound::{InboundInflater, Violation};
 pub use message::{
-    compressed_binary_message, compressed_message, deflate_shared, shared_frame, Compressor,
-    InflateError, MessageDeflater, MessageInflater, DEFLATE_TAIL,
+    compressed_binary_message, compressed_message, deflate_shared, Compressor, InflateError,
+    MessageDeflater, MessageInflater, DEFLATE_TAIL,
 };
 pub use negotiate::{accept_offer, negotiate, AnswerError, Decline, Negotiated, OfferError};
