@@ -36,11 +36,7 @@ async fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    config.auth = AuthConfig {
-        tokens,
-        market_data_requires_token: false,
-        ..AuthConfig::default()
-    };
+    config.auth = AuthConfig::traders(tokens);
     let market = Market::start(market_config)?;
     let server = GrpcServer::start(market.clone(), config).await?;
     println!("listening on {}", server.local_addr());

@@ -12,7 +12,7 @@
 //! gets the same kind of error: it names the key, the layer it came from and what was wrong
 //! (`grpc.listen (from TICKERD_GRPC_LISTEN): invalid socket address syntax`).
 
-use crate::auth::AuthConfig;
+use crate::auth::{AuthConfig, Principal, Role};
 use crate::grpc::{GrpcConfig, TlsFiles};
 use crate::market::MarketConfig;
 use crate::ws::deflate::{DeflateConfig, DeflateMode};
@@ -189,13 +189,51 @@ fn fsync_name(mode: FsyncMode) -> &'static str {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct AuthSection {
-    /// Token → account [none: no order entry from clients].
-    pub tokens: BTreeMap<String, AccountId>,
+    /// Token → account (a trader), or `{ role = "...", account = N }` [none: no order entry
+    /// from clients].
+    pub tokens: BTreeMap<String, TokenGrant>,
     /// Whether market data needs a token too [false].
     pub market_data_requires_token: bool,
     /// Also accept JWTs signed with HS256 and this secret: `sub` is the account, `exp` required
     /// [empty: off].
     pub jwt_hs256_secret: String,
+}
+
+/// What one configured token grants: a bare account number is a trader of that account.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenGrant {
+    Trader(AccountId),
+    Role {
+        /// `trader`, `risk` or `admin`; checked when the config is finished.
+        role: String,
+        /// Needed by a trader; optional for risk and admin (who then cannot place orders).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        account: Option<AccountId>,
+    },
+}
+
+impl TokenGrant {
+    fn account(&self) -> Option<AccountId> {
+        match self {
+            TokenGrant::Trader(a) => Some(*a),
+            TokenGrant::Role { account, .. } => *account,
+        }
+    }
+
+    /// The principal, or why not (for the error naming the key).
+    fn principal(&self) -> Result<Principal, String> {
+        let role = match self {
+            TokenGrant::Trader(_) => Role::Trader,
+            TokenGrant::Role { role, .. } => Role::parse(role)
+                .ok_or_else(|| format!("unknown role {role:?}: one of trader, risk, admin"))?,
+        };
+        match (role, self.account()) {
+            (_, Some(0)) => Err("account 0 is reserved by the engine".into()),
+            (Role::Trader, None) => Err("a trader needs an account".into()),
+            (role, account) => Ok(Principal { role, account }),
+        }
+    }
 }
 
 impl Default for AuthSection {
@@ -399,25 +437,42 @@ impl Layers {
         Ok(self)
     }
 
-    /// Adds one bearer token (`--token TOKEN=ACCOUNT`).
+    /// Adds one bearer token: `--token TOKEN=ACCOUNT` (a trader), `--token TOKEN=ROLE` or
+    /// `--token TOKEN=ROLE:ACCOUNT`. The role is checked when the layers are finished.
     pub fn token(&mut self, spec: &str, origin: &str) -> Result<&mut Self, ConfigError> {
         let bad = |reason: String| ConfigError::Value {
             key: "auth.tokens".into(),
             origin: origin.to_string(),
             reason,
         };
-        let (token, account) = spec
-            .split_once('=')
-            .ok_or_else(|| bad(format!("{spec:?} is not TOKEN=ACCOUNT")))?;
-        let account: i64 = account
-            .parse()
-            .map_err(|_| bad(format!("account {account:?} is not a number")))?;
+        let (token, grant) = spec.split_once('=').ok_or_else(|| {
+            bad(format!(
+                "{spec:?} is not TOKEN=ACCOUNT or TOKEN=ROLE[:ACCOUNT]"
+            ))
+        })?;
+        let number = |text: &str| {
+            text.parse::<i64>()
+                .map_err(|_| bad(format!("account {text:?} is not a number")))
+        };
+        let value = match grant.split_once(':') {
+            None if grant.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
+                Value::Integer(number(grant)?)
+            }
+            None => Value::Table(Table::from_iter([(
+                "role".to_string(),
+                Value::String(grant.to_string()),
+            )])),
+            Some((role, account)) => Value::Table(Table::from_iter([
+                ("role".to_string(), Value::String(role.to_string())),
+                ("account".to_string(), Value::Integer(number(account)?)),
+            ])),
+        };
         if let Some(Value::Table(auth)) = self.tree.get_mut("auth") {
             let tokens = auth
                 .entry("tokens")
                 .or_insert_with(|| Value::Table(Table::new()));
             if let Value::Table(tokens) = tokens {
-                tokens.insert(token.to_string(), Value::Integer(account));
+                tokens.insert(token.to_string(), value);
             }
         }
         self.origins
@@ -605,15 +660,12 @@ impl TickerdConfig {
                 format!("{} bytes; HS256 needs at least 32", secret.len()),
             ));
         }
-        for (token, account) in &self.auth.tokens {
+        for (token, grant) in &self.auth.tokens {
             if token.is_empty() {
                 return Err(("auth.tokens", "an empty token is not allowed".into()));
             }
-            if *account == 0 {
-                return Err((
-                    "auth.tokens",
-                    format!("token {token:?} maps to account 0, which the engine reserves"),
-                ));
+            if let Err(reason) = grant.principal() {
+                return Err(("auth.tokens", format!("token {token:?}: {reason}")));
             }
         }
         // Port 0 asks the system for a free port, so two zeros do not collide.
@@ -673,7 +725,12 @@ impl TickerdConfig {
     /// The bearer tokens and what needs them, shared by both fronts.
     pub fn auth_config(&self) -> AuthConfig {
         AuthConfig {
-            tokens: self.auth.tokens.clone().into_iter().collect(),
+            tokens: self
+                .auth
+                .tokens
+                .iter()
+                .filter_map(|(t, g)| Some((t.clone(), g.principal().ok()?)))
+                .collect(),
             market_data_requires_token: self.auth.market_data_requires_token,
             jwt_hs256_secret: (!self.auth.jwt_hs256_secret.is_empty())
                 .then(|| self.auth.jwt_hs256_secret.clone()),
@@ -772,8 +829,23 @@ mod tests {
         layers.file("tickerd.example.toml", text).unwrap();
         let mut expected = TickerdConfig::default();
         // The example shows how tokens look; everything else is the default.
-        expected.auth.tokens.insert("alice-token".into(), 1);
-        expected.auth.tokens.insert("bob-token".into(), 2);
+        let t = &mut expected.auth.tokens;
+        t.insert("alice-token".into(), TokenGrant::Trader(1));
+        t.insert("bob-token".into(), TokenGrant::Trader(2));
+        t.insert(
+            "risk-desk-token".into(),
+            TokenGrant::Role {
+                role: "risk".into(),
+                account: None,
+            },
+        );
+        t.insert(
+            "ops-token".into(),
+            TokenGrant::Role {
+                role: "admin".into(),
+                account: None,
+            },
+        );
         assert_eq!(layers.finish().unwrap(), expected);
     }
 
@@ -812,7 +884,7 @@ mod tests {
         let c = layers.finish().unwrap();
         assert!(!c.market.simulator);
         assert_eq!(c.market.sim_seed, 7);
-        assert_eq!(c.auth.tokens.get("desk-1"), Some(&12));
+        assert_eq!(c.auth.tokens.get("desk-1"), Some(&TokenGrant::Trader(12)));
         assert!(c.market_config().simulator.is_none());
     }
 
@@ -908,7 +980,7 @@ mod tests {
             .unwrap();
         let c = layers.finish().unwrap();
         assert_eq!(c.auth.tokens.len(), 2);
-        assert_eq!(c.auth_config().tokens.get("b"), Some(&2));
+        assert_eq!(c.auth_config().tokens.get("b"), Some(&Principal::trader(2)));
 
         let mut layers = Layers::new();
         layers.token("z=0", "--token").unwrap();
@@ -918,11 +990,52 @@ mod tests {
     }
 
     #[test]
+    fn roles_come_from_tables_and_flags_and_unknown_ones_stop_the_start() {
+        let mut layers = Layers::new();
+        layers
+            .file(
+                "f.toml",
+                "[auth]\ntokens = { t = 1, desk = { role = \"risk\" }, ops = { role = \"admin\", account = 9 } }\n",
+            )
+            .unwrap()
+            .token("flag-risk=risk", "--token")
+            .unwrap()
+            .token("flag-admin=admin:4", "--token")
+            .unwrap();
+        let tokens = layers.finish().unwrap().auth_config().tokens;
+        let p = |role, account| Principal { role, account };
+        assert_eq!(tokens["t"], Principal::trader(1));
+        assert_eq!(tokens["desk"], p(Role::Risk, None));
+        assert_eq!(tokens["ops"], p(Role::Admin, Some(9)));
+        assert_eq!(tokens["flag-risk"], p(Role::Risk, None));
+        assert_eq!(tokens["flag-admin"], p(Role::Admin, Some(4)));
+
+        let mut layers = Layers::new();
+        layers
+            .file("f.toml", "[auth]\ntokens = { x = { role = \"root\" } }\n")
+            .unwrap();
+        let e = layers.finish().unwrap_err().to_string();
+        assert!(e.starts_with("auth.tokens (from f.toml)"), "{e}");
+        assert!(e.contains("unknown role \"root\""), "{e}");
+        let mut layers = Layers::new();
+        layers.token("x=trader", "--token").unwrap();
+        let e = layers.finish().unwrap_err().to_string();
+        assert!(e.contains("a trader needs an account"), "{e}");
+    }
+
+    #[test]
     fn the_printed_config_reads_back_the_same() {
         let mut c = TickerdConfig::default();
         c.grpc.tls_cert = Some("c.pem".into());
         c.grpc.tls_key = Some("k.pem".into());
-        c.auth.tokens.insert("t".into(), 5);
+        c.auth.tokens.insert("t".into(), TokenGrant::Trader(5));
+        c.auth.tokens.insert(
+            "r".into(),
+            TokenGrant::Role {
+                role: "risk".into(),
+                account: Some(6),
+            },
+        );
         let mut layers = Layers::new();
         layers.file("printed", &c.to_toml()).unwrap();
         assert_eq!(layers.finish().unwrap(), c);
@@ -943,7 +1056,7 @@ mod tests {
         assert!(w.deflate.enabled);
         assert_eq!(w.deflate.max_inflated_message, 4096);
         assert_eq!(w.limits.max_message_size, 4096);
-        assert_eq!(w.auth.tokens.get("t"), Some(&3));
+        assert_eq!(w.auth.tokens.get("t"), Some(&Principal::trader(3)));
         let mut layers = Layers::new();
         layers.set("http.deflate", "off", "--set").unwrap();
         assert!(!layers.finish().unwrap().ws_config().deflate.enabled);

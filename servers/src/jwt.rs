@@ -1,18 +1,20 @@
 //! JWT bearer tokens signed with HS256 (RFC 7519 / RFC 7515), the optional alternative to the
-//! configured token table: an identity service signs `{"sub": "<account>", "exp": …}` with the
-//! shared secret, and both fronts accept the token without a table entry.
+//! configured token table: an identity service signs `{"sub": "<account>", "role": "<role>",
+//! "exp": …}` with the shared secret, and both fronts accept the token without a table entry.
+//! `role` is optional (`trader` when absent); a trader needs `sub`, `risk` and `admin` may
+//! leave it out.
 //!
 //! Only what a trading front should accept is accepted: the header's `alg` must be exactly
 //! `HS256` (never `none`, never another algorithm picked by the caller), the signature is checked
 //! in constant time before the claims are read, `exp` is required and `nbf` is honoured, and
-//! `sub` must be a non-zero account number.
+//! `sub`, when present, must be a non-zero account number; a `role` nobody knows is refused.
 
+use crate::auth::{Principal, Role};
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine as _;
 use hmac::{Hmac, Mac};
 use serde_json::Value;
 use sha2::Sha256;
-use ticker_engine::AccountId;
 
 /// Why a JWT was refused (said to nobody but logs and tests: clients only learn "unknown token").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -29,8 +31,10 @@ pub enum JwtError {
     Expired,
     #[error("nbf claim is in the future")]
     NotYetValid,
-    #[error("sub is not a non-zero account number")]
+    #[error("sub is not a non-zero account number (or is missing for a trader)")]
     Subject,
+    #[error("role is not one of trader, risk, admin")]
+    Role,
 }
 
 /// Verifies HS256 tokens with one secret.
@@ -53,8 +57,8 @@ impl Hs256 {
         }
     }
 
-    /// The account a token trades for, checked against `now` (seconds since the Unix epoch).
-    pub fn account(&self, token: &str, now: u64) -> Result<AccountId, JwtError> {
+    /// Who a token speaks for, checked against `now` (seconds since the Unix epoch).
+    pub fn principal(&self, token: &str, now: u64) -> Result<Principal, JwtError> {
         let mut parts = token.split('.');
         let (Some(header), Some(claims), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -87,14 +91,22 @@ impl Hs256 {
                 return Err(JwtError::NotYetValid);
             }
         }
-        let account = match claims.get("sub") {
-            Some(Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => s.parse().ok(),
-            Some(Value::Number(n)) => n.as_u64(),
-            _ => None,
+        let role = match claims.get("role") {
+            None => Role::Trader,
+            Some(Value::String(name)) => Role::parse(name).ok_or(JwtError::Role)?,
+            Some(_) => return Err(JwtError::Role),
         };
-        match account {
-            Some(a) if a != 0 => Ok(a),
-            _ => Err(JwtError::Subject),
+        let account = match claims.get("sub") {
+            None => None,
+            Some(Value::String(s)) if s.bytes().all(|b| b.is_ascii_digit()) => {
+                Some(s.parse().map_err(|_| JwtError::Subject)?)
+            }
+            Some(Value::Number(n)) => Some(n.as_u64().ok_or(JwtError::Subject)?),
+            Some(_) => return Err(JwtError::Subject),
+        };
+        match (role, account) {
+            (_, Some(0)) | (Role::Trader, None) => Err(JwtError::Subject),
+            (role, account) => Ok(Principal { role, account }),
         }
     }
 
@@ -134,6 +146,11 @@ fn decode_json(part: &str) -> Option<Value> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ticker_engine::AccountId;
+
+    fn account_of(key: &Hs256, token: &str, now: u64) -> Result<AccountId, JwtError> {
+        key.principal(token, now).map(|p| p.account.unwrap_or(0))
+    }
     use serde_json::json;
 
     const NOW: u64 = 1_764_430_000;
@@ -145,9 +162,9 @@ mod tests {
     #[test]
     fn a_signed_token_names_its_account() {
         let token = key().sign(&json!({"sub": "42", "exp": NOW + 60}));
-        assert_eq!(key().account(&token, NOW), Ok(42));
+        assert_eq!(account_of(&key(), &token, NOW), Ok(42));
         let token = key().sign(&json!({"sub": 7, "exp": NOW + 60, "nbf": NOW}));
-        assert_eq!(key().account(&token, NOW), Ok(7));
+        assert_eq!(account_of(&key(), &token, NOW), Ok(7));
     }
 
     #[test]
@@ -158,15 +175,21 @@ mod tests {
         let key = Hs256::new(&URL_SAFE_NO_PAD.decode(key_b64).unwrap());
         let token = "eyJ0eXAiOiJKV1QiLA0KICJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJqb2UiLA0KICJleHAiOjEzMDA4MTkzODAsDQogImh0dHA6Ly9leGFtcGxlLmNvbS9pc19yb290Ijp0cnVlfQ.dBjftJeZ4CVP-mB92K27uhbUJU1p1r_wW1gFWFOEjXk";
         // The signature verifies; the example has no numeric sub, so it is refused for that.
-        assert_eq!(key.account(token, 1_300_819_379), Err(JwtError::Subject));
-        assert_eq!(key.account(token, 1_300_819_380), Err(JwtError::Expired));
+        assert_eq!(
+            account_of(&key, token, 1_300_819_379),
+            Err(JwtError::Subject)
+        );
+        assert_eq!(
+            account_of(&key, token, 1_300_819_380),
+            Err(JwtError::Expired)
+        );
     }
 
     #[test]
     fn a_wrong_secret_or_a_changed_claim_fails_the_signature() {
         let token = key().sign(&json!({"sub": "42", "exp": NOW + 60}));
         assert_eq!(
-            Hs256::new(b"another secret").account(&token, NOW),
+            account_of(&Hs256::new(b"another secret"), &token, NOW),
             Err(JwtError::Signature)
         );
         let forged_claims =
@@ -174,7 +197,7 @@ mod tests {
         let mut parts: Vec<&str> = token.split('.').collect();
         parts[1] = &forged_claims;
         assert_eq!(
-            key().account(&parts.join("."), NOW),
+            account_of(&key(), &parts.join("."), NOW),
             Err(JwtError::Signature)
         );
     }
@@ -191,7 +214,7 @@ mod tests {
         ] {
             let token = format!("{}.{claims}.", URL_SAFE_NO_PAD.encode(header));
             assert_eq!(
-                key().account(&token, NOW),
+                account_of(&key(), &token, NOW),
                 Err(JwtError::Algorithm),
                 "{header}"
             );
@@ -211,10 +234,27 @@ mod tests {
             (json!({"sub": "-3", "exp": NOW + 60}), JwtError::Subject),
             (json!({"sub": "alice", "exp": NOW + 60}), JwtError::Subject),
             (json!({"exp": NOW + 60}), JwtError::Subject),
+            (
+                json!({"role": "trader", "exp": NOW + 60}),
+                JwtError::Subject,
+            ),
+            (
+                json!({"role": "risk", "sub": 0, "exp": NOW + 60}),
+                JwtError::Subject,
+            ),
+            (
+                json!({"role": "root", "sub": "1", "exp": NOW + 60}),
+                JwtError::Role,
+            ),
+            (json!({"role": "Admin", "exp": NOW + 60}), JwtError::Role),
+            (
+                json!({"role": 2, "sub": "1", "exp": NOW + 60}),
+                JwtError::Role,
+            ),
         ];
         for (claims, expected) in cases {
             let token = key().sign(&claims);
-            assert_eq!(key().account(&token, NOW), Err(expected), "{claims}");
+            assert_eq!(account_of(&key(), &token, NOW), Err(expected), "{claims}");
         }
     }
 
@@ -229,7 +269,7 @@ mod tests {
             "e30.e30.!!!",
             "e30.e30.e30",
         ] {
-            assert!(key().account(token, NOW).is_err(), "{token:?}");
+            assert!(account_of(&key(), token, NOW).is_err(), "{token:?}");
         }
         assert!(looks_like_jwt("a.b.c"));
         assert!(!looks_like_jwt("alice-token"));

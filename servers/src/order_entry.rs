@@ -58,7 +58,7 @@ impl Violations {
 const MAX_DIGITS: usize = 28;
 
 /// Parses a decimal string; `None` (with a violation) when it is not one.
-fn decimal(field: &str, text: &str, v: &mut Violations) -> Option<Decimal> {
+pub fn decimal(field: &str, text: &str, v: &mut Violations) -> Option<Decimal> {
     // A field the front already found bad (a number where a string belongs) is not judged
     // again as an empty decimal.
     if v.has(field) {

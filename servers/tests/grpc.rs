@@ -4,7 +4,6 @@
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 use ticker_proto::v1 as pb;
@@ -36,11 +35,7 @@ impl Rig {
         .unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = GrpcConfig {
-            auth: AuthConfig {
-                tokens: HashMap::from([(ALICE.to_string(), 1), (BOB.to_string(), 2)]),
-                market_data_requires_token: false,
-                ..AuthConfig::default()
-            },
+            auth: AuthConfig::traders([(ALICE, 1), (BOB, 2)]),
             ..GrpcConfig::default()
         };
         let server = GrpcServer::start_on(listener, market.clone(), config)

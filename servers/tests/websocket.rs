@@ -9,7 +9,7 @@
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::collections::{BTreeMap, HashMap};
+use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 use ticker_engine::{CommandKind, Place, Side};
@@ -72,9 +72,8 @@ impl Rig {
         let config = WsConfig {
             listen: "127.0.0.1:0".parse().unwrap(),
             auth: AuthConfig {
-                tokens: HashMap::from([(ALICE.to_string(), 1), (BOB.to_string(), 2)]),
-                market_data_requires_token: false,
                 jwt_hs256_secret: Some(JWT_SECRET.to_string()),
+                ..AuthConfig::traders([(ALICE, 1), (BOB, 2)])
             },
             limits,
             ..WsConfig::default()
@@ -672,6 +671,16 @@ async fn a_jwt_signed_with_the_configured_secret_authenticates_its_account() {
         (&ok["type"], &ok["account"]),
         (&json!("authenticated"), &json!(77))
     );
+    // A risk token with no account authenticates with its role and cannot place orders.
+    let mut desk = rig.client().await;
+    let risk = key.sign(&json!({"role": "risk", "exp": exp}));
+    let ok = desk.request(json!({"op":"auth","token":risk})).await;
+    assert_eq!(ok, json!({"type":"authenticated","id":ok["id"],"role":"risk"}));
+    let e = desk.request(place("buy", "65000.00", "0.01")).await;
+    assert_eq!(e["code"], "not_authenticated");
+    assert!(e["message"].as_str().unwrap().contains("needs an account"), "{e}");
+    let e = desk.request(json!({"op":"auth","token":ALICE})).await;
+    assert_eq!(e["code"], "already_authenticated");
     rig.stop().await;
 }
 

@@ -4,7 +4,6 @@
 //! scheduler. Limits that would throttle a load test (WebSocket message rate, connections,
 //! hub queues) are raised; everything else is tickerd's defaults.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -74,10 +73,7 @@ impl Spawned {
                 }),
             ..MarketConfig::default()
         })?;
-        let auth = AuthConfig {
-            tokens: options.tokens.iter().cloned().collect::<HashMap<_, _>>(),
-            ..AuthConfig::default()
-        };
+        let auth = AuthConfig::traders(options.tokens.iter().cloned());
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         let limits = WsLimits {
             // A load test sends as fast as it can; the default 50 messages/s would refuse it.

@@ -31,8 +31,9 @@ struct Flags {
     /// Where HTTP/WebSocket listens (http.listen).
     #[arg(long, value_name = "ADDR")]
     http_listen: Option<String>,
-    /// A bearer token and the account it trades for; repeatable.
-    #[arg(long, value_name = "TOKEN=ACCOUNT")]
+    /// A bearer token: TOKEN=ACCOUNT (a trader of that account), TOKEN=ROLE or
+    /// TOKEN=ROLE:ACCOUNT (role: trader, risk, admin); repeatable.
+    #[arg(long, value_name = "TOKEN=ACCOUNT|ROLE[:ACCOUNT]")]
     token: Vec<String>,
     /// Any config key, as in the file: `--set http.deflate=per-connection`; repeatable.
     #[arg(long, value_name = "SECTION.KEY=VALUE")]

@@ -1,9 +1,11 @@
-//! Who is calling: `authorization: Bearer <token>` metadata, with tokens mapped to accounts by
-//! the shared [`crate::auth`] table. Order RPCs always need a token; market data only when
-//! configured so.
+//! Who is calling: `authorization: Bearer <token>` metadata, with tokens mapped to roles and
+//! accounts by the shared [`crate::auth`] table. Order RPCs need a token with an account, risk
+//! RPCs the `risk` role, admin RPCs `admin`; market data needs a token only when configured so.
+//! A token that is missing or unknown is UNAUTHENTICATED; a known token without the right is
+//! PERMISSION_DENIED.
 
-use crate::auth::Tokens;
 pub use crate::auth::{AuthConfig, AuthConfigError};
+use crate::auth::{Principal, Role, Tokens};
 use ticker_engine::AccountId;
 use tonic::metadata::MetadataMap;
 use tonic::Status;
@@ -21,8 +23,34 @@ impl Auth {
         })
     }
 
-    /// The calling account, or UNAUTHENTICATED saying what is wrong with the credentials.
+    /// The account the caller trades for: UNAUTHENTICATED saying what is wrong with the
+    /// credentials, or PERMISSION_DENIED for a token with no account.
     pub fn account(&self, metadata: &MetadataMap) -> Result<AccountId, Status> {
+        let principal = self.principal(metadata)?;
+        principal.account.ok_or_else(|| {
+            Status::permission_denied(format!(
+                "this token ({} role) has no account to trade for",
+                principal.role
+            ))
+        })
+    }
+
+    /// The caller, if it holds `role` or a higher one; PERMISSION_DENIED naming the role
+    /// needed otherwise.
+    pub fn require(&self, metadata: &MetadataMap, role: Role) -> Result<Principal, Status> {
+        let principal = self.principal(metadata)?;
+        if principal.has(role) {
+            Ok(principal)
+        } else {
+            Err(Status::permission_denied(format!(
+                "this RPC needs the {role} role; the token has {}",
+                principal.role
+            )))
+        }
+    }
+
+    /// Who is calling, or UNAUTHENTICATED saying what is wrong with the credentials.
+    pub fn principal(&self, metadata: &MetadataMap) -> Result<Principal, Status> {
         let Some(value) = metadata.get("authorization") else {
             return Err(Status::unauthenticated(
                 "missing `authorization: Bearer <token>` metadata",
@@ -40,14 +68,14 @@ impl Auth {
             }
         };
         self.tokens
-            .account(token)
+            .principal(token)
             .ok_or_else(|| Status::unauthenticated("unknown token"))
     }
 
     /// Whether the caller may read market data.
     pub fn market_data(&self, metadata: &MetadataMap) -> Result<(), Status> {
         if self.tokens.market_data_requires_token() {
-            self.account(metadata)?;
+            self.principal(metadata)?;
         }
         Ok(())
     }
@@ -56,15 +84,38 @@ impl Auth {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn auth(public: bool) -> Auth {
-        Auth::new(&AuthConfig {
-            tokens: HashMap::from([("secret-a".to_string(), 11)]),
+        let mut config = AuthConfig {
             market_data_requires_token: !public,
-            ..AuthConfig::default()
-        })
-        .unwrap()
+            ..AuthConfig::traders([("secret-a", 11)])
+        };
+        config.tokens.insert(
+            "desk".into(),
+            Principal {
+                role: Role::Risk,
+                account: None,
+            },
+        );
+        Auth::new(&config).unwrap()
+    }
+
+    #[test]
+    fn roles_are_checked_and_trading_needs_an_account() {
+        let a = auth(true);
+        fn denied<T: std::fmt::Debug>(r: Result<T, Status>) -> bool {
+            r.unwrap_err().code() == tonic::Code::PermissionDenied
+        }
+        assert!(denied(a.require(&with("Bearer secret-a"), Role::Risk)));
+        assert!(a.require(&with("Bearer desk"), Role::Risk).is_ok());
+        assert!(denied(a.require(&with("Bearer desk"), Role::Admin)));
+        assert!(denied(a.account(&with("Bearer desk"))));
+        assert_eq!(
+            a.require(&with("Bearer nope"), Role::Trader)
+                .unwrap_err()
+                .code(),
+            tonic::Code::Unauthenticated
+        );
     }
 
     fn with(value: &str) -> MetadataMap {
@@ -100,5 +151,6 @@ mod tests {
         assert!(auth(true).market_data(&MetadataMap::new()).is_ok());
         assert!(auth(false).market_data(&MetadataMap::new()).is_err());
         assert!(auth(false).market_data(&with("Bearer secret-a")).is_ok());
+        assert!(auth(false).market_data(&with("Bearer desk")).is_ok());
     }
 }

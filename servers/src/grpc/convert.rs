@@ -2,6 +2,7 @@
 //! [`crate::order_entry`] tickets (which check every decimal against the instrument's grid),
 //! and the refusals a request can meet before it reaches the engine, as gRPC statuses.
 
+use crate::market::ExecuteError;
 use crate::order_entry::{self, AmendTicket, Invalid, PlaceTicket};
 pub use crate::order_entry::{instrument, price, size, Violations};
 use ticker_engine::*;
@@ -61,6 +62,15 @@ impl From<Refusal> for tonic::Status {
             r.message,
             ErrorDetails::with_bad_request(violations),
         )
+    }
+}
+
+impl From<ExecuteError> for Refusal {
+    fn from(e: ExecuteError) -> Self {
+        match e {
+            ExecuteError::Busy => Refusal::new(Code::ResourceExhausted, e.to_string()),
+            ExecuteError::ShuttingDown => Refusal::new(Code::Unavailable, e.to_string()),
+        }
     }
 }
 

@@ -89,13 +89,6 @@ pub fn parse_grpc_timeout(value: &str) -> Option<Duration> {
     })
 }
 
-fn execute_error(e: ExecuteError) -> Refusal {
-    match e {
-        ExecuteError::Busy => Refusal::new(Code::ResourceExhausted, e.to_string()),
-        ExecuteError::ShuttingDown => Refusal::new(Code::Unavailable, e.to_string()),
-    }
-}
-
 /// Order entry shared by every RPC: one request in, its command's answer out.
 pub struct OrderDesk {
     market: Arc<Market>,
@@ -115,7 +108,7 @@ impl OrderDesk {
     ) -> impl Future<Output = Result<Vec<Event>, Refusal>> + Send + 'static {
         let submitted = self.market.submit_for_reply(kind, deadline.at_ns);
         async move {
-            let reply = submitted.map_err(execute_error)?;
+            let reply = submitted.map_err(Refusal::from)?;
             let run = async { reply.await.map_err(|_| ExecuteError::ShuttingDown) };
             let events = match deadline.at {
                 Some(at) => tokio::time::timeout_at(at, run).await.map_err(|_| {
@@ -126,7 +119,7 @@ impl OrderDesk {
                 })?,
                 None => run.await,
             };
-            events.map_err(execute_error)
+            events.map_err(Refusal::from)
         }
     }
 

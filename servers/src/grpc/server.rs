@@ -1,4 +1,4 @@
-//! The gRPC server: `OrderService`, `MarketDataService`, `grpc.health.v1` health and server
+//! The gRPC server: `OrderService`, `MarketDataService`, `AdminService`, `grpc.health.v1` health and server
 //! reflection (`grpc.reflection.v1` and `v1alpha`) on one port, over HTTP/2 for gRPC and
 //! HTTP/1.1 for gRPC-Web, in clear text or TLS.
 //!
@@ -7,6 +7,7 @@
 //! service can say DEADLINE_EXCEEDED. Here the deadline is the services' business: a request
 //! that reaches the engine too late is not executed and the caller gets DEADLINE_EXCEEDED.
 
+use super::admin::AdminRpc;
 use super::auth::{Auth, AuthConfig, AuthConfigError};
 use super::frames::{CodecSettings, Handler, Streams};
 use super::market_data::{MarketDataApi, MarketDataConfig, MarketDataRpc};
@@ -18,6 +19,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
+use ticker_proto::v1::admin_service_server::AdminServiceServer;
 use ticker_proto::v1::market_data_service_server::MarketDataServiceServer;
 use ticker_proto::v1::order_service_server::OrderServiceServer;
 use tokio::net::TcpListener;
@@ -121,6 +123,9 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
         auth.clone(),
         config.orders.clone(),
     ));
+    let mut admin_server = AdminServiceServer::new(AdminRpc::new(market.clone(), auth.clone()))
+        .max_decoding_message_size(config.max_message_size)
+        .max_encoding_message_size(config.max_message_size);
     let market_data = Arc::new(MarketDataApi::new(market, auth, config.market_data.clone()));
 
     let mut order_server = OrderServiceServer::new(OrderRpc(orders.clone()))
@@ -134,6 +139,9 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
         md_server = md_server
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        admin_server = admin_server
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
     }
@@ -170,6 +178,9 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
     health_reporter
         .set_serving::<MarketDataServiceServer<MarketDataRpc>>()
         .await;
+    health_reporter
+        .set_serving::<AdminServiceServer<AdminRpc>>()
+        .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ticker_proto::FILE_DESCRIPTOR_SET)
@@ -184,6 +195,7 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
 
     Ok(Routes::new(order_service)
         .add_service(md_service)
+        .add_service(admin_server)
         .add_service(health)
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)

@@ -7,6 +7,7 @@
 
 use super::limits::WsLimits;
 use super::protocol::{ChannelSpec, RequestError};
+use crate::auth::{Principal, Role};
 use crate::grpc::report;
 use bytes::Bytes;
 use serde_json::{json, Map, Value};
@@ -54,10 +55,16 @@ pub fn pong(id: Option<u64>, ts: u64) -> Bytes {
     Bytes::from(out)
 }
 
-/// `authenticated`; `"cancel_on_disconnect": true` only when it is on (the reply of a plain
-/// `auth` stays as it always was).
-pub fn authenticated(id: Option<u64>, account: u64, cancel_on_disconnect: bool) -> Bytes {
-    let mut reply = json!({"type": "authenticated", "id": id, "account": account});
+/// `authenticated`; `"cancel_on_disconnect": true` only when it is on and `"role"` only when it
+/// is not `trader` (the reply of a plain trader `auth` stays as it always was).
+pub fn authenticated(id: Option<u64>, who: Principal, cancel_on_disconnect: bool) -> Bytes {
+    let mut reply = json!({"type": "authenticated", "id": id});
+    if let Some(account) = who.account {
+        reply["account"] = account.into();
+    }
+    if who.role != Role::Trader {
+        reply["role"] = who.role.as_str().into();
+    }
     if cancel_on_disconnect {
         reply["cancel_on_disconnect"] = true.into();
     }

@@ -25,7 +25,7 @@ use super::replies;
 use super::socket::SessionSocket;
 use super::stream::ViolationHandle;
 use super::writer::{Outgoing, Writers};
-use crate::auth::Tokens;
+use crate::auth::{Principal, Tokens};
 use crate::market::{now_ns, ExecuteError, Market};
 use crate::order_entry::{self, AmendTicket, PlaceTicket};
 use bytes::Bytes;
@@ -97,7 +97,7 @@ pub async fn run(
         rate: RateLimiter::new(&limits, Instant::now()),
         front,
         out,
-        account: None,
+        principal: None,
         subscriptions: HashSet::new(),
         cancel_on_disconnect: None,
         tagged: false,
@@ -151,7 +151,8 @@ struct Session {
     front: Arc<Front>,
     /// What the connection sends goes through its writer.
     out: Outgoing,
-    account: Option<AccountId>,
+    /// Who `auth` said this connection is.
+    principal: Option<Principal>,
     /// The channels the writer delivers for this connection.
     subscriptions: HashSet<ChannelKey>,
     /// Set by `auth` with `cancel_on_disconnect`: orders placed from then on carry this
@@ -384,10 +385,12 @@ impl Session {
             } => return self.auth(id, &token, cancel_on_disconnect),
             other => other,
         };
-        let Some(account) = self.account else {
+        let Some(account) = self.account() else {
             let e = RequestError::new(
                 ErrorCode::NotAuthenticated,
-                format!("{name} needs an account: send auth with a token first"),
+                format!(
+                    "{name} needs an account: send auth with a token that trades for one first"
+                ),
             );
             return self.error(e.about(Some(name), id));
         };
@@ -458,36 +461,49 @@ impl Session {
     }
 
     fn auth(&mut self, id: Option<u64>, token: &str, cancel_on_disconnect: bool) {
-        let Some(account) = self.front.tokens.account(token) else {
+        let Some(principal) = self.front.tokens.principal(token) else {
             let e = RequestError::new(ErrorCode::AuthFailed, "unknown token");
             return self.error(e.about(Some("auth"), id));
         };
-        match self.account {
-            Some(current) if current != account => {
+        match self.principal {
+            Some(current) if current != principal => {
+                let who = |p: Principal| match p.account {
+                    Some(a) => format!("account {a} ({} role)", p.role),
+                    None => format!("the {} role with no account", p.role),
+                };
                 let e = RequestError::new(
                     ErrorCode::AlreadyAuthenticated,
-                    format!("this connection trades for account {current}; open another connection for account {account}"),
+                    format!(
+                        "this connection is {}; open another connection for {}",
+                        who(current),
+                        who(principal)
+                    ),
                 );
                 self.error(e.about(Some("auth"), id))
             }
             _ => {
-                self.account = Some(account);
+                self.principal = Some(principal);
                 // Once on, it stays on: orders placed under it are still cancelled at the end.
                 if cancel_on_disconnect && self.cancel_on_disconnect.is_none() {
                     self.cancel_on_disconnect = Some(self.front.market.new_session());
                 }
                 let on = self.cancel_on_disconnect.is_some();
-                self.reply(replies::authenticated(id, account, on))
+                self.reply(replies::authenticated(id, principal, on))
             }
         }
+    }
+
+    /// The account this connection trades for, once authenticated with a token that has one.
+    fn account(&self) -> Option<AccountId> {
+        self.principal.and_then(|p| p.account)
     }
 
     fn subscribe(&mut self, id: Option<u64>, specs: Vec<ChannelSpec>) {
         let needs_account = |s: &ChannelSpec| {
             matches!(s.target, ChannelTarget::Orders)
-                || self.front.tokens.market_data_requires_token()
+                || (self.principal.is_none() && self.front.tokens.market_data_requires_token())
         };
-        if self.account.is_none() {
+        if self.account().is_none() {
             let fields: Vec<(String, String)> = specs
                 .iter()
                 .enumerate()
@@ -560,7 +576,7 @@ impl Session {
             ),
             ChannelTarget::Orders => market
                 .accounts()
-                .subscribe(self.account.unwrap_or_default(), spec.from_seq),
+                .subscribe(self.account().unwrap_or_default(), spec.from_seq),
         }
     }
 }
