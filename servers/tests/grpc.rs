@@ -801,7 +801,12 @@ async fn health_and_both_reflection_versions_list_the_services() {
     use tonic_health::pb::HealthCheckRequest;
     let rig = Rig::start().await;
     let mut health = HealthClient::new(rig.channel.clone());
-    for service in ["", "ticker.v1.OrderService", "ticker.v1.MarketDataService"] {
+    for service in [
+        "",
+        "ticker.v1.OrderService",
+        "ticker.v1.MarketDataService",
+        "ticker.v1.AdminService",
+    ] {
         let r = health
             .check(HealthCheckRequest {
                 service: service.into(),
@@ -816,6 +821,7 @@ async fn health_and_both_reflection_versions_list_the_services() {
         "grpc.health.v1.Health",
         "ticker.v1.MarketDataService",
         "ticker.v1.OrderService",
+        "ticker.v1.AdminService",
     ];
     {
         use tonic_reflection::pb::v1::server_reflection_client::ServerReflectionClient;
