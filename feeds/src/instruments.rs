@@ -34,9 +34,14 @@ impl WireInstrument {
     }
 }
 
+/// Called with the number of instruments after each insert.
+type Listener = Box<dyn Fn(usize) + Send + Sync>;
+
 #[derive(Default)]
 pub struct Instruments {
     inner: RwLock<Inner>,
+    /// The fronts tell their clients when an instrument is added at run time.
+    listeners: RwLock<Vec<Listener>>,
 }
 
 #[derive(Default)]
@@ -57,7 +62,18 @@ impl Instruments {
         inner
             .by_symbol
             .insert(wire.symbol().to_string(), wire.clone());
+        let count = inner.by_symbol.len();
+        drop(inner);
+        for listener in self.listeners.read().iter() {
+            listener(count);
+        }
         wire
+    }
+
+    /// Calls `listener` with the number of instruments after every insert from now on (on the
+    /// inserting thread: it must not block).
+    pub fn on_insert(&self, listener: impl Fn(usize) + Send + Sync + 'static) {
+        self.listeners.write().push(Box::new(listener));
     }
 
     pub fn get(&self, id: InstrumentId) -> Option<Arc<WireInstrument>> {
@@ -70,5 +86,34 @@ impl Instruments {
 
     pub fn all(&self) -> Vec<Arc<WireInstrument>> {
         self.inner.read().by_id.iter().flatten().cloned().collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rust_decimal::Decimal;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+
+    #[test]
+    fn listeners_hear_every_insert_after_they_register() {
+        let spec = |symbol: &str| InstrumentSpec {
+            symbol: symbol.into(),
+            tick_size: Decimal::new(1, 2),
+            lot_size: Decimal::new(1, 3),
+            min_size: Decimal::new(1, 3),
+            max_size: Decimal::new(100, 0),
+            reference_price: Decimal::new(100, 0),
+            band: Decimal::new(1, 1),
+        };
+        let all = Instruments::default();
+        all.insert(WireInstrument::new(0, spec("A-USD")).unwrap());
+        let heard = Arc::new(AtomicUsize::new(0));
+        let h = heard.clone();
+        all.on_insert(move |n| h.store(n, Ordering::SeqCst));
+        assert_eq!(heard.load(Ordering::SeqCst), 0);
+        all.insert(WireInstrument::new(1, spec("B-USD")).unwrap());
+        assert_eq!(heard.load(Ordering::SeqCst), 2);
+        assert_eq!(all.by_symbol("B-USD").unwrap().id(), 1);
     }
 }

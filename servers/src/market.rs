@@ -157,6 +157,8 @@ pub struct Market {
     next_session: AtomicU64,
     hub: Arc<Hub>,
     instruments: Arc<Instruments>,
+    /// The number of instruments, changed when one is added at run time.
+    instrument_count: tokio::sync::watch::Receiver<usize>,
     accounts: Arc<Accounts>,
     stop: Arc<AtomicBool>,
     stats: Arc<MarketStats>,
@@ -313,6 +315,10 @@ impl Market {
                 })?
         };
         let max_stale_session = stale_sessions.iter().copied().max().unwrap_or(0);
+        let (count_tx, instrument_count) = tokio::sync::watch::channel(instruments.all().len());
+        instruments.on_insert(move |n| {
+            count_tx.send_replace(n);
+        });
         let market = Arc::new(Market {
             ingress,
             replies,
@@ -320,6 +326,7 @@ impl Market {
             next_session: AtomicU64::new(max_stale_session + 1),
             hub,
             instruments,
+            instrument_count,
             accounts,
             stop,
             stats,
@@ -382,6 +389,11 @@ impl Market {
 
     pub fn instruments(&self) -> &Arc<Instruments> {
         &self.instruments
+    }
+
+    /// Changes whenever an instrument is added (to the number of instruments).
+    pub fn instrument_changes(&self) -> tokio::sync::watch::Receiver<usize> {
+        self.instrument_count.clone()
     }
 
     pub fn accounts(&self) -> &Arc<Accounts> {

@@ -675,10 +675,16 @@ async fn a_jwt_signed_with_the_configured_secret_authenticates_its_account() {
     let mut desk = rig.client().await;
     let risk = key.sign(&json!({"role": "risk", "exp": exp}));
     let ok = desk.request(json!({"op":"auth","token":risk})).await;
-    assert_eq!(ok, json!({"type":"authenticated","id":ok["id"],"role":"risk"}));
+    assert_eq!(
+        ok,
+        json!({"type":"authenticated","id":ok["id"],"role":"risk"})
+    );
     let e = desk.request(place("buy", "65000.00", "0.01")).await;
     assert_eq!(e["code"], "not_authenticated");
-    assert!(e["message"].as_str().unwrap().contains("needs an account"), "{e}");
+    assert!(
+        e["message"].as_str().unwrap().contains("needs an account"),
+        "{e}"
+    );
     let e = desk.request(json!({"op":"auth","token":ALICE})).await;
     assert_eq!(e["code"], "already_authenticated");
     rig.stop().await;
@@ -1272,5 +1278,36 @@ async fn the_http_side_serves_the_page_and_refuses_bad_upgrades() {
             .contains("sec-websocket-version: 13"),
         "{head}"
     );
+    rig.stop().await;
+}
+
+#[tokio::test]
+async fn a_client_that_listed_instruments_hears_of_one_added_at_run_time() {
+    let rig = Rig::start(limits()).await;
+    let mut c = rig.client().await;
+    let listed = c.request(json!({"op":"instruments"})).await;
+    let before = listed["instruments"].as_array().unwrap().len();
+    let mut spec = ticker_servers::defaults::instruments().remove(0);
+    spec.symbol = "BTC-EUR".into();
+    let market = rig.market.clone();
+    let events = tokio::task::spawn_blocking(move || {
+        market.execute_blocking(CommandKind::AddInstrument(Box::new(spec)))
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        events[0].kind,
+        ticker_engine::EventKind::Accepted { .. }
+    ));
+    let pushed = c.recv_where(|m| m["type"] == "instruments").await;
+    assert_eq!(pushed["id"], Value::Null);
+    let list = pushed["instruments"].as_array().unwrap();
+    assert_eq!(list.len(), before + 1);
+    assert!(list.iter().any(|i| i["symbol"] == "BTC-EUR"));
+    // It can be subscribed to at once.
+    let ok = c
+        .request(json!({"op":"subscribe","channels":[{"name":"ticker","instrument":"BTC-EUR"}]}))
+        .await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
     rig.stop().await;
 }

@@ -98,6 +98,7 @@ pub async fn run(
         front,
         out,
         principal: None,
+        follows_instruments: false,
         subscriptions: HashSet::new(),
         cancel_on_disconnect: None,
         tagged: false,
@@ -153,6 +154,8 @@ struct Session {
     out: Outgoing,
     /// Who `auth` said this connection is.
     principal: Option<Principal>,
+    /// Asked for `instruments`: sent the list again whenever an instrument is added.
+    follows_instruments: bool,
     /// The channels the writer delivers for this connection.
     subscriptions: HashSet<ChannelKey>,
     /// Set by `auth` with `cancel_on_disconnect`: orders placed from then on carry this
@@ -227,6 +230,8 @@ impl Session {
         // oldest is answered.
         let in_flight = limits.outbound_queue.max(1);
         let mut shutdown = self.front.shutdown.clone();
+        let mut instrument_changes = self.front.market.instrument_changes();
+        instrument_changes.mark_unchanged();
         let mut ping = tokio::time::interval_at(
             tokio::time::Instant::now() + limits.ping_interval,
             limits.ping_interval,
@@ -248,6 +253,11 @@ impl Session {
                     continue;
                 }
                 _ = shutdown.changed() => continue,
+                Ok(()) = instrument_changes.changed(), if self.follows_instruments => {
+                    let list = replies::instruments(None, self.front.market.instruments());
+                    self.reply(list);
+                    continue;
+                }
                 Some(end) = ended.recv() => return end,
                 _ = self.out.closed() => return End::Gone,
                 _ = ping.tick() => {
@@ -378,7 +388,10 @@ impl Session {
                 return self.answer(Outbound::Unsubscribe { keys, reply });
             }
             Op::Ping => return self.reply(replies::pong(id, now_ns())),
-            Op::Instruments => return self.reply(replies::instruments(id, instruments)),
+            Op::Instruments => {
+                self.follows_instruments = true;
+                return self.reply(replies::instruments(id, instruments));
+            }
             Op::Auth {
                 token,
                 cancel_on_disconnect,
