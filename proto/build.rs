@@ -5,10 +5,11 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 3] = [
+const PROTOS: [&str; 4] = [
     "ticker/v1/common.proto",
     "ticker/v1/orders.proto",
     "ticker/v1/market_data.proto",
+    "ticker/v1/risk.proto",
 ];
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {

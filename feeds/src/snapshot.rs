@@ -14,11 +14,14 @@
 //!   ticker and its rolling-24h minute buckets, the open and kept closed candles of each
 //!   interval, the L3 book in queue order;
 //! - per account that has order updates: its counter and its open orders;
+//! - the drop copy's counter (its open orders are the accounts');
+//! - every position with the positions topic's counter (the open orders' remaining sizes,
+//!   which the open quantities sum, are the accounts' open orders);
 //! - per topic: the hub's history, message by message, as the JSON and protobuf bytes that
 //!   were (or would have been) sent, so a client resuming with `from_seq` after a restart gets
 //!   the very messages it would have got before.
 //!
-//! Snapshot sources (depth, L3, candles, account open orders) answer from the restored state,
+//! Snapshot sources (depth, L3, candles, account and drop-copy open orders, positions) answer from the restored state,
 //! so they answer as before. Not kept: the hub's counters (metrics start again from zero) and
 //! subscriptions (clients reconnect and resume).
 //!
@@ -40,18 +43,20 @@
 //! at a `seq` it never got. Ticking live gains nothing in exchange (the feeds thread only wakes
 //! for batches, and the next event closes the candle anyway), so the feeds thread does not.
 //!
-//! ## Encoding (version 1)
+//! ## Encoding (version 2)
 //! An 18-byte header, then the body:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `TKFS` |
-//! | 4 | 2 | format version, `u16` little-endian (1) |
+//! | 4 | 2 | format version, `u16` little-endian (2) |
 //! | 6 | 8 | body length in bytes, `u64` little-endian |
 //! | 14 | 4 | CRC32C of the body, `u32` little-endian |
 //!
 //! The body is the snapshot types below in [`postcard`] (serde's compact binary format); their
-//! field order is the format, so changing a type means a new format version.
+//! field order is the format, so changing a type means a new format version. Version 2 added
+//! the drop copy and positions; this build refuses version 1 snapshots (recovery then falls
+//! back to an older snapshot or to the journal alone).
 
 use crate::candles::Candle;
 use crate::depth::LevelSize;
@@ -60,6 +65,7 @@ use crate::instruments::{Instruments, WireInstrument};
 #[cfg(doc)]
 use crate::market_data::MarketData;
 use crate::orders::{OpenOrder, OPEN_STATUSES};
+use crate::positions::{open_sums, Position};
 use crate::ticker::{Bucket, Rolling24h, TickerState};
 use crate::topic::Interval;
 use bytes::Bytes;
@@ -71,7 +77,7 @@ use ticker_engine::{
 };
 
 pub const MAGIC: [u8; 4] = *b"TKFS";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
 pub const HEADER_LEN: usize = 18;
 /// Instrument ids a snapshot may hold. The feeds index instruments by id, so an id is bounded
 /// before it sizes anything; engines hold 1,024 by default.
@@ -122,6 +128,24 @@ pub struct FeedsSnapshot {
     pub(crate) depth_levels: u64,
     pub(crate) instruments: Vec<InstrumentSnapshot>,
     pub(crate) accounts: Vec<AccountSnapshot>,
+    pub(crate) drop_copy: DropCopySnapshot,
+    pub(crate) positions: PositionsSnapshot,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DropCopySnapshot {
+    /// `seq` of the drop copy's last message.
+    pub seq: u64,
+    pub history: History,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PositionsSnapshot {
+    /// `seq` of the positions topic's last message.
+    pub seq: u64,
+    /// By account, then instrument.
+    pub positions: Vec<Position>,
+    pub history: History,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -346,6 +370,8 @@ impl FeedsSnapshot {
                 .iter()
                 .map(|a| a.history.0.len())
                 .sum::<usize>()
+            + self.drop_copy.history.0.len()
+            + self.positions.history.0.len()
     }
 
     /// The snapshot as bytes (header and postcard body; see the module docs). History messages
@@ -442,7 +468,70 @@ impl FeedsSnapshot {
             }
             a.check()?;
         }
+        check_counted(&self.drop_copy.history, self.drop_copy.seq, || {
+            "drop copy".to_string()
+        })?;
+        self.check_positions(&ids)?;
         Ok(registrations)
+    }
+
+    /// Every account's open order with its account and remaining size.
+    pub(crate) fn open_orders(&self) -> impl Iterator<Item = (AccountId, &OrderInfo, Lots)> {
+        self.accounts
+            .iter()
+            .flat_map(|a| a.open.iter().map(|o| (a.account, &o.info, o.remaining)))
+    }
+
+    /// The positions: a counted chain, each position once and in order, of a known
+    /// instrument, its sums consistent with each other, and its open sizes those of its
+    /// account's open orders.
+    fn check_positions(
+        &self,
+        instruments: &HashSet<InstrumentId>,
+    ) -> Result<(), FeedsSnapshotError> {
+        let inconsistent = |what: String| Err(FeedsSnapshotError::Inconsistent(what));
+        let positions = &self.positions;
+        check_counted(&positions.history, positions.seq, || {
+            "positions".to_string()
+        })?;
+        let keys = |p: &Position| (p.account, p.instrument);
+        if let Some(w) = positions
+            .positions
+            .windows(2)
+            .find(|w| keys(&w[0]) >= keys(&w[1]))
+        {
+            return inconsistent(format!(
+                "position {:?} follows {:?}: not in (account, instrument) order",
+                keys(&w[1]),
+                keys(&w[0])
+            ));
+        }
+        let mut open = open_sums(self.open_orders());
+        for p in &positions.positions {
+            let key = keys(p);
+            if !instruments.contains(&p.instrument) {
+                return inconsistent(format!("position {key:?} is of an unknown instrument"));
+            }
+            let cash = p.sold_notional as i128 - p.bought_notional as i128;
+            let flat_at_cost = (p.net == 0) == (p.cost_basis == 0);
+            if p.realized != cash.saturating_add(p.cost_basis) || !flat_at_cost {
+                return inconsistent(format!(
+                    "position {key:?}: realized {} with notionals bought {} and sold {}, net {} at cost {}",
+                    p.realized, p.bought_notional, p.sold_notional, p.net, p.cost_basis
+                ));
+            }
+            let orders = open.remove(&key).unwrap_or_default();
+            if orders != (p.open_buy, p.open_sell) {
+                return inconsistent(format!(
+                    "position {key:?} has open sizes {:?} but its account's open orders leave {orders:?}",
+                    (p.open_buy, p.open_sell)
+                ));
+            }
+        }
+        if let Some((key, _)) = open.into_iter().next() {
+            return inconsistent(format!("open orders of {key:?} have no position"));
+        }
+        Ok(())
     }
 }
 
@@ -495,18 +584,9 @@ impl AccountSnapshot {
     fn check(&self) -> Result<(), FeedsSnapshotError> {
         let account = self.account;
         let inconsistent = |what: String| Err(FeedsSnapshotError::Inconsistent(what));
-        check_chain(&self.history, self.seq, || {
+        check_counted(&self.history, self.seq, || {
             format!("orders of account {account}")
         })?;
-        // Order updates count 1, 2, 3, ...: each one's predecessor is the one before it.
-        if let Some(m) = self.history.0.iter().find(|m| m.prev_seq + 1 != m.seq) {
-            return inconsistent(format!(
-                "update {} of account {account} follows {}, not {}",
-                m.seq,
-                m.prev_seq,
-                m.seq - 1
-            ));
-        }
         if let Some(o) = self
             .open
             .iter()
@@ -551,6 +631,26 @@ fn check_chain(
             m.seq
         ))),
         _ => Ok(()),
+    }
+}
+
+/// A history of a topic with its own counter (order updates, the drop copy, positions): a
+/// chain whose messages count 1, 2, 3, …, each one's predecessor the one before it.
+fn check_counted(
+    history: &History,
+    last_seq: u64,
+    topic: impl Fn() -> String,
+) -> Result<(), FeedsSnapshotError> {
+    check_chain(history, last_seq, &topic)?;
+    match history.0.iter().find(|m| m.prev_seq + 1 != m.seq) {
+        Some(m) => Err(FeedsSnapshotError::Inconsistent(format!(
+            "{}: update {} follows {}, not {}",
+            topic(),
+            m.seq,
+            m.prev_seq,
+            m.seq - 1
+        ))),
+        None => Ok(()),
     }
 }
 
