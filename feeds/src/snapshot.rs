@@ -758,7 +758,7 @@ mod tests {
     #[test]
     fn every_inconsistency_is_refused_by_name_before_anything_changes() {
         type Break = fn(&mut FeedsSnapshot);
-        let cases: [(Break, &str); 11] = [
+        let cases: [(Break, &str); 15] = [
             (
                 |s| {
                     let twin = copy(s).instruments.remove(0);
@@ -814,6 +814,19 @@ mod tests {
                     s.accounts.push(twin);
                 },
                 "account 2 appears twice",
+            ),
+            (|s| s.drop_copy.seq += 1, "drop copy: the newest message"),
+            (
+                |s| s.positions.positions[0].open_sell += 1,
+                "position (1, 0) has open sizes",
+            ),
+            (
+                |s| s.positions.positions[1].realized += 1,
+                "position (2, 0): realized 1",
+            ),
+            (
+                |s| s.positions.positions.swap(0, 1),
+                "not in (account, instrument) order",
             ),
         ];
         for (make_bad, expected) in cases {
