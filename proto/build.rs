@@ -5,10 +5,11 @@
 use prost::Message;
 use std::path::PathBuf;
 
-const PROTOS: [&str; 4] = [
+const PROTOS: [&str; 5] = [
     "ticker/v1/common.proto",
     "ticker/v1/orders.proto",
     "ticker/v1/market_data.proto",
+    "ticker/v1/risk.proto",
     "ticker/v1/admin.proto",
 ];
 

@@ -1,6 +1,6 @@
 //! Cost of the feeds: applying engine events to every view (with JSON encoding) per event, hub
-//! fan-out per subscriber, and the engine pipeline's throughput with and without subscribers
-//! that never read.
+//! fan-out per subscriber, the drop copy's throughput to one consumer, and the engine
+//! pipeline's throughput with and without subscribers that never read.
 //!
 //! `cargo bench -p ticker-feeds --bench feeds`
 
@@ -135,6 +135,68 @@ fn market_data_per_event(c: &mut Criterion) {
     g.finish();
 }
 
+/// The drop copy as the feeds thread produces it: every batch applied to every view (the drop
+/// copy and positions among them), then one drop-copy subscriber drains what was published
+/// and reads each message's encoding (JSON as a WebSocket consumer would, protobuf as a gRPC
+/// one), so each is encoded once. Throughput is in drop-copy messages; the engine events
+/// behind them are printed once.
+fn drop_copy_to_one_consumer(c: &mut Criterion) {
+    let batches = event_batches(&commands(20_000));
+    let events: usize = batches.iter().map(Vec::len).sum();
+    let new_md = || {
+        MarketData::new(
+            FeedsConfig::default(),
+            Arc::new(Hub::default()),
+            Arc::new(Instruments::default()),
+        )
+    };
+    let (messages, positions) = {
+        let mut md = new_md();
+        for batch in &batches {
+            md.apply(batch);
+        }
+        (md.drop_copy().seq(), md.positions().seq())
+    };
+    eprintln!(
+        "drop copy: 20,000 commands, {events} engine events, {messages} drop-copy messages \
+         ({positions} position messages besides)"
+    );
+    let mut g = c.benchmark_group("drop_copy");
+    g.throughput(Throughput::Elements(messages));
+    g.sample_size(10);
+    for (name, proto) in [
+        ("apply_and_drain_json", false),
+        ("apply_and_drain_proto", true),
+    ] {
+        g.bench_function(name, |b| {
+            b.iter_batched(
+                || {
+                    let md = new_md();
+                    let sub = md.drop_copy().subscribe(None);
+                    (md, sub)
+                },
+                |(mut md, mut sub)| {
+                    let mut received = 0u64;
+                    for batch in &batches {
+                        md.apply(batch);
+                        while let Ok(Some(d)) = sub.try_recv() {
+                            if let Some(m) = d.message() {
+                                received += 1;
+                                black_box(if proto { m.proto() } else { m.json() });
+                            }
+                        }
+                    }
+                    // The snapshot the subscription started from, then every message.
+                    assert_eq!(received, messages + 1);
+                    (md, sub)
+                },
+                BatchSize::PerIteration,
+            )
+        });
+    }
+    g.finish();
+}
+
 fn hub_fanout(c: &mut Criterion) {
     const SUBSCRIBERS: usize = 10_000;
     let hub = Hub::new(HubConfig {
@@ -251,6 +313,7 @@ fn stalled_subscribers(c: &mut Criterion) {
 criterion_group!(
     benches,
     market_data_per_event,
+    drop_copy_to_one_consumer,
     hub_fanout,
     stalled_subscribers
 );

@@ -252,6 +252,10 @@ pub struct HubConfig {
     pub lossless_queue: usize,
     /// Messages kept per topic for resume-from-seq. Default 1,024.
     pub history: usize,
+    /// Messages the drop copy keeps for resume-from-seq: one topic carries every account's
+    /// order flow, and a risk system that reconnects should find its place in it rather than
+    /// restart from a snapshot. Default 100,000.
+    pub drop_copy_history: usize,
 }
 
 impl Default for HubConfig {
@@ -261,6 +265,7 @@ impl Default for HubConfig {
             resync_queue: 1024,
             lossless_queue: 8192,
             history: 1024,
+            drop_copy_history: 100_000,
         }
     }
 }
@@ -271,6 +276,15 @@ impl HubConfig {
             SlowPolicy::Conflate => self.conflated_queue,
             SlowPolicy::Resync => self.resync_queue,
             SlowPolicy::Disconnect => self.lossless_queue,
+        }
+        .max(1)
+    }
+
+    /// Messages kept for resume-from-seq on `topic`.
+    pub fn history_len(&self, topic: Topic) -> usize {
+        match topic {
+            Topic::DropCopy => self.drop_copy_history,
+            _ => self.history,
         }
         .max(1)
     }
@@ -287,8 +301,9 @@ impl HubConfig {
     }
 }
 
-/// Kinds of topic the counters are kept by: each market-data channel, then order updates.
-pub const KINDS: usize = Channel::ALL.len() + 1;
+/// Kinds of topic the counters are kept by: each market-data channel, then order updates, the
+/// drop copy and positions.
+pub const KINDS: usize = Channel::ALL.len() + 3;
 
 /// Counters of the hub, by kind of topic ([`Topic::kind_index`]).
 #[derive(Debug, Default)]
@@ -628,8 +643,8 @@ impl Hub {
                         capacity,
                     }),
                     end: AtomicU64::new(0),
-                    history: Mutex::new(VecDeque::with_capacity(self.config.history)),
-                    history_len: self.config.history.max(1),
+                    history: Mutex::new(VecDeque::with_capacity(self.config.history_len(topic))),
+                    history_len: self.config.history_len(topic),
                     snapshot: RwLock::new(None),
                     waiting: Mutex::new(Vec::new()),
                     subscribers: AtomicUsize::new(0),
@@ -1017,6 +1032,7 @@ mod tests {
             resync_queue: queue,
             lossless_queue: queue,
             history: 8,
+            drop_copy_history: 8,
         })
     }
 

@@ -13,14 +13,19 @@ pub struct WireInstrument {
     pub instrument: Instrument,
     pub price: Scale,
     pub size: Scale,
+    /// Price × size sums (notionals, cost basis, P&L): units of tick size × lot size.
+    pub notional: Scale,
 }
 
 impl WireInstrument {
     pub fn new(id: InstrumentId, spec: InstrumentSpec) -> Result<Self, SpecError> {
         let instrument = Instrument::new(id, spec)?;
+        let price = Scale::new(instrument.spec.tick_size);
+        let size = Scale::new(instrument.spec.lot_size);
         Ok(WireInstrument {
-            price: Scale::new(instrument.spec.tick_size),
-            size: Scale::new(instrument.spec.lot_size),
+            price,
+            size,
+            notional: price.product(size),
             instrument,
         })
     }

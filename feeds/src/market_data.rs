@@ -1,6 +1,7 @@
 //! Applies the engine's event stream to every view and publishes what changed: depth, ticker,
-//! trades, candles and L3 per instrument, order updates per account. One `MarketData` is fed
-//! by one thread (the egress consumer); it is the only writer of the views.
+//! trades, candles and L3 per instrument, order updates per account and on the drop copy,
+//! positions per account and instrument. One `MarketData` is fed by one thread (the egress
+//! consumer); it is the only writer of the views.
 //!
 //! The engine closes each command with its `LevelChanged` events, so a run of them for one
 //! instrument marks the end of that command's effect on the instrument: depth, ticker and
@@ -19,10 +20,12 @@
 
 use crate::candles::{self, CandleSeries, CandleUpdate};
 use crate::depth::DepthView;
+use crate::drop_copy::DropCopy;
 use crate::hub::{Hub, HubConfig, Message, MessageKind, SnapshotSource, TopicState};
 use crate::instruments::{Instruments, WireInstrument};
 use crate::l3::{self, L3Book, L3Event, L3Snapshotter, L3State, L3Update};
 use crate::orders::{Accounts, OrderRouter};
+use crate::positions::{PositionKeeper, Positions};
 use crate::proto;
 use crate::snapshot::{
     CandlesSnapshot, FeedsSnapshot, FeedsSnapshotError, History, InstrumentSnapshot, L3Snapshot,
@@ -371,6 +374,7 @@ pub struct MarketData {
     feeds: Vec<Option<InstrumentFeeds>>,
     accounts: Arc<Accounts>,
     orders: OrderRouter,
+    positions: PositionKeeper,
     pending: Vec<(Side, Ticks, Lots)>,
     pending_for: Option<(InstrumentId, u64, Timestamp)>,
     /// Earliest end of an open candle over every instrument and interval (`MAX`: none open):
@@ -383,8 +387,10 @@ pub struct MarketData {
 impl MarketData {
     pub fn new(config: FeedsConfig, hub: Arc<Hub>, instruments: Arc<Instruments>) -> Self {
         let accounts = Arc::new(Accounts::new(hub.clone(), instruments.clone()));
+        let positions = Arc::new(Positions::new(hub.clone(), instruments.clone()));
         MarketData {
             orders: OrderRouter::new(accounts.clone()),
+            positions: PositionKeeper::new(positions),
             accounts,
             config,
             hub,
@@ -410,6 +416,17 @@ impl MarketData {
         &self.instruments
     }
 
+    /// Every account's order updates in one stream (see [`crate::drop_copy`]).
+    pub fn drop_copy(&self) -> &Arc<DropCopy> {
+        self.accounts.drop_copy()
+    }
+
+    /// Positions per account and instrument: queries and the positions stream (see
+    /// [`crate::positions`]).
+    pub fn positions(&self) -> &Arc<Positions> {
+        self.positions.positions()
+    }
+
     /// The ticker state of an instrument as last published: best bid and ask, last trade,
     /// 24h statistics.
     pub fn ticker(&self, instrument: InstrumentId) -> Option<TickerState> {
@@ -432,6 +449,8 @@ impl MarketData {
                 .map(InstrumentFeeds::snapshot)
                 .collect(),
             accounts: self.accounts.snapshot(),
+            drop_copy: self.accounts.drop_copy().snapshot(),
+            positions: self.positions.positions().snapshot(),
         }
     }
 
@@ -453,6 +472,7 @@ impl MarketData {
     ) -> Result<MarketData, FeedsSnapshotError> {
         let registrations = snapshot.check(&instruments)?;
         let mut md = MarketData::new(config, hub, instruments);
+        md.positions.restore_open_orders(snapshot.open_orders());
         for (ins, registration) in snapshot.instruments.into_iter().zip(registrations) {
             let wire = match registration {
                 Registration::Known(wire) => wire,
@@ -467,6 +487,8 @@ impl MarketData {
             }
             md.feeds[idx] = Some(feeds);
         }
+        md.positions.positions().restore(snapshot.positions);
+        md.accounts.drop_copy().restore(snapshot.drop_copy);
         for account in snapshot.accounts {
             md.accounts.restore(account);
         }
@@ -646,6 +668,7 @@ impl MarketData {
             _ => {}
         }
         self.orders.apply(e);
+        self.positions.apply(e);
     }
 
     /// Advances time to `ts` with no event: closes the candles whose interval ended by `ts`,

@@ -4,7 +4,14 @@
 //!
 //! Each account topic also answers snapshots with the account's open orders, so a client
 //! starting (or resuming too late) sees its book of orders, then the updates after it.
+//!
+//! Every update is published twice, each copy with its own sequence: on the account's topic,
+//! and on the [drop copy](crate::drop_copy), which merges every account's updates into one
+//! stream. Both copies say the same thing in the same encoding (the drop copy's adds the
+//! account); the router updates the account's open orders and publishes both under the drop
+//! copy's lock, so the drop copy's snapshot of every open order matches its `seq`.
 
+use crate::drop_copy::DropCopy;
 use crate::hub::{Encode, Hub, Message, MessageKind, SnapshotSource, Subscription, TopicState};
 use crate::id_hash::IdMap;
 use crate::instruments::{Instruments, WireInstrument};
@@ -77,9 +84,95 @@ struct AccountState {
     open: BTreeMap<OrderId, OpenOrder>,
 }
 
-struct AccountStream {
+pub(crate) struct AccountStream {
     topic: Arc<TopicState>,
     state: Arc<Mutex<AccountState>>,
+}
+
+/// Every account's stream by account id, shared with the drop copy's snapshot source.
+pub(crate) type Streams = Arc<Mutex<HashMap<AccountId, Arc<AccountStream>>>>;
+
+/// Every open order of every account, by account then order id (for the drop copy's
+/// snapshot). Copied out account by account so no lock is held while encoding.
+pub(crate) fn all_open_orders(streams: &Streams) -> Vec<(AccountId, OpenOrder)> {
+    let streams: Vec<_> = streams
+        .lock()
+        .iter()
+        .map(|(account, stream)| (*account, stream.clone()))
+        .collect();
+    let mut orders = Vec::new();
+    for (account, stream) in streams {
+        let st = stream.state.lock();
+        orders.extend(st.open.values().map(|o| (account, o.clone())));
+    }
+    orders.sort_unstable_by_key(|(account, o)| (*account, o.info.order_id));
+    orders
+}
+
+/// A snapshot message of open orders on `channel`: an account's own (`None` accounts: the
+/// account is the topic's) or every account's (each order with its account: the drop copy).
+/// Orders of instruments the registry does not know are left out.
+pub(crate) fn open_orders_message<'a, I>(
+    instruments: &Instruments,
+    channel: &str,
+    seq: u64,
+    orders: I,
+) -> Arc<Message>
+where
+    I: Iterator<Item = (Option<AccountId>, &'a OpenOrder)> + Clone,
+{
+    let mut out = Vec::with_capacity(128 + 256 * orders.size_hint().0);
+    JsonObject::new(&mut out)
+        .str("type", "snapshot")
+        .str("channel", channel)
+        .u64("seq", seq)
+        .u64("prev_seq", 0)
+        .raw_with("orders", |o| {
+            o.push(b'[');
+            let mut first = true;
+            for (account, order) in orders.clone() {
+                let Some(wire) = instruments.get(order.info.instrument) else {
+                    continue;
+                };
+                if !first {
+                    o.push(b',');
+                }
+                first = false;
+                let mut obj = JsonObject::new(o);
+                if let Some(account) = account {
+                    obj.u64("account", account);
+                }
+                write_info(&wire, &order.info, &mut obj);
+                obj.decimal("remaining", wire.size, order.remaining as i64)
+                    .decimal("visible", wire.size, order.visible as i64)
+                    .decimal("filled", wire.size, order.filled as i64)
+                    .str("status", order.status)
+                    .finish();
+            }
+            o.push(b']');
+        })
+        .finish();
+    let orders = orders
+        .filter_map(|(account, order)| {
+            let wire = instruments.get(order.info.instrument)?;
+            Some(pb::OpenOrder {
+                order: Some(proto::order(&wire, &order.info)),
+                remaining_size: proto::size(&wire, order.remaining),
+                visible_size: proto::size(&wire, order.visible),
+                filled_size: proto::size(&wire, order.filled),
+                status: order.status.to_string(),
+                account: account.unwrap_or(0),
+            })
+        })
+        .collect();
+    let snapshot = Update::Snapshot(pb::OpenOrders { orders });
+    Message::encoded(
+        seq,
+        0,
+        MessageKind::Snapshot,
+        Bytes::from(out),
+        proto::order_update(seq, 0, 0, 0, 0, snapshot),
+    )
 }
 
 struct AccountSnapshotter {
@@ -90,55 +183,12 @@ struct AccountSnapshotter {
 impl SnapshotSource for AccountSnapshotter {
     fn snapshot(&self) -> Option<Arc<Message>> {
         let st = self.state.lock();
-        let mut out = Vec::with_capacity(128 + 256 * st.open.len());
-        JsonObject::new(&mut out)
-            .str("type", "snapshot")
-            .str("channel", "orders")
-            .u64("seq", st.seq)
-            .u64("prev_seq", 0)
-            .raw_with("orders", |o| {
-                o.push(b'[');
-                let mut first = true;
-                for order in st.open.values() {
-                    let Some(wire) = self.instruments.get(order.info.instrument) else {
-                        continue;
-                    };
-                    if !first {
-                        o.push(b',');
-                    }
-                    first = false;
-                    let mut obj = JsonObject::new(o);
-                    write_info(&wire, &order.info, &mut obj);
-                    obj.decimal("remaining", wire.size, order.remaining as i64)
-                        .decimal("visible", wire.size, order.visible as i64)
-                        .decimal("filled", wire.size, order.filled as i64)
-                        .str("status", order.status)
-                        .finish();
-                }
-                o.push(b']');
-            })
-            .finish();
-        let orders = st
-            .open
-            .values()
-            .filter_map(|order| {
-                let wire = self.instruments.get(order.info.instrument)?;
-                Some(pb::OpenOrder {
-                    order: Some(proto::order(&wire, &order.info)),
-                    remaining_size: proto::size(&wire, order.remaining),
-                    visible_size: proto::size(&wire, order.visible),
-                    filled_size: proto::size(&wire, order.filled),
-                    status: order.status.to_string(),
-                })
-            })
-            .collect();
-        let snapshot = Update::Snapshot(pb::OpenOrders { orders });
-        Some(Message::encoded(
+        let orders = st.open.values().map(|o| (None, o));
+        Some(open_orders_message(
+            &self.instruments,
+            "orders",
             st.seq,
-            0,
-            MessageKind::Snapshot,
-            Bytes::from(out),
-            proto::order_update(st.seq, 0, 0, 0, snapshot),
+            orders,
         ))
     }
 }
@@ -178,16 +228,25 @@ fn write_info(wire: &WireInstrument, i: &OrderInfo, o: &mut JsonObject<'_>) {
 pub struct Accounts {
     hub: Arc<Hub>,
     instruments: Arc<Instruments>,
-    streams: Mutex<HashMap<AccountId, Arc<AccountStream>>>,
+    streams: Streams,
+    drop_copy: Arc<DropCopy>,
 }
 
 impl Accounts {
     pub fn new(hub: Arc<Hub>, instruments: Arc<Instruments>) -> Self {
+        let streams = Streams::default();
+        let drop_copy = Arc::new(DropCopy::new(&hub, instruments.clone(), streams.clone()));
         Accounts {
             hub,
             instruments,
-            streams: Mutex::new(HashMap::new()),
+            streams,
+            drop_copy,
         }
+    }
+
+    /// Every account's updates in one stream (see [`crate::drop_copy`]).
+    pub fn drop_copy(&self) -> &Arc<DropCopy> {
+        &self.drop_copy
     }
 
     fn stream(&self, account: AccountId) -> Arc<AccountStream> {
@@ -293,6 +352,7 @@ impl Accounts {
 }
 
 /// What one order update says, encoded when a subscriber first reads it.
+#[derive(Clone)]
 enum OrderChange {
     Accepted {
         wire: Arc<WireInstrument>,
@@ -353,10 +413,12 @@ enum OrderChange {
     },
 }
 
-/// An order update message: the change and the engine event it came from.
-struct OrderUpdate {
+/// An order update message: the change and the engine event it came from. On the drop copy
+/// it names its account; on the account's own topic the topic does.
+pub(crate) struct OrderUpdate {
     engine_seq: u64,
     ts: Timestamp,
+    account: Option<AccountId>,
     change: OrderChange,
 }
 
@@ -622,12 +684,18 @@ impl Encode for OrderUpdate {
     fn json(&self, seq: u64, prev_seq: u64) -> Bytes {
         let mut out = Vec::with_capacity(320);
         let mut o = JsonObject::new(&mut out);
-        o.str("type", "order")
-            .str("event", self.change.name())
+        o.str("type", "order");
+        if self.account.is_some() {
+            o.str("channel", "drop_copy");
+        }
+        o.str("event", self.change.name())
             .u64("seq", seq)
             .u64("prev_seq", prev_seq)
             .u64("engine_seq", self.engine_seq)
             .u64("ts", self.ts);
+        if let Some(account) = self.account {
+            o.u64("account", account);
+        }
         self.change.write_json(&mut o);
         o.finish();
         Bytes::from(out)
@@ -635,7 +703,8 @@ impl Encode for OrderUpdate {
 
     fn proto(&self, seq: u64, prev_seq: u64) -> Bytes {
         let event = self.change.to_proto();
-        proto::order_update(seq, prev_seq, self.engine_seq, self.ts, event)
+        let account = self.account.unwrap_or(0);
+        proto::order_update(seq, prev_seq, self.engine_seq, self.ts, account, event)
     }
 }
 
@@ -670,8 +739,9 @@ impl OrderRouter {
         Some(wire)
     }
 
-    /// Publishes one update to `account`; `update` changes the open-order state under the
-    /// same lock.
+    /// Publishes one update to `account` and to the drop copy; `update` changes the
+    /// open-order state under the same locks (the drop copy's, then the account's: the order
+    /// the drop copy's snapshot takes them in).
     fn publish(
         &mut self,
         account: AccountId,
@@ -684,6 +754,7 @@ impl OrderRouter {
             .cache
             .entry(account)
             .or_insert_with(|| accounts.stream(account));
+        let drop_copy = accounts.drop_copy.lock();
         let mut st = stream.state.lock();
         update(&mut st.open);
         st.seq += 1;
@@ -695,9 +766,17 @@ impl OrderRouter {
             OrderUpdate {
                 engine_seq: event.seq,
                 ts: event.ts,
-                change,
+                account: None,
+                change: change.clone(),
             },
         ));
+        drop(st);
+        drop_copy.publish(OrderUpdate {
+            engine_seq: event.seq,
+            ts: event.ts,
+            account: Some(account),
+            change,
+        });
     }
 
     pub fn apply(&mut self, e: &Event) {

@@ -293,12 +293,13 @@ pub fn order(wire: &WireInstrument, i: &OrderInfo) -> pb::Order {
     }
 }
 
-/// One order update of an account.
+/// One order update: of an account's own stream (`account` 0) or of the drop copy.
 pub fn order_update(
     seq: u64,
     prev_seq: u64,
     engine_seq: u64,
     ts: Timestamp,
+    account: AccountId,
     event: pb::order_update::Event,
 ) -> Bytes {
     Bytes::from(
@@ -307,6 +308,7 @@ pub fn order_update(
             prev_seq,
             engine_seq,
             timestamp_ns: ts,
+            account,
             event: Some(event),
             delivery: 0,
         }

@@ -14,11 +14,14 @@
 //!   ticker and its rolling-24h minute buckets, the open and kept closed candles of each
 //!   interval, the L3 book in queue order;
 //! - per account that has order updates: its counter and its open orders;
+//! - the drop copy's counter (its open orders are the accounts');
+//! - every position with the positions topic's counter (the open orders' remaining sizes,
+//!   which the open quantities sum, are the accounts' open orders);
 //! - per topic: the hub's history, message by message, as the JSON and protobuf bytes that
 //!   were (or would have been) sent, so a client resuming with `from_seq` after a restart gets
 //!   the very messages it would have got before.
 //!
-//! Snapshot sources (depth, L3, candles, account open orders) answer from the restored state,
+//! Snapshot sources (depth, L3, candles, account and drop-copy open orders, positions) answer from the restored state,
 //! so they answer as before. Not kept: the hub's counters (metrics start again from zero) and
 //! subscriptions (clients reconnect and resume).
 //!
@@ -40,18 +43,22 @@
 //! at a `seq` it never got. Ticking live gains nothing in exchange (the feeds thread only wakes
 //! for batches, and the next event closes the candle anyway), so the feeds thread does not.
 //!
-//! ## Encoding (version 1)
+//! ## Encoding (version 2)
 //! An 18-byte header, then the body:
 //!
 //! | offset | size | field |
 //! |---|---|---|
 //! | 0 | 4 | magic `TKFS` |
-//! | 4 | 2 | format version, `u16` little-endian (1) |
+//! | 4 | 2 | format version, `u16` little-endian (2) |
 //! | 6 | 8 | body length in bytes, `u64` little-endian |
 //! | 14 | 4 | CRC32C of the body, `u32` little-endian |
 //!
 //! The body is the snapshot types below in [`postcard`] (serde's compact binary format); their
-//! field order is the format, so changing a type means a new format version.
+//! field order is the format, so changing a type means a new format version. Version 2 added
+//! the drop copy and positions at the end of the body. A version 1 snapshot (written before
+//! them) still restores, so a data directory of an older build continues: the drop copy starts
+//! its sequence there with an empty history, and positions start flat, holding only the open
+//! sizes of the open orders (what was traded before the upgrade is not in them).
 
 use crate::candles::Candle;
 use crate::depth::LevelSize;
@@ -60,6 +67,7 @@ use crate::instruments::{Instruments, WireInstrument};
 #[cfg(doc)]
 use crate::market_data::MarketData;
 use crate::orders::{OpenOrder, OPEN_STATUSES};
+use crate::positions::{open_sums, Position};
 use crate::ticker::{Bucket, Rolling24h, TickerState};
 use crate::topic::Interval;
 use bytes::Bytes;
@@ -71,7 +79,9 @@ use ticker_engine::{
 };
 
 pub const MAGIC: [u8; 4] = *b"TKFS";
-pub const FORMAT_VERSION: u16 = 1;
+pub const FORMAT_VERSION: u16 = 2;
+/// The format before the drop copy and positions, still read.
+const FORMAT_VERSION_1: u16 = 1;
 pub const HEADER_LEN: usize = 18;
 /// Instrument ids a snapshot may hold. The feeds index instruments by id, so an id is bounded
 /// before it sizes anything; engines hold 1,024 by default.
@@ -122,6 +132,67 @@ pub struct FeedsSnapshot {
     pub(crate) depth_levels: u64,
     pub(crate) instruments: Vec<InstrumentSnapshot>,
     pub(crate) accounts: Vec<AccountSnapshot>,
+    pub(crate) drop_copy: DropCopySnapshot,
+    pub(crate) positions: PositionsSnapshot,
+}
+
+/// Format version 1: [`FeedsSnapshot`] without the drop copy and positions.
+#[derive(Deserialize)]
+struct FeedsSnapshotV1 {
+    last_seq: u64,
+    depth_levels: u64,
+    instruments: Vec<InstrumentSnapshot>,
+    accounts: Vec<AccountSnapshot>,
+}
+
+impl FeedsSnapshotV1 {
+    /// The drop copy from here on, and positions that hold the open orders' sizes only.
+    fn upgrade(self) -> FeedsSnapshot {
+        let open = open_sums(
+            self.accounts
+                .iter()
+                .flat_map(|a| a.open.iter().map(|o| (a.account, &o.info, o.remaining))),
+        );
+        let positions = open
+            .into_iter()
+            .map(|((account, instrument), (open_buy, open_sell))| Position {
+                open_buy,
+                open_sell,
+                ..Position::new(account, instrument)
+            })
+            .collect();
+        FeedsSnapshot {
+            last_seq: self.last_seq,
+            depth_levels: self.depth_levels,
+            instruments: self.instruments,
+            accounts: self.accounts,
+            drop_copy: DropCopySnapshot {
+                seq: 0,
+                history: History(Vec::new()),
+            },
+            positions: PositionsSnapshot {
+                seq: 0,
+                positions,
+                history: History(Vec::new()),
+            },
+        }
+    }
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct DropCopySnapshot {
+    /// `seq` of the drop copy's last message.
+    pub seq: u64,
+    pub history: History,
+}
+
+#[derive(Serialize, Deserialize)]
+pub(crate) struct PositionsSnapshot {
+    /// `seq` of the positions topic's last message.
+    pub seq: u64,
+    /// By account, then instrument.
+    pub positions: Vec<Position>,
+    pub history: History,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -346,6 +417,8 @@ impl FeedsSnapshot {
                 .iter()
                 .map(|a| a.history.0.len())
                 .sum::<usize>()
+            + self.drop_copy.history.0.len()
+            + self.positions.history.0.len()
     }
 
     /// The snapshot as bytes (header and postcard body; see the module docs). History messages
@@ -376,7 +449,7 @@ impl FeedsSnapshot {
             return Err(FeedsSnapshotError::BadMagic { found: magic });
         }
         let version = u16::from_le_bytes(header_field(header, 4));
-        if version != FORMAT_VERSION {
+        if version != FORMAT_VERSION && version != FORMAT_VERSION_1 {
             return Err(FeedsSnapshotError::UnsupportedVersion(version));
         }
         let expected = u64::from_le_bytes(header_field(header, 6));
@@ -391,8 +464,13 @@ impl FeedsSnapshot {
         if found != expected {
             return Err(FeedsSnapshotError::Checksum { expected, found });
         }
-        let (snapshot, rest) =
-            postcard::take_from_bytes::<FeedsSnapshot>(body).map_err(FeedsSnapshotError::Decode)?;
+        let (snapshot, rest) = if version == FORMAT_VERSION_1 {
+            let (v1, rest) = postcard::take_from_bytes::<FeedsSnapshotV1>(body)
+                .map_err(FeedsSnapshotError::Decode)?;
+            (v1.upgrade(), rest)
+        } else {
+            postcard::take_from_bytes::<FeedsSnapshot>(body).map_err(FeedsSnapshotError::Decode)?
+        };
         if !rest.is_empty() {
             return Err(FeedsSnapshotError::TrailingBytes(rest.len()));
         }
@@ -442,7 +520,70 @@ impl FeedsSnapshot {
             }
             a.check()?;
         }
+        check_counted(&self.drop_copy.history, self.drop_copy.seq, || {
+            "drop copy".to_string()
+        })?;
+        self.check_positions(&ids)?;
         Ok(registrations)
+    }
+
+    /// Every account's open order with its account and remaining size.
+    pub(crate) fn open_orders(&self) -> impl Iterator<Item = (AccountId, &OrderInfo, Lots)> {
+        self.accounts
+            .iter()
+            .flat_map(|a| a.open.iter().map(|o| (a.account, &o.info, o.remaining)))
+    }
+
+    /// The positions: a counted chain, each position once and in order, of a known
+    /// instrument, its sums consistent with each other, and its open sizes those of its
+    /// account's open orders.
+    fn check_positions(
+        &self,
+        instruments: &HashSet<InstrumentId>,
+    ) -> Result<(), FeedsSnapshotError> {
+        let inconsistent = |what: String| Err(FeedsSnapshotError::Inconsistent(what));
+        let positions = &self.positions;
+        check_counted(&positions.history, positions.seq, || {
+            "positions".to_string()
+        })?;
+        let keys = |p: &Position| (p.account, p.instrument);
+        if let Some(w) = positions
+            .positions
+            .windows(2)
+            .find(|w| keys(&w[0]) >= keys(&w[1]))
+        {
+            return inconsistent(format!(
+                "position {:?} follows {:?}: not in (account, instrument) order",
+                keys(&w[1]),
+                keys(&w[0])
+            ));
+        }
+        let mut open = open_sums(self.open_orders());
+        for p in &positions.positions {
+            let key = keys(p);
+            if !instruments.contains(&p.instrument) {
+                return inconsistent(format!("position {key:?} is of an unknown instrument"));
+            }
+            let cash = p.sold_notional as i128 - p.bought_notional as i128;
+            let flat_at_cost = (p.net == 0) == (p.cost_basis == 0);
+            if p.realized != cash.saturating_add(p.cost_basis) || !flat_at_cost {
+                return inconsistent(format!(
+                    "position {key:?}: realized {} with notionals bought {} and sold {}, net {} at cost {}",
+                    p.realized, p.bought_notional, p.sold_notional, p.net, p.cost_basis
+                ));
+            }
+            let orders = open.remove(&key).unwrap_or_default();
+            if orders != (p.open_buy, p.open_sell) {
+                return inconsistent(format!(
+                    "position {key:?} has open sizes {:?} but its account's open orders leave {orders:?}",
+                    (p.open_buy, p.open_sell)
+                ));
+            }
+        }
+        if let Some((key, _)) = open.into_iter().next() {
+            return inconsistent(format!("open orders of {key:?} have no position"));
+        }
+        Ok(())
     }
 }
 
@@ -495,18 +636,9 @@ impl AccountSnapshot {
     fn check(&self) -> Result<(), FeedsSnapshotError> {
         let account = self.account;
         let inconsistent = |what: String| Err(FeedsSnapshotError::Inconsistent(what));
-        check_chain(&self.history, self.seq, || {
+        check_counted(&self.history, self.seq, || {
             format!("orders of account {account}")
         })?;
-        // Order updates count 1, 2, 3, ...: each one's predecessor is the one before it.
-        if let Some(m) = self.history.0.iter().find(|m| m.prev_seq + 1 != m.seq) {
-            return inconsistent(format!(
-                "update {} of account {account} follows {}, not {}",
-                m.seq,
-                m.prev_seq,
-                m.seq - 1
-            ));
-        }
         if let Some(o) = self
             .open
             .iter()
@@ -551,6 +683,26 @@ fn check_chain(
             m.seq
         ))),
         _ => Ok(()),
+    }
+}
+
+/// A history of a topic with its own counter (order updates, the drop copy, positions): a
+/// chain whose messages count 1, 2, 3, …, each one's predecessor the one before it.
+fn check_counted(
+    history: &History,
+    last_seq: u64,
+    topic: impl Fn() -> String,
+) -> Result<(), FeedsSnapshotError> {
+    check_chain(history, last_seq, &topic)?;
+    match history.0.iter().find(|m| m.prev_seq + 1 != m.seq) {
+        Some(m) => Err(FeedsSnapshotError::Inconsistent(format!(
+            "{}: update {} follows {}, not {}",
+            topic(),
+            m.seq,
+            m.prev_seq,
+            m.seq - 1
+        ))),
+        None => Ok(()),
     }
 }
 
@@ -656,9 +808,50 @@ mod tests {
     }
 
     #[test]
+    fn a_version_1_snapshot_restores_with_a_fresh_drop_copy_and_flat_positions() {
+        let s = snapshot();
+        // Version 1 is version 2's body without its last two fields (postcard writes a
+        // struct as its fields in order).
+        let body =
+            postcard::to_allocvec(&(s.last_seq, s.depth_levels, &s.instruments, &s.accounts))
+                .unwrap();
+        let mut v1 = vec![0; HEADER_LEN];
+        v1[0..4].copy_from_slice(&MAGIC);
+        v1[4..6].copy_from_slice(&FORMAT_VERSION_1.to_le_bytes());
+        v1[6..14].copy_from_slice(&(body.len() as u64).to_le_bytes());
+        v1[14..18].copy_from_slice(&crc32c::crc32c(&body).to_le_bytes());
+        v1.extend_from_slice(&body);
+        let upgraded = FeedsSnapshot::decode(&v1).unwrap();
+        assert_eq!(upgraded.drop_copy.seq, 0);
+        assert!(upgraded.drop_copy.history.0.is_empty());
+        let open: Vec<_> = upgraded
+            .positions
+            .positions
+            .iter()
+            .map(|p| (p.account, p.instrument, p.open_buy, p.open_sell, p.net))
+            .collect();
+        let expected: Vec<_> = s
+            .positions
+            .positions
+            .iter()
+            .filter(|p| p.open_buy + p.open_sell > 0)
+            .map(|p| (p.account, p.instrument, p.open_buy, p.open_sell, 0))
+            .collect();
+        assert!(!expected.is_empty());
+        assert_eq!(open, expected);
+        assert!(restore(upgraded).0.is_ok());
+        // Any other version is refused by number.
+        v1[4..6].copy_from_slice(&3u16.to_le_bytes());
+        assert!(matches!(
+            FeedsSnapshot::decode(&v1),
+            Err(FeedsSnapshotError::UnsupportedVersion(3))
+        ));
+    }
+
+    #[test]
     fn every_inconsistency_is_refused_by_name_before_anything_changes() {
         type Break = fn(&mut FeedsSnapshot);
-        let cases: [(Break, &str); 11] = [
+        let cases: [(Break, &str); 15] = [
             (
                 |s| {
                     let twin = copy(s).instruments.remove(0);
@@ -714,6 +907,19 @@ mod tests {
                     s.accounts.push(twin);
                 },
                 "account 2 appears twice",
+            ),
+            (|s| s.drop_copy.seq += 1, "drop copy: the newest message"),
+            (
+                |s| s.positions.positions[0].open_sell += 1,
+                "position (1, 0) has open sizes",
+            ),
+            (
+                |s| s.positions.positions[1].realized += 1,
+                "position (2, 0): realized 1",
+            ),
+            (
+                |s| s.positions.positions.swap(0, 1),
+                "not in (account, instrument) order",
             ),
         ];
         for (make_bad, expected) in cases {

@@ -1,5 +1,6 @@
-//! Topics a subscriber can follow: a market-data channel of one instrument, or one account's
-//! order updates. Each channel has a fixed slow-consumer policy.
+//! Topics a subscriber can follow: a market-data channel of one instrument, one account's
+//! order updates, or one of the risk topics over every account (the drop copy and positions).
+//! Each has a fixed slow-consumer policy.
 
 use serde::{Deserialize, Serialize};
 use ticker_engine::{AccountId, InstrumentId};
@@ -111,18 +112,26 @@ pub enum Topic {
     /// One account's order updates: never dropped, so a subscriber that falls behind its
     /// queue limit is disconnected.
     Orders(AccountId),
+    /// Every account's order updates and executions merged into one stream with its own
+    /// gap-free sequence (see [`crate::drop_copy`]): lossless like an account's.
+    DropCopy,
+    /// Every change to any account's position in any instrument (see [`crate::positions`]).
+    /// Each message is the position's whole state, so a subscriber that falls behind starts
+    /// again from a snapshot of all positions.
+    Positions,
 }
 
 impl Topic {
     pub fn policy(self) -> SlowPolicy {
         match self {
             Topic::Market { channel, .. } => channel.policy(),
-            Topic::Orders(_) => SlowPolicy::Disconnect,
+            Topic::Orders(_) | Topic::DropCopy => SlowPolicy::Disconnect,
+            Topic::Positions => SlowPolicy::Resync,
         }
     }
 
-    /// Index for per-kind counters: the channel's position in [`Channel::ALL`], or its length
-    /// for order updates.
+    /// Index for per-kind counters: the channel's position in [`Channel::ALL`], then order
+    /// updates, the drop copy and positions (see [`crate::hub::KINDS`]).
     pub fn kind_index(self) -> usize {
         match self {
             Topic::Market { channel, .. } => Channel::ALL
@@ -130,6 +139,8 @@ impl Topic {
                 .position(|c| *c == channel)
                 .expect("every channel is listed"),
             Topic::Orders(_) => Channel::ALL.len(),
+            Topic::DropCopy => Channel::ALL.len() + 1,
+            Topic::Positions => Channel::ALL.len() + 2,
         }
     }
 }

@@ -20,6 +20,15 @@ impl Scale {
         }
     }
 
+    /// The scale of products of the two steps (a price times a size), exact whatever the
+    /// steps' digits (a `Decimal` product would round past 28 of them).
+    pub fn product(self, other: Scale) -> Scale {
+        Scale {
+            mantissa: self.mantissa.saturating_mul(other.mantissa),
+            scale: self.scale + other.scale,
+        }
+    }
+
     /// `units × step` in units of the last fractional digit: the wire string's digits.
     pub fn unscaled(&self, units: i64) -> i128 {
         units as i128 * self.mantissa
@@ -27,7 +36,14 @@ impl Scale {
 
     /// Appends `units × step` with exactly `scale` fractional digits.
     pub fn write(&self, units: i64, out: &mut Vec<u8>) {
-        let v = self.unscaled(units);
+        self.write_wide(units as i128, out);
+    }
+
+    /// [`write`](Self::write) for sums too wide for `i64` (position totals and notionals).
+    /// Saturates at `i128`'s range: ~1.7e38 units of the last digit, beyond any sum of `i64`
+    /// ticks times `u64` lots a market can reach.
+    pub fn write_wide(&self, units: i128, out: &mut Vec<u8>) {
+        let v = units.saturating_mul(self.mantissa);
         if v < 0 {
             out.push(b'-');
         }
@@ -49,9 +65,24 @@ impl Scale {
     }
 
     pub fn to_string(self, units: i64) -> String {
+        self.to_string_wide(units as i128)
+    }
+
+    pub fn to_string_wide(self, units: i128) -> String {
         let mut out = Vec::with_capacity(24);
-        self.write(units, &mut out);
+        self.write_wide(units, &mut out);
         String::from_utf8(out).expect("digits are ASCII")
+    }
+
+    /// `units × step` as a `Decimal`, when it fits one.
+    pub fn decimal(&self, units: i128) -> Option<Decimal> {
+        let digits = units.checked_mul(self.mantissa)?;
+        Decimal::try_from_i128_with_scale(digits, self.scale).ok()
+    }
+
+    /// Decimal places of the step.
+    pub fn scale(&self) -> u32 {
+        self.scale
     }
 }
 
@@ -116,6 +147,15 @@ impl<'a> JsonObject<'a> {
         self.key(key);
         self.out.push(b'"');
         scale.write(units, self.out);
+        self.out.push(b'"');
+        self
+    }
+
+    /// A decimal string `"123.45"` of `units × step`, for sums wider than `i64`.
+    pub fn decimal_wide(&mut self, key: &str, scale: Scale, units: i128) -> &mut Self {
+        self.key(key);
+        self.out.push(b'"');
+        scale.write_wide(units, self.out);
         self.out.push(b'"');
         self
     }
@@ -194,6 +234,15 @@ mod tests {
             expect.rescale(s);
             prop_assert_eq!(Scale::new(step).to_string(units), expect.to_string());
         }
+    }
+
+    #[test]
+    fn wide_sums_write_past_i64() {
+        let notional = Scale::new(Decimal::from_str("0.0000001").unwrap());
+        let units = i64::MAX as i128 * 1_000;
+        assert_eq!(notional.to_string_wide(units), "922337203685477.5807000");
+        assert_eq!(notional.to_string_wide(-units), "-922337203685477.5807000");
+        assert_eq!(notional.to_string_wide(0), "0.0000000");
     }
 
     #[test]

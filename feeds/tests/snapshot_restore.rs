@@ -43,6 +43,7 @@ fn topics(stream: &Stream) -> Vec<Topic> {
     });
     market
         .chain(stream.accounts.iter().map(|a| Topic::Orders(*a)))
+        .chain([Topic::DropCopy, Topic::Positions])
         .collect()
 }
 
@@ -78,7 +79,9 @@ fn restored_at(config: &FeedsConfig, steps: &[Step], cut: usize) -> MarketData {
 fn first_delivery(md: &MarketData, topic: Topic) -> Option<Delivery> {
     let mut sub = match topic {
         Topic::Orders(account) => md.accounts().subscribe(account, None),
-        Topic::Market { .. } => md.hub().subscribe(topic, None),
+        Topic::Market { .. } | Topic::DropCopy | Topic::Positions => {
+            md.hub().subscribe(topic, None)
+        }
     };
     sub.try_recv().unwrap()
 }
@@ -105,7 +108,10 @@ fn restored_feeds_publish_exactly_what_uninterrupted_feeds_publish() {
         for &topic in &topics {
             let expected = uninterrupted.hub().topic(topic).history();
             let got = restored.hub().topic(topic).history();
-            assert!(expected.len() < config.hub.history, "{topic:?} kept all");
+            assert!(
+                expected.len() < config.hub.history_len(topic),
+                "{topic:?} kept all"
+            );
             assert_eq!(got.len(), expected.len(), "{topic:?} after cut {cut}");
             for (e, g) in expected.iter().zip(&got) {
                 // Equal messages: seq, prev_seq, kind, JSON bytes and protobuf bytes.
@@ -399,10 +405,10 @@ fn a_snapshot_corrupt_at_any_byte_or_cut_short_anywhere_is_refused() {
         Err(FeedsSnapshotError::BodyLength { .. })
     ));
     let mut other_version = bytes.clone();
-    other_version[4] = 2;
+    other_version[4] = 3;
     assert_eq!(
         FeedsSnapshot::decode(&other_version).err(),
-        Some(FeedsSnapshotError::UnsupportedVersion(2))
+        Some(FeedsSnapshotError::UnsupportedVersion(3))
     );
 }
 

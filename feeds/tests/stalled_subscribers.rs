@@ -26,6 +26,7 @@ fn the_engine_and_feeds_run_to_the_end_while_subscribers_never_read() {
             resync_queue: 16,
             lossless_queue: 64,
             history: 32,
+            drop_copy_history: 32,
         },
         ..FeedsConfig::default()
     };

@@ -11,7 +11,7 @@ use crate::v1::Delivery;
 use bytes::{BufMut, Bytes};
 use prost::encoding::{encode_varint, encoded_len_varint, key_len, WireType};
 
-/// Field number of `delivery` in both `MarketDataMessage` and `OrderUpdate`.
+/// Field number of `delivery` in `MarketDataMessage`, `OrderUpdate` and `PositionUpdate`.
 pub const DELIVERY_FIELD: u32 = 30;
 /// Field number of `skipped` in `MarketDataMessage`.
 pub const SKIPPED_FIELD: u32 = 31;
