@@ -10,6 +10,7 @@ use crate::command::*;
 use crate::event::*;
 use crate::instrument::Instrument;
 use crate::order::*;
+use crate::risk::{Ask, Limits, Risk};
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
@@ -111,6 +112,8 @@ pub(crate) struct State {
     /// Stops triggered and waiting to execute, in trigger order, with the last trade price
     /// that triggered each.
     pub(crate) triggered: VecDeque<(u32, Ticks)>,
+    /// Limits, kill switch, positions and open exposure per account ([`crate::risk`]).
+    pub(crate) risk: Risk,
 }
 
 impl Default for Engine {
@@ -147,6 +150,7 @@ impl Engine {
                 expiries: BinaryHeap::with_capacity(cap),
                 dirty: Vec::with_capacity(256),
                 triggered: VecDeque::with_capacity(64),
+                risk: Risk::new(cap),
             },
             config,
         }
@@ -196,6 +200,26 @@ impl Engine {
         sessions.into_iter()
     }
 
+    /// Net position of `account` on `instrument` in lots, from fills since risk was switched on
+    /// (the first `SetLimits`, `DisableAccount` or `EnableAccount`); 0 before.
+    pub fn net_position(&self, account: AccountId, instrument: InstrumentId) -> i128 {
+        self.st.risk.net(account, instrument)
+    }
+
+    /// Whether the account's kill switch is on.
+    pub fn is_account_disabled(&self, account: AccountId) -> bool {
+        self.st.risk.is_disabled(account)
+    }
+
+    /// The limits that apply to `account`: its own, else the default set (account 0's).
+    pub fn limits(&self, account: AccountId) -> Option<&Limits> {
+        let risk = &self.st.risk;
+        risk.accounts
+            .get(&account)
+            .and_then(|a| a.limits.as_ref())
+            .or(risk.default_limits.as_ref())
+    }
+
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
         let slot = self.st.pool.find(id)?;
         Some(OrderView::of(self.st.pool.get(slot)))
@@ -226,7 +250,9 @@ impl Engine {
     /// validated; a place is checked in this order, the first failure being the reject reason:
     /// account, instrument, halted, size (invalid, too small, too large), limit price (invalid,
     /// band), trigger (invalid, band), time in force and post-only fit, expiry, display size,
-    /// client order id, stop already triggered, post-only cross, FOK fillability.
+    /// client order id, stop already triggered, post-only cross, FOK fillability, then the risk
+    /// limits ([`crate::risk`]): account disabled, order size, notional, long, short, open
+    /// orders, order rate.
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         let ts = cmd.ts;
         let corr = cmd.corr;
@@ -257,6 +283,15 @@ impl Engine {
             CommandKind::Halt { instrument } => self.set_halted(corr, ts, *instrument, true, out),
             CommandKind::Resume { instrument } => {
                 self.set_halted(corr, ts, *instrument, false, out)
+            }
+            CommandKind::SetLimits { account, limits } => {
+                self.set_limits(corr, ts, *account, limits.as_deref(), out)
+            }
+            CommandKind::DisableAccount { account } => {
+                self.set_disabled(corr, ts, *account, true, out)
+            }
+            CommandKind::EnableAccount { account } => {
+                self.set_disabled(corr, ts, *account, false, out)
             }
             CommandKind::Heartbeat | CommandKind::Snapshot => {}
         }
@@ -361,6 +396,17 @@ impl Engine {
                 return Err(FokNotFillable);
             }
         }
+        if self.st.risk.active {
+            let ask = Ask {
+                account: p.account,
+                instrument: p.instrument,
+                side: p.side,
+                size: p.size,
+                worst_price: protection_limit(ins, p.side, p.order_type, p.price),
+                added: p.size,
+            };
+            self.st.risk.check_place(&ask, ts)?;
+        }
         Ok(())
     }
 
@@ -411,6 +457,10 @@ impl Engine {
         }
         let order_id = o.id;
         st.index(slot);
+        if st.risk.active {
+            st.risk
+                .opened(p.account, p.instrument, p.side, p.size, Some(ts));
+        }
         let info = OrderInfo {
             order_id,
             account: p.account,
@@ -544,6 +594,17 @@ impl Engine {
             && book.side(o.side.opposite()).best_is_within(price)
         {
             return Err(PostOnlyWouldCross);
+        }
+        if self.st.risk.active {
+            let ask = Ask {
+                account: o.account,
+                instrument: o.instrument,
+                side: o.side,
+                size,
+                worst_price: protection_limit(ins, o.side, o.order_type, price),
+                added: size.saturating_sub(o.remaining),
+            };
+            self.st.risk.check_amend(&ask, price != o.price)?;
         }
         Ok(())
     }
@@ -695,6 +756,87 @@ impl Engine {
                     },
                 );
             }
+        }
+    }
+
+    /// Switches risk tracking on at the first risk command: from here on every live order
+    /// counts toward its account's open orders and open size (net positions start at zero).
+    fn activate_risk(&mut self) {
+        let st = &mut self.st;
+        if st.risk.active {
+            return;
+        }
+        st.risk.active = true;
+        for slot in st.pool.live_slots() {
+            let o = st.pool.get(slot);
+            st.risk
+                .opened(o.account, o.instrument, o.side, o.remaining, None);
+        }
+    }
+
+    fn set_limits(
+        &mut self,
+        corr: Correlation,
+        ts: Timestamp,
+        account: AccountId,
+        limits: Option<&Limits>,
+        out: &mut Vec<Event>,
+    ) {
+        let tag = CommandTag::SetLimits;
+        if let Some(Err(reason)) = limits.map(|l| l.validate(self.books.len())) {
+            return self
+                .st
+                .emit(out, ts, rejected(corr, tag, 0, 0, OrderId::NONE, reason));
+        }
+        self.activate_risk();
+        let risk = &mut self.st.risk;
+        let limits = limits.cloned();
+        if account == 0 {
+            risk.default_limits = limits;
+        } else {
+            risk.accounts.entry(account).or_default().limits = limits;
+        }
+        self.st
+            .emit(out, ts, accepted(corr, tag, 0, OrderId::NONE, None));
+    }
+
+    /// The kill switch. Disabling cancels every live order of the account, newest first (its
+    /// list's order), each with an `OrderDone` of reason `AccountDisabled`.
+    fn set_disabled(
+        &mut self,
+        corr: Correlation,
+        ts: Timestamp,
+        account: AccountId,
+        disabled: bool,
+        out: &mut Vec<Event>,
+    ) {
+        let tag = if disabled {
+            CommandTag::DisableAccount
+        } else {
+            CommandTag::EnableAccount
+        };
+        if account == 0 {
+            let reason = RejectReason::InvalidAccount;
+            return self
+                .st
+                .emit(out, ts, rejected(corr, tag, 0, 0, OrderId::NONE, reason));
+        }
+        self.activate_risk();
+        self.st.risk.accounts.entry(account).or_default().disabled = disabled;
+        self.st
+            .emit(out, ts, accepted(corr, tag, 0, OrderId::NONE, None));
+        self.st
+            .emit(out, ts, EventKind::AccountStatus { account, disabled });
+        if !disabled {
+            return;
+        }
+        let mut s = self.st.accounts.get(&account).copied().unwrap_or(NIL);
+        while s != NIL {
+            let o = self.st.pool.get(s);
+            let next = o.acct_next;
+            let book = &mut self.books[o.instrument as usize];
+            self.st.finish(book, s, DoneReason::AccountDisabled, ts, out);
+            s = next;
         }
     }
 
@@ -904,6 +1046,9 @@ impl State {
             book.disarm_stop(side, slot);
         }
         let o = self.pool.get(slot);
+        if self.risk.active {
+            self.risk.closed(o.account, instrument, side, o.remaining);
+        }
         let kind = EventKind::OrderDone {
             order_id: o.id,
             account: o.account,
@@ -1052,6 +1197,11 @@ impl State {
                         }
                         // The taker shrinks without trading: say so, so its size adds up.
                         self.pool.get_mut(taker).remaining -= q;
+                        if self.risk.active {
+                            let left = t_remaining - q;
+                            self.risk
+                                .resized(t_account, instrument, t_side, t_remaining, left);
+                        }
                         self.emit_amended(taker, true, ts, out);
                     }
                 }
@@ -1072,6 +1222,10 @@ impl State {
             };
             book.side_mut(m_side)
                 .set_visible(&mut self.pool, maker, m_visible - q);
+            if self.risk.active {
+                self.risk.filled(t_account, instrument, t_side, q);
+                self.risk.filled(m_account, instrument, m_side, q);
+            }
             self.trade_seq += 1;
             let kind = EventKind::Trade {
                 trade_id: self.trade_seq,
@@ -1125,6 +1279,11 @@ impl State {
         o.remaining -= by;
         let visible = o.visible.min(o.remaining);
         let (side, price, instrument) = (o.side, o.price, o.instrument);
+        if self.risk.active {
+            let (account, left) = (o.account, o.remaining);
+            self.risk
+                .resized(account, instrument, side, left + by, left);
+        }
         book.side_mut(side)
             .set_visible(&mut self.pool, slot, visible);
         self.mark_dirty(instrument, side, price);
@@ -1265,6 +1424,14 @@ impl State {
         let new_trigger = a.trigger.unwrap_or(o.trigger);
         let (side, old_price, old_size, old_trigger, instrument) =
             (o.side, o.price, o.remaining, o.trigger, o.instrument);
+        // Every path below but the in-place decrease (which accounts for itself) sets the
+        // open size to `new_size` here.
+        let in_place_decrease =
+            !o.is(FLAG_STOP_ARMED) && new_price == old_price && new_size < old_size;
+        if self.risk.active && !in_place_decrease {
+            self.risk
+                .resized(o.account, instrument, side, old_size, new_size);
+        }
         if o.is(FLAG_STOP_ARMED) {
             let requeue = new_trigger != old_trigger || new_size > old_size;
             if requeue {
