@@ -835,7 +835,8 @@ impl Engine {
             let o = self.st.pool.get(s);
             let next = o.acct_next;
             let book = &mut self.books[o.instrument as usize];
-            self.st.finish(book, s, DoneReason::AccountDisabled, ts, out);
+            self.st
+                .finish(book, s, DoneReason::AccountDisabled, ts, out);
             s = next;
         }
     }

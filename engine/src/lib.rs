@@ -59,7 +59,7 @@ pub use engine::{Engine, EngineConfig, OrderView};
 pub use event::*;
 pub use instrument::{Instrument, InstrumentSpec, SpecError};
 pub use levels::Level;
-pub use risk::{InstrumentLimits, Limits};
 pub use pipeline::{Batch, Clock, Egress, Ingress, Pipeline, PipelineConfig, SubmitError};
+pub use risk::{InstrumentLimits, Limits};
 pub use snapshot::{EngineSnapshot, RestoreError};
 pub use types::*;

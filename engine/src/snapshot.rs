@@ -712,8 +712,7 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
         }
         return Ok(());
     }
-    if r
-        .default_limits
+    if r.default_limits
         .as_ref()
         .is_some_and(|l| l.validate(instruments).is_err())
     {
@@ -725,7 +724,10 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
             return bad(a.account, "accounts not ascending and non-zero");
         }
         previous = Some(a.account);
-        if a.limits.as_ref().is_some_and(|l| l.validate(instruments).is_err()) {
+        if a.limits
+            .as_ref()
+            .is_some_and(|l| l.validate(instruments).is_err())
+        {
             return bad(a.account, "invalid limits");
         }
         if a.disabled && st.accounts.contains_key(&a.account) {
@@ -746,7 +748,10 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
     for p in &r.positions {
         let key = (p.account, p.instrument);
         if p.account == 0 || p.net == 0 || previous.is_some_and(|q| q >= key) {
-            return bad(p.account, "positions not ascending, non-zero and of an account");
+            return bad(
+                p.account,
+                "positions not ascending, non-zero and of an account",
+            );
         }
         if p.instrument as usize >= instruments {
             return bad(p.account, "position on an unknown instrument");

@@ -157,6 +157,21 @@ impl Harness {
                 CommandKind::AddInstrument(Box::new(spec.clone())),
             ),
             Action::Heartbeat => (CommandKind::Heartbeat, CommandKind::Heartbeat),
+            Action::SetLimits(account, limits) => {
+                let kind = CommandKind::SetLimits {
+                    account: *account,
+                    limits: limits.clone().map(Box::new),
+                };
+                (kind.clone(), kind)
+            }
+            Action::DisableAccount(account) => (
+                CommandKind::DisableAccount { account: *account },
+                CommandKind::DisableAccount { account: *account },
+            ),
+            Action::EnableAccount(account) => (
+                CommandKind::EnableAccount { account: *account },
+                CommandKind::EnableAccount { account: *account },
+            ),
         };
         // Every 23rd command arrives after its deadline, every 5th well within one.
         let deadline = match self.corr {
@@ -320,7 +335,8 @@ fn map_ids(e: &Event, ids: &HashMap<OrderId, OrderId>) -> Event {
         }
         EventKind::LevelChanged { .. }
         | EventKind::InstrumentAdded { .. }
-        | EventKind::TradingStatus { .. } => {}
+        | EventKind::TradingStatus { .. }
+        | EventKind::AccountStatus { .. } => {}
     }
     e
 }
@@ -724,6 +740,7 @@ fn generated_streams_reach_every_outcome() {
         DoneReason::SelfTrade,
         DoneReason::Expired,
         DoneReason::FillOrKill,
+        DoneReason::AccountDisabled,
     ] {
         if !reached(&format!("done {reason:?}")) {
             missing.push(format!("done {reason:?}"));

@@ -125,6 +125,12 @@ impl Driver {
             },
             Action::AddInstrument(spec) => CommandKind::AddInstrument(Box::new(spec.clone())),
             Action::Heartbeat => CommandKind::Heartbeat,
+            Action::SetLimits(account, limits) => CommandKind::SetLimits {
+                account: *account,
+                limits: limits.clone().map(Box::new),
+            },
+            Action::DisableAccount(account) => CommandKind::DisableAccount { account: *account },
+            Action::EnableAccount(account) => CommandKind::EnableAccount { account: *account },
         };
         // Every 23rd command arrives after its deadline, every 5th well within one.
         let deadline = match self.corr {
