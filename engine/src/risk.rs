@@ -442,4 +442,473 @@ mod tests {
             Ok(())
         );
     }
+
+    // ---- the engine with risk ----
+
+    use crate::command::*;
+    use crate::event::*;
+    use crate::instrument::InstrumentSpec;
+    use crate::Engine;
+    use rust_decimal::Decimal;
+
+    /// Instrument `k`: ticks and lots of 1, reference price 100, band ±10% (90..=110).
+    fn spec(k: usize) -> InstrumentSpec {
+        InstrumentSpec {
+            symbol: format!("R{k}"),
+            tick_size: Decimal::ONE,
+            lot_size: Decimal::ONE,
+            min_size: Decimal::ONE,
+            max_size: Decimal::new(1000, 0),
+            reference_price: Decimal::new(100, 0),
+            band: Decimal::new(1, 1),
+        }
+    }
+
+    struct Venue {
+        engine: Engine,
+        ts: Timestamp,
+    }
+
+    impl Venue {
+        fn new(instruments: usize) -> Self {
+            let mut v = Venue {
+                engine: Engine::default(),
+                ts: 0,
+            };
+            for k in 0..instruments {
+                v.send(CommandKind::AddInstrument(Box::new(spec(k))));
+            }
+            v
+        }
+
+        fn send_at(&mut self, ts: Timestamp, kind: CommandKind) -> Vec<Event> {
+            self.ts = ts;
+            self.engine.apply_collect(&Command::new(ts, ts, kind))
+        }
+
+        fn send(&mut self, kind: CommandKind) -> Vec<Event> {
+            self.send_at(self.ts + 1, kind)
+        }
+
+        fn place(&mut self, p: Place) -> Result<OrderId, RejectReason> {
+            outcome(&self.send(CommandKind::Place(p)))
+        }
+
+        fn amend(
+            &mut self,
+            account: AccountId,
+            id: OrderId,
+            price: Option<Ticks>,
+            size: Option<Lots>,
+        ) -> Result<OrderId, RejectReason> {
+            let a = Amend {
+                account,
+                order: OrderRef::Id(id),
+                price,
+                size,
+                trigger: None,
+            };
+            outcome(&self.send(CommandKind::Amend(a)))
+        }
+
+        fn set_limits(
+            &mut self,
+            account: AccountId,
+            limits: Option<Limits>,
+        ) -> Result<OrderId, RejectReason> {
+            let kind = CommandKind::SetLimits {
+                account,
+                limits: limits.map(Box::new),
+            };
+            outcome(&self.send(kind))
+        }
+
+        fn on_instrument_0(&mut self, account: AccountId, l: InstrumentLimits) {
+            let limits = Limits {
+                instruments: vec![(0, l)],
+                ..Limits::default()
+            };
+            self.set_limits(account, Some(limits)).unwrap();
+        }
+    }
+
+    /// The outcome of a command: the placed order's id (or the amended order's), or the reason.
+    fn outcome(events: &[Event]) -> Result<OrderId, RejectReason> {
+        match &events.first().expect("an outcome").kind {
+            EventKind::PlaceAccepted { order, .. } => Ok(order.order_id),
+            EventKind::Accepted { order_id, .. } => Ok(*order_id),
+            EventKind::Rejected { reason, .. } => Err(*reason),
+            other => panic!("not an outcome: {other:?}"),
+        }
+    }
+
+    fn stop(
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        trigger: Ticks,
+        size: Lots,
+    ) -> Place {
+        Place {
+            order_type: OrderType::StopMarket,
+            tif: TimeInForce::Ioc,
+            trigger,
+            ..Place::market(account, instrument, side, size)
+        }
+    }
+
+    #[test]
+    fn an_order_above_max_order_lots_is_rejected_with_max_order_size() {
+        let mut v = Venue::new(1);
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_order_lots: Some(10),
+                ..Default::default()
+            },
+        );
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 100, 11)),
+            Err(RejectReason::MaxOrderSize)
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Buy, 100, 10)).is_ok());
+        // Another account has no limits.
+        assert!(v.place(Place::limit(2, 0, Side::Buy, 100, 11)).is_ok());
+    }
+
+    #[test]
+    fn notional_is_size_times_limit_price_or_the_band_edge_for_market_orders() {
+        let mut v = Venue::new(1);
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_order_notional: Some(1_000),
+                ..Default::default()
+            },
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Buy, 100, 10)).is_ok());
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 101, 10)),
+            Err(RejectReason::MaxOrderNotional)
+        );
+        // A market buy is valued at the band's high edge (110): 9 × 110 = 990, 10 × 110 > 1,000.
+        assert!(v.place(Place::market(1, 0, Side::Buy, 9)).is_ok());
+        assert_eq!(
+            v.place(Place::market(1, 0, Side::Buy, 10)),
+            Err(RejectReason::MaxOrderNotional)
+        );
+        // A market sell at the low edge (90): 11 × 90 = 990.
+        assert!(v.place(Place::market(1, 0, Side::Sell, 11)).is_ok());
+    }
+
+    #[test]
+    fn the_live_orders_of_every_instrument_count_toward_max_open_orders() {
+        let mut v = Venue::new(2);
+        let limits = Limits {
+            max_open_orders: Some(2),
+            ..Limits::default()
+        };
+        v.set_limits(1, Some(limits)).unwrap();
+        let first = v.place(Place::limit(1, 0, Side::Buy, 99, 1)).unwrap();
+        v.place(stop(1, 1, Side::Buy, 105, 1)).unwrap();
+        assert_eq!(
+            v.place(Place::limit(1, 1, Side::Buy, 99, 1)),
+            Err(RejectReason::MaxOpenOrders)
+        );
+        v.send(CommandKind::Cancel(Cancel {
+            account: 1,
+            order: OrderRef::Id(first),
+        }));
+        assert!(v.place(Place::limit(1, 1, Side::Buy, 99, 1)).is_ok());
+    }
+
+    #[test]
+    fn open_buys_and_armed_stops_count_toward_the_long_limit_in_the_worst_case() {
+        let mut v = Venue::new(1);
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_long_lots: Some(10),
+                ..Default::default()
+            },
+        );
+        v.place(Place::limit(1, 0, Side::Buy, 95, 4)).unwrap();
+        v.place(stop(1, 0, Side::Buy, 105, 4)).unwrap();
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 95, 3)),
+            Err(RejectReason::MaxPositionLong)
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Buy, 95, 2)).is_ok());
+        // Sells never count against the long limit, and do not free room until they fill.
+        assert!(v.place(Place::limit(1, 0, Side::Sell, 105, 50)).is_ok());
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 95, 1)),
+            Err(RejectReason::MaxPositionLong)
+        );
+    }
+
+    #[test]
+    fn fills_turn_open_size_into_position_and_a_short_is_bounded_too() {
+        let mut v = Venue::new(1);
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_long_lots: Some(10),
+                max_short_lots: Some(3),
+                ..Default::default()
+            },
+        );
+        v.place(Place::limit(2, 0, Side::Sell, 100, 10)).unwrap();
+        v.place(Place::limit(1, 0, Side::Buy, 100, 6)).unwrap();
+        assert_eq!(v.engine.net_position(1, 0), 6);
+        assert_eq!(v.engine.net_position(2, 0), -6);
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 100, 5)),
+            Err(RejectReason::MaxPositionLong)
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Buy, 100, 4)).is_ok());
+        assert_eq!(v.engine.net_position(1, 0), 10);
+        // Long 10 may sell 13: down to short 3, not 14.
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Sell, 105, 14)),
+            Err(RejectReason::MaxPositionShort)
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Sell, 105, 13)).is_ok());
+    }
+
+    #[test]
+    fn an_amend_that_raises_the_size_or_the_price_is_checked_against_the_limits() {
+        let mut v = Venue::new(1);
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_order_lots: Some(8),
+                max_order_notional: Some(650),
+                max_long_lots: Some(12),
+                ..Default::default()
+            },
+        );
+        let a = v.place(Place::limit(1, 0, Side::Buy, 90, 5)).unwrap();
+        v.place(Place::limit(1, 0, Side::Buy, 95, 6)).unwrap();
+        assert_eq!(
+            v.amend(1, a, None, Some(9)),
+            Err(RejectReason::MaxOrderSize)
+        );
+        assert_eq!(
+            v.amend(1, a, None, Some(7)),
+            Err(RejectReason::MaxPositionLong)
+        );
+        assert_eq!(
+            v.amend(1, a, Some(101), Some(8)),
+            Err(RejectReason::MaxOrderNotional)
+        );
+        assert!(v.amend(1, a, None, Some(6)).is_ok());
+        assert_eq!(
+            v.amend(1, a, Some(110), None),
+            Err(RejectReason::MaxOrderNotional)
+        );
+        // Decreases always pass, even below limits that were lowered since.
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_order_lots: Some(1),
+                ..Default::default()
+            },
+        );
+        assert!(v.amend(1, a, None, Some(2)).is_ok());
+    }
+
+    #[test]
+    fn the_order_rate_counts_accepted_places_per_second_of_the_command_timestamp() {
+        let mut v = Venue::new(1);
+        let limits = Limits {
+            max_orders_per_sec: Some(2),
+            ..Limits::default()
+        };
+        v.set_limits(1, Some(limits)).unwrap();
+        let second = 5 * RATE_WINDOW_NANOS;
+        let place = |price| CommandKind::Place(Place::limit(1, 0, Side::Buy, price, 1));
+        assert!(outcome(&v.send_at(second, place(95))).is_ok());
+        // A rejected place does not count.
+        assert!(outcome(&v.send_at(second + 1, place(200))).is_err());
+        assert!(outcome(&v.send_at(second + 2, place(95))).is_ok());
+        let last_ns = second + RATE_WINDOW_NANOS - 1;
+        assert_eq!(
+            outcome(&v.send_at(last_ns, place(95))),
+            Err(RejectReason::MaxOrderRate)
+        );
+        // Other accounts have their own window.
+        let other = CommandKind::Place(Place::limit(2, 0, Side::Buy, 95, 1));
+        assert!(outcome(&v.send_at(last_ns, other)).is_ok());
+        assert!(outcome(&v.send_at(last_ns + 1, place(95))).is_ok());
+    }
+
+    #[test]
+    fn own_limits_replace_the_default_set_and_removing_them_falls_back_to_it() {
+        let mut v = Venue::new(1);
+        let lots = |n| Limits {
+            instruments: vec![(
+                0,
+                InstrumentLimits {
+                    max_order_lots: Some(n),
+                    ..Default::default()
+                },
+            )],
+            ..Limits::default()
+        };
+        v.set_limits(0, Some(lots(5))).unwrap();
+        assert_eq!(
+            v.place(Place::limit(3, 0, Side::Buy, 95, 6)),
+            Err(RejectReason::MaxOrderSize)
+        );
+        v.set_limits(3, Some(Limits::default())).unwrap();
+        assert!(
+            v.place(Place::limit(3, 0, Side::Buy, 95, 6)).is_ok(),
+            "own limits: unlimited"
+        );
+        v.set_limits(3, Some(lots(2))).unwrap();
+        assert_eq!(
+            v.place(Place::limit(3, 0, Side::Buy, 95, 3)),
+            Err(RejectReason::MaxOrderSize)
+        );
+        assert_eq!(v.engine.limits(3), Some(&lots(2)));
+        v.set_limits(3, None).unwrap();
+        assert_eq!(v.engine.limits(3), Some(&lots(5)));
+        assert!(v.place(Place::limit(3, 0, Side::Buy, 95, 5)).is_ok());
+        v.set_limits(0, None).unwrap();
+        assert_eq!(v.engine.limits(3), None);
+    }
+
+    #[test]
+    fn limits_must_name_known_instruments_in_ascending_order() {
+        let mut v = Venue::new(2);
+        let on = |ids: &[InstrumentId]| Limits {
+            instruments: ids
+                .iter()
+                .map(|&i| (i, InstrumentLimits::default()))
+                .collect(),
+            ..Limits::default()
+        };
+        assert_eq!(
+            v.set_limits(1, Some(on(&[1, 0]))),
+            Err(RejectReason::InvalidLimits)
+        );
+        assert_eq!(
+            v.set_limits(1, Some(on(&[1, 1]))),
+            Err(RejectReason::InvalidLimits)
+        );
+        assert_eq!(
+            v.set_limits(1, Some(on(&[0, 2]))),
+            Err(RejectReason::UnknownInstrument)
+        );
+        assert!(v.set_limits(1, Some(on(&[0, 1]))).is_ok());
+    }
+
+    #[test]
+    fn disable_cancels_every_live_order_of_the_account_on_every_instrument_then_enable_reopens() {
+        let mut v = Venue::new(2);
+        let resting = v.place(Place::limit(1, 0, Side::Buy, 95, 3)).unwrap();
+        let armed = v.place(stop(1, 1, Side::Sell, 92, 2)).unwrap();
+        let other = v.place(Place::limit(1, 1, Side::Sell, 105, 4)).unwrap();
+        let someone_else = v.place(Place::limit(2, 0, Side::Buy, 95, 1)).unwrap();
+        let events = v.send(CommandKind::DisableAccount { account: 1 });
+        assert!(matches!(
+            events[0].kind,
+            EventKind::Accepted {
+                command: CommandTag::DisableAccount,
+                account: 0,
+                ..
+            }
+        ));
+        assert_eq!(
+            events[1].kind,
+            EventKind::AccountStatus {
+                account: 1,
+                disabled: true
+            }
+        );
+        let cancelled: Vec<OrderId> = events
+            .iter()
+            .filter_map(|e| match e.kind {
+                EventKind::OrderDone {
+                    order_id,
+                    reason: DoneReason::AccountDisabled,
+                    cancelled,
+                    ..
+                } => {
+                    assert!(cancelled > 0);
+                    Some(order_id)
+                }
+                _ => None,
+            })
+            .collect();
+        assert_eq!(cancelled, vec![other, armed, resting], "newest first");
+        assert!(events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::LevelChanged {
+                instrument: 1,
+                size: 0,
+                ..
+            }
+        )));
+        assert_eq!(v.engine.live_order_count(), 1);
+        assert!(v.engine.order(someone_else).is_some());
+        assert!(v.engine.is_account_disabled(1));
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 95, 1)),
+            Err(RejectReason::AccountDisabled)
+        );
+        assert_eq!(
+            v.place(stop(1, 1, Side::Buy, 105, 1)),
+            Err(RejectReason::AccountDisabled)
+        );
+        let events = v.send(CommandKind::EnableAccount { account: 1 });
+        assert_eq!(events.len(), 2);
+        assert_eq!(
+            events[1].kind,
+            EventKind::AccountStatus {
+                account: 1,
+                disabled: false
+            }
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Buy, 95, 1)).is_ok());
+    }
+
+    #[test]
+    fn the_kill_switch_needs_an_account() {
+        let mut v = Venue::new(1);
+        for kind in [
+            CommandKind::DisableAccount { account: 0 },
+            CommandKind::EnableAccount { account: 0 },
+        ] {
+            assert_eq!(outcome(&v.send(kind)), Err(RejectReason::InvalidAccount));
+        }
+        assert!(
+            !v.engine.st.risk.active,
+            "a rejected command changes nothing"
+        );
+    }
+
+    #[test]
+    fn risk_is_off_until_the_first_risk_command_which_counts_the_orders_already_live() {
+        let mut v = Venue::new(1);
+        v.place(Place::limit(2, 0, Side::Sell, 100, 5)).unwrap();
+        v.place(Place::limit(1, 0, Side::Buy, 100, 2)).unwrap();
+        v.place(Place::limit(1, 0, Side::Buy, 99, 3)).unwrap();
+        assert!(!v.engine.st.risk.active);
+        assert_eq!(v.engine.net_position(1, 0), 0, "nothing tracked while off");
+        v.on_instrument_0(
+            1,
+            InstrumentLimits {
+                max_long_lots: Some(5),
+                ..Default::default()
+            },
+        );
+        // The open buy of 3 counts; the position before switching on does not.
+        assert_eq!(
+            v.place(Place::limit(1, 0, Side::Buy, 98, 3)),
+            Err(RejectReason::MaxPositionLong)
+        );
+        assert!(v.place(Place::limit(1, 0, Side::Buy, 98, 2)).is_ok());
+    }
 }
