@@ -798,7 +798,7 @@ pub fn decode_event(buf: &[u8]) -> Result<(Event, usize), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Engine, InstrumentSpec};
+    use crate::{Engine, InstrumentLimits, InstrumentSpec, Limits};
     use std::str::FromStr;
 
     fn spec() -> InstrumentSpec {
@@ -851,6 +851,29 @@ mod tests {
             CommandKind::Resume { instrument: 0 },
             CommandKind::SessionClosed { session: 4 },
             CommandKind::Heartbeat,
+            CommandKind::SetLimits {
+                account: 0,
+                limits: Some(Box::new(Limits {
+                    max_open_orders: Some(100),
+                    max_orders_per_sec: None,
+                    instruments: vec![(
+                        0,
+                        InstrumentLimits {
+                            max_order_lots: Some(5_000),
+                            max_order_notional: Some(u128::MAX - 7),
+                            max_long_lots: None,
+                            max_short_lots: Some(0),
+                        },
+                    )],
+                })),
+            },
+            CommandKind::SetLimits {
+                account: 2,
+                limits: None,
+            },
+            CommandKind::Place(Place::limit(2, 0, Side::Buy, 299_000, 7)),
+            CommandKind::DisableAccount { account: 2 },
+            CommandKind::EnableAccount { account: 2 },
         ];
         kinds
             .into_iter()
@@ -881,6 +904,16 @@ mod tests {
             .map(|e| std::mem::discriminant(&e.kind))
             .collect();
         assert!(kinds.len() >= 10, "sample covers most event kinds");
+        assert!(events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::OrderDone {
+                reason: DoneReason::AccountDisabled,
+                ..
+            }
+        )));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::AccountStatus { disabled: true, .. })));
         for e in &events {
             let mut buf = Vec::new();
             encode_event(e, &mut buf);
@@ -891,14 +924,76 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_unknown_input_is_an_error_not_a_panic() {
+    fn every_reject_reason_round_trips_with_its_number() {
+        let reasons = RejectReason::ALL.map(|reason| EventKind::Rejected {
+            corr: 1,
+            command: CommandTag::SetLimits,
+            account: 0,
+            client_id: 0,
+            order_id: OrderId::NONE,
+            reason,
+        });
+        for (k, kind) in reasons.into_iter().enumerate() {
+            let e = Event {
+                seq: k as u64,
+                ts: 0,
+                kind,
+            };
+            let mut buf = Vec::new();
+            encode_event(&e, &mut buf);
+            assert_eq!(decode_event(&buf).unwrap().0, e);
+        }
+        assert_eq!(
+            RejectReason::MaxOrderRate as u8,
+            32,
+            "discriminants never move"
+        );
+    }
+
+    #[test]
+    fn limits_with_a_corrupt_count_are_truncated_input_not_a_huge_allocation() {
+        let cmd = Command::new(
+            1,
+            1,
+            CommandKind::SetLimits {
+                account: 3,
+                limits: Some(Box::default()),
+            },
+        );
         let mut buf = Vec::new();
-        encode_command(&sample_commands()[1], &mut buf);
-        for cut in 0..buf.len() {
-            assert!(matches!(
-                decode_command(&buf[..cut]),
-                Err(CodecError::Truncated { .. })
-            ));
+        encode_command(&cmd, &mut buf);
+        let count_at = buf.len() - 4;
+        buf[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_command(&buf),
+            Err(CodecError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_and_unknown_input_is_an_error_not_a_panic() {
+        let samples = sample_commands();
+        let set_limits = samples
+            .iter()
+            .find(|c| {
+                matches!(
+                    &c.kind,
+                    CommandKind::SetLimits {
+                        limits: Some(_),
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        for cmd in [&samples[1], set_limits] {
+            let mut buf = Vec::new();
+            encode_command(cmd, &mut buf);
+            for cut in 0..buf.len() {
+                assert!(matches!(
+                    decode_command(&buf[..cut]),
+                    Err(CodecError::Truncated { .. })
+                ));
+            }
         }
         assert!(matches!(
             decode_command(&[200]),
