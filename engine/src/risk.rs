@@ -98,6 +98,10 @@ pub(crate) struct AccountRisk {
     pub window_sec: u64,
     /// Places accepted in `window_sec`.
     pub window_orders: u32,
+    /// Position and open sizes per instrument, indexed by instrument id (grown when the
+    /// account first trades an instrument, never per order). Kept in the account's entry so
+    /// that each order event costs one hash lookup, not two.
+    pub exposures: Vec<Exposure>,
 }
 
 impl AccountRisk {
@@ -107,6 +111,14 @@ impl AccountRisk {
         } else {
             0
         }
+    }
+
+    pub(crate) fn exposure_mut(&mut self, instrument: InstrumentId) -> &mut Exposure {
+        let i = instrument as usize;
+        if i >= self.exposures.len() {
+            self.exposures.resize(i + 1, Exposure::default());
+        }
+        &mut self.exposures[i]
     }
 }
 
@@ -135,7 +147,6 @@ pub(crate) struct Risk {
     pub active: bool,
     pub default_limits: Option<Limits>,
     pub accounts: FxHashMap<AccountId, AccountRisk>,
-    pub exposures: FxHashMap<(AccountId, InstrumentId), Exposure>,
 }
 
 /// What a place or an amend asks of the risk check.
@@ -159,7 +170,6 @@ impl Risk {
             active: false,
             default_limits: None,
             accounts: FxHashMap::with_capacity_and_hasher(capacity, hasher),
-            exposures: FxHashMap::with_capacity_and_hasher(capacity, hasher),
         }
     }
 
@@ -233,9 +243,8 @@ impl Risk {
         if ask.added == 0 {
             return Ok(());
         }
-        let e = self
-            .exposures
-            .get(&(ask.account, ask.instrument))
+        let e = account
+            .and_then(|a| a.exposures.get(ask.instrument as usize))
             .copied()
             .unwrap_or_default();
         let added = ask.added as i128;
@@ -275,8 +284,17 @@ impl Risk {
             a.window_orders = a.orders_in(sec) + 1;
             a.window_sec = sec;
         }
-        let e = self.exposures.entry((account, instrument)).or_default();
-        *e.open_mut(side) += size as i128;
+        *a.exposure_mut(instrument).open_mut(side) += size as i128;
+    }
+
+    /// The account's exposure on `instrument`, if it has one.
+    fn exposure_mut(
+        &mut self,
+        account: AccountId,
+        instrument: InstrumentId,
+    ) -> Option<&mut Exposure> {
+        let a = self.accounts.get_mut(&account)?;
+        a.exposures.get_mut(instrument as usize)
     }
 
     /// An order's open size changed without a trade (amend, self-trade decrement).
@@ -288,7 +306,7 @@ impl Risk {
         from: Lots,
         to: Lots,
     ) {
-        if let Some(e) = self.exposures.get_mut(&(account, instrument)) {
+        if let Some(e) = self.exposure_mut(account, instrument) {
             *e.open_mut(side) += to as i128 - from as i128;
         }
     }
@@ -301,7 +319,7 @@ impl Risk {
         side: Side,
         size: Lots,
     ) {
-        if let Some(e) = self.exposures.get_mut(&(account, instrument)) {
+        if let Some(e) = self.exposure_mut(account, instrument) {
             let size = size as i128;
             *e.open_mut(side) -= size;
             e.net += match side {
@@ -319,18 +337,19 @@ impl Risk {
         side: Side,
         remaining: Lots,
     ) {
-        if let Some(e) = self.exposures.get_mut(&(account, instrument)) {
-            *e.open_mut(side) -= remaining as i128;
-        }
         if let Some(a) = self.accounts.get_mut(&account) {
             a.open_orders -= 1;
+            if let Some(e) = a.exposures.get_mut(instrument as usize) {
+                *e.open_mut(side) -= remaining as i128;
+            }
         }
     }
 
     /// Net position of `account` on `instrument` (0 while risk is off).
     pub(crate) fn net(&self, account: AccountId, instrument: InstrumentId) -> i128 {
-        self.exposures
-            .get(&(account, instrument))
+        self.accounts
+            .get(&account)
+            .and_then(|a| a.exposures.get(instrument as usize))
             .map_or(0, |e| e.net)
     }
 

@@ -30,7 +30,7 @@ use crate::book::{Book, StopEntry};
 use crate::engine::{Engine, EngineConfig};
 use crate::instrument::{Instrument, InstrumentSpec, SpecError};
 use crate::order::*;
-use crate::risk::{AccountRisk, Exposure, Limits, Risk};
+use crate::risk::{AccountRisk, Limits, Risk};
 use crate::types::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -682,13 +682,17 @@ fn risk_snapshot(risk: &Risk) -> RiskSnapshot {
         .collect();
     accounts.sort_unstable_by_key(|a| a.account);
     let mut positions: Vec<PositionSnapshot> = risk
-        .exposures
+        .accounts
         .iter()
-        .filter(|(_, e)| e.net != 0)
-        .map(|(&(account, instrument), e)| PositionSnapshot {
-            account,
-            instrument,
-            net: e.net,
+        .flat_map(|(&account, a)| {
+            let exposures = a.exposures.iter().enumerate();
+            exposures
+                .filter(|(_, e)| e.net != 0)
+                .map(move |(instrument, e)| PositionSnapshot {
+                    account,
+                    instrument: instrument as InstrumentId,
+                    net: e.net,
+                })
         })
         .collect();
     positions.sort_unstable_by_key(|p| (p.account, p.instrument));
@@ -741,6 +745,7 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
                 open_orders: 0,
                 window_sec: a.window_sec,
                 window_orders: a.window_orders,
+                exposures: Vec::new(),
             },
         );
     }
@@ -757,13 +762,11 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
             return bad(p.account, "position on an unknown instrument");
         }
         previous = Some(key);
-        st.risk.exposures.insert(
-            key,
-            Exposure {
-                net: p.net,
-                ..Exposure::default()
-            },
-        );
+        // The engine has an account entry for every account it ever saw an order of.
+        let Some(a) = st.risk.accounts.get_mut(&p.account) else {
+            return bad(p.account, "a position of an account without risk state");
+        };
+        a.exposure_mut(p.instrument).net = p.net;
     }
     st.risk.default_limits = r.default_limits.clone();
     st.risk.active = true;
