@@ -768,6 +768,16 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
         };
         a.exposure_mut(p.instrument).net = p.net;
     }
+    // The engine makes an account's entry at its first order once risk is on (or at switching
+    // on, for the orders then live), so every account with live orders has one.
+    let mut with_orders: Vec<AccountId> = st.accounts.keys().copied().collect();
+    with_orders.sort_unstable();
+    if let Some(&account) = with_orders
+        .iter()
+        .find(|a| !st.risk.accounts.contains_key(a))
+    {
+        return bad(account, "live orders but no risk state");
+    }
     st.risk.default_limits = r.default_limits.clone();
     st.risk.active = true;
     for slot in st.pool.live_slots() {

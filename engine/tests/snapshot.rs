@@ -1135,6 +1135,11 @@ fn risk_corruptions() -> Vec<Corruption> {
             |e| matches!(e, RestoreError::BadRisk { account: 1, .. }),
         ),
         (
+            "an account with live orders left out",
+            |s| s.risk.accounts.retain(|a| a.account != 2),
+            |e| matches!(e, RestoreError::BadRisk { account: 2, .. }),
+        ),
+        (
             "risk state while risk is off",
             |s| s.risk.active = false,
             |e| matches!(e, RestoreError::BadRisk { .. }),
