@@ -10,7 +10,7 @@ use crate::command::*;
 use crate::event::*;
 use crate::instrument::Instrument;
 use crate::order::*;
-use crate::risk::{Ask, Limits, Risk};
+use crate::risk::{Ask, Limits, Position, Risk};
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
@@ -206,6 +206,17 @@ impl Engine {
         self.st.risk.net(account, instrument)
     }
 
+    /// Position of `account` on `instrument`: net from fills and open buy and sell size of
+    /// its live orders, as the limits see it (all zero while risk is off).
+    pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Position {
+        self.st.risk.position(account, instrument)
+    }
+
+    /// Live orders of `account` as `max_open_orders` counts them (0 while risk is off).
+    pub fn open_orders(&self, account: AccountId) -> u32 {
+        self.st.risk.open_orders(account)
+    }
+
     /// Whether the account's kill switch is on.
     pub fn is_account_disabled(&self, account: AccountId) -> bool {
         self.st.risk.is_disabled(account)
@@ -396,17 +407,6 @@ impl Engine {
                 return Err(FokNotFillable);
             }
         }
-        if self.st.risk.active {
-            let ask = Ask {
-                account: p.account,
-                instrument: p.instrument,
-                side: p.side,
-                size: p.size,
-                worst_price: protection_limit(ins, p.side, p.order_type, p.price),
-                added: p.size,
-            };
-            self.st.risk.check_place(&ask, ts)?;
-        }
         Ok(())
     }
 
@@ -423,6 +423,23 @@ impl Engine {
         };
         if let Err(reason) = self.validate_place(p, ts) {
             return self.st.emit(out, ts, reject(reason));
+        }
+        if self.st.risk.active {
+            let ins = &self.books[p.instrument as usize].instrument;
+            let ask = Ask {
+                account: p.account,
+                instrument: p.instrument,
+                side: p.side,
+                size: p.size,
+                worst_price: protection_limit(ins, p.side, p.order_type, p.price),
+                added: p.size,
+            };
+            // Checked and counted in one lookup when the order will get a slot; checked only
+            // when it will not (the limits' reason comes before `capacity_exhausted`).
+            let room = self.st.pool.has_room();
+            if let Err(reason) = self.st.risk.admit_place(&ask, ts, room) {
+                return self.st.emit(out, ts, reject(reason));
+            }
         }
         let Some(slot) = self.st.pool.alloc() else {
             return self
@@ -457,10 +474,6 @@ impl Engine {
         }
         let order_id = o.id;
         st.index(slot);
-        if st.risk.active {
-            st.risk
-                .opened(p.account, p.instrument, p.side, p.size, Some(ts));
-        }
         let info = OrderInfo {
             order_id,
             account: p.account,
@@ -767,10 +780,15 @@ impl Engine {
             return;
         }
         st.risk.active = true;
-        for slot in st.pool.live_slots() {
-            let o = st.pool.get(slot);
-            st.risk
-                .opened(o.account, o.instrument, o.side, o.remaining, None);
+        // Through the accounts' lists: the live orders only, not every slot of the pool.
+        for &head in st.accounts.values() {
+            let mut slot = head;
+            while slot != NIL {
+                let o = st.pool.get(slot);
+                st.risk
+                    .opened(o.account, o.instrument, o.side, o.remaining, None);
+                slot = o.acct_next;
+            }
         }
     }
 
@@ -1047,7 +1065,8 @@ impl State {
             book.disarm_stop(side, slot);
         }
         let o = self.pool.get(slot);
-        if self.risk.active {
+        // A filled order was closed by the fill that filled it (`Risk::filled`).
+        if self.risk.active && reason != DoneReason::Filled {
             self.risk.closed(o.account, instrument, side, o.remaining);
         }
         let kind = EventKind::OrderDone {
@@ -1150,6 +1169,34 @@ impl State {
         ts: Timestamp,
         out: &mut Vec<Event>,
     ) -> bool {
+        let (t_side, t_account) = {
+            let t = self.pool.get(taker);
+            (t.side, t.account)
+        };
+        let mut t_filled = 0;
+        let went_on = self.sweep_fills(book, taker, limit, ts, out, &mut t_filled);
+        // The taker's fills reach risk once per sweep rather than once per trade; nothing
+        // reads them in between. Only counted while risk is on.
+        if t_filled > 0 {
+            // An order filled completely is finished `Filled` by `execute` right after.
+            let done = went_on && self.pool.get(taker).remaining == 0;
+            self.risk
+                .filled(t_account, book.instrument.id, t_side, t_filled, done);
+        }
+        went_on
+    }
+
+    /// The matching loop of [`State::sweep`]; adds the taker's fills to `t_filled` while risk
+    /// is on.
+    fn sweep_fills(
+        &mut self,
+        book: &mut Book,
+        taker: u32,
+        limit: Ticks,
+        ts: Timestamp,
+        out: &mut Vec<Event>,
+        t_filled: &mut Lots,
+    ) -> bool {
         let (t_side, t_account, t_stp, t_id) = {
             let t = self.pool.get(taker);
             (t.side, t.account, t.stp, t.id)
@@ -1224,8 +1271,9 @@ impl State {
             book.side_mut(m_side)
                 .set_visible(&mut self.pool, maker, m_visible - q);
             if self.risk.active {
-                self.risk.filled(t_account, instrument, t_side, q);
-                self.risk.filled(m_account, instrument, m_side, q);
+                *t_filled += q;
+                self.risk
+                    .filled(m_account, instrument, m_side, q, m_left == 0);
             }
             self.trade_seq += 1;
             let kind = EventKind::Trade {

@@ -60,6 +60,6 @@ pub use event::*;
 pub use instrument::{Instrument, InstrumentSpec, SpecError};
 pub use levels::Level;
 pub use pipeline::{Batch, Clock, Egress, Ingress, Pipeline, PipelineConfig, SubmitError};
-pub use risk::{InstrumentLimits, Limits};
+pub use risk::{InstrumentLimits, Limits, Position};
 pub use snapshot::{EngineSnapshot, RestoreError};
 pub use types::*;

@@ -61,6 +61,7 @@ pub struct Limits {
 
 impl Limits {
     /// The limits on `instrument`, if any.
+    #[inline]
     pub fn instrument(&self, instrument: InstrumentId) -> Option<&InstrumentLimits> {
         self.instruments
             .binary_search_by_key(&instrument, |&(id, _)| id)
@@ -101,10 +102,11 @@ pub(crate) struct AccountRisk {
     /// Position and open sizes per instrument, indexed by instrument id (grown when the
     /// account first trades an instrument, never per order). Kept in the account's entry so
     /// that each order event costs one hash lookup, not two.
-    pub exposures: Vec<Exposure>,
+    pub exposures: Vec<Position>,
 }
 
 impl AccountRisk {
+    #[inline]
     fn orders_in(&self, sec: u64) -> u32 {
         if self.window_sec == sec {
             self.window_orders
@@ -113,25 +115,41 @@ impl AccountRisk {
         }
     }
 
-    pub(crate) fn exposure_mut(&mut self, instrument: InstrumentId) -> &mut Exposure {
+    /// A new live order: one more open order, its size open on its side, and (for a place,
+    /// `ts` given) one more order in the rate window.
+    #[inline]
+    fn open(&mut self, instrument: InstrumentId, side: Side, size: Lots, ts: Option<Timestamp>) {
+        self.open_orders += 1;
+        if let Some(ts) = ts {
+            let sec = ts / RATE_WINDOW_NANOS;
+            self.window_orders = self.orders_in(sec) + 1;
+            self.window_sec = sec;
+        }
+        *self.exposure_mut(instrument).open_mut(side) += size as i128;
+    }
+
+    #[inline]
+    pub(crate) fn exposure_mut(&mut self, instrument: InstrumentId) -> &mut Position {
         let i = instrument as usize;
         if i >= self.exposures.len() {
-            self.exposures.resize(i + 1, Exposure::default());
+            self.exposures.resize(i + 1, Position::default());
         }
         &mut self.exposures[i]
     }
 }
 
-/// An account's position on one instrument: net from fills, and the open size of its live
-/// orders on each side. Wide integers so that no sum of `u64` sizes can overflow.
+/// An account's position on one instrument, in lots: net from fills (long positive), and the
+/// open size of its live orders on each side. Wide integers so that no sum of `u64` sizes can
+/// overflow.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(crate) struct Exposure {
+pub struct Position {
     pub net: i128,
     pub open_buy: i128,
     pub open_sell: i128,
 }
 
-impl Exposure {
+impl Position {
+    #[inline]
     fn open_mut(&mut self, side: Side) -> &mut i128 {
         match side {
             Side::Buy => &mut self.open_buy,
@@ -173,35 +191,36 @@ impl Risk {
         }
     }
 
-    fn limits_of<'a>(&'a self, account: Option<&'a AccountRisk>) -> Option<&'a Limits> {
-        account
-            .and_then(|a| a.limits.as_ref())
-            .or(self.default_limits.as_ref())
-    }
-
-    /// Checks a place, in this order: disabled, order size, notional, long, short, open
-    /// orders, order rate. Changes nothing.
-    pub(crate) fn check_place(&self, ask: &Ask, ts: Timestamp) -> Result<(), RejectReason> {
-        let account = self.accounts.get(&ask.account);
-        self.check_order(account, ask, true)?;
-        let Some(limits) = self.limits_of(account) else {
+    /// Checks a place (in the order of [`check_place`]) and, if it passes and `commit`, counts
+    /// it: one more open order, its size open on its side, one more order in the rate window.
+    /// One hash lookup for an account seen before. Changes nothing when it fails.
+    #[inline]
+    pub(crate) fn admit_place(
+        &mut self,
+        ask: &Ask,
+        ts: Timestamp,
+        commit: bool,
+    ) -> Result<(), RejectReason> {
+        let default = self.default_limits.as_ref();
+        if let Some(a) = self.accounts.get_mut(&ask.account) {
+            check_place(default, Some(a), ask, ts)?;
+            if commit {
+                a.open(ask.instrument, ask.side, ask.size, Some(ts));
+            }
             return Ok(());
-        };
-        let (open, used) = account.map_or((0, 0), |a| {
-            (a.open_orders, a.orders_in(ts / RATE_WINDOW_NANOS))
-        });
-        if limits.max_open_orders.is_some_and(|max| open >= max) {
-            return Err(RejectReason::MaxOpenOrders);
         }
-        if limits.max_orders_per_sec.is_some_and(|max| used >= max) {
-            return Err(RejectReason::MaxOrderRate);
+        check_place(default, None, ask, ts)?;
+        if commit {
+            // The account's first order since risk is on.
+            let a = self.accounts.entry(ask.account).or_default();
+            a.open(ask.instrument, ask.side, ask.size, Some(ts));
         }
         Ok(())
     }
 
     /// Checks an amend to `ask.size` (from an open size `ask.size - ask.added` when it grows):
     /// size and position limits only when the size grows, notional when it grows or the price
-    /// changed (`price_changed`).
+    /// changed (`price_changed`). Changes nothing.
     pub(crate) fn check_amend(&self, ask: &Ask, price_changed: bool) -> Result<(), RejectReason> {
         let account = self.accounts.get(&ask.account);
         if ask.added == 0 && !price_changed {
@@ -210,61 +229,7 @@ impl Risk {
                 false => Ok(()),
             };
         }
-        self.check_order(account, ask, ask.added > 0)
-    }
-
-    /// Disabled, then the per-instrument limits: size (if `size_check`), notional, position.
-    fn check_order(
-        &self,
-        account: Option<&AccountRisk>,
-        ask: &Ask,
-        size_check: bool,
-    ) -> Result<(), RejectReason> {
-        use RejectReason::*;
-        if account.is_some_and(|a| a.disabled) {
-            return Err(AccountDisabled);
-        }
-        let Some(limits) = self
-            .limits_of(account)
-            .and_then(|l| l.instrument(ask.instrument))
-        else {
-            return Ok(());
-        };
-        if size_check && limits.max_order_lots.is_some_and(|max| ask.size > max) {
-            return Err(MaxOrderSize);
-        }
-        if let Some(max) = limits.max_order_notional {
-            // Prices are positive (the band's low edge is at least 1 tick); i64 × u64 fits u128.
-            let notional = ask.worst_price.unsigned_abs() as u128 * ask.size as u128;
-            if notional > max {
-                return Err(MaxOrderNotional);
-            }
-        }
-        if ask.added == 0 {
-            return Ok(());
-        }
-        let e = account
-            .and_then(|a| a.exposures.get(ask.instrument as usize))
-            .copied()
-            .unwrap_or_default();
-        let added = ask.added as i128;
-        match ask.side {
-            Side::Buy => {
-                if let Some(max) = limits.max_long_lots {
-                    if e.net + e.open_buy + added > max as i128 {
-                        return Err(MaxPositionLong);
-                    }
-                }
-            }
-            Side::Sell => {
-                if let Some(max) = limits.max_short_lots {
-                    if e.net - e.open_sell - added < -(max as i128) {
-                        return Err(MaxPositionShort);
-                    }
-                }
-            }
-        }
-        Ok(())
+        check_order(self.default_limits.as_ref(), account, ask, ask.added > 0)
     }
 
     /// A new live order: one more open order, its size open on its side, and (for a place,
@@ -278,26 +243,22 @@ impl Risk {
         ts: Option<Timestamp>,
     ) {
         let a = self.accounts.entry(account).or_default();
-        a.open_orders += 1;
-        if let Some(ts) = ts {
-            let sec = ts / RATE_WINDOW_NANOS;
-            a.window_orders = a.orders_in(sec) + 1;
-            a.window_sec = sec;
-        }
-        *a.exposure_mut(instrument).open_mut(side) += size as i128;
+        a.open(instrument, side, size, ts);
     }
 
     /// The account's exposure on `instrument`, if it has one.
+    #[inline]
     fn exposure_mut(
         &mut self,
         account: AccountId,
         instrument: InstrumentId,
-    ) -> Option<&mut Exposure> {
+    ) -> Option<&mut Position> {
         let a = self.accounts.get_mut(&account)?;
         a.exposures.get_mut(instrument as usize)
     }
 
     /// An order's open size changed without a trade (amend, self-trade decrement).
+    #[inline]
     pub(crate) fn resized(
         &mut self,
         account: AccountId,
@@ -311,15 +272,23 @@ impl Risk {
         }
     }
 
-    /// A fill of `size` lots on `side`: open size becomes position.
+    /// Fills of `size` lots on `side`: open size becomes position. `done`: they filled the
+    /// order completely, so it is no longer open (its `OrderDone { filled }` leaves risk alone:
+    /// one lookup for both).
+    #[inline]
     pub(crate) fn filled(
         &mut self,
         account: AccountId,
         instrument: InstrumentId,
         side: Side,
         size: Lots,
+        done: bool,
     ) {
-        if let Some(e) = self.exposure_mut(account, instrument) {
+        let Some(a) = self.accounts.get_mut(&account) else {
+            return;
+        };
+        a.open_orders -= done as u32;
+        if let Some(e) = a.exposures.get_mut(instrument as usize) {
             let size = size as i128;
             *e.open_mut(side) -= size;
             e.net += match side {
@@ -330,6 +299,7 @@ impl Risk {
     }
 
     /// An order ended with `remaining` lots unfilled.
+    #[inline]
     pub(crate) fn closed(
         &mut self,
         account: AccountId,
@@ -345,17 +315,113 @@ impl Risk {
         }
     }
 
-    /// Net position of `account` on `instrument` (0 while risk is off).
-    pub(crate) fn net(&self, account: AccountId, instrument: InstrumentId) -> i128 {
+    /// Position of `account` on `instrument` (all zero while risk is off).
+    pub(crate) fn position(&self, account: AccountId, instrument: InstrumentId) -> Position {
         self.accounts
             .get(&account)
             .and_then(|a| a.exposures.get(instrument as usize))
-            .map_or(0, |e| e.net)
+            .copied()
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn net(&self, account: AccountId, instrument: InstrumentId) -> i128 {
+        self.position(account, instrument).net
+    }
+
+    pub(crate) fn open_orders(&self, account: AccountId) -> u32 {
+        self.accounts.get(&account).map_or(0, |a| a.open_orders)
     }
 
     pub(crate) fn is_disabled(&self, account: AccountId) -> bool {
         self.accounts.get(&account).is_some_and(|a| a.disabled)
     }
+}
+
+/// The limits that apply to an account: its own, else the default set.
+#[inline]
+fn limits_of<'a>(
+    default: Option<&'a Limits>,
+    account: Option<&'a AccountRisk>,
+) -> Option<&'a Limits> {
+    account.and_then(|a| a.limits.as_ref()).or(default)
+}
+
+/// Checks a place, in this order: disabled, order size, notional, long, short, open orders,
+/// order rate.
+#[inline]
+fn check_place(
+    default: Option<&Limits>,
+    account: Option<&AccountRisk>,
+    ask: &Ask,
+    ts: Timestamp,
+) -> Result<(), RejectReason> {
+    check_order(default, account, ask, true)?;
+    let Some(limits) = limits_of(default, account) else {
+        return Ok(());
+    };
+    let (open, used) = account.map_or((0, 0), |a| {
+        (a.open_orders, a.orders_in(ts / RATE_WINDOW_NANOS))
+    });
+    if limits.max_open_orders.is_some_and(|max| open >= max) {
+        return Err(RejectReason::MaxOpenOrders);
+    }
+    if limits.max_orders_per_sec.is_some_and(|max| used >= max) {
+        return Err(RejectReason::MaxOrderRate);
+    }
+    Ok(())
+}
+
+/// Disabled, then the per-instrument limits: size (if `size_check`), notional, position.
+#[inline]
+fn check_order(
+    default: Option<&Limits>,
+    account: Option<&AccountRisk>,
+    ask: &Ask,
+    size_check: bool,
+) -> Result<(), RejectReason> {
+    use RejectReason::*;
+    if account.is_some_and(|a| a.disabled) {
+        return Err(AccountDisabled);
+    }
+    let Some(limits) = limits_of(default, account).and_then(|l| l.instrument(ask.instrument))
+    else {
+        return Ok(());
+    };
+    if size_check && limits.max_order_lots.is_some_and(|max| ask.size > max) {
+        return Err(MaxOrderSize);
+    }
+    if let Some(max) = limits.max_order_notional {
+        // Prices are positive (the band's low edge is at least 1 tick); i64 × u64 fits u128.
+        let notional = ask.worst_price.unsigned_abs() as u128 * ask.size as u128;
+        if notional > max {
+            return Err(MaxOrderNotional);
+        }
+    }
+    if ask.added == 0 {
+        return Ok(());
+    }
+    let e = account
+        .and_then(|a| a.exposures.get(ask.instrument as usize))
+        .copied()
+        .unwrap_or_default();
+    let added = ask.added as i128;
+    match ask.side {
+        Side::Buy => {
+            if let Some(max) = limits.max_long_lots {
+                if e.net + e.open_buy + added > max as i128 {
+                    return Err(MaxPositionLong);
+                }
+            }
+        }
+        Side::Sell => {
+            if let Some(max) = limits.max_short_lots {
+                if e.net - e.open_sell - added < -(max as i128) {
+                    return Err(MaxPositionShort);
+                }
+            }
+        }
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -406,12 +472,12 @@ mod tests {
 
     #[test]
     fn the_notional_of_the_largest_price_and_size_does_not_overflow() {
-        let risk = risk_with(InstrumentLimits {
+        let mut risk = risk_with(InstrumentLimits {
             max_order_notional: Some(u128::MAX - 1),
             ..InstrumentLimits::default()
         });
         assert_eq!(
-            risk.check_place(&ask(Side::Buy, u64::MAX, i64::MAX), 0),
+            risk.admit_place(&ask(Side::Buy, u64::MAX, i64::MAX), 0, false),
             Ok(())
         );
     }
@@ -424,19 +490,22 @@ mod tests {
         });
         risk.opened(1, 0, Side::Buy, 6, Some(0));
         assert_eq!(
-            risk.check_place(&ask(Side::Buy, 5, 100), 0),
+            risk.admit_place(&ask(Side::Buy, 5, 100), 0, false),
             Err(RejectReason::MaxPositionLong)
         );
-        assert_eq!(risk.check_place(&ask(Side::Buy, 4, 100), 0), Ok(()));
+        assert_eq!(risk.admit_place(&ask(Side::Buy, 4, 100), 0, false), Ok(()));
         // Filled: the position is the same worst case.
-        risk.filled(1, 0, Side::Buy, 6);
+        risk.filled(1, 0, Side::Buy, 6, false);
         assert_eq!(risk.net(1, 0), 6);
         assert_eq!(
-            risk.check_place(&ask(Side::Buy, 5, 100), 0),
+            risk.admit_place(&ask(Side::Buy, 5, 100), 0, false),
             Err(RejectReason::MaxPositionLong)
         );
         // Sells never count against the long limit.
-        assert_eq!(risk.check_place(&ask(Side::Sell, 50, 100), 0), Ok(()));
+        assert_eq!(
+            risk.admit_place(&ask(Side::Sell, 50, 100), 0, false),
+            Ok(())
+        );
     }
 
     #[test]
@@ -449,15 +518,15 @@ mod tests {
         });
         let last_ns_of_second_1 = 2 * RATE_WINDOW_NANOS - 1;
         for ts in [RATE_WINDOW_NANOS, last_ns_of_second_1] {
-            assert_eq!(risk.check_place(&ask(Side::Buy, 1, 1), ts), Ok(()));
+            assert_eq!(risk.admit_place(&ask(Side::Buy, 1, 1), ts, false), Ok(()));
             risk.opened(1, 0, Side::Buy, 1, Some(ts));
         }
         assert_eq!(
-            risk.check_place(&ask(Side::Buy, 1, 1), last_ns_of_second_1),
+            risk.admit_place(&ask(Side::Buy, 1, 1), last_ns_of_second_1, false),
             Err(RejectReason::MaxOrderRate)
         );
         assert_eq!(
-            risk.check_place(&ask(Side::Buy, 1, 1), 2 * RATE_WINDOW_NANOS),
+            risk.admit_place(&ask(Side::Buy, 1, 1), 2 * RATE_WINDOW_NANOS, false),
             Ok(())
         );
     }

@@ -226,7 +226,45 @@ impl Harness {
         check_not_crossed(&self.engine)?;
         self.audit.command(&engine_events)?;
         self.audit.matches_engine(&self.engine)?;
+        self.same_risk_counts()?;
         self.same_state()
+    }
+
+    /// The engine's running risk counts (kept incrementally, one lookup per order event) equal
+    /// a recount: open orders and open sizes from the live orders, net positions from the
+    /// reference's trades.
+    fn same_risk_counts(&self) -> Result<(), TestCaseError> {
+        if !self.reference.risk.active {
+            return Ok(());
+        }
+        let live = self.reference.live_orders();
+        for account in 0..=4 {
+            let count = live.iter().filter(|o| o.account == account).count();
+            prop_assert_eq!(self.engine.open_orders(account) as usize, count);
+            for instrument in 0..self.engine.books().len() as InstrumentId {
+                let open = |side| -> i128 {
+                    live.iter()
+                        .filter(|o| o.account == account && o.instrument == instrument)
+                        .filter(|o| o.side == side)
+                        .map(|o| o.remaining as i128)
+                        .sum()
+                };
+                let net = self.reference.risk.net.get(&(account, instrument));
+                let expected = Position {
+                    net: net.copied().unwrap_or(0),
+                    open_buy: open(Side::Buy),
+                    open_sell: open(Side::Sell),
+                };
+                prop_assert_eq!(
+                    self.engine.position(account, instrument),
+                    expected,
+                    "account {} instrument {}",
+                    account,
+                    instrument
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Books, armed stops and live orders are the same in both engines.
