@@ -1169,51 +1169,26 @@ impl State {
         ts: Timestamp,
         out: &mut Vec<Event>,
     ) -> bool {
-        let (t_side, t_account) = {
-            let t = self.pool.get(taker);
-            (t.side, t.account)
-        };
-        let mut t_filled = 0;
-        let went_on = self.sweep_fills(book, taker, limit, ts, out, &mut t_filled);
-        // The taker's fills reach risk once per sweep rather than once per trade; nothing
-        // reads them in between. Only counted while risk is on.
-        if t_filled > 0 {
-            // An order filled completely is finished `Filled` by `execute` right after.
-            let done = went_on && self.pool.get(taker).remaining == 0;
-            self.risk
-                .filled(t_account, book.instrument.id, t_side, t_filled, done);
-        }
-        went_on
-    }
-
-    /// The matching loop of [`State::sweep`]; adds the taker's fills to `t_filled` while risk
-    /// is on.
-    fn sweep_fills(
-        &mut self,
-        book: &mut Book,
-        taker: u32,
-        limit: Ticks,
-        ts: Timestamp,
-        out: &mut Vec<Event>,
-        t_filled: &mut Lots,
-    ) -> bool {
         let (t_side, t_account, t_stp, t_id) = {
             let t = self.pool.get(taker);
             (t.side, t.account, t.stp, t.id)
         };
         let m_side = t_side.opposite();
         let instrument = book.instrument.id;
-        loop {
+        // The taker's fills reach risk once per sweep rather than once per trade (nothing
+        // reads them in between); counted only while risk is on.
+        let mut t_filled: Lots = 0;
+        let went_on = loop {
             let t_remaining = self.pool.get(taker).remaining;
             if t_remaining == 0 {
-                return true;
+                break true;
             }
             let makers = book.side(m_side);
             if !makers.best_is_within(limit) {
-                return true;
+                break true;
             }
             let Some(maker) = makers.best_head() else {
-                return true;
+                break true;
             };
             let m = self.pool.get(maker);
             let (price, m_account, m_visible, m_remaining, m_id) =
@@ -1222,7 +1197,7 @@ impl State {
                 match t_stp {
                     SelfTradePrevention::CancelTaker => {
                         self.finish(book, taker, DoneReason::SelfTrade, ts, out);
-                        return false;
+                        break false;
                     }
                     SelfTradePrevention::CancelMaker => {
                         self.finish(book, maker, DoneReason::SelfTrade, ts, out);
@@ -1230,7 +1205,7 @@ impl State {
                     SelfTradePrevention::CancelBoth => {
                         self.finish(book, maker, DoneReason::SelfTrade, ts, out);
                         self.finish(book, taker, DoneReason::SelfTrade, ts, out);
-                        return false;
+                        break false;
                     }
                     SelfTradePrevention::DecrementAndCancel => {
                         let q = t_remaining.min(m_remaining);
@@ -1241,7 +1216,7 @@ impl State {
                         }
                         if q == t_remaining {
                             self.finish(book, taker, DoneReason::SelfTrade, ts, out);
-                            return false;
+                            break false;
                         }
                         // The taker shrinks without trading: say so, so its size adds up.
                         self.pool.get_mut(taker).remaining -= q;
@@ -1271,7 +1246,7 @@ impl State {
             book.side_mut(m_side)
                 .set_visible(&mut self.pool, maker, m_visible - q);
             if self.risk.active {
-                *t_filled += q;
+                t_filled += q;
                 self.risk
                     .filled(m_account, instrument, m_side, q, m_left == 0);
             }
@@ -1312,7 +1287,14 @@ impl State {
                 };
                 self.emit(out, ts, kind);
             }
+        };
+        if t_filled > 0 {
+            // An order filled completely is finished `Filled` by `execute` right after.
+            let done = went_on && self.pool.get(taker).remaining == 0;
+            self.risk
+                .filled(t_account, instrument, t_side, t_filled, done);
         }
+        went_on
     }
 
     /// Reduces a resting order's open size in place, keeping its queue position.
