@@ -13,7 +13,7 @@ use anyhow::{bail, Context};
 use std::io::Write;
 use std::time::Instant;
 use ticker_engine::ring::WaitStrategy;
-use ticker_engine::{CommandTag, Event, EventKind, RejectReason};
+use ticker_engine::{Command, CommandTag, Event, EventKind, RejectReason};
 
 /// The `--help` text: what runs and how it is measured.
 pub const LONG_ABOUT: &str = "\
@@ -28,6 +28,11 @@ self-trade prevention cancel-taker.
 Modes: `book` applies the stream with Engine::apply on this thread; `pipeline` submits it from a
 producer thread through the engine pipeline (ingress ring, engine thread, egress ring) to a
 consumer thread.
+
+--limits on gives every account generous pre-trade limits (every limit set, none reached), so
+the engine tracks positions and checks each limit on every order; --limits compare runs only the
+book throughput pass, limits off then on, for --rounds rounds on the same stream, and reports the
+medians and the share kept.
 
 Each mode runs twice on fresh engines, because reading the clock around every operation costs
 ~20-40 ns: ops_per_sec comes from a pass with no per-operation timing; the latency percentiles
@@ -75,6 +80,22 @@ pub struct EngineArgs {
     /// throughput pass's ops_per_sec].
     #[arg(long)]
     pub pipeline_rate: Option<f64>,
+    /// Pre-trade limits in the engine: `off`; `on` (generous limits on every account, so the
+    /// engine tracks positions and checks every limit on every order but rejects nothing);
+    /// `compare`: book-mode throughput with limits off and on in alternating rounds.
+    #[arg(long, value_enum, default_value_t = LimitsMode::Off)]
+    pub limits: LimitsMode,
+    /// `--limits compare`: rounds of each setting (one pass each, off then on).
+    #[arg(long, default_value_t = 5)]
+    pub rounds: usize,
+}
+
+/// Whether the engine checks pre-trade limits while measured.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum LimitsMode {
+    Off,
+    On,
+    Compare,
 }
 
 /// The pipeline's wait strategies, with their default tuning.
@@ -119,14 +140,19 @@ pub fn run(args: &EngineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             bail!("--pipeline-rate must be a positive number of ops a second, got {rate}");
         }
     }
-    let workload = Workload::generate(&args.workload_config());
+    let mut workload = Workload::generate(&args.workload_config());
+    match args.limits {
+        LimitsMode::Off => {}
+        LimitsMode::On => workload.risk = workload.generous_limits(),
+        LimitsMode::Compare => return compare_limits(&workload, args.rounds, out),
+    }
     let modes: &[Mode] = match args.mode {
         Mode::All => &[Mode::Book, Mode::Pipeline],
         Mode::Book => &[Mode::Book],
         Mode::Pipeline => &[Mode::Pipeline],
     };
     for &mode in modes {
-        let report = match mode {
+        let mut report = match mode {
             Mode::Book => measure_book(&workload)?,
             Mode::Pipeline => pipeline_load::measure(
                 &workload,
@@ -137,6 +163,10 @@ pub fn run(args: &EngineArgs, out: &mut dyn Write) -> anyhow::Result<()> {
             )?,
             Mode::All => unreachable!("expanded above"),
         };
+        if args.limits == LimitsMode::On {
+            report.note +=
+                "; generous pre-trade limits on every account (every limit checked, none reached)";
+        }
         writeln!(out, "{}", report.to_json_line()).context("writing the report")?;
         out.flush().context("writing the report")?;
     }
@@ -186,6 +216,82 @@ pub fn measure_book(workload: &Workload) -> anyhow::Result<ModeReport> {
         note: BOOK_NOTE.into(),
         workload: workload.config.describe(),
     })
+}
+
+/// One book-mode throughput pass (no per-operation timing) on a fresh engine prepared with
+/// `risk`: operations a second and the last event's sequence number.
+fn throughput_pass(workload: &Workload, risk: &[Command]) -> (f64, u64) {
+    let mut events: Vec<Event> = Vec::with_capacity(1024);
+    let mut engine = workload.prepared_engine_with(risk);
+    let start = Instant::now();
+    for cmd in &workload.ops {
+        engine.apply(cmd, &mut events);
+        events.clear();
+    }
+    let elapsed = start.elapsed();
+    (
+        workload.ops.len() as f64 / elapsed.as_secs_f64(),
+        engine.last_seq(),
+    )
+}
+
+/// `--limits compare`: book-mode throughput without and with limits, in alternating rounds on
+/// one workload (so drift of the machine hits both alike), after one untimed pass with limits
+/// that checks nothing was rejected. One JSON line per pass, then a summary with the medians
+/// and the share of throughput kept with limits on.
+pub fn compare_limits(
+    workload: &Workload,
+    rounds: usize,
+    out: &mut dyn Write,
+) -> anyhow::Result<()> {
+    if rounds == 0 {
+        bail!("--rounds must be at least 1, got 0");
+    }
+    let limits = workload.generous_limits();
+    let mut engine = workload.prepared_engine_with(&limits);
+    let (mut events, mut outcomes) = (Vec::new(), Outcomes::default());
+    for cmd in &workload.ops {
+        engine.apply(cmd, &mut events);
+        tally(&events, &mut outcomes)?;
+        events.clear();
+    }
+    let checked_seq = engine.last_seq();
+    drop(engine);
+    let (mut off, mut on) = (Vec::new(), Vec::new());
+    for round in 1..=rounds {
+        // Which goes first alternates, so neither always runs on a warmer (or hotter) machine.
+        let mut passes = [("off", &[][..], &mut off), ("on", &limits[..], &mut on)];
+        if round % 2 == 0 {
+            passes.reverse();
+        }
+        for (name, risk, results) in passes {
+            let (ops_per_sec, seq) = throughput_pass(workload, risk);
+            if name == "on" && seq != checked_seq {
+                bail!("round {round}: the limits pass diverged from the checked one");
+            }
+            results.push(ops_per_sec);
+            writeln!(
+                out,
+                "{{\"mode\":\"book\",\"limits\":\"{name}\",\"round\":{round},\"ops\":{},\"ops_per_sec\":{ops_per_sec:.0}}}",
+                workload.ops.len()
+            )?;
+        }
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (off, on) = (median(&mut off), median(&mut on));
+    writeln!(
+        out,
+        "{{\"mode\":\"book\",\"limits\":\"compare\",\"rounds\":{rounds},\"off_median_ops_per_sec\":{off:.0},\"on_median_ops_per_sec\":{on:.0},\"kept\":{:.3},\"rejected\":{},\"trades\":{},\"workload\":{}}}",
+        on / off,
+        outcomes.rejected,
+        outcomes.trades,
+        serde_json::Value::from(workload.config.describe())
+    )?;
+    out.flush().context("writing the report")?;
+    Ok(())
 }
 
 /// Adds one operation's events to `outcomes`, failing on a rejection the workload should never

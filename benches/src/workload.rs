@@ -16,8 +16,8 @@
 use crate::rng::SplitMix64;
 use rust_decimal::Decimal;
 use ticker_engine::{
-    AccountId, Cancel, Command, CommandKind, Engine, EngineConfig, InstrumentId, InstrumentSpec,
-    Lots, OrderRef, Place, Side, Ticks,
+    AccountId, Cancel, Command, CommandKind, Engine, EngineConfig, InstrumentId, InstrumentLimits,
+    InstrumentSpec, Limits, Lots, OrderRef, Place, Side, Ticks,
 };
 
 /// Measured operations in a default run.
@@ -123,6 +123,8 @@ pub struct Workload {
     pub config: WorkloadConfig,
     /// Adds the instrument.
     pub setup: Vec<Command>,
+    /// Applied after `setup`: risk commands ([`Workload::generous_limits`]), or none.
+    pub risk: Vec<Command>,
     /// Resting limit orders placed before timing.
     pub warmup: Vec<Command>,
     /// The measured operations.
@@ -170,16 +172,50 @@ impl Workload {
         Workload {
             config: config.clone(),
             setup,
+            risk: Vec::new(),
             warmup,
             ops,
         }
     }
 
-    /// A fresh engine sized for the workload, with `setup` and `warmup` applied.
+    /// `SetLimits` for every account with every limit set but none reachable: the engine
+    /// tracks positions and checks each limit on every order, and rejects nothing.
+    pub fn generous_limits(&self) -> Vec<Command> {
+        let generous = InstrumentLimits {
+            max_order_lots: Some(Lots::MAX),
+            max_order_notional: Some(u128::MAX),
+            max_long_lots: Some(Lots::MAX),
+            max_short_lots: Some(Lots::MAX),
+        };
+        (1..=self.config.accounts)
+            .map(|account| {
+                let limits = Limits {
+                    max_open_orders: Some(u32::MAX),
+                    max_orders_per_sec: Some(u32::MAX),
+                    instruments: vec![(INSTRUMENT, generous)],
+                };
+                let kind = CommandKind::SetLimits {
+                    account,
+                    limits: Some(Box::new(limits)),
+                };
+                // Correlation 0: outside the stream's `1..=last_corr`. Time 0: the stream's
+                // timestamps start at 1.
+                Command::new(0, 0, kind)
+            })
+            .collect()
+    }
+
+    /// A fresh engine sized for the workload, with `setup`, `risk` and `warmup` applied.
     pub fn prepared_engine(&self) -> Engine {
+        self.prepared_engine_with(&self.risk)
+    }
+
+    /// A fresh engine sized for the workload, with `setup`, then `risk` (instead of the
+    /// workload's own), then `warmup` applied.
+    pub fn prepared_engine_with(&self, risk: &[Command]) -> Engine {
         let mut engine = Engine::new(self.engine_config());
         let mut events = Vec::new();
-        for cmd in self.setup.iter().chain(&self.warmup) {
+        for cmd in self.setup.iter().chain(risk).chain(&self.warmup) {
             engine.apply(cmd, &mut events);
             events.clear();
         }

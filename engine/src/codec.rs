@@ -6,11 +6,18 @@
 //! `u64`; a decimal is rust_decimal's 16-byte serialization; a symbol is a `u8` length then its
 //! bytes. Enums (`Side`, `OrderType`, ...) are their `#[repr(u8)]` values. The field order of
 //! each record is the field order of its Rust definition. Readers reject unknown tags and
-//! truncated input with a [`CodecError`], never panic.
+//! truncated input with a [`CodecError`], never panic. A `u128` is 16 bytes little-endian;
+//! [`Limits`] are `max_open_orders` and `max_orders_per_sec` (optional `u32`s), a `u32` count,
+//! then per instrument its id (`u32`) and its four optional limits in field order.
+//!
+//! New commands and events get new tags and old ones never change, so version 1 readers of
+//! this build read every stream an older build wrote; the risk commands (tags 10–12) and the
+//! `AccountStatus` event (tag 12) were added that way.
 
 use crate::command::*;
 use crate::event::*;
 use crate::instrument::InstrumentSpec;
+use crate::risk::{InstrumentLimits, Limits};
 use crate::types::*;
 use rust_decimal::Decimal;
 use std::sync::Arc;
@@ -65,6 +72,22 @@ impl W<'_> {
         self.bool(v.is_some());
         self.u64(v.unwrap_or(0));
     }
+    fn opt_u128(&mut self, v: Option<u128>) {
+        self.bool(v.is_some());
+        self.0.extend_from_slice(&v.unwrap_or(0).to_le_bytes());
+    }
+    fn limits(&mut self, l: &Limits) {
+        self.opt_u32(l.max_open_orders);
+        self.opt_u32(l.max_orders_per_sec);
+        self.u32(l.instruments.len() as u32);
+        for (id, i) in &l.instruments {
+            self.u32(*id);
+            self.opt_u64(i.max_order_lots);
+            self.opt_u128(i.max_order_notional);
+            self.opt_u64(i.max_long_lots);
+            self.opt_u64(i.max_short_lots);
+        }
+    }
     fn spec(&mut self, s: &InstrumentSpec) {
         let sym = s.symbol.as_bytes();
         let len = sym.len().min(255);
@@ -94,6 +117,9 @@ impl W<'_> {
         }
     }
 }
+
+/// Bytes of one per-instrument entry of encoded [`Limits`].
+const ENTRY: usize = 4 + 3 * 9 + 17;
 
 struct R<'a> {
     buf: &'a [u8],
@@ -162,6 +188,35 @@ impl R<'_> {
         let v = self.u64()?;
         Ok(some.then_some(v))
     }
+    fn opt_u128(&mut self) -> Result<Option<u128>, CodecError> {
+        let some = self.bool()?;
+        let v = u128::from_le_bytes(self.take(16)?.try_into().expect("16 bytes"));
+        Ok(some.then_some(v))
+    }
+    fn limits(&mut self) -> Result<Limits, CodecError> {
+        let max_open_orders = self.opt_u32()?;
+        let max_orders_per_sec = self.opt_u32()?;
+        let n = self.u32()? as usize;
+        // Bounded by the bytes left, so a corrupt count cannot reserve gigabytes.
+        let mut instruments = Vec::with_capacity(n.min((self.buf.len() - self.pos) / ENTRY));
+        for _ in 0..n {
+            let id = self.u32()?;
+            instruments.push((
+                id,
+                InstrumentLimits {
+                    max_order_lots: self.opt_u64()?,
+                    max_order_notional: self.opt_u128()?,
+                    max_long_lots: self.opt_u64()?,
+                    max_short_lots: self.opt_u64()?,
+                },
+            ));
+        }
+        Ok(Limits {
+            max_open_orders,
+            max_orders_per_sec,
+            instruments,
+        })
+    }
     fn tag<T>(&mut self, what: &'static str, f: impl Fn(u8) -> Option<T>) -> Result<T, CodecError> {
         let offset = self.pos;
         let tag = self.u8()?;
@@ -219,6 +274,9 @@ impl R<'_> {
                 7 => CommandTag::Resume,
                 8 => CommandTag::Heartbeat,
                 9 => CommandTag::Snapshot,
+                10 => CommandTag::SetLimits,
+                11 => CommandTag::DisableAccount,
+                12 => CommandTag::EnableAccount,
                 _ => return None,
             })
         })
@@ -240,6 +298,7 @@ impl R<'_> {
                 6 => DoneReason::SelfTrade,
                 7 => DoneReason::Expired,
                 8 => DoneReason::FillOrKill,
+                9 => DoneReason::AccountDisabled,
                 _ => return None,
             })
         })
@@ -318,6 +377,16 @@ pub fn encode_command(cmd: &Command, out: &mut Vec<u8>) {
         CommandKind::SessionClosed { session } => w.u64(*session),
         CommandKind::AddInstrument(spec) => w.spec(spec),
         CommandKind::Halt { instrument } | CommandKind::Resume { instrument } => w.u32(*instrument),
+        CommandKind::SetLimits { account, limits } => {
+            w.u64(*account);
+            w.bool(limits.is_some());
+            if let Some(l) = limits {
+                w.limits(l);
+            }
+        }
+        CommandKind::DisableAccount { account } | CommandKind::EnableAccount { account } => {
+            w.u64(*account)
+        }
         CommandKind::Heartbeat | CommandKind::Snapshot => {}
     }
 }
@@ -372,6 +441,15 @@ pub fn decode_command(buf: &[u8]) -> Result<(Command, usize), CodecError> {
         },
         CommandTag::Heartbeat => CommandKind::Heartbeat,
         CommandTag::Snapshot => CommandKind::Snapshot,
+        CommandTag::SetLimits => CommandKind::SetLimits {
+            account: r.u64()?,
+            limits: match r.bool()? {
+                true => Some(Box::new(r.limits()?)),
+                false => None,
+            },
+        },
+        CommandTag::DisableAccount => CommandKind::DisableAccount { account: r.u64()? },
+        CommandTag::EnableAccount => CommandKind::EnableAccount { account: r.u64()? },
     };
     Ok((
         Command {
@@ -579,6 +657,11 @@ pub fn encode_event(event: &Event, out: &mut Vec<u8>) {
             w.u32(*instrument);
             w.bool(*halted);
         }
+        EventKind::AccountStatus { account, disabled } => {
+            w.u8(12);
+            w.u64(*account);
+            w.bool(*disabled);
+        }
     }
 }
 
@@ -697,6 +780,10 @@ pub fn decode_event(buf: &[u8]) -> Result<(Event, usize), CodecError> {
             instrument: r.u32()?,
             halted: r.bool()?,
         },
+        12 => EventKind::AccountStatus {
+            account: r.u64()?,
+            disabled: r.bool()?,
+        },
         tag => {
             return Err(CodecError::BadTag {
                 what: "event",
@@ -711,7 +798,7 @@ pub fn decode_event(buf: &[u8]) -> Result<(Event, usize), CodecError> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{Engine, InstrumentSpec};
+    use crate::{Engine, InstrumentLimits, InstrumentSpec, Limits};
     use std::str::FromStr;
 
     fn spec() -> InstrumentSpec {
@@ -764,6 +851,29 @@ mod tests {
             CommandKind::Resume { instrument: 0 },
             CommandKind::SessionClosed { session: 4 },
             CommandKind::Heartbeat,
+            CommandKind::SetLimits {
+                account: 0,
+                limits: Some(Box::new(Limits {
+                    max_open_orders: Some(100),
+                    max_orders_per_sec: None,
+                    instruments: vec![(
+                        0,
+                        InstrumentLimits {
+                            max_order_lots: Some(5_000),
+                            max_order_notional: Some(u128::MAX - 7),
+                            max_long_lots: None,
+                            max_short_lots: Some(0),
+                        },
+                    )],
+                })),
+            },
+            CommandKind::SetLimits {
+                account: 2,
+                limits: None,
+            },
+            CommandKind::Place(Place::limit(2, 0, Side::Buy, 299_000, 7)),
+            CommandKind::DisableAccount { account: 2 },
+            CommandKind::EnableAccount { account: 2 },
         ];
         kinds
             .into_iter()
@@ -794,6 +904,16 @@ mod tests {
             .map(|e| std::mem::discriminant(&e.kind))
             .collect();
         assert!(kinds.len() >= 10, "sample covers most event kinds");
+        assert!(events.iter().any(|e| matches!(
+            e.kind,
+            EventKind::OrderDone {
+                reason: DoneReason::AccountDisabled,
+                ..
+            }
+        )));
+        assert!(events
+            .iter()
+            .any(|e| matches!(e.kind, EventKind::AccountStatus { disabled: true, .. })));
         for e in &events {
             let mut buf = Vec::new();
             encode_event(e, &mut buf);
@@ -804,14 +924,76 @@ mod tests {
     }
 
     #[test]
-    fn truncated_and_unknown_input_is_an_error_not_a_panic() {
+    fn every_reject_reason_round_trips_with_its_number() {
+        let reasons = RejectReason::ALL.map(|reason| EventKind::Rejected {
+            corr: 1,
+            command: CommandTag::SetLimits,
+            account: 0,
+            client_id: 0,
+            order_id: OrderId::NONE,
+            reason,
+        });
+        for (k, kind) in reasons.into_iter().enumerate() {
+            let e = Event {
+                seq: k as u64,
+                ts: 0,
+                kind,
+            };
+            let mut buf = Vec::new();
+            encode_event(&e, &mut buf);
+            assert_eq!(decode_event(&buf).unwrap().0, e);
+        }
+        assert_eq!(
+            RejectReason::MaxOrderRate as u8,
+            32,
+            "discriminants never move"
+        );
+    }
+
+    #[test]
+    fn limits_with_a_corrupt_count_are_truncated_input_not_a_huge_allocation() {
+        let cmd = Command::new(
+            1,
+            1,
+            CommandKind::SetLimits {
+                account: 3,
+                limits: Some(Box::default()),
+            },
+        );
         let mut buf = Vec::new();
-        encode_command(&sample_commands()[1], &mut buf);
-        for cut in 0..buf.len() {
-            assert!(matches!(
-                decode_command(&buf[..cut]),
-                Err(CodecError::Truncated { .. })
-            ));
+        encode_command(&cmd, &mut buf);
+        let count_at = buf.len() - 4;
+        buf[count_at..].copy_from_slice(&u32::MAX.to_le_bytes());
+        assert!(matches!(
+            decode_command(&buf),
+            Err(CodecError::Truncated { .. })
+        ));
+    }
+
+    #[test]
+    fn truncated_and_unknown_input_is_an_error_not_a_panic() {
+        let samples = sample_commands();
+        let set_limits = samples
+            .iter()
+            .find(|c| {
+                matches!(
+                    &c.kind,
+                    CommandKind::SetLimits {
+                        limits: Some(_),
+                        ..
+                    }
+                )
+            })
+            .unwrap();
+        for cmd in [&samples[1], set_limits] {
+            let mut buf = Vec::new();
+            encode_command(cmd, &mut buf);
+            for cut in 0..buf.len() {
+                assert!(matches!(
+                    decode_command(&buf[..cut]),
+                    Err(CodecError::Truncated { .. })
+                ));
+            }
         }
         assert!(matches!(
             decode_command(&[200]),

@@ -2,6 +2,7 @@
 //! command classes would be in Rust.
 
 use crate::instrument::InstrumentSpec;
+use crate::risk::Limits;
 use crate::types::*;
 use serde::{Deserialize, Serialize};
 
@@ -59,6 +60,22 @@ pub enum CommandKind {
     /// command, so the cut has a place in the journal like any command. Like a heartbeat it
     /// advances time (GTD expiry) and produces no outcome event.
     Snapshot,
+    /// Admin: replace an account's limits (`None`: none of its own, so the default set applies).
+    /// Account 0 sets the default set, used by every account without limits of its own.
+    /// Orders already live are kept even if they break the new limits.
+    SetLimits {
+        account: AccountId,
+        limits: Option<Box<Limits>>,
+    },
+    /// Admin kill switch: cancel every live order of the account (resting and armed stops, on
+    /// every instrument) and refuse its places and amends until `EnableAccount`.
+    DisableAccount {
+        account: AccountId,
+    },
+    /// Admin: let a disabled account trade again.
+    EnableAccount {
+        account: AccountId,
+    },
 }
 
 /// Names a live order: by engine id, or by the account's client order id.
@@ -181,6 +198,9 @@ impl CommandKind {
             CommandKind::Resume { .. } => CommandTag::Resume,
             CommandKind::Heartbeat => CommandTag::Heartbeat,
             CommandKind::Snapshot => CommandTag::Snapshot,
+            CommandKind::SetLimits { .. } => CommandTag::SetLimits,
+            CommandKind::DisableAccount { .. } => CommandTag::DisableAccount,
+            CommandKind::EnableAccount { .. } => CommandTag::EnableAccount,
         }
     }
 }
@@ -199,6 +219,9 @@ pub enum CommandTag {
     Resume = 7,
     Heartbeat = 8,
     Snapshot = 9,
+    SetLimits = 10,
+    DisableAccount = 11,
+    EnableAccount = 12,
 }
 
 impl CommandTag {

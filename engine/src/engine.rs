@@ -10,6 +10,7 @@ use crate::command::*;
 use crate::event::*;
 use crate::instrument::Instrument;
 use crate::order::*;
+use crate::risk::{Ask, Limits, Position, Risk};
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
@@ -111,6 +112,8 @@ pub(crate) struct State {
     /// Stops triggered and waiting to execute, in trigger order, with the last trade price
     /// that triggered each.
     pub(crate) triggered: VecDeque<(u32, Ticks)>,
+    /// Limits, kill switch, positions and open exposure per account ([`crate::risk`]).
+    pub(crate) risk: Risk,
 }
 
 impl Default for Engine {
@@ -147,6 +150,7 @@ impl Engine {
                 expiries: BinaryHeap::with_capacity(cap),
                 dirty: Vec::with_capacity(256),
                 triggered: VecDeque::with_capacity(64),
+                risk: Risk::new(cap),
             },
             config,
         }
@@ -196,6 +200,37 @@ impl Engine {
         sessions.into_iter()
     }
 
+    /// Net position of `account` on `instrument` in lots, from fills since risk was switched on
+    /// (the first `SetLimits`, `DisableAccount` or `EnableAccount`); 0 before.
+    pub fn net_position(&self, account: AccountId, instrument: InstrumentId) -> i128 {
+        self.st.risk.net(account, instrument)
+    }
+
+    /// Position of `account` on `instrument`: net from fills and open buy and sell size of
+    /// its live orders, as the limits see it (all zero while risk is off).
+    pub fn position(&self, account: AccountId, instrument: InstrumentId) -> Position {
+        self.st.risk.position(account, instrument)
+    }
+
+    /// Live orders of `account` as `max_open_orders` counts them (0 while risk is off).
+    pub fn open_orders(&self, account: AccountId) -> u32 {
+        self.st.risk.open_orders(account)
+    }
+
+    /// Whether the account's kill switch is on.
+    pub fn is_account_disabled(&self, account: AccountId) -> bool {
+        self.st.risk.is_disabled(account)
+    }
+
+    /// The limits that apply to `account`: its own, else the default set (account 0's).
+    pub fn limits(&self, account: AccountId) -> Option<&Limits> {
+        let risk = &self.st.risk;
+        risk.accounts
+            .get(&account)
+            .and_then(|a| a.limits.as_ref())
+            .or(risk.default_limits.as_ref())
+    }
+
     pub fn order(&self, id: OrderId) -> Option<OrderView> {
         let slot = self.st.pool.find(id)?;
         Some(OrderView::of(self.st.pool.get(slot)))
@@ -226,7 +261,9 @@ impl Engine {
     /// validated; a place is checked in this order, the first failure being the reject reason:
     /// account, instrument, halted, size (invalid, too small, too large), limit price (invalid,
     /// band), trigger (invalid, band), time in force and post-only fit, expiry, display size,
-    /// client order id, stop already triggered, post-only cross, FOK fillability.
+    /// client order id, stop already triggered, post-only cross, FOK fillability, then the risk
+    /// limits ([`crate::risk`]): account disabled, order size, notional, long, short, open
+    /// orders, order rate.
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         let ts = cmd.ts;
         let corr = cmd.corr;
@@ -257,6 +294,15 @@ impl Engine {
             CommandKind::Halt { instrument } => self.set_halted(corr, ts, *instrument, true, out),
             CommandKind::Resume { instrument } => {
                 self.set_halted(corr, ts, *instrument, false, out)
+            }
+            CommandKind::SetLimits { account, limits } => {
+                self.set_limits(corr, ts, *account, limits.as_deref(), out)
+            }
+            CommandKind::DisableAccount { account } => {
+                self.set_disabled(corr, ts, *account, true, out)
+            }
+            CommandKind::EnableAccount { account } => {
+                self.set_disabled(corr, ts, *account, false, out)
             }
             CommandKind::Heartbeat | CommandKind::Snapshot => {}
         }
@@ -377,6 +423,23 @@ impl Engine {
         };
         if let Err(reason) = self.validate_place(p, ts) {
             return self.st.emit(out, ts, reject(reason));
+        }
+        if self.st.risk.active {
+            let ins = &self.books[p.instrument as usize].instrument;
+            let ask = Ask {
+                account: p.account,
+                instrument: p.instrument,
+                side: p.side,
+                size: p.size,
+                worst_price: protection_limit(ins, p.side, p.order_type, p.price),
+                added: p.size,
+            };
+            // Checked and counted in one lookup when the order will get a slot; checked only
+            // when it will not (the limits' reason comes before `capacity_exhausted`).
+            let room = self.st.pool.has_room();
+            if let Err(reason) = self.st.risk.admit_place(&ask, ts, room) {
+                return self.st.emit(out, ts, reject(reason));
+            }
         }
         let Some(slot) = self.st.pool.alloc() else {
             return self
@@ -545,6 +608,17 @@ impl Engine {
         {
             return Err(PostOnlyWouldCross);
         }
+        if self.st.risk.active {
+            let ask = Ask {
+                account: o.account,
+                instrument: o.instrument,
+                side: o.side,
+                size,
+                worst_price: protection_limit(ins, o.side, o.order_type, price),
+                added: size.saturating_sub(o.remaining),
+            };
+            self.st.risk.check_amend(&ask, price != o.price)?;
+        }
         Ok(())
     }
 
@@ -695,6 +769,93 @@ impl Engine {
                     },
                 );
             }
+        }
+    }
+
+    /// Switches risk tracking on at the first risk command: from here on every live order
+    /// counts toward its account's open orders and open size (net positions start at zero).
+    fn activate_risk(&mut self) {
+        let st = &mut self.st;
+        if st.risk.active {
+            return;
+        }
+        st.risk.active = true;
+        // Through the accounts' lists: the live orders only, not every slot of the pool.
+        for &head in st.accounts.values() {
+            let mut slot = head;
+            while slot != NIL {
+                let o = st.pool.get(slot);
+                st.risk
+                    .opened(o.account, o.instrument, o.side, o.remaining, None);
+                slot = o.acct_next;
+            }
+        }
+    }
+
+    fn set_limits(
+        &mut self,
+        corr: Correlation,
+        ts: Timestamp,
+        account: AccountId,
+        limits: Option<&Limits>,
+        out: &mut Vec<Event>,
+    ) {
+        let tag = CommandTag::SetLimits;
+        if let Some(Err(reason)) = limits.map(|l| l.validate(self.books.len())) {
+            return self
+                .st
+                .emit(out, ts, rejected(corr, tag, 0, 0, OrderId::NONE, reason));
+        }
+        self.activate_risk();
+        let risk = &mut self.st.risk;
+        let limits = limits.cloned();
+        if account == 0 {
+            risk.default_limits = limits;
+        } else {
+            risk.accounts.entry(account).or_default().limits = limits;
+        }
+        self.st
+            .emit(out, ts, accepted(corr, tag, 0, OrderId::NONE, None));
+    }
+
+    /// The kill switch. Disabling cancels every live order of the account, newest first (its
+    /// list's order), each with an `OrderDone` of reason `AccountDisabled`.
+    fn set_disabled(
+        &mut self,
+        corr: Correlation,
+        ts: Timestamp,
+        account: AccountId,
+        disabled: bool,
+        out: &mut Vec<Event>,
+    ) {
+        let tag = if disabled {
+            CommandTag::DisableAccount
+        } else {
+            CommandTag::EnableAccount
+        };
+        if account == 0 {
+            let reason = RejectReason::InvalidAccount;
+            return self
+                .st
+                .emit(out, ts, rejected(corr, tag, 0, 0, OrderId::NONE, reason));
+        }
+        self.activate_risk();
+        self.st.risk.accounts.entry(account).or_default().disabled = disabled;
+        self.st
+            .emit(out, ts, accepted(corr, tag, 0, OrderId::NONE, None));
+        self.st
+            .emit(out, ts, EventKind::AccountStatus { account, disabled });
+        if !disabled {
+            return;
+        }
+        let mut s = self.st.accounts.get(&account).copied().unwrap_or(NIL);
+        while s != NIL {
+            let o = self.st.pool.get(s);
+            let next = o.acct_next;
+            let book = &mut self.books[o.instrument as usize];
+            self.st
+                .finish(book, s, DoneReason::AccountDisabled, ts, out);
+            s = next;
         }
     }
 
@@ -904,6 +1065,10 @@ impl State {
             book.disarm_stop(side, slot);
         }
         let o = self.pool.get(slot);
+        // A filled order was closed by the fill that filled it (`Risk::filled`).
+        if self.risk.active && reason != DoneReason::Filled {
+            self.risk.closed(o.account, instrument, side, o.remaining);
+        }
         let kind = EventKind::OrderDone {
             order_id: o.id,
             account: o.account,
@@ -1010,17 +1175,20 @@ impl State {
         };
         let m_side = t_side.opposite();
         let instrument = book.instrument.id;
-        loop {
+        // The taker's fills reach risk once per sweep rather than once per trade (nothing
+        // reads them in between); counted only while risk is on.
+        let mut t_filled: Lots = 0;
+        let went_on = loop {
             let t_remaining = self.pool.get(taker).remaining;
             if t_remaining == 0 {
-                return true;
+                break true;
             }
             let makers = book.side(m_side);
             if !makers.best_is_within(limit) {
-                return true;
+                break true;
             }
             let Some(maker) = makers.best_head() else {
-                return true;
+                break true;
             };
             let m = self.pool.get(maker);
             let (price, m_account, m_visible, m_remaining, m_id) =
@@ -1029,7 +1197,7 @@ impl State {
                 match t_stp {
                     SelfTradePrevention::CancelTaker => {
                         self.finish(book, taker, DoneReason::SelfTrade, ts, out);
-                        return false;
+                        break false;
                     }
                     SelfTradePrevention::CancelMaker => {
                         self.finish(book, maker, DoneReason::SelfTrade, ts, out);
@@ -1037,7 +1205,7 @@ impl State {
                     SelfTradePrevention::CancelBoth => {
                         self.finish(book, maker, DoneReason::SelfTrade, ts, out);
                         self.finish(book, taker, DoneReason::SelfTrade, ts, out);
-                        return false;
+                        break false;
                     }
                     SelfTradePrevention::DecrementAndCancel => {
                         let q = t_remaining.min(m_remaining);
@@ -1048,10 +1216,15 @@ impl State {
                         }
                         if q == t_remaining {
                             self.finish(book, taker, DoneReason::SelfTrade, ts, out);
-                            return false;
+                            break false;
                         }
                         // The taker shrinks without trading: say so, so its size adds up.
                         self.pool.get_mut(taker).remaining -= q;
+                        if self.risk.active {
+                            let left = t_remaining - q;
+                            self.risk
+                                .resized(t_account, instrument, t_side, t_remaining, left);
+                        }
                         self.emit_amended(taker, true, ts, out);
                     }
                 }
@@ -1072,6 +1245,11 @@ impl State {
             };
             book.side_mut(m_side)
                 .set_visible(&mut self.pool, maker, m_visible - q);
+            if self.risk.active {
+                t_filled += q;
+                self.risk
+                    .filled(m_account, instrument, m_side, q, m_left == 0);
+            }
             self.trade_seq += 1;
             let kind = EventKind::Trade {
                 trade_id: self.trade_seq,
@@ -1109,7 +1287,14 @@ impl State {
                 };
                 self.emit(out, ts, kind);
             }
+        };
+        if t_filled > 0 {
+            // An order filled completely is finished `Filled` by `execute` right after.
+            let done = went_on && self.pool.get(taker).remaining == 0;
+            self.risk
+                .filled(t_account, instrument, t_side, t_filled, done);
         }
+        went_on
     }
 
     /// Reduces a resting order's open size in place, keeping its queue position.
@@ -1125,6 +1310,11 @@ impl State {
         o.remaining -= by;
         let visible = o.visible.min(o.remaining);
         let (side, price, instrument) = (o.side, o.price, o.instrument);
+        if self.risk.active {
+            let (account, left) = (o.account, o.remaining);
+            self.risk
+                .resized(account, instrument, side, left + by, left);
+        }
         book.side_mut(side)
             .set_visible(&mut self.pool, slot, visible);
         self.mark_dirty(instrument, side, price);
@@ -1265,6 +1455,14 @@ impl State {
         let new_trigger = a.trigger.unwrap_or(o.trigger);
         let (side, old_price, old_size, old_trigger, instrument) =
             (o.side, o.price, o.remaining, o.trigger, o.instrument);
+        // Every path below but the in-place decrease (which accounts for itself) sets the
+        // open size to `new_size` here.
+        let in_place_decrease =
+            !o.is(FLAG_STOP_ARMED) && new_price == old_price && new_size < old_size;
+        if self.risk.active && !in_place_decrease {
+            self.risk
+                .resized(o.account, instrument, side, old_size, new_size);
+        }
         if o.is(FLAG_STOP_ARMED) {
             let requeue = new_trigger != old_trigger || new_size > old_size;
             if requeue {

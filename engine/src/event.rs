@@ -150,6 +150,9 @@ pub enum EventKind {
         instrument: InstrumentId,
         halted: bool,
     },
+    /// The account's kill switch changed: `disabled` accounts may only cancel. Follows the
+    /// `Accepted` of `DisableAccount` / `EnableAccount`, before the cancels a disable causes.
+    AccountStatus { account: AccountId, disabled: bool },
 }
 
 /// Why a command was rejected.
@@ -197,10 +200,26 @@ pub enum RejectReason {
     TooManyInstruments = 24,
     /// The command reached the engine after its deadline; it was not executed.
     DeadlineExceeded = 25,
+    /// The account is disabled (kill switch): it may only cancel.
+    AccountDisabled = 26,
+    /// The order's open size is above the account's `max_order_lots` on the instrument.
+    MaxOrderSize = 27,
+    /// The order's notional (size × worst price) is above `max_order_notional`.
+    MaxOrderNotional = 28,
+    /// The account has `max_open_orders` live orders already.
+    MaxOpenOrders = 29,
+    /// Net position plus open buys plus this order would exceed `max_long_lots`.
+    MaxPositionLong = 30,
+    /// Net position minus open sells minus this order would go below −`max_short_lots`.
+    MaxPositionShort = 31,
+    /// The account had `max_orders_per_sec` places accepted in this second already.
+    MaxOrderRate = 32,
+    /// Limits whose instruments are not ascending and unique.
+    InvalidLimits = 33,
 }
 
 impl RejectReason {
-    pub const ALL: [RejectReason; 25] = [
+    pub const ALL: [RejectReason; 33] = [
         RejectReason::UnknownInstrument,
         RejectReason::OffTick,
         RejectReason::OffLot,
@@ -226,6 +245,14 @@ impl RejectReason {
         RejectReason::InvalidAccount,
         RejectReason::TooManyInstruments,
         RejectReason::DeadlineExceeded,
+        RejectReason::AccountDisabled,
+        RejectReason::MaxOrderSize,
+        RejectReason::MaxOrderNotional,
+        RejectReason::MaxOpenOrders,
+        RejectReason::MaxPositionLong,
+        RejectReason::MaxPositionShort,
+        RejectReason::MaxOrderRate,
+        RejectReason::InvalidLimits,
     ];
 
     /// Stable snake_case name used on the wire and in metrics.
@@ -256,6 +283,14 @@ impl RejectReason {
             RejectReason::InvalidAccount => "invalid_account",
             RejectReason::TooManyInstruments => "too_many_instruments",
             RejectReason::DeadlineExceeded => "deadline_exceeded",
+            RejectReason::AccountDisabled => "account_disabled",
+            RejectReason::MaxOrderSize => "max_order_size",
+            RejectReason::MaxOrderNotional => "max_order_notional",
+            RejectReason::MaxOpenOrders => "max_open_orders",
+            RejectReason::MaxPositionLong => "max_position_long",
+            RejectReason::MaxPositionShort => "max_position_short",
+            RejectReason::MaxOrderRate => "max_order_rate",
+            RejectReason::InvalidLimits => "invalid_limits",
         }
     }
 }
@@ -287,6 +322,8 @@ pub enum DoneReason {
     Expired = 7,
     /// A triggered FOK stop could not be filled completely.
     FillOrKill = 8,
+    /// Its account was disabled (kill switch).
+    AccountDisabled = 9,
 }
 
 impl DoneReason {
@@ -301,6 +338,7 @@ impl DoneReason {
             DoneReason::SelfTrade => "self_trade",
             DoneReason::Expired => "expired",
             DoneReason::FillOrKill => "fill_or_kill",
+            DoneReason::AccountDisabled => "account_disabled",
         }
     }
 }

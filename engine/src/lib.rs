@@ -9,6 +9,7 @@
 //! - [`instrument`] converts decimals at the edge into integer ticks and lots, rejecting values
 //!   off the grid.
 //! - [`command`] and [`event`] are the engine's whole input and output vocabulary.
+//! - [`risk`] holds pre-trade limits and the kill switch, enforced inside the engine.
 //! - [`snapshot`] captures an engine's whole state between two commands and restores an engine
 //!   that goes on exactly as the original would have.
 //!
@@ -48,6 +49,7 @@ mod levels;
 mod order;
 pub mod pipeline;
 pub mod ring;
+pub mod risk;
 pub mod snapshot;
 pub mod types;
 
@@ -58,5 +60,6 @@ pub use event::*;
 pub use instrument::{Instrument, InstrumentSpec, SpecError};
 pub use levels::Level;
 pub use pipeline::{Batch, Clock, Egress, Ingress, Pipeline, PipelineConfig, SubmitError};
+pub use risk::{InstrumentLimits, Limits, Position};
 pub use snapshot::{EngineSnapshot, RestoreError};
 pub use types::*;

@@ -174,6 +174,11 @@ impl OrderPool {
         self.live
     }
 
+    /// Whether [`OrderPool::alloc`] would give a slot.
+    pub fn has_room(&self) -> bool {
+        self.free_head != NIL || (self.slots.len() as u32) < self.capacity
+    }
+
     /// Takes a slot and gives it a fresh id, or `None` when the pool is full.
     // LLVM inlined this into `place` by its own choice until the snapshot code (more users of
     // the pool) tipped it the other way, a few instructions more per command (cachegrind on

@@ -30,6 +30,7 @@ use crate::book::{Book, StopEntry};
 use crate::engine::{Engine, EngineConfig};
 use crate::instrument::{Instrument, InstrumentSpec, SpecError};
 use crate::order::*;
+use crate::risk::{AccountRisk, Limits, Risk};
 use crate::types::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -40,7 +41,11 @@ use std::collections::BinaryHeap;
 /// The engine's whole state between two commands, in logical form: stable across changes of
 /// the in-memory layout (ladder width, pool capacity, hash maps), so a newer build can restore
 /// it. Encode it with `postcard`; [`EngineSnapshot::FORMAT`] changes whenever its shape does.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+///
+/// Deserializing reads format 1 too (written before risk existed: it has no `risk` field and
+/// restores with risk off). The format decides whether `risk` follows, so the impl reads a
+/// sequence (postcard's, bincode's struct encoding), not a map.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct EngineSnapshot {
     /// [`EngineSnapshot::FORMAT`] of the build that took it. First, so a reader can decode it
     /// alone before deciding to decode the rest.
@@ -58,6 +63,93 @@ pub struct EngineSnapshot {
     pub sessions: Vec<OrderList>,
     /// The GTD expiry entries, in the order they come due.
     pub expiries: Vec<Expiry>,
+    /// Limits, kill switches, order-rate windows and net positions (format 2 on).
+    pub risk: RiskSnapshot,
+}
+
+/// The risk state that is not derived from the live orders (open orders and open sizes are
+/// recounted from them on restore).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RiskSnapshot {
+    /// Whether risk is on (a risk command was accepted); when off, the rest is empty.
+    pub active: bool,
+    /// The default limits (`SetLimits` for account 0).
+    pub default_limits: Option<Limits>,
+    /// Accounts the engine keeps risk state for, ascending.
+    pub accounts: Vec<AccountRiskSnapshot>,
+    /// Non-zero net positions, ascending by (account, instrument).
+    pub positions: Vec<PositionSnapshot>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AccountRiskSnapshot {
+    pub account: AccountId,
+    /// The account's own limits.
+    pub limits: Option<Limits>,
+    pub disabled: bool,
+    /// Calendar second (`ts / 10⁹`) of the order-rate window and the places accepted in it.
+    pub window_sec: u64,
+    pub window_orders: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PositionSnapshot {
+    pub account: AccountId,
+    pub instrument: InstrumentId,
+    /// Lots, long positive.
+    pub net: i128,
+}
+
+impl<'de> Deserialize<'de> for EngineSnapshot {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        const FIELDS: &[&str] = &[
+            "format",
+            "last_seq",
+            "last_trade_id",
+            "books",
+            "slots",
+            "accounts",
+            "sessions",
+            "expiries",
+            "risk",
+        ];
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = EngineSnapshot;
+            fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+                f.write_str("an engine snapshot of format 1 or 2")
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(
+                self,
+                mut seq: A,
+            ) -> Result<EngineSnapshot, A::Error> {
+                use serde::de::Error;
+                macro_rules! field {
+                    ($index:expr) => {
+                        seq.next_element()?
+                            .ok_or_else(|| A::Error::invalid_length($index, &self))?
+                    };
+                }
+                let format: u32 = field!(0);
+                let mut snapshot = EngineSnapshot {
+                    format,
+                    last_seq: field!(1),
+                    last_trade_id: field!(2),
+                    books: field!(3),
+                    slots: field!(4),
+                    accounts: field!(5),
+                    sessions: field!(6),
+                    expiries: field!(7),
+                    risk: RiskSnapshot::default(),
+                };
+                if format >= 2 {
+                    snapshot.risk = field!(8);
+                }
+                Ok(snapshot)
+            }
+        }
+        d.deserialize_struct("EngineSnapshot", FIELDS, Visitor)
+    }
 }
 
 /// One instrument and its book.
@@ -273,11 +365,19 @@ pub enum RestoreError {
         seq: u64,
         last_seq: u64,
     },
+    #[error("risk state of account {account}: {problem}")]
+    BadRisk {
+        account: AccountId,
+        problem: &'static str,
+    },
 }
 
 impl EngineSnapshot {
-    /// Version of the snapshot's shape this build writes and reads.
-    pub const FORMAT: u32 = 1;
+    /// Version of the snapshot's shape this build writes. It reads this one and 1 (before
+    /// `risk`).
+    pub const FORMAT: u32 = 2;
+    /// Oldest format this build reads.
+    pub const OLDEST_FORMAT: u32 = 1;
 
     /// Number of live orders (resting and armed stops) in the snapshot.
     pub fn live_order_count(&self) -> usize {
@@ -449,6 +549,7 @@ impl Engine {
             accounts: lists(&st.accounts, ListKind::Account),
             sessions: lists(&st.sessions, ListKind::Session),
             expiries,
+            risk: risk_snapshot(&st.risk),
         }
     }
 
@@ -464,7 +565,7 @@ impl Engine {
         // `apply` uses (`entry`, a heapify): with fat LTO, one more caller of `HashMap::insert`
         // or `BinaryHeap::push` made LLVM stop inlining them into `apply` (cachegrind: ~10
         // instructions more per command in `ticker-bench engine`).
-        if snapshot.format != EngineSnapshot::FORMAT {
+        if !(EngineSnapshot::OLDEST_FORMAT..=EngineSnapshot::FORMAT).contains(&snapshot.format) {
             return Err(RestoreError::UnsupportedFormat {
                 found: snapshot.format,
                 supported: EngineSnapshot::FORMAT,
@@ -562,8 +663,129 @@ impl Engine {
         st.expiries = BinaryHeap::from(expiries);
         st.seq = snapshot.last_seq;
         st.trade_seq = snapshot.last_trade_id;
+        restore_risk(&mut engine, &snapshot.risk)?;
         Ok(engine)
     }
+}
+
+fn risk_snapshot(risk: &Risk) -> RiskSnapshot {
+    let mut accounts: Vec<AccountRiskSnapshot> = risk
+        .accounts
+        .iter()
+        .map(|(&account, a)| AccountRiskSnapshot {
+            account,
+            limits: a.limits.clone(),
+            disabled: a.disabled,
+            window_sec: a.window_sec,
+            window_orders: a.window_orders,
+        })
+        .collect();
+    accounts.sort_unstable_by_key(|a| a.account);
+    let mut positions: Vec<PositionSnapshot> = risk
+        .accounts
+        .iter()
+        .flat_map(|(&account, a)| {
+            let exposures = a.exposures.iter().enumerate();
+            exposures
+                .filter(|(_, e)| e.net != 0)
+                .map(move |(instrument, e)| PositionSnapshot {
+                    account,
+                    instrument: instrument as InstrumentId,
+                    net: e.net,
+                })
+        })
+        .collect();
+    positions.sort_unstable_by_key(|p| (p.account, p.instrument));
+    RiskSnapshot {
+        active: risk.active,
+        default_limits: risk.default_limits.clone(),
+        accounts,
+        positions,
+    }
+}
+
+/// Restores the risk state, then recounts open orders and open sizes from the live orders
+/// (already restored) as the engine counted them.
+fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreError> {
+    let bad = |account, problem| Err(RestoreError::BadRisk { account, problem });
+    let instruments = engine.books.len();
+    let st = &mut engine.st;
+    if !r.active {
+        if r.default_limits.is_some() || !r.accounts.is_empty() || !r.positions.is_empty() {
+            return bad(0, "risk state while risk is off");
+        }
+        return Ok(());
+    }
+    if r.default_limits
+        .as_ref()
+        .is_some_and(|l| l.validate(instruments).is_err())
+    {
+        return bad(0, "invalid default limits");
+    }
+    let mut previous = None;
+    for a in &r.accounts {
+        if a.account == 0 || previous.is_some_and(|p| p >= a.account) {
+            return bad(a.account, "accounts not ascending and non-zero");
+        }
+        previous = Some(a.account);
+        if a.limits
+            .as_ref()
+            .is_some_and(|l| l.validate(instruments).is_err())
+        {
+            return bad(a.account, "invalid limits");
+        }
+        if a.disabled && st.accounts.contains_key(&a.account) {
+            return bad(a.account, "disabled with live orders");
+        }
+        st.risk.accounts.insert(
+            a.account,
+            AccountRisk {
+                limits: a.limits.clone(),
+                disabled: a.disabled,
+                open_orders: 0,
+                window_sec: a.window_sec,
+                window_orders: a.window_orders,
+                exposures: Vec::new(),
+            },
+        );
+    }
+    let mut previous = None;
+    for p in &r.positions {
+        let key = (p.account, p.instrument);
+        if p.account == 0 || p.net == 0 || previous.is_some_and(|q| q >= key) {
+            return bad(
+                p.account,
+                "positions not ascending, non-zero and of an account",
+            );
+        }
+        if p.instrument as usize >= instruments {
+            return bad(p.account, "position on an unknown instrument");
+        }
+        previous = Some(key);
+        // The engine has an account entry for every account it ever saw an order of.
+        let Some(a) = st.risk.accounts.get_mut(&p.account) else {
+            return bad(p.account, "a position of an account without risk state");
+        };
+        a.exposure_mut(p.instrument).net = p.net;
+    }
+    // The engine makes an account's entry at its first order once risk is on (or at switching
+    // on, for the orders then live), so every account with live orders has one.
+    let mut with_orders: Vec<AccountId> = st.accounts.keys().copied().collect();
+    with_orders.sort_unstable();
+    if let Some(&account) = with_orders
+        .iter()
+        .find(|a| !st.risk.accounts.contains_key(a))
+    {
+        return bad(account, "live orders but no risk state");
+    }
+    st.risk.default_limits = r.default_limits.clone();
+    st.risk.active = true;
+    for slot in st.pool.live_slots() {
+        let o = st.pool.get(slot);
+        st.risk
+            .opened(o.account, o.instrument, o.side, o.remaining, None);
+    }
+    Ok(())
 }
 
 /// What restoring has seen of each slot below the high-water mark.

@@ -157,6 +157,21 @@ impl Harness {
                 CommandKind::AddInstrument(Box::new(spec.clone())),
             ),
             Action::Heartbeat => (CommandKind::Heartbeat, CommandKind::Heartbeat),
+            Action::SetLimits(account, limits) => {
+                let kind = CommandKind::SetLimits {
+                    account: *account,
+                    limits: limits.clone().map(Box::new),
+                };
+                (kind.clone(), kind)
+            }
+            Action::DisableAccount(account) => (
+                CommandKind::DisableAccount { account: *account },
+                CommandKind::DisableAccount { account: *account },
+            ),
+            Action::EnableAccount(account) => (
+                CommandKind::EnableAccount { account: *account },
+                CommandKind::EnableAccount { account: *account },
+            ),
         };
         // Every 23rd command arrives after its deadline, every 5th well within one.
         let deadline = match self.corr {
@@ -211,7 +226,45 @@ impl Harness {
         check_not_crossed(&self.engine)?;
         self.audit.command(&engine_events)?;
         self.audit.matches_engine(&self.engine)?;
+        self.same_risk_counts()?;
         self.same_state()
+    }
+
+    /// The engine's running risk counts (kept incrementally, one lookup per order event) equal
+    /// a recount: open orders and open sizes from the live orders, net positions from the
+    /// reference's trades.
+    fn same_risk_counts(&self) -> Result<(), TestCaseError> {
+        if !self.reference.risk.active {
+            return Ok(());
+        }
+        let live = self.reference.live_orders();
+        for account in 0..=4 {
+            let count = live.iter().filter(|o| o.account == account).count();
+            prop_assert_eq!(self.engine.open_orders(account) as usize, count);
+            for instrument in 0..self.engine.books().len() as InstrumentId {
+                let open = |side| -> i128 {
+                    live.iter()
+                        .filter(|o| o.account == account && o.instrument == instrument)
+                        .filter(|o| o.side == side)
+                        .map(|o| o.remaining as i128)
+                        .sum()
+                };
+                let net = self.reference.risk.net.get(&(account, instrument));
+                let expected = Position {
+                    net: net.copied().unwrap_or(0),
+                    open_buy: open(Side::Buy),
+                    open_sell: open(Side::Sell),
+                };
+                prop_assert_eq!(
+                    self.engine.position(account, instrument),
+                    expected,
+                    "account {} instrument {}",
+                    account,
+                    instrument
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Books, armed stops and live orders are the same in both engines.
@@ -320,7 +373,8 @@ fn map_ids(e: &Event, ids: &HashMap<OrderId, OrderId>) -> Event {
         }
         EventKind::LevelChanged { .. }
         | EventKind::InstrumentAdded { .. }
-        | EventKind::TradingStatus { .. } => {}
+        | EventKind::TradingStatus { .. }
+        | EventKind::AccountStatus { .. } => {}
     }
     e
 }
@@ -678,6 +732,88 @@ proptest! {
     }
 }
 
+/// A scenario whose limits (one set per account 1-4 and a default set, each maybe absent) are
+/// set before the first order and never changed, so positions must stay within them.
+fn scenario_with_fixed_limits() -> impl Strategy<Value = (Scenario, Vec<Option<Limits>>)> {
+    scenario().prop_flat_map(|mut scenario| {
+        scenario
+            .steps
+            .retain(|s| !matches!(s.action, Action::SetLimits(..)));
+        let n = scenario.instruments as u32 - 1;
+        let limits = prop::collection::vec(prop::option::weighted(0.8, limits(n)), 5);
+        (Just(scenario), limits)
+    })
+}
+
+/// Worst-case positions of every account with limits on an instrument stay within them.
+fn check_positions_within_limits(engine: &Engine) -> Result<(), TestCaseError> {
+    let live: Vec<OrderView> = engine.live_orders().collect();
+    for account in 1..=4 {
+        for instrument in 0..engine.books().len() as InstrumentId {
+            let Some(l) = engine
+                .limits(account)
+                .and_then(|l| l.instrument(instrument))
+            else {
+                continue;
+            };
+            let net = engine.net_position(account, instrument);
+            let open = |side| -> i128 {
+                live.iter()
+                    .filter(|o| {
+                        o.account == account && o.instrument == instrument && o.side == side
+                    })
+                    .map(|o| o.remaining as i128)
+                    .sum()
+            };
+            if let Some(max) = l.max_long_lots {
+                prop_assert!(
+                    net + open(Side::Buy) <= max as i128,
+                    "account {account} instrument {instrument}: net {net} + open buys {} > {max}",
+                    open(Side::Buy)
+                );
+            }
+            if let Some(max) = l.max_short_lots {
+                prop_assert!(
+                    net - open(Side::Sell) >= -(max as i128),
+                    "account {account} instrument {instrument}: net {net} - open sells {} < -{max}",
+                    open(Side::Sell)
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 300,
+        max_shrink_iters: 4096,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    /// With limits fixed from the start, the engine agrees with the reference on every order
+    /// (so it lets through exactly the orders within the limits, and rejects with a limit
+    /// reason exactly those that break one), and no fill ever takes a position, even counting
+    /// every open order as filled, past a limit.
+    #[test]
+    fn no_fill_takes_a_position_past_its_limits((scenario, limits) in scenario_with_fixed_limits()) {
+        let mut h = Harness::new(&scenario.config);
+        for k in 0..scenario.instruments {
+            let step = Step { dt: 0, action: Action::AddInstrument(instrument_spec(k)) };
+            h.run(0, &step)?;
+        }
+        for (account, limits) in limits.into_iter().enumerate() {
+            let step = Step { dt: 0, action: Action::SetLimits(account as AccountId, limits) };
+            h.run(0, &step)?;
+        }
+        for (step_no, step) in scenario.steps.iter().enumerate() {
+            h.run(step_no + 1, step)?;
+            check_positions_within_limits(&h.engine)?;
+        }
+    }
+}
+
 /// The generator is only as good as what it reaches: every done reason, every reject reason the
 /// engine can give (off-tick and off-lot come from decimal conversion at the edge, never from
 /// `apply`), each self-trade prevention mode, icebergs re-queuing, stops triggering, amends of
@@ -724,6 +860,7 @@ fn generated_streams_reach_every_outcome() {
         DoneReason::SelfTrade,
         DoneReason::Expired,
         DoneReason::FillOrKill,
+        DoneReason::AccountDisabled,
     ] {
         if !reached(&format!("done {reason:?}")) {
             missing.push(format!("done {reason:?}"));

@@ -125,6 +125,12 @@ impl Driver {
             },
             Action::AddInstrument(spec) => CommandKind::AddInstrument(Box::new(spec.clone())),
             Action::Heartbeat => CommandKind::Heartbeat,
+            Action::SetLimits(account, limits) => CommandKind::SetLimits {
+                account: *account,
+                limits: limits.clone().map(Box::new),
+            },
+            Action::DisableAccount(account) => CommandKind::DisableAccount { account: *account },
+            Action::EnableAccount(account) => CommandKind::EnableAccount { account: *account },
         };
         // Every 23rd command arrives after its deadline, every 5th well within one.
         let deadline = match self.corr {
@@ -334,6 +340,22 @@ fn cuts_in_the_property_test_hold_every_kind_of_state() {
         note("a halted book", books.iter().any(|b| b.halted));
         note("a last price", books.iter().any(|b| b.last_price.is_some()));
         note("several instruments", books.len() > 1);
+        let risk = &snapshot.risk;
+        note("risk on", risk.active);
+        note("default limits", risk.default_limits.is_some());
+        note(
+            "an account's own limits",
+            risk.accounts.iter().any(|a| a.limits.is_some()),
+        );
+        note(
+            "a disabled account",
+            risk.accounts.iter().any(|a| a.disabled),
+        );
+        note(
+            "an order-rate window",
+            risk.accounts.iter().any(|a| a.window_orders > 0),
+        );
+        note("a net position", !risk.positions.is_empty());
         let then = |f: fn(&EventKind) -> bool| tail.iter().any(|e| f(&e.kind));
         let done = |reason| {
             tail.iter()
@@ -364,6 +386,25 @@ fn cuts_in_the_property_test_hold_every_kind_of_state() {
             }),
         );
         note("then an expiry", done(DoneReason::Expired));
+        note("then a kill switch", done(DoneReason::AccountDisabled));
+        note(
+            "then a limit reject",
+            then(|k| {
+                matches!(
+                    k,
+                    EventKind::Rejected {
+                        reason: RejectReason::MaxPositionLong
+                            | RejectReason::MaxPositionShort
+                            | RejectReason::MaxOrderSize
+                            | RejectReason::MaxOrderNotional
+                            | RejectReason::MaxOpenOrders
+                            | RejectReason::MaxOrderRate
+                            | RejectReason::AccountDisabled,
+                        ..
+                    }
+                )
+            }),
+        );
         note("then a mass cancel", done(DoneReason::MassCancelled));
         note("then a session closed", done(DoneReason::SessionClosed));
         note("then a self-trade prevented", done(DoneReason::SelfTrade));
@@ -738,6 +779,25 @@ fn restore_with_fewer_instruments_allowed_than_the_snapshot_holds_is_refused() {
 fn busy_venue() -> Venue {
     let mut v = Venue::new();
     v.send(CommandKind::AddInstrument(Box::new(spec("DEF"))));
+    // Risk on from the start: generous default limits, account 4's own, account 9 disabled.
+    let generous = InstrumentLimits {
+        max_order_lots: Some(500),
+        max_order_notional: Some(50_000),
+        max_long_lots: Some(500),
+        max_short_lots: Some(500),
+    };
+    let limits = |open| Limits {
+        max_open_orders: Some(open),
+        max_orders_per_sec: Some(1_000),
+        instruments: vec![(0, generous), (1, generous)],
+    };
+    let set = |account, open| CommandKind::SetLimits {
+        account,
+        limits: Some(Box::new(limits(open))),
+    };
+    v.send(set(0, 40));
+    v.send(set(4, 30));
+    v.send(CommandKind::DisableAccount { account: 9 });
     for (k, price) in [98, 99, 99, 99].into_iter().enumerate() {
         let k = k as u64;
         v.place(Place {
@@ -1062,6 +1122,175 @@ fn corruptions() -> Vec<Corruption> {
             |e| matches!(e, RestoreError::SeqAfterLast { .. }),
         ),
     ]
+}
+
+fn risk_corruptions() -> Vec<Corruption> {
+    vec![
+        (
+            "a disabled account with live orders",
+            |s| {
+                let a = s.risk.accounts.iter_mut().find(|a| a.account == 1);
+                a.unwrap().disabled = true;
+            },
+            |e| matches!(e, RestoreError::BadRisk { account: 1, .. }),
+        ),
+        (
+            "an account with live orders left out",
+            |s| s.risk.accounts.retain(|a| a.account != 2),
+            |e| matches!(e, RestoreError::BadRisk { account: 2, .. }),
+        ),
+        (
+            "risk state while risk is off",
+            |s| s.risk.active = false,
+            |e| matches!(e, RestoreError::BadRisk { .. }),
+        ),
+        (
+            "risk accounts out of order",
+            |s| s.risk.accounts.reverse(),
+            |e| matches!(e, RestoreError::BadRisk { .. }),
+        ),
+        (
+            "positions out of order",
+            |s| s.risk.positions.reverse(),
+            |e| matches!(e, RestoreError::BadRisk { .. }),
+        ),
+        (
+            "a position on an unknown instrument",
+            |s| s.risk.positions.last_mut().unwrap().instrument = 7,
+            |e| matches!(e, RestoreError::BadRisk { .. }),
+        ),
+        (
+            "limits on an unknown instrument",
+            |s| {
+                let l = s.risk.default_limits.as_mut().unwrap();
+                l.instruments.push((7, InstrumentLimits::default()));
+            },
+            |e| matches!(e, RestoreError::BadRisk { account: 0, .. }),
+        ),
+    ]
+}
+
+#[test]
+fn corrupt_risk_state_is_refused_with_the_account_named() {
+    let good = busy_venue().engine.snapshot();
+    assert!(good.risk.positions.len() >= 2 && good.risk.accounts.len() >= 3);
+    for (what, edit, expected) in risk_corruptions() {
+        let mut bad = good.clone();
+        edit(&mut bad);
+        match Engine::restore(config(), &bad) {
+            Ok(_) => panic!("{what}: restored"),
+            Err(e) => assert!(expected(&e), "{what}: unexpected error {e:?}"),
+        }
+    }
+}
+
+/// Limits, kill switches, positions and rate windows go on after a restore as before it.
+#[test]
+fn restored_engine_keeps_limits_kill_switches_positions_and_rate_windows() {
+    let mut a = busy_venue();
+    let tight = Limits {
+        max_open_orders: None,
+        max_orders_per_sec: Some(3),
+        instruments: vec![(
+            1,
+            InstrumentLimits {
+                max_long_lots: Some(6),
+                ..InstrumentLimits::default()
+            },
+        )],
+    };
+    a.send(CommandKind::SetLimits {
+        account: 4,
+        limits: Some(Box::new(tight)),
+    });
+    // Account 4 bought 4 lots on instrument 1 (from the GTD order) with the first of its two
+    // market orders; both count in this second's window, which allows 3.
+    a.send(CommandKind::Resume { instrument: 1 });
+    a.limit(7, SELL, 101, 1);
+    let mut b = a.restored();
+    assert_eq!(b.engine.net_position(4, 1), 4);
+    assert_eq!(b.engine.snapshot(), a.engine.snapshot());
+    let events = both(
+        &mut a,
+        &mut b,
+        vec![
+            place(Place::limit(4, 1, BUY, 95, 3)), // long 4 + 3 > 6
+            place(Place::limit(4, 1, BUY, 95, 2)), // fits
+            place(Place::limit(9, 0, BUY, 95, 1)), // disabled
+            CommandKind::EnableAccount { account: 9 },
+            place(Place::limit(9, 0, BUY, 95, 1)),
+            CommandKind::DisableAccount { account: 1 },
+        ],
+    );
+    let reasons: Vec<RejectReason> = events
+        .iter()
+        .filter_map(|e| match e.kind {
+            EventKind::Rejected { reason, .. } => Some(reason),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        reasons,
+        vec![RejectReason::MaxPositionLong, RejectReason::AccountDisabled]
+    );
+    assert!(done_ids(&events).len() >= 2, "account 1's orders cancelled");
+    // The third place this second was the last: the rate window came through the restore.
+    let events = both(&mut a, &mut b, vec![place(Place::limit(4, 0, BUY, 95, 1))]);
+    assert!(matches!(
+        events[0].kind,
+        EventKind::Rejected {
+            reason: RejectReason::MaxOrderRate,
+            ..
+        }
+    ));
+}
+
+/// A snapshot written before risk existed (format 1: no `risk` at the end) still decodes,
+/// and restores with risk off.
+#[test]
+fn a_format_1_snapshot_decodes_and_restores_with_risk_off() {
+    let mut v = Venue::new();
+    v.limit(1, BUY, 99, 5);
+    v.limit(2, SELL, 101, 5);
+    let s = v.engine.snapshot();
+    assert!(!s.risk.active);
+    // Format 1's shape: the same fields in the same order, without `risk`.
+    let v1 = (
+        1u32,
+        s.last_seq,
+        s.last_trade_id,
+        &s.books,
+        &s.slots,
+        &s.accounts,
+        &s.sessions,
+        &s.expiries,
+    );
+    let bytes = postcard::to_allocvec(&v1).unwrap();
+    let decoded: EngineSnapshot = postcard::from_bytes(&bytes).unwrap();
+    assert_eq!(decoded.format, 1);
+    assert_eq!(
+        EngineSnapshot {
+            format: EngineSnapshot::FORMAT,
+            ..decoded.clone()
+        },
+        s
+    );
+    let mut restored = Venue {
+        engine: Engine::restore(config(), &decoded).unwrap(),
+        ts: v.ts,
+    };
+    both(
+        &mut v,
+        &mut restored,
+        vec![place(Place::market(3, 0, BUY, 2))],
+    );
+    // A format this build does not know is refused.
+    let mut future = s.clone();
+    future.format = EngineSnapshot::FORMAT + 1;
+    assert!(matches!(
+        Engine::restore(config(), &future),
+        Err(RestoreError::UnsupportedFormat { .. })
+    ));
 }
 
 #[test]

@@ -40,6 +40,9 @@ pub fn command_str(c: CommandTag) -> &'static str {
         CommandTag::Resume => "resume",
         CommandTag::Heartbeat => "heartbeat",
         CommandTag::Snapshot => "snapshot",
+        CommandTag::SetLimits => "set_limits",
+        CommandTag::DisableAccount => "disable_account",
+        CommandTag::EnableAccount => "enable_account",
     }
 }
 

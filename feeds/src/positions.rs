@@ -637,7 +637,8 @@ impl PositionKeeper {
                 self.live.remove(&order_id);
             }
             // Outcomes of commands, stops waiting or triggered (their size stays open), book
-            // levels, instruments and halts change no position. Listed rather than left to a
+            // levels, instruments, halts and an account's kill switch (its cancels are
+            // `OrderDone`s of their own) change no position. Listed rather than left to a
             // wildcard: a new event kind must be looked at for what it does to open orders.
             EventKind::Accepted { .. }
             | EventKind::Rejected { .. }
@@ -645,7 +646,8 @@ impl PositionKeeper {
             | EventKind::StopTriggered { .. }
             | EventKind::LevelChanged { .. }
             | EventKind::InstrumentAdded { .. }
-            | EventKind::TradingStatus { .. } => {}
+            | EventKind::TradingStatus { .. }
+            | EventKind::AccountStatus { .. } => {}
         }
     }
 

@@ -57,6 +57,7 @@ pub fn done_reason(r: DoneReason) -> pb::DoneReason {
         DoneReason::SelfTrade => pb::DoneReason::SelfTrade,
         DoneReason::Expired => pb::DoneReason::Expired,
         DoneReason::FillOrKill => pb::DoneReason::FillOrKill,
+        DoneReason::AccountDisabled => pb::DoneReason::AccountDisabled,
     }
 }
 

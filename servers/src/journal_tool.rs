@@ -192,6 +192,11 @@ pub fn describe(c: &Command) -> String {
         CommandKind::Resume { instrument } => format!("resume instrument={instrument}"),
         CommandKind::Heartbeat => "heartbeat".into(),
         CommandKind::Snapshot => "snapshot".into(),
+        CommandKind::SetLimits { account, limits } => {
+            format!("set_limits account={account} limits={limits:?}")
+        }
+        CommandKind::DisableAccount { account } => format!("disable_account account={account}"),
+        CommandKind::EnableAccount { account } => format!("enable_account account={account}"),
     };
     let deadline = if c.deadline > 0 {
         format!(" deadline={}", c.deadline)

@@ -82,7 +82,7 @@ enum Reply {
 type Replies = Mutex<HashMap<Correlation, Reply>>;
 
 /// Counters of the running market, read by `/metrics`.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct MarketStats {
     /// Commands stamped for the engine (from clients, the simulator and heartbeats).
     pub commands: AtomicU64,
@@ -97,6 +97,22 @@ pub struct MarketStats {
     pub rejects: [AtomicU64; RejectReason::ALL.len()],
     /// From the engine taking a command to the feeds having published its updates.
     pub engine_latency: crate::metrics::Histogram,
+}
+
+// By hand: `Default` is derived for arrays of at most 32 elements, and there are more reasons.
+impl Default for MarketStats {
+    fn default() -> Self {
+        MarketStats {
+            commands: AtomicU64::default(),
+            heartbeats: AtomicU64::default(),
+            events: AtomicU64::default(),
+            busy_rejects: AtomicU64::default(),
+            accepted: AtomicU64::default(),
+            rejected: AtomicU64::default(),
+            rejects: std::array::from_fn(|_| AtomicU64::default()),
+            engine_latency: crate::metrics::Histogram::default(),
+        }
+    }
 }
 
 impl MarketStats {

@@ -12,7 +12,7 @@
 //! orders 1, 2, 3, ... in order of acceptance, and a command naming an order by id uses those
 //! numbers. A test harness maps the engine's ids onto them by pairing `PlaceAccepted` events.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use ticker_engine::*;
 
@@ -164,6 +164,37 @@ pub struct Reference {
     ts: Timestamp,
     out: Vec<Event>,
     touched: Vec<(InstrumentId, Side, Ticks)>,
+    pub risk: RefRisk,
+}
+
+/// Risk as `docs/engine.md` states it, counted the slow way: open orders and open sizes by
+/// scanning the live orders, the order rate from a list of every accepted place.
+#[derive(Clone, Debug, Default)]
+pub struct RefRisk {
+    pub active: bool,
+    pub default_limits: Option<Limits>,
+    pub own: HashMap<AccountId, Limits>,
+    pub disabled: HashSet<AccountId>,
+    /// Net positions from fills since risk was switched on.
+    pub net: HashMap<(AccountId, InstrumentId), i128>,
+    /// Every place accepted while risk was on: account and timestamp.
+    pub placed: Vec<(AccountId, Timestamp)>,
+}
+
+impl RefRisk {
+    pub fn limits_of(&self, account: AccountId) -> Option<&Limits> {
+        self.own.get(&account).or(self.default_limits.as_ref())
+    }
+
+    pub fn instrument_limits(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+    ) -> Option<InstrumentLimits> {
+        let limits = self.limits_of(account)?;
+        let found = limits.instruments.iter().find(|(i, _)| *i == instrument);
+        found.map(|&(_, l)| l)
+    }
 }
 
 impl Reference {
@@ -178,6 +209,7 @@ impl Reference {
             ts: 0,
             out: Vec::new(),
             touched: Vec::new(),
+            risk: RefRisk::default(),
         }
     }
 
@@ -233,6 +265,11 @@ impl Reference {
             CommandKind::AddInstrument(spec) => self.add_instrument(corr, spec),
             CommandKind::Halt { instrument } => self.set_halted(corr, *instrument, true),
             CommandKind::Resume { instrument } => self.set_halted(corr, *instrument, false),
+            CommandKind::SetLimits { account, limits } => {
+                self.set_limits(corr, *account, limits.as_deref())
+            }
+            CommandKind::DisableAccount { account } => self.set_disabled(corr, *account, true),
+            CommandKind::EnableAccount { account } => self.set_disabled(corr, *account, false),
             CommandKind::Heartbeat | CommandKind::Snapshot => {}
         }
         self.level_changes();
@@ -494,10 +531,101 @@ impl Reference {
                 return Err(FokNotFillable);
             }
         }
+        if self.risk.active {
+            let worst = self.limit_of(&self.new_order(0, p));
+            self.check_risk(p.account, p.instrument, p.side, p.size, worst, p.size, true)?;
+            let limits = self.risk.limits_of(p.account);
+            let open = self
+                .live_orders()
+                .iter()
+                .filter(|o| o.account == p.account)
+                .count();
+            if limits
+                .and_then(|l| l.max_open_orders)
+                .is_some_and(|max| open >= max as usize)
+            {
+                return Err(MaxOpenOrders);
+            }
+            let second = self.ts / 1_000_000_000;
+            let used = self
+                .risk
+                .placed
+                .iter()
+                .filter(|&&(a, ts)| a == p.account && ts / 1_000_000_000 == second)
+                .count();
+            if limits
+                .and_then(|l| l.max_orders_per_sec)
+                .is_some_and(|max| used >= max as usize)
+            {
+                return Err(MaxOrderRate);
+            }
+        }
         if self.live_orders().len() >= self.order_capacity {
             return Err(CapacityExhausted);
         }
         Ok(())
+    }
+
+    /// Disabled, then the per-instrument limits of an order of `size` at the worst price
+    /// `worst` adding `added` lots to the account's open size on `side`: order size (if
+    /// `size_check`), notional, long or short position in the worst case.
+    #[allow(clippy::too_many_arguments)]
+    fn check_risk(
+        &self,
+        account: AccountId,
+        instrument: InstrumentId,
+        side: Side,
+        size: Lots,
+        worst: Ticks,
+        added: Lots,
+        size_check: bool,
+    ) -> Result<(), RejectReason> {
+        use RejectReason::*;
+        if self.risk.disabled.contains(&account) {
+            return Err(AccountDisabled);
+        }
+        let Some(l) = self.risk.instrument_limits(account, instrument) else {
+            return Ok(());
+        };
+        if size_check && l.max_order_lots.is_some_and(|max| size > max) {
+            return Err(MaxOrderSize);
+        }
+        if l.max_order_notional
+            .is_some_and(|max| worst as u128 * size as u128 > max)
+        {
+            return Err(MaxOrderNotional);
+        }
+        if added == 0 {
+            return Ok(());
+        }
+        let net = self
+            .risk
+            .net
+            .get(&(account, instrument))
+            .copied()
+            .unwrap_or(0);
+        let open: i128 = self
+            .live_orders()
+            .iter()
+            .filter(|o| o.account == account && o.instrument == instrument && o.side == side)
+            .map(|o| o.remaining as i128)
+            .sum();
+        let added = added as i128;
+        match side {
+            Side::Buy
+                if l.max_long_lots
+                    .is_some_and(|max| net + open + added > max as i128) =>
+            {
+                Err(MaxPositionLong)
+            }
+            Side::Sell
+                if l.max_short_lots
+                    .is_some_and(|max| net - open - added < -(max as i128)) =>
+            {
+                Err(MaxPositionShort)
+            }
+            _ => Ok(()),
+        }
     }
 
     fn new_order(&self, id: u64, p: &Place) -> RefOrder {
@@ -539,6 +667,9 @@ impl Reference {
             );
         }
         self.last_id += 1;
+        if self.risk.active {
+            self.risk.placed.push((p.account, self.ts));
+        }
         let order = self.new_order(self.last_id, p);
         self.emit(EventKind::PlaceAccepted {
             corr,
@@ -697,6 +828,14 @@ impl Reference {
                 maker_remaining: m.remaining,
             });
             self.books[b].last_price = Some(m.price);
+            if self.risk.active {
+                let signed = |side: Side| match side {
+                    Side::Buy => q as i128,
+                    Side::Sell => -(q as i128),
+                };
+                *self.risk.net.entry((taker.account, b as u32)).or_default() += signed(taker.side);
+                *self.risk.net.entry((m.account, b as u32)).or_default() += signed(m.side);
+            }
             self.touch(&m);
             if m.remaining == 0 {
                 let m = self.take(m.id);
@@ -841,6 +980,28 @@ impl Reference {
         {
             return Err(PostOnlyWouldCross);
         }
+        if self.risk.active {
+            let added = size.saturating_sub(o.remaining);
+            let price_changed = price != o.price;
+            let mut changed = o.clone();
+            changed.price = price;
+            let worst = self.limit_of(&changed);
+            if added == 0 && !price_changed {
+                if self.risk.disabled.contains(&o.account) {
+                    return Err(AccountDisabled);
+                }
+            } else {
+                self.check_risk(
+                    o.account,
+                    o.instrument,
+                    o.side,
+                    size,
+                    worst,
+                    added,
+                    added > 0,
+                )?;
+            }
+        }
         Ok(())
     }
 
@@ -973,6 +1134,66 @@ impl Reference {
                     spec: Arc::new(spec.clone()),
                 });
             }
+        }
+    }
+
+    fn set_limits(&mut self, corr: Correlation, account: AccountId, limits: Option<&Limits>) {
+        let tag = CommandTag::SetLimits;
+        if let Some(l) = limits {
+            let ids: Vec<InstrumentId> = l.instruments.iter().map(|(i, _)| *i).collect();
+            let mut sorted = ids.clone();
+            sorted.sort_unstable();
+            sorted.dedup();
+            let reason = if sorted != ids {
+                Some(RejectReason::InvalidLimits)
+            } else if ids.iter().any(|&i| i as usize >= self.books.len()) {
+                Some(RejectReason::UnknownInstrument)
+            } else {
+                None
+            };
+            if let Some(reason) = reason {
+                return self.reject(corr, tag, 0, OrderRef::Client(0), reason);
+            }
+        }
+        self.risk.active = true;
+        match (account, limits) {
+            (0, l) => self.risk.default_limits = l.cloned(),
+            (a, Some(l)) => {
+                self.risk.own.insert(a, l.clone());
+            }
+            (a, None) => {
+                self.risk.own.remove(&a);
+            }
+        }
+        self.accept(corr, tag, 0, 0, None);
+    }
+
+    fn set_disabled(&mut self, corr: Correlation, account: AccountId, disabled: bool) {
+        let tag = if disabled {
+            CommandTag::DisableAccount
+        } else {
+            CommandTag::EnableAccount
+        };
+        if account == 0 {
+            let reason = RejectReason::InvalidAccount;
+            return self.reject(corr, tag, 0, OrderRef::Client(0), reason);
+        }
+        self.risk.active = true;
+        if disabled {
+            self.risk.disabled.insert(account);
+        } else {
+            self.risk.disabled.remove(&account);
+        }
+        self.accept(corr, tag, 0, 0, None);
+        self.emit(EventKind::AccountStatus { account, disabled });
+        if disabled {
+            let ids = self
+                .live_orders()
+                .into_iter()
+                .filter(|o| o.account == account)
+                .map(|o| o.id)
+                .collect();
+            self.cancel_all(ids, DoneReason::AccountDisabled);
         }
     }
 

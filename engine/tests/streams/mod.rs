@@ -76,6 +76,10 @@ pub enum Action {
     Resume(InstrumentId),
     AddInstrument(InstrumentSpec),
     Heartbeat,
+    /// Risk: an account's limits (account 0: the default set).
+    SetLimits(AccountId, Option<Limits>),
+    DisableAccount(AccountId),
+    EnableAccount(AccountId),
 }
 
 pub fn dec(units: i64, scale: u32) -> Decimal {
@@ -266,6 +270,50 @@ pub fn amend() -> impl Strategy<Value = Action> {
         })
 }
 
+/// Limits small enough for the generated orders to hit (sizes 1-12 lots around 100 ticks),
+/// on instruments `0..=n` (`n` itself unknown unless added mid-stream), sometimes out of order.
+pub fn limits(n: u32) -> impl Strategy<Value = Limits> {
+    let per_instrument = (
+        prop::option::weighted(0.4, 1u64..=15),
+        prop::option::weighted(0.3, 100u128..=1500),
+        prop::option::weighted(0.5, 0u64..=40),
+        prop::option::weighted(0.5, 0u64..=40),
+    )
+        .prop_map(|(lots, notional, long, short)| InstrumentLimits {
+            max_order_lots: lots,
+            max_order_notional: notional,
+            max_long_lots: long,
+            max_short_lots: short,
+        });
+    (
+        prop::option::weighted(0.3, 1u32..=8),
+        prop::option::weighted(0.3, 2u32..=30),
+        prop::collection::vec((0..=n, per_instrument), 0..=3),
+        prop::bool::weighted(0.9),
+    )
+        .prop_map(|(open, rate, mut instruments, tidy)| {
+            if tidy {
+                instruments.sort_by_key(|&(i, _)| i);
+                instruments.dedup_by_key(|&mut (i, _)| i);
+            }
+            Limits {
+                max_open_orders: open,
+                max_orders_per_sec: rate,
+                instruments,
+            }
+        })
+}
+
+/// Risk commands: limits for an account or the default set, the kill switch on and off.
+pub fn risk_action(n: u32) -> impl Strategy<Value = Action> {
+    prop_oneof![
+        6 => (prop_oneof![3 => 1u64..=4, 1 => Just(0)], prop::option::weighted(0.9, limits(n)))
+            .prop_map(|(account, limits)| Action::SetLimits(account, limits)),
+        1 => account().prop_map(Action::DisableAccount),
+        2 => account().prop_map(Action::EnableAccount),
+    ]
+}
+
 pub fn action(n: u32) -> impl Strategy<Value = Action> {
     let new_instrument = n as usize;
     prop_oneof![
@@ -285,6 +333,7 @@ pub fn action(n: u32) -> impl Strategy<Value = Action> {
             Just(InstrumentSpec { band: Decimal::ZERO, ..instrument_spec(7) }),
         ]
         .prop_map(Action::AddInstrument),
+        2 => risk_action(n),
     ]
 }
 
@@ -315,8 +364,9 @@ pub fn scenario_with(
                     prefault,
                 },
             );
-        let step = (prop_oneof![3 => 0u64..3, 1 => 3u64..40], action(n))
-            .prop_map(|(dt, action)| Step { dt, action });
+        // Now and then a second passes (an order-rate window; every GTD order expires).
+        let dt = prop_oneof![30 => 0u64..3, 10 => 3u64..40, 1 => Just(1_000_000_000u64)];
+        let step = (dt, action(n)).prop_map(|(dt, action)| Step { dt, action });
         (config, prop::collection::vec(step, 1..200)).prop_map(move |(config, steps)| Scenario {
             config,
             instruments,
