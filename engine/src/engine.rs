@@ -222,6 +222,28 @@ impl Engine {
         self.st.risk.is_disabled(account)
     }
 
+    /// Whether risk tracking is on (from the first accepted `SetLimits`, `DisableAccount` or
+    /// `EnableAccount`): positions count only from then.
+    pub fn risk_active(&self) -> bool {
+        self.st.risk.active
+    }
+
+    /// The default set (what `SetLimits` for account 0 set).
+    pub fn default_limits(&self) -> Option<&Limits> {
+        self.st.risk.default_limits.as_ref()
+    }
+
+    /// Every account with limits of its own or a kill switch on: `(account, its own limits,
+    /// disabled)`, in no particular order.
+    pub fn risk_accounts(&self) -> impl Iterator<Item = (AccountId, Option<&Limits>, bool)> {
+        self.st
+            .risk
+            .accounts
+            .iter()
+            .filter(|(_, a)| a.limits.is_some() || a.disabled)
+            .map(|(id, a)| (*id, a.limits.as_ref(), a.disabled))
+    }
+
     /// The limits that apply to `account`: its own, else the default set (account 0's).
     pub fn limits(&self, account: AccountId) -> Option<&Limits> {
         let risk = &self.st.risk;

@@ -2,14 +2,19 @@
 //!
 //! ```sh
 //! cargo run -p ticker-servers --example grpc_server -- \
-//!     --listen 127.0.0.1:50051 --token alice-token=1 --token bob-token=2 [--no-simulator]
+//!     --listen 127.0.0.1:50051 --token alice-token=1 --token bob-token=2 \
+//!     --token risk-desk=risk --token ops=admin [--no-simulator]
 //! ```
+//!
+//! `--token TOKEN=ACCOUNT` is a trader of that account; `TOKEN=ROLE` and `TOKEN=ROLE:ACCOUNT`
+//! give a role (`trader`, `risk`, `admin`), as tickerd's `--token`.
 //!
 //! Prints `listening on <address>` once it serves (with `--listen 127.0.0.1:0` the port is
 //! the one the system chose), then runs until Ctrl-C, SIGTERM or the end of its standard input.
 
 use std::collections::HashMap;
 use std::time::Duration;
+use ticker_servers::auth::Principal;
 use ticker_servers::grpc::{AuthConfig, GrpcConfig, GrpcServer};
 use ticker_servers::market::{Market, MarketConfig};
 use tokio::io::AsyncReadExt;
@@ -25,10 +30,11 @@ async fn main() -> anyhow::Result<()> {
             "--listen" => config.listen = args.next().unwrap_or_default().parse()?,
             "--token" => {
                 let value = args.next().unwrap_or_default();
-                let (token, account) = value
-                    .split_once('=')
-                    .ok_or_else(|| anyhow::anyhow!("--token wants TOKEN=ACCOUNT, got {value:?}"))?;
-                tokens.insert(token.to_string(), account.parse()?);
+                let (token, grant) = value.split_once('=').ok_or_else(|| {
+                    anyhow::anyhow!("--token wants TOKEN=ACCOUNT or TOKEN=ROLE[:ACCOUNT], got {value:?}")
+                })?;
+                let principal = Principal::parse_grant(grant).map_err(anyhow::Error::msg)?;
+                tokens.insert(token.to_string(), principal);
             }
             "--no-simulator" => market_config.simulator = None,
             other => anyhow::bail!(
@@ -36,7 +42,10 @@ async fn main() -> anyhow::Result<()> {
             ),
         }
     }
-    config.auth = AuthConfig::traders(tokens);
+    config.auth = AuthConfig {
+        tokens,
+        ..AuthConfig::default()
+    };
     let market = Market::start(market_config)?;
     let server = GrpcServer::start(market.clone(), config).await?;
     println!("listening on {}", server.local_addr());

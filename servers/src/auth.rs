@@ -60,6 +60,35 @@ impl Principal {
         }
     }
 
+    /// Reads the command-line form of a grant: `ACCOUNT` (a trader of that account), `ROLE`
+    /// or `ROLE:ACCOUNT`.
+    pub fn parse_grant(grant: &str) -> Result<Principal, String> {
+        let account = |text: &str| match text.parse::<AccountId>() {
+            Ok(0) => Err("account 0 is reserved by the engine".to_string()),
+            Ok(a) => Ok(a),
+            Err(_) => Err(format!("account {text:?} is not a number")),
+        };
+        let role = |name: &str| {
+            Role::parse(name)
+                .ok_or_else(|| format!("unknown role {name:?}: one of trader, risk, admin"))
+        };
+        let principal = match grant.split_once(':') {
+            None if grant.bytes().all(|b| b.is_ascii_digit()) => Principal::trader(account(grant)?),
+            None => Principal {
+                role: role(grant)?,
+                account: None,
+            },
+            Some((r, a)) => Principal {
+                role: role(r)?,
+                account: Some(account(a)?),
+            },
+        };
+        if principal.role == Role::Trader && principal.account.is_none() {
+            return Err("a trader needs an account".into());
+        }
+        Ok(principal)
+    }
+
     /// Whether this principal holds `role` or a higher one.
     pub fn has(&self, role: Role) -> bool {
         self.role >= role
@@ -261,6 +290,28 @@ mod tests {
         assert!(Principal::trader(1).has(Role::Trader));
         assert!(!Principal::trader(1).has(Role::Risk));
         assert!(desk.has(Role::Risk) && !desk.has(Role::Admin));
+    }
+
+    #[test]
+    fn grants_read_from_the_command_line() {
+        assert_eq!(Principal::parse_grant("7"), Ok(Principal::trader(7)));
+        assert_eq!(
+            Principal::parse_grant("risk"),
+            Ok(Principal {
+                role: Role::Risk,
+                account: None
+            })
+        );
+        assert_eq!(
+            Principal::parse_grant("admin:9"),
+            Ok(Principal {
+                role: Role::Admin,
+                account: Some(9)
+            })
+        );
+        for bad in ["0", "trader", "root", "risk:x", "admin:0", ""] {
+            assert!(Principal::parse_grant(bad).is_err(), "{bad:?}");
+        }
     }
 
     #[test]

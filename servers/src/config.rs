@@ -14,6 +14,7 @@
 
 use crate::auth::{AuthConfig, Principal, Role};
 use crate::grpc::{GrpcConfig, TlsFiles};
+use crate::limits::{LimitsSpec, RiskLimits};
 use crate::market::MarketConfig;
 use crate::ws::deflate::{DeflateConfig, DeflateMode};
 use crate::ws::{WsConfig, WsLimits};
@@ -34,6 +35,7 @@ pub struct TickerdConfig {
     pub market: MarketSection,
     pub journal: JournalSection,
     pub auth: AuthSection,
+    pub risk: RiskSection,
     pub grpc: GrpcSection,
     pub http: HttpSection,
 }
@@ -72,6 +74,7 @@ impl Default for TickerdConfig {
                 market_data_requires_token: false,
                 jwt_hs256_secret: String::new(),
             },
+            risk: RiskSection::default(),
             grpc: GrpcSection {
                 enabled: true,
                 listen: grpc.listen,
@@ -197,6 +200,21 @@ pub struct AuthSection {
     /// Also accept JWTs signed with HS256 and this secret: `sub` is the account, `exp` required
     /// [empty: off].
     pub jwt_hs256_secret: String,
+}
+
+/// Pre-trade limits, in the instruments' decimals (docs/engine.md, "Risk limits"). Applied at
+/// every start, through the engine like any command: they replace the limits of the default set
+/// and of the accounts they name (limits set at run time by `RiskService/SetLimits` for other
+/// accounts stay).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct RiskSection {
+    /// Limits of every account without its own [none].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub default_limits: Option<LimitsSpec>,
+    /// Account number → its own limits [none].
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub accounts: BTreeMap<String, LimitsSpec>,
 }
 
 /// What one configured token grants: a bare account number is a trader of that account.
@@ -450,22 +468,20 @@ impl Layers {
                 "{spec:?} is not TOKEN=ACCOUNT or TOKEN=ROLE[:ACCOUNT]"
             ))
         })?;
-        let number = |text: &str| {
-            text.parse::<i64>()
-                .map_err(|_| bad(format!("account {text:?} is not a number")))
-        };
-        let value = match grant.split_once(':') {
-            None if grant.bytes().all(|b| b.is_ascii_digit() || b == b'-') => {
-                Value::Integer(number(grant)?)
+        let principal = Principal::parse_grant(grant).map_err(bad)?;
+        let value = match principal {
+            Principal {
+                role: Role::Trader,
+                account: Some(account),
+            } => Value::Integer(account as i64),
+            Principal { role, account } => {
+                let mut t = Table::new();
+                t.insert("role".into(), Value::String(role.as_str().into()));
+                if let Some(account) = account {
+                    t.insert("account".into(), Value::Integer(account as i64));
+                }
+                Value::Table(t)
             }
-            None => Value::Table(Table::from_iter([(
-                "role".to_string(),
-                Value::String(grant.to_string()),
-            )])),
-            Some((role, account)) => Value::Table(Table::from_iter([
-                ("role".to_string(), Value::String(role.to_string())),
-                ("account".to_string(), Value::Integer(number(account)?)),
-            ])),
         };
         if let Some(Value::Table(auth)) = self.tree.get_mut("auth") {
             let tokens = auth
@@ -668,6 +684,14 @@ impl TickerdConfig {
                 return Err(("auth.tokens", format!("token {token:?}: {reason}")));
             }
         }
+        for account in self.risk.accounts.keys() {
+            if !matches!(account.parse::<AccountId>(), Ok(a) if a != 0) {
+                return Err((
+                    "risk.accounts",
+                    format!("{account:?} is not an account number (a non-zero integer)"),
+                ));
+            }
+        }
         // Port 0 asks the system for a free port, so two zeros do not collide.
         if self.grpc.enabled
             && self.http.enabled
@@ -698,6 +722,15 @@ impl TickerdConfig {
         m.pipeline.egress_capacity = self.market.egress_capacity;
         m.feeds.depth_levels = self.market.depth_levels;
         m.journal = self.journal.enabled.then(|| self.journal_config());
+        m.risk = RiskLimits {
+            default: self.risk.default_limits.clone(),
+            accounts: self
+                .risk
+                .accounts
+                .iter()
+                .filter_map(|(a, l)| Some((a.parse().ok()?, l.clone())))
+                .collect(),
+        };
         m
     }
 
@@ -982,9 +1015,11 @@ mod tests {
         assert_eq!(c.auth.tokens.len(), 2);
         assert_eq!(c.auth_config().tokens.get("b"), Some(&Principal::trader(2)));
 
-        let mut layers = Layers::new();
-        layers.token("z=0", "--token").unwrap();
-        let e = layers.finish().unwrap_err().to_string();
+        let e = Layers::new()
+            .token("z=0", "--token")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("account 0") && e.contains("--token"), "{e}");
         assert!(Layers::new().token("nope", "--token").is_err());
     }
@@ -1017,10 +1052,45 @@ mod tests {
         let e = layers.finish().unwrap_err().to_string();
         assert!(e.starts_with("auth.tokens (from f.toml)"), "{e}");
         assert!(e.contains("unknown role \"root\""), "{e}");
-        let mut layers = Layers::new();
-        layers.token("x=trader", "--token").unwrap();
-        let e = layers.finish().unwrap_err().to_string();
+        let e = Layers::new()
+            .token("x=trader", "--token")
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("a trader needs an account"), "{e}");
+        let e = Layers::new()
+            .token("x=root:3", "--token")
+            .err()
+            .unwrap()
+            .to_string();
+        assert!(e.starts_with("auth.tokens (from --token)"), "{e}");
+    }
+
+    #[test]
+    fn risk_limits_reach_the_market_config_and_bad_accounts_are_refused() {
+        let mut layers = Layers::new();
+        layers
+            .file(
+                "f.toml",
+                "[risk.default_limits]\nmax_open_orders = 100\n\n[risk.accounts.7]\nmax_orders_per_sec = 5\n\n[risk.accounts.7.instruments.BTC-USD]\nmax_long = \"2\"\n",
+            )
+            .unwrap();
+        let m = layers.finish().unwrap().market_config();
+        assert_eq!(m.risk.default.unwrap().max_open_orders, Some(100));
+        let seven = &m.risk.accounts[&7];
+        assert_eq!(seven.max_orders_per_sec, Some(5));
+        assert_eq!(seven.instruments["BTC-USD"].max_long.as_deref(), Some("2"));
+        for bad in ["0", "desk"] {
+            let mut layers = Layers::new();
+            layers
+                .file(
+                    "f.toml",
+                    &format!("[risk.accounts.{bad}]\nmax_open_orders = 1\n"),
+                )
+                .unwrap();
+            let e = layers.finish().unwrap_err().to_string();
+            assert!(e.starts_with("risk.accounts (from f.toml)"), "{e}");
+        }
     }
 
     #[test]

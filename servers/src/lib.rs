@@ -2,7 +2,8 @@
 //!
 //! [`market`] runs the engine thread, the feeds thread and the simulator, and gives the fronts
 //! one order-entry API; [`grpc`] and [`ws`] are the fronts on it, sharing [`auth`] (tokens to
-//! accounts) and [`order_entry`] (requests checked and turned into engine commands);
+//! roles and accounts), [`order_entry`] (requests checked and turned into engine commands) and
+//! [`limits`] (pre-trade limits in decimals, and the table of those in force);
 //! [`config`] is tickerd's configuration over the embedded [`defaults`]; [`metrics`] and
 //! [`logging`] are what an operator watches. [`recovery`] rebuilds the market from the data
 //! directory at start, [`snapshot_writer`] writes snapshots beside the journal, and
@@ -14,6 +15,7 @@ pub mod defaults;
 pub mod grpc;
 pub mod journal_tool;
 pub mod jwt;
+pub mod limits;
 pub mod logging;
 pub mod market;
 pub mod metrics;

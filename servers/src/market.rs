@@ -12,6 +12,8 @@
 //! event and everything up to the next command's outcome (a command's events are contiguous and
 //! never span batches).
 
+use crate::limits::{LimitsTable, RiskLimits};
+use crate::order_entry::Violations;
 use crate::recovery::{self, RecoveryReport};
 use crate::snapshot_writer::{SnapshotJob, SnapshotStats, SnapshotWriter};
 use parking_lot::Mutex;
@@ -25,6 +27,7 @@ use ticker_engine::journal::{DirLock, JournalConfig};
 use ticker_engine::pipeline::{Clock, JournalSetup, Pipeline, PipelineConfig, SubmitError};
 use ticker_engine::*;
 use ticker_feeds::orders::Accounts;
+use ticker_feeds::positions::Positions;
 use ticker_feeds::sim::{LastPrices, SimConfig, Simulator};
 use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
 use tokio::sync::oneshot;
@@ -44,6 +47,8 @@ pub struct MarketConfig {
     /// Journal every command, snapshot, and recover from the data directory at start
     /// [`None`: a library user opts in; `tickerd` journals by default].
     pub journal: Option<JournalConfig>,
+    /// Pre-trade limits applied at start, after the instruments [none].
+    pub risk: RiskLimits,
 }
 
 impl Default for MarketConfig {
@@ -60,6 +65,7 @@ impl Default for MarketConfig {
             simulator: Some(SimConfig::default()),
             heartbeat: Duration::from_millis(100),
             journal: None,
+            risk: RiskLimits::default(),
         }
     }
 }
@@ -176,6 +182,8 @@ pub struct Market {
     /// The number of instruments, changed when one is added at run time.
     instrument_count: tokio::sync::watch::Receiver<usize>,
     accounts: Arc<Accounts>,
+    positions: Arc<Positions>,
+    limits: Arc<LimitsTable>,
     stop: Arc<AtomicBool>,
     stats: Arc<MarketStats>,
     threads: Mutex<Vec<JoinHandle<()>>>,
@@ -262,6 +270,17 @@ impl Market {
                 })
                 .collect(),
         });
+        // What the engine recovered (nothing on a fresh market), for `GetLimits`.
+        let limits = Arc::new(LimitsTable::default());
+        let recovered_seq = engine.last_seq();
+        if let Some(d) = engine.default_limits() {
+            limits.set(recovered_seq, 0, Some(d.clone()));
+        }
+        for (account, own, disabled) in engine.risk_accounts() {
+            limits.set(recovered_seq, account, own.cloned());
+            limits.set_disabled(recovered_seq, account, disabled);
+        }
+        let risk_active = engine.risk_active();
         let (pipeline, ingress, mut egress, journaled) = match journal {
             None => {
                 let (p, i, e) = Pipeline::spawn_with(engine, config.pipeline.clone())?;
@@ -285,6 +304,7 @@ impl Market {
         };
         let durability = pipeline.durability().cloned();
         let accounts = md.accounts().clone();
+        let positions = md.positions().clone();
         let replies: Arc<Replies> = Arc::new(Mutex::new(HashMap::new()));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(MarketStats::default());
@@ -344,6 +364,8 @@ impl Market {
             instruments,
             instrument_count,
             accounts,
+            positions,
+            limits,
             stop,
             stats,
             threads: Mutex::new(vec![feeds]),
@@ -378,6 +400,7 @@ impl Market {
                 stale_sessions.len()
             );
         }
+        market.apply_limits(&config.risk, risk_active)?;
         market.spawn_heartbeat(config.heartbeat)?;
         if let Some(sim) = config.simulator {
             market.spawn_simulator(sim, resume_from)?;
@@ -414,6 +437,70 @@ impl Market {
 
     pub fn accounts(&self) -> &Arc<Accounts> {
         &self.accounts
+    }
+
+    /// The limits in force and the disabled accounts, as the engine accepted them.
+    pub fn limits(&self) -> &Arc<LimitsTable> {
+        &self.limits
+    }
+
+    /// Sends the configured limits to the engine (before any order flow of this run). The
+    /// first start of a market also turns the engine's risk tracking on with an empty default
+    /// set when none is configured, so positions count from the first order: limits set later
+    /// at run time then see every position.
+    fn apply_limits(&self, risk: &RiskLimits, risk_active: bool) -> std::io::Result<()> {
+        let mut v = Violations::default();
+        let default = risk
+            .default
+            .as_ref()
+            .map(|d| d.to_engine(&self.instruments, "risk.default_limits", &mut v));
+        let accounts: Vec<_> = risk
+            .accounts
+            .iter()
+            .map(|(account, spec)| {
+                let field = format!("risk.accounts.{account}");
+                (*account, spec.to_engine(&self.instruments, &field, &mut v))
+            })
+            .collect();
+        if let Err(invalid) = v.finish(|| ()) {
+            let detail: Vec<String> = invalid
+                .violations
+                .iter()
+                .map(|(field, why)| format!("{field}: {why}"))
+                .collect();
+            return Err(std::io::Error::other(format!(
+                "bad limits in the config: {}",
+                detail.join("; ")
+            )));
+        }
+        let mut changes: Vec<(AccountId, Option<Limits>)> = Vec::new();
+        match default {
+            Some(d) => changes.push((0, d)),
+            None if !risk_active => changes.push((0, None)),
+            None => {}
+        }
+        changes.extend(accounts);
+        for (account, limits) in changes {
+            let events = self.execute_blocking(CommandKind::SetLimits {
+                account,
+                limits: limits.clone().map(Box::new),
+            });
+            match events.first().map(|e| (e.seq, &e.kind)) {
+                Some((seq, EventKind::Accepted { .. })) => self.limits.set(seq, account, limits),
+                Some((_, EventKind::Rejected { reason, .. })) => {
+                    return Err(std::io::Error::other(format!(
+                        "the limits of account {account} were rejected: {reason}"
+                    )))
+                }
+                _ => return Err(std::io::Error::other("the market stopped while starting")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Every account's positions (the drop copy is [`Accounts::drop_copy`]).
+    pub fn positions(&self) -> &Arc<Positions> {
+        &self.positions
     }
 
     pub fn stats(&self) -> &Arc<MarketStats> {

@@ -1311,3 +1311,52 @@ async fn a_client_that_listed_instruments_hears_of_one_added_at_run_time() {
     assert_eq!(ok["type"], "subscribed", "{ok}");
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn a_risk_desk_follows_the_drop_copy_and_positions_and_a_trader_may_not() {
+    let rig = Rig::start(limits()).await;
+    let exp = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 300;
+    let risk = ticker_servers::jwt::Hs256::new(JWT_SECRET.as_bytes())
+        .sign(&json!({"role": "risk", "exp": exp}));
+    let mut alice = rig.trader(ALICE).await;
+    let mut bob = rig.trader(BOB).await;
+    let e = alice
+        .request(json!({"op":"subscribe","channels":[{"name":"drop_copy"},{"name":"ticker","instrument":"BTC-USD"},{"name":"positions"}]}))
+        .await;
+    assert_eq!(e["code"], "permission_denied", "{e}");
+    assert_eq!(field_names(&e), ["channels[0].name", "channels[2].name"]);
+
+    let mut desk = rig.client().await;
+    let ok = desk.request(json!({"op":"auth","token":risk})).await;
+    assert_eq!(ok["role"], "risk");
+    let ok = desk
+        .request(json!({"op":"subscribe","channels":[{"name":"drop_copy"},{"name":"positions"}]}))
+        .await;
+    assert_eq!(ok["type"], "subscribed", "{ok}");
+    let snap = desk
+        .recv_where(|m| m["type"] == "snapshot" && m["channel"] == "drop_copy")
+        .await;
+    let mut last = snap["seq"].as_u64().unwrap();
+    trade(&mut alice, &mut bob, "65000.00").await;
+    // Both sides' fills, in one gap-free sequence, each with its account.
+    let mut fills = Vec::new();
+    while fills.len() < 2 {
+        let m = desk.recv_where(|m| m["channel"] == "drop_copy").await;
+        assert_eq!(m["prev_seq"].as_u64().unwrap(), last, "{m}");
+        last = m["seq"].as_u64().unwrap();
+        if m["event"] == "fill" {
+            fills.push(m["account"].as_u64().unwrap());
+        }
+    }
+    fills.sort();
+    assert_eq!(fills, [1, 2]);
+    let position = desk
+        .recv_where(|m| m["channel"] == "positions" && m["type"] == "position" && m["account"] == 2)
+        .await;
+    assert_eq!(position["instrument"], "BTC-USD");
+    rig.stop().await;
+}

@@ -2,10 +2,11 @@
 //! stream RPCs write those shared `Bytes` to every subscriber as they are, adding only the
 //! per-subscriber tail ([`ticker_proto::frame`]).
 //!
-//! tonic's generated servers encode typed messages, so the three streaming methods whose items
-//! are pre-encoded (`MarketDataService/Subscribe`, `OrderService/SubscribeOrderUpdates` and
-//! `OrderService/OrderSession`) are routed by [`Streams`] to handlers that use [`OutCodec`],
-//! whose encoder copies bytes. Every other method goes to the generated server.
+//! tonic's generated servers encode typed messages, so the streaming methods whose items are
+//! pre-encoded (`MarketDataService/Subscribe`, `OrderService/SubscribeOrderUpdates`,
+//! `OrderService/OrderSession`, `RiskService/StreamDropCopy` and `RiskService/StreamPositions`)
+//! are routed by [`Streams`] to handlers that use [`OutCodec`], whose encoder copies bytes.
+//! Every other method goes to the generated server.
 
 use bytes::{BufMut, Bytes};
 use futures_util::Stream;
@@ -57,6 +58,16 @@ impl Out {
 }
 
 pub type OutStream = Pin<Box<dyn Stream<Item = Result<Out, Status>> + Send>>;
+
+/// The typed stream a generated service trait returns.
+pub type TypedStream<M> = Pin<Box<dyn Stream<Item = Result<M, Status>> + Send>>;
+
+/// An [`OutStream`] as the typed stream the generated trait returns: the frames decoded. Only
+/// used when the generated server is mounted without [`Streams`] in front of it.
+pub fn typed<M: prost::Message + Default + 'static>(stream: OutStream) -> TypedStream<M> {
+    use futures_util::StreamExt;
+    Box::pin(stream.map(|r| r.and_then(|o| o.decode::<M>())))
+}
 
 /// A codec that writes [`Out`]s as they are and decodes requests `D` with prost.
 pub struct OutCodec<D>(PhantomData<fn() -> D>);
@@ -174,6 +185,31 @@ pub fn subscription_stream(
     })
 }
 
+/// [`subscription_stream`] of the messages `keep` keeps, each decoded as `M` (tail included),
+/// given to `keep` to trim (a snapshot to the accounts asked for) and encoded again for this
+/// subscriber alone. For filtered streams; an unfiltered one passes the shared bytes on.
+pub fn filtered_stream<M>(
+    sub: Subscription,
+    what: String,
+    gap: impl Fn(u64, u64) -> Out + Send + Sync + 'static,
+    keep: impl Fn(&mut M) -> bool + Send + Sync + 'static,
+) -> impl Stream<Item = Result<Out, Status>> + Send
+where
+    M: prost::Message + Default + 'static,
+{
+    use futures_util::StreamExt;
+    let keep = Arc::new(keep);
+    subscription_stream(sub, what, gap).filter_map(move |item| {
+        let keep = keep.clone();
+        async move {
+            match item.and_then(|out| out.decode::<M>()) {
+                Ok(mut message) => keep(&mut message).then(|| Ok(Out::encoded(&message))),
+                Err(e) => Some(Err(e)),
+            }
+        }
+    })
+}
+
 /// Transport settings the hand-routed methods share with the generated servers.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CodecSettings {
@@ -215,6 +251,8 @@ pub enum Handler {
     Subscribe(ServerStreamFn<pb::SubscribeRequest>),
     OrderUpdates(ServerStreamFn<pb::SubscribeOrderUpdatesRequest>),
     OrderSession(BidiStreamFn<pb::SessionRequest>),
+    DropCopy(ServerStreamFn<pb::StreamDropCopyRequest>),
+    Positions(ServerStreamFn<pb::StreamPositionsRequest>),
 }
 
 /// A generated server with some of its streaming methods routed to [`Handler`]s.
@@ -282,6 +320,14 @@ where
                 Handler::OrderSession(f) => {
                     let svc = tower::service_fn(move |r| f(r));
                     settings.grpc().streaming(svc, req).await
+                }
+                Handler::DropCopy(f) => {
+                    let svc = tower::service_fn(move |r| f(r));
+                    settings.grpc().server_streaming(svc, req).await
+                }
+                Handler::Positions(f) => {
+                    let svc = tower::service_fn(move |r| f(r));
+                    settings.grpc().server_streaming(svc, req).await
                 }
             })
         })

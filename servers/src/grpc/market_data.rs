@@ -209,19 +209,14 @@ pub struct MarketDataRpc(pub Arc<MarketDataApi>);
 
 #[tonic::async_trait]
 impl MarketDataService for MarketDataRpc {
-    type SubscribeStream = std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<pb::MarketDataMessage, Status>> + Send>,
-    >;
+    type SubscribeStream = frames::TypedStream<pb::MarketDataMessage>;
 
     async fn subscribe(
         &self,
         req: Request<pb::SubscribeRequest>,
     ) -> Result<Response<Self::SubscribeStream>, Status> {
-        // Only used when the generated server is mounted without `frames::Streams`.
         let stream = self.0.clone().subscribe(req).await?.into_inner();
-        Ok(Response::new(Box::pin(stream.map(|r| {
-            r.and_then(|o| o.decode::<pb::MarketDataMessage>())
-        }))))
+        Ok(Response::new(frames::typed(stream)))
     }
 
     async fn get_depth_snapshot(

@@ -1,4 +1,5 @@
-//! The gRPC front of tickerd: `ticker.v1` `OrderService`, `MarketDataService` and `AdminService`
+//! The gRPC front of tickerd: `ticker.v1` `OrderService`, `MarketDataService`, `RiskService` and
+//! `AdminService`
 //! (`proto/ticker/v1`), with health, reflection and gRPC-Web on the same port.
 //!
 //! - [`server`] — [`GrpcConfig`] and [`GrpcServer`]: transport, TLS, compression, limits.
@@ -7,8 +8,9 @@
 //!   with every bad field named (INVALID_ARGUMENT with a `google.rpc.BadRequest` detail).
 //! - [`report`] — a command's events to responses; engine rejects are normal answers except
 //!   `not_owner` (PERMISSION_DENIED) and `deadline_exceeded` (DEADLINE_EXCEEDED).
-//! - [`orders`], [`market_data`] — the services; [`admin`] — instruments and halts at run
-//!   time, for `admin` tokens.
+//! - [`orders`], [`market_data`] — the services; [`risk`] — drop copy, positions, limits and
+//!   the kill switch for `risk` tokens; [`admin`] — instruments and halts at run time, for
+//!   `admin` tokens.
 //! - [`frames`] — streams of the feeds' pre-encoded protobuf, written as they are to every
 //!   subscriber.
 
@@ -19,6 +21,7 @@ pub mod frames;
 pub mod market_data;
 pub mod orders;
 pub mod report;
+pub mod risk;
 pub mod server;
 
 pub use auth::AuthConfig;

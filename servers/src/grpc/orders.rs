@@ -403,14 +403,6 @@ impl OrderApi {
             })),
         }
     }
-
-    /// The typed stream the generated trait returns: the frames decoded. Only used when the
-    /// generated server is mounted without [`frames::Streams`] in front of it.
-    fn decoded<M: prost::Message + Default + 'static>(
-        stream: OutStream,
-    ) -> std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<M, Status>> + Send>> {
-        Box::pin(stream.map(|r| r.and_then(|o| o.decode::<M>())))
-    }
 }
 
 /// Forwards the account's order updates into an order session.
@@ -570,27 +562,24 @@ impl OrderService for OrderRpc {
         Ok(Response::new(summary))
     }
 
-    type OrderSessionStream = std::pin::Pin<
-        Box<dyn futures_util::Stream<Item = Result<pb::SessionResponse, Status>> + Send>,
-    >;
+    type OrderSessionStream = frames::TypedStream<pb::SessionResponse>;
 
     async fn order_session(
         &self,
         req: Request<Streaming<pb::SessionRequest>>,
     ) -> Result<Response<Self::OrderSessionStream>, Status> {
         let stream = self.0.clone().session(req).await?.into_inner();
-        Ok(Response::new(OrderApi::decoded(stream)))
+        Ok(Response::new(frames::typed(stream)))
     }
 
-    type SubscribeOrderUpdatesStream =
-        std::pin::Pin<Box<dyn futures_util::Stream<Item = Result<pb::OrderUpdate, Status>> + Send>>;
+    type SubscribeOrderUpdatesStream = frames::TypedStream<pb::OrderUpdate>;
 
     async fn subscribe_order_updates(
         &self,
         req: Request<pb::SubscribeOrderUpdatesRequest>,
     ) -> Result<Response<Self::SubscribeOrderUpdatesStream>, Status> {
         let stream = self.0.clone().order_updates(req).await?.into_inner();
-        Ok(Response::new(OrderApi::decoded(stream)))
+        Ok(Response::new(frames::typed(stream)))
     }
 }
 

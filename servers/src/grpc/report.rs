@@ -238,14 +238,21 @@ pub fn touched(instruments: &Instruments, events: &[Event]) -> Option<pb::OrderR
 
 /// The orders a mass cancel cancelled.
 pub fn mass_cancelled(events: &[Event]) -> Vec<u64> {
+    done_for(events, DoneReason::MassCancelled)
+}
+
+/// The orders the kill switch (`DisableAccount`) cancelled.
+pub fn cancelled_by_kill_switch(events: &[Event]) -> Vec<u64> {
+    done_for(events, DoneReason::AccountDisabled)
+}
+
+fn done_for(events: &[Event], why: DoneReason) -> Vec<u64> {
     events
         .iter()
         .filter_map(|e| match e.kind {
             EventKind::OrderDone {
-                order_id,
-                reason: DoneReason::MassCancelled,
-                ..
-            } => Some(order_id.0),
+                order_id, reason, ..
+            } if reason == why => Some(order_id.0),
             _ => None,
         })
         .collect()

@@ -1,4 +1,5 @@
-//! The gRPC server: `OrderService`, `MarketDataService`, `AdminService`, `grpc.health.v1` health and server
+//! The gRPC server: `OrderService`, `MarketDataService`, `RiskService`, `AdminService`,
+//! `grpc.health.v1` health and server
 //! reflection (`grpc.reflection.v1` and `v1alpha`) on one port, over HTTP/2 for gRPC and
 //! HTTP/1.1 for gRPC-Web, in clear text or TLS.
 //!
@@ -12,6 +13,7 @@ use super::auth::{Auth, AuthConfig, AuthConfigError};
 use super::frames::{CodecSettings, Handler, Streams};
 use super::market_data::{MarketDataApi, MarketDataConfig, MarketDataRpc};
 use super::orders::{OrderApi, OrderConfig, OrderRpc};
+use super::risk::{RiskApi, RiskRpc};
 use crate::market::Market;
 use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
@@ -22,6 +24,7 @@ use std::time::Duration;
 use ticker_proto::v1::admin_service_server::AdminServiceServer;
 use ticker_proto::v1::market_data_service_server::MarketDataServiceServer;
 use ticker_proto::v1::order_service_server::OrderServiceServer;
+use ticker_proto::v1::risk_service_server::RiskServiceServer;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio_rustls::rustls;
@@ -126,6 +129,10 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
     let mut admin_server = AdminServiceServer::new(AdminRpc::new(market.clone(), auth.clone()))
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
+    let risk = Arc::new(RiskApi::new(market.clone(), auth.clone()));
+    let mut risk_server = RiskServiceServer::new(RiskRpc(risk.clone()))
+        .max_decoding_message_size(config.max_message_size)
+        .max_encoding_message_size(config.max_message_size);
     let market_data = Arc::new(MarketDataApi::new(market, auth, config.market_data.clone()));
 
     let mut order_server = OrderServiceServer::new(OrderRpc(orders.clone()))
@@ -142,6 +149,9 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
         admin_server = admin_server
+            .accept_compressed(CompressionEncoding::Gzip)
+            .send_compressed(CompressionEncoding::Gzip);
+        risk_server = risk_server
             .accept_compressed(CompressionEncoding::Gzip)
             .send_compressed(CompressionEncoding::Gzip);
     }
@@ -170,6 +180,21 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
         )],
         settings,
     );
+    let (r1, r2) = (risk.clone(), risk);
+    let risk_service = Streams::new(
+        risk_server,
+        vec![
+            (
+                "/ticker.v1.RiskService/StreamDropCopy",
+                Handler::DropCopy(Arc::new(move |r| Box::pin(r1.clone().drop_copy(r)))),
+            ),
+            (
+                "/ticker.v1.RiskService/StreamPositions",
+                Handler::Positions(Arc::new(move |r| Box::pin(r2.clone().positions(r)))),
+            ),
+        ],
+        settings,
+    );
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter
@@ -180,6 +205,9 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
         .await;
     health_reporter
         .set_serving::<AdminServiceServer<AdminRpc>>()
+        .await;
+    health_reporter
+        .set_serving::<RiskServiceServer<RiskRpc>>()
         .await;
     let reflection = || {
         tonic_reflection::server::Builder::configure()
@@ -195,6 +223,7 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
 
     Ok(Routes::new(order_service)
         .add_service(md_service)
+        .add_service(risk_service)
         .add_service(admin_server)
         .add_service(health)
         .add_service(reflection_v1)

@@ -98,6 +98,17 @@ pub enum ChannelTarget {
     },
     /// The authenticated account's order updates.
     Orders,
+    /// Every account's order updates (a `risk` token's).
+    DropCopy,
+    /// Every account's positions (a `risk` token's).
+    Positions,
+}
+
+impl ChannelTarget {
+    /// Whether the channel needs a token with the `risk` role.
+    pub fn needs_risk_role(&self) -> bool {
+        matches!(self, ChannelTarget::DropCopy | ChannelTarget::Positions)
+    }
 }
 
 /// Identifies a subscription on a connection: subscribing again to the same key restarts it.
@@ -108,6 +119,8 @@ pub enum ChannelKey {
         instrument: ticker_engine::InstrumentId,
     },
     Orders,
+    DropCopy,
+    Positions,
 }
 
 /// One entry of a `channels` array.
@@ -128,6 +141,8 @@ impl ChannelSpec {
                 instrument: instrument.id(),
             },
             ChannelTarget::Orders => ChannelKey::Orders,
+            ChannelTarget::DropCopy => ChannelKey::DropCopy,
+            ChannelTarget::Positions => ChannelKey::Positions,
         }
     }
 
@@ -145,8 +160,8 @@ impl ChannelSpec {
                     o.insert("interval".into(), i.as_str().into());
                 }
             }
-            ChannelTarget::Orders => {
-                o.insert("name".into(), "orders".into());
+            ChannelTarget::Orders | ChannelTarget::DropCopy | ChannelTarget::Positions => {
+                o.insert("name".into(), self.label().into());
             }
         }
         if let Some(seq) = self.from_seq {
@@ -167,6 +182,8 @@ impl ChannelSpec {
                 instrument,
             } => format!("{} {}", channel.name(), instrument.symbol()),
             ChannelTarget::Orders => "orders".into(),
+            ChannelTarget::DropCopy => "drop_copy".into(),
+            ChannelTarget::Positions => "positions".into(),
         }
     }
 }
@@ -524,19 +541,22 @@ fn channels(
         let Some(name) = f.string("name", true, v) else {
             continue;
         };
-        if name == "orders" {
+        let account_wide = match name.as_str() {
+            "orders" => Some(ChannelTarget::Orders),
+            "drop_copy" => Some(ChannelTarget::DropCopy),
+            "positions" => Some(ChannelTarget::Positions),
+            _ => None,
+        };
+        if let Some(target) = account_wide {
             for field in ["instrument", "interval"] {
                 if obj.contains_key(field) {
                     v.add(
                         f.path(field),
-                        "the orders channel is the account's, on every instrument",
+                        format!("the {name} channel is on every instrument"),
                     );
                 }
             }
-            out.push(ChannelSpec {
-                target: ChannelTarget::Orders,
-                from_seq,
-            });
+            out.push(ChannelSpec { target, from_seq });
             continue;
         }
         let interval = f.string("interval", name == "candles", v);
@@ -557,7 +577,7 @@ fn channels(
                 v.add(
                     f.path("name"),
                     format!(
-                        "unknown channel {other:?}; one of ticker, depth, trades, candles, l3, orders"
+                        "unknown channel {other:?}; one of ticker, depth, trades, candles, l3, orders, drop_copy, positions"
                     ),
                 );
                 continue;

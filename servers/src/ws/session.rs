@@ -25,7 +25,7 @@ use super::replies;
 use super::socket::SessionSocket;
 use super::stream::ViolationHandle;
 use super::writer::{Outgoing, Writers};
-use crate::auth::{Principal, Tokens};
+use crate::auth::{Principal, Role as TokenRole, Tokens};
 use crate::market::{now_ns, ExecuteError, Market};
 use crate::order_entry::{self, AmendTicket, PlaceTicket};
 use bytes::Bytes;
@@ -537,6 +537,27 @@ impl Session {
                 return self.error(e.about(Some("subscribe"), id));
             }
         }
+        if !self.principal.is_some_and(|p| p.has(TokenRole::Risk)) {
+            let fields: Vec<(String, String)> = specs
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.target.needs_risk_role())
+                .map(|(i, s)| {
+                    (
+                        format!("channels[{i}].name"),
+                        format!("{} needs a token with the risk role", s.label()),
+                    )
+                })
+                .collect();
+            if !fields.is_empty() {
+                let mut e = RequestError::new(
+                    ErrorCode::PermissionDenied,
+                    "these channels need a token with the risk role: send auth with one first",
+                );
+                e.fields = fields;
+                return self.error(e.about(Some("subscribe"), id));
+            }
+        }
         // A channel listed twice counts once; the later entry wins.
         let mut unique: Vec<ChannelSpec> = Vec::with_capacity(specs.len());
         for spec in &specs {
@@ -590,6 +611,8 @@ impl Session {
             ChannelTarget::Orders => market
                 .accounts()
                 .subscribe(self.account().unwrap_or_default(), spec.from_seq),
+            ChannelTarget::DropCopy => market.accounts().drop_copy().subscribe(spec.from_seq),
+            ChannelTarget::Positions => market.positions().subscribe(spec.from_seq),
         }
     }
 }

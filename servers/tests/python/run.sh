@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The Python gRPC client tests: installs pinned grpcio/grpcio-tools into a venv, generates the
 # stubs from proto/ with grpc_tools.protoc, starts the example gRPC server on a free loopback
-# port, and runs test_grpc.py with pytest. Needs python3 (3.11) with venv, and cargo.
+# port, and runs test_grpc.py and test_risk_client.py (the risk-client example) with pytest.
+# Needs python3 (3.11) with venv, and cargo.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/../../.." && pwd)"
@@ -36,7 +37,8 @@ mkfifo "$work/stdin" "$work/stdout"
 # Hold the server's stdin open for as long as this script runs.
 exec 3<>"$work/stdin"
 "$target/debug/examples/grpc_server" --listen 127.0.0.1:0 --no-simulator \
-    --token alice-token=1 --token bob-token=2 <"$work/stdin" >"$work/stdout" &
+    --token alice-token=1 --token bob-token=2 --token risk-desk-token=risk \
+    <"$work/stdin" >"$work/stdout" &
 server_pid=$!
 exec 4<"$work/stdout"
 if ! read -r -t 120 -u 4 line || [[ "$line" != "listening on "* ]]; then
@@ -47,4 +49,5 @@ addr="${line#listening on }"
 echo "python grpc tests against $addr"
 
 cd "$work"
-PYTHONPATH="$work/gen" TICKER_GRPC_ADDR="$addr" "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/test_grpc.py"
+PYTHONPATH="$work/gen:$root/servers/examples/python" TICKER_GRPC_ADDR="$addr" \
+    "$venv/bin/python" -m pytest -q -p no:cacheprovider "$here/test_grpc.py" "$here/test_risk_client.py"
