@@ -11,6 +11,7 @@
 //! ```
 
 use clap::{Parser, Subcommand};
+use ticker_benches::dropcopy_load::{self, DropCopyArgs};
 use ticker_benches::engine_load::{self, EngineArgs};
 use ticker_benches::journal_load::{self, JournalArgs};
 use ticker_benches::load::flow::{self, Pace};
@@ -46,6 +47,10 @@ enum Target {
     Latency(FlowArgs),
     /// The same flow as fast as the server answers (`--window` commands in flight per client).
     Throughput(FlowArgs),
+    /// How many drop-copy messages one gRPC consumer of RiskService/StreamDropCopy takes a
+    /// second from a real market.
+    #[command(long_about = dropcopy_load::LONG_ABOUT)]
+    Dropcopy(DropCopyArgs),
     /// Thousands of WebSocket subscribers to one instrument, a sample of them verified.
     Fanout(FanoutArgs),
     /// How fast one connection takes a stream, per front: the spawned server's hub is fed
@@ -63,6 +68,7 @@ fn main() -> anyhow::Result<()> {
         Target::Engine(args) => return engine_load::run(&args, &mut out),
         Target::Journal(args) => return journal_load::run(&args, &mut out),
         Target::Recovery(args) => return recovery_load::run(&args, &mut out),
+        Target::Dropcopy(args) => return dropcopy_load::run(&args, &mut out),
         Target::Latency(args) => {
             let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
             (report, series, output::flow_table, args.target)

@@ -34,7 +34,7 @@ pub async fn run(
         ..Default::default()
     };
     let mut stream = grpc
-        .server_streaming(tonic::Request::new(request), path, RawCodec)
+        .server_streaming(tonic::Request::new(request), path, RawCodec::default())
         .await?
         .into_inner();
     drop(connecting);

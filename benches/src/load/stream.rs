@@ -12,6 +12,7 @@ use super::frame_count::{self, Totals};
 use super::{Kind, StreamArgs, Target};
 use bytes::{Buf, Bytes};
 use serde_json::{json, Value};
+use std::marker::PhantomData;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -120,7 +121,7 @@ async fn one(
                 ..Default::default()
             };
             let mut stream = grpc
-                .server_streaming(tonic::Request::new(request), path, RawCodec)
+                .server_streaming(tonic::Request::new(request), path, RawCodec::default())
                 .await?
                 .into_inner();
             let (received, bytes) = (received.clone(), bytes.clone());
@@ -206,11 +207,17 @@ async fn one(
     }))
 }
 
-/// Decodes nothing: each gRPC message arrives as its bytes.
-#[derive(Default)]
-pub struct RawCodec;
+/// Decodes nothing: each gRPC message arrives as its bytes; requests `Req` are encoded with
+/// prost.
+pub struct RawCodec<Req = pb::SubscribeRequest>(PhantomData<fn(Req)>);
 pub struct RawDecoder;
-pub struct RequestEncoder;
+pub struct RequestEncoder<Req>(PhantomData<fn(Req)>);
+
+impl<Req> Default for RawCodec<Req> {
+    fn default() -> Self {
+        RawCodec(PhantomData)
+    }
+}
 
 impl Decoder for RawDecoder {
     type Item = Bytes;
@@ -220,25 +227,22 @@ impl Decoder for RawDecoder {
     }
 }
 
-impl Encoder for RequestEncoder {
-    type Item = pb::SubscribeRequest;
+impl<Req: prost::Message> Encoder for RequestEncoder<Req> {
+    type Item = Req;
     type Error = Status;
-    fn encode(
-        &mut self,
-        item: pb::SubscribeRequest,
-        dst: &mut EncodeBuf<'_>,
-    ) -> Result<(), Status> {
-        prost::Message::encode(&item, dst).map_err(|e| Status::internal(e.to_string()))
+    fn encode(&mut self, item: Req, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(e.to_string()))
     }
 }
 
-impl Codec for RawCodec {
-    type Encode = pb::SubscribeRequest;
+impl<Req: prost::Message + Send + 'static> Codec for RawCodec<Req> {
+    type Encode = Req;
     type Decode = Bytes;
-    type Encoder = RequestEncoder;
+    type Encoder = RequestEncoder<Req>;
     type Decoder = RawDecoder;
-    fn encoder(&mut self) -> RequestEncoder {
-        RequestEncoder
+    fn encoder(&mut self) -> RequestEncoder<Req> {
+        RequestEncoder(PhantomData)
     }
     fn decoder(&mut self) -> RawDecoder {
         RawDecoder
