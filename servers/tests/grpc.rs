@@ -805,6 +805,7 @@ async fn health_and_both_reflection_versions_list_the_services() {
         "",
         "ticker.v1.OrderService",
         "ticker.v1.MarketDataService",
+        "ticker.v1.RiskService",
         "ticker.v1.AdminService",
     ] {
         let r = health
@@ -821,6 +822,7 @@ async fn health_and_both_reflection_versions_list_the_services() {
         "grpc.health.v1.Health",
         "ticker.v1.MarketDataService",
         "ticker.v1.OrderService",
+        "ticker.v1.RiskService",
         "ticker.v1.AdminService",
     ];
     {
