@@ -1360,3 +1360,55 @@ async fn a_risk_desk_follows_the_drop_copy_and_positions_and_a_trader_may_not() 
     assert_eq!(position["instrument"], "BTC-USD");
     rig.stop().await;
 }
+
+#[tokio::test]
+async fn limit_breaches_and_the_kill_switch_are_typed_rejects_over_websocket() {
+    use ticker_engine::{InstrumentLimits, Limits};
+    let rig = Rig::start(limits()).await;
+    let market = rig.market.clone();
+    let set = tokio::task::spawn_blocking(move || {
+        // BTC-USD is instrument 0; 0.005 BTC is 500 lots.
+        let limits = Limits {
+            instruments: vec![(
+                0,
+                InstrumentLimits {
+                    max_order_lots: Some(500),
+                    ..InstrumentLimits::default()
+                },
+            )],
+            ..Limits::default()
+        };
+        market.execute_blocking(CommandKind::SetLimits {
+            account: 1,
+            limits: Some(Box::new(limits)),
+        })
+    })
+    .await
+    .unwrap();
+    assert!(matches!(
+        set[0].kind,
+        ticker_engine::EventKind::Accepted { .. }
+    ));
+    let mut alice = rig.trader(ALICE).await;
+    let r = alice.request(place("buy", "64000.00", "0.01")).await;
+    assert_eq!(
+        (&r["accepted"], &r["reason"]),
+        (&json!(false), &json!("max_order_size")),
+        "{r}"
+    );
+    let r = alice.request(place("buy", "64000.00", "0.005")).await;
+    assert_eq!(r["accepted"], true, "{r}");
+    let market = rig.market.clone();
+    tokio::task::spawn_blocking(move || {
+        market.execute_blocking(CommandKind::DisableAccount { account: 1 })
+    })
+    .await
+    .unwrap();
+    let r = alice.request(place("buy", "64000.00", "0.001")).await;
+    assert_eq!(
+        (&r["accepted"], &r["reason"]),
+        (&json!(false), &json!("account_disabled")),
+        "{r}"
+    );
+    rig.stop().await;
+}
