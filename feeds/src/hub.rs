@@ -687,7 +687,10 @@ impl Hub {
         let newest = history.back().map_or(0, |m| m.seq);
         let covered = from >= newest || history.front().is_some_and(|m| m.prev_seq <= from);
         if covered {
-            sub.last_seq = from.min(newest);
+            // A `from_seq` past the newest message is a client that came from a server
+            // further ahead on the same stream (a gateway that is catching up): it gets
+            // nothing it has seen, and the chain goes on from its `from_seq`.
+            sub.last_seq = from;
             sub.pending.extend(
                 history
                     .iter()
@@ -1058,6 +1061,23 @@ mod tests {
         assert!(sub.poll_recv(&mut cx).is_pending());
         hub.topic(trades).publish(message(6));
         assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_resume_ahead_of_the_topic_skips_what_the_client_has() {
+        // A client moving from a gateway further ahead on the stream to one catching up.
+        let hub = hub(16);
+        let trades = topic(Channel::Trades);
+        hub.topic(trades).publish(message(1));
+        let mut sub = hub.subscribe(trades, Some(3));
+        for seq in 2..=5 {
+            hub.topic(trades).publish(message(seq));
+        }
+        let mut got = Vec::new();
+        while let Some(d) = sub.try_recv().unwrap() {
+            got.push(d.message().unwrap().seq);
+        }
+        assert_eq!(got, vec![4, 5], "nothing at or before from_seq 3");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! (`grpc.listen (from TICKERD_GRPC_LISTEN): invalid socket address syntax`).
 
 use crate::auth::{AuthConfig, Principal, Role};
+use crate::bus::{BusConfig, Role as BusRole};
 use crate::grpc::{GrpcConfig, TlsFiles};
 use crate::limits::{LimitsSpec, RiskLimits};
 use crate::market::MarketConfig;
@@ -38,6 +39,7 @@ pub struct TickerdConfig {
     pub risk: RiskSection,
     pub grpc: GrpcSection,
     pub http: HttpSection,
+    pub bus: BusSection,
 }
 
 impl Default for TickerdConfig {
@@ -75,6 +77,27 @@ impl Default for TickerdConfig {
                 jwt_hs256_secret: String::new(),
             },
             risk: RiskSection::default(),
+            bus: {
+                let b = BusConfig::default();
+                BusSection {
+                    role: b.role.as_str().into(),
+                    url: b.url,
+                    stream: b.stream,
+                    subject_prefix: b.subject_prefix,
+                    snapshot_bucket: b.snapshot_bucket,
+                    max_age_secs: b.max_age.as_secs(),
+                    max_bytes: b.max_bytes,
+                    duplicate_window_secs: b.duplicate_window.as_secs(),
+                    snapshot_every: b.snapshot_every,
+                    publish_window: b.publish_window,
+                    publish_queue: b.publish_queue,
+                    node: b.node,
+                    request_timeout_ms: b.request_timeout.as_millis() as u64,
+                    connect_timeout_ms: b.connect_timeout.as_millis() as u64,
+                    max_lag_messages: b.max_lag_messages,
+                    max_lag_ms: b.max_lag.as_millis() as u64,
+                }
+            },
             grpc: GrpcSection {
                 enabled: true,
                 listen: grpc.listen,
@@ -215,6 +238,57 @@ pub struct RiskSection {
     /// Account number → its own limits [none].
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub accounts: BTreeMap<String, LimitsSpec>,
+}
+
+/// Scale-out over NATS JetStream (docs/scale-out.md). Only `--role matcher` and `--role
+/// gateway` use it; the default single process needs no NATS.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct BusSection {
+    /// "all": engine and both fronts in one process, no bus; "matcher": engine, journal and
+    /// feeds, publishing to JetStream and taking gateways' orders; "gateway": no engine, the
+    /// fronts fed from JetStream; `--role` ["all"].
+    pub role: String,
+    /// NATS server URL(s), comma-separated ["nats://127.0.0.1:4222"].
+    pub url: String,
+    /// The JetStream stream of engine events, created by the matcher ["TICKERD"].
+    pub stream: String,
+    /// Subjects: `{prefix}.ev.<instrument id>|x` (events), `{prefix}.cmd` (commands),
+    /// `{prefix}.node` (gateway starts) ["tickerd"].
+    pub subject_prefix: String,
+    /// Object store bucket of feeds snapshots for gateways ["tickerd-snapshots"].
+    pub snapshot_bucket: String,
+    /// How long the stream keeps events, 0 = forever [86,400 s].
+    pub max_age_secs: u64,
+    /// Most bytes the stream keeps, 0 = no limit [0].
+    pub max_bytes: u64,
+    /// JetStream de-duplication window of `Nats-Msg-Id` [120 s].
+    pub duplicate_window_secs: u64,
+    /// The matcher stores a feeds snapshot every this many events, at start and at a clean
+    /// shutdown [200,000].
+    pub snapshot_every: u64,
+    /// Publishes awaiting their acknowledgement [4,096].
+    pub publish_window: usize,
+    /// Event batches queued for publishing before the engine waits for NATS [65,536].
+    pub publish_queue: usize,
+    /// A gateway's number, 1..=65535, unique among the gateways of a stream [0: required on a
+    /// gateway].
+    pub node: u16,
+    /// How long a gateway waits for the matcher's answer to a command [2,000 ms].
+    pub request_timeout_ms: u64,
+    /// How long a start waits for NATS (and a gateway for the stream) [10,000 ms].
+    pub connect_timeout_ms: u64,
+    /// A gateway is NOT_SERVING while more messages than this are waiting [10,000]...
+    pub max_lag_messages: u64,
+    /// ...or while the newest it applied was published longer ago than this and more wait
+    /// [2,000 ms].
+    pub max_lag_ms: u64,
+}
+
+impl Default for BusSection {
+    fn default() -> Self {
+        TickerdConfig::default().bus
+    }
 }
 
 /// What one configured token grants: a bare account number is a trader of that account.
@@ -692,6 +766,46 @@ impl TickerdConfig {
                 ));
             }
         }
+        let role = BusRole::parse(&self.bus.role);
+        match role {
+            None => {
+                return Err((
+                    "bus.role",
+                    format!(
+                        "{:?} is not one of \"all\", \"matcher\", \"gateway\"",
+                        self.bus.role
+                    ),
+                ))
+            }
+            Some(BusRole::Gateway) if self.bus.node == 0 => {
+                return Err((
+                    "bus.node",
+                    "a gateway needs a number in 1..=65535, unique among the stream's gateways"
+                        .into(),
+                ))
+            }
+            _ => {}
+        }
+        for (key, value) in [
+            ("bus.snapshot_every", self.bus.snapshot_every),
+            ("bus.publish_window", self.bus.publish_window as u64),
+            ("bus.publish_queue", self.bus.publish_queue as u64),
+            ("bus.request_timeout_ms", self.bus.request_timeout_ms),
+            ("bus.connect_timeout_ms", self.bus.connect_timeout_ms),
+        ] {
+            if value == 0 {
+                return Err((key, "must be > 0".into()));
+            }
+        }
+        for (key, value) in [
+            ("bus.stream", &self.bus.stream),
+            ("bus.subject_prefix", &self.bus.subject_prefix),
+            ("bus.snapshot_bucket", &self.bus.snapshot_bucket),
+        ] {
+            if value.is_empty() || value.contains([' ', '*', '>']) {
+                return Err((key, format!("{value:?}: empty, or has a space, * or >")));
+            }
+        }
         // Port 0 asks the system for a free port, so two zeros do not collide.
         if self.grpc.enabled
             && self.http.enabled
@@ -732,6 +846,29 @@ impl TickerdConfig {
                 .collect(),
         };
         m
+    }
+
+    /// The bus's configuration (used by `--role matcher` and `--role gateway`).
+    pub fn bus_config(&self) -> BusConfig {
+        let b = &self.bus;
+        BusConfig {
+            role: BusRole::parse(&b.role).unwrap_or_default(),
+            url: b.url.clone(),
+            stream: b.stream.clone(),
+            subject_prefix: b.subject_prefix.clone(),
+            snapshot_bucket: b.snapshot_bucket.clone(),
+            max_age: Duration::from_secs(b.max_age_secs),
+            max_bytes: b.max_bytes,
+            duplicate_window: Duration::from_secs(b.duplicate_window_secs),
+            snapshot_every: b.snapshot_every,
+            publish_window: b.publish_window,
+            publish_queue: b.publish_queue,
+            node: b.node,
+            request_timeout: Duration::from_millis(b.request_timeout_ms),
+            connect_timeout: Duration::from_millis(b.connect_timeout_ms),
+            max_lag_messages: b.max_lag_messages,
+            max_lag: Duration::from_millis(b.max_lag_ms),
+        }
     }
 
     /// The journal's configuration (used when `journal.enabled`).

@@ -10,6 +10,7 @@
 //! [`journal_tool`] is `tickerd journal verify | inspect | replay`.
 
 pub mod auth;
+pub mod bus;
 pub mod config;
 pub mod defaults;
 pub mod grpc;

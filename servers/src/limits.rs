@@ -225,8 +225,8 @@ struct TableInner {
     disabled: HashMap<AccountId, (u64, bool)>,
 }
 
-/// What `GetLimits` answers.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// What `GetLimits` answers (over the bus too: postcard, docs/scale-out.md).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AccountLimitsView {
     pub own: Option<Limits>,
     pub default: Option<Limits>,

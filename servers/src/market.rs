@@ -12,6 +12,8 @@
 //! event and everything up to the next command's outcome (a command's events are contiguous and
 //! never span batches).
 
+use crate::bus::publisher::Publisher;
+use crate::bus::{BusConfig, BusStats};
 use crate::limits::{LimitsTable, RiskLimits};
 use crate::order_entry::Violations;
 use crate::recovery::{self, RecoveryReport};
@@ -77,12 +79,54 @@ pub enum ExecuteError {
     Busy,
     #[error("the market is shutting down")]
     ShuttingDown,
+    /// A gateway could not get the matcher's answer (docs/scale-out.md).
+    #[error("the matcher is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// What a command's caller gets: its events (outcome first) or why there are none.
+pub type ReplyResult = Result<Vec<Event>, ExecuteError>;
+
+/// The wait for a submitted command's events.
+pub struct PendingReply(oneshot::Receiver<ReplyResult>);
+
+impl std::future::Future for PendingReply {
+    type Output = ReplyResult;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<ReplyResult> {
+        std::pin::Pin::new(&mut self.0)
+            .poll(cx)
+            .map(|r| r.unwrap_or(Err(ExecuteError::ShuttingDown)))
+    }
 }
 
 /// Where a command's events go: an async caller, or a thread outside any runtime.
-enum Reply {
-    Async(oneshot::Sender<Vec<Event>>),
-    Blocking(std::sync::mpsc::SyncSender<Vec<Event>>),
+pub(crate) enum Reply {
+    Async(oneshot::Sender<ReplyResult>),
+    Blocking(std::sync::mpsc::SyncSender<ReplyResult>),
+}
+
+impl Reply {
+    pub(crate) fn send(self, result: ReplyResult) {
+        // The caller may have gone (a cancelled request): nothing to do then.
+        match self {
+            Reply::Async(tx) => {
+                let _ = tx.send(result);
+            }
+            Reply::Blocking(tx) => {
+                let _ = tx.send(result);
+            }
+        }
+    }
+}
+
+/// Where commands go: this process's engine, or (on a gateway) the matcher over the bus.
+enum Entry {
+    Local(Ingress),
+    Remote(crate::bus::commands::Forwarder),
 }
 
 type Replies = Mutex<HashMap<Correlation, Reply>>;
@@ -173,7 +217,7 @@ struct SimResume {
 }
 
 pub struct Market {
-    ingress: Ingress,
+    entry: Entry,
     replies: Arc<Replies>,
     next_corr: Arc<AtomicU64>,
     next_session: AtomicU64,
@@ -189,6 +233,26 @@ pub struct Market {
     threads: Mutex<Vec<JoinHandle<()>>>,
     pipeline: Mutex<Option<Pipeline>>,
     journal: Option<JournalState>,
+    bus: Option<BusState>,
+}
+
+/// A matcher's or gateway's link to the bus (docs/scale-out.md).
+pub struct BusState {
+    pub config: BusConfig,
+    pub stats: Arc<BusStats>,
+    client: async_nats::Client,
+    /// Matcher: the publisher, finished at shutdown after the feeds thread.
+    publisher: Mutex<Option<Arc<Mutex<Publisher>>>>,
+    /// Gateway: the task consuming the stream.
+    consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Matcher: gateway sessions the engine recovered, for the command server.
+    foreign_sessions: Mutex<Vec<SessionId>>,
+}
+
+impl BusState {
+    pub fn client(&self) -> &async_nats::Client {
+        &self.client
+    }
 }
 
 /// Wall-clock nanoseconds since the Unix epoch: the ingress timestamp.
@@ -204,6 +268,24 @@ impl Market {
     /// and, if configured, starts (or resumes) the simulator. Returns once the instruments are
     /// in place and orders of order-entry sessions from before a restart are cancelled.
     pub fn start(config: MarketConfig) -> std::io::Result<Arc<Market>> {
+        Self::start_with(config, None)
+    }
+
+    /// [`start`](Self::start) for `--role matcher`: every event is also published to the bus
+    /// (those a restart replays from the journal too, when the stream does not have them yet),
+    /// with a feeds snapshot at start and every `bus.snapshot_every` events.
+    pub fn start_matcher(
+        config: MarketConfig,
+        bus: BusConfig,
+        publisher: Publisher,
+    ) -> std::io::Result<Arc<Market>> {
+        Self::start_with(config, Some((bus, publisher)))
+    }
+
+    fn start_with(
+        config: MarketConfig,
+        bus: Option<(BusConfig, Publisher)>,
+    ) -> std::io::Result<Arc<Market>> {
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
         let instruments = Arc::new(Instruments::default());
         let (engine, mut md, journal) = match &config.journal {
@@ -213,12 +295,18 @@ impl Market {
                 None,
             ),
             Some(j) => {
-                let r = recovery::recover(
+                let mut republish = |events: &[Event]| {
+                    if let Some((_, p)) = &bus {
+                        p.events(events);
+                    }
+                };
+                let r = recovery::recover_with(
                     j,
                     &config.pipeline.engine,
                     &config.feeds,
                     hub.clone(),
                     instruments.clone(),
+                    &mut republish,
                 )
                 .map_err(std::io::Error::other)?;
                 for skipped in &r.report.skipped {
@@ -245,8 +333,24 @@ impl Market {
                 )
             }
         };
-        // What the restored engine says about the time before this start.
-        let stale_sessions: Vec<SessionId> = engine.sessions().collect();
+        if let Some((_, p)) = &bus {
+            if p.after() > md.last_seq() {
+                return Err(std::io::Error::other(format!(
+                    "the bus stream holds events up to {} but this market ends at {}: another \
+                     matcher publishes there, or the journal lost acknowledged commands \
+                     (journal.fsync = \"off\"); give this market its own stream or clear it",
+                    p.after(),
+                    md.last_seq()
+                )));
+            }
+            // Gateways start from here (and after a gap, only from here).
+            p.snapshot(md.snapshot());
+        }
+        // What the restored engine says about the time before this start. Sessions a gateway
+        // opened are its own to close (it may still be up): only this process's are stale.
+        let (stale_sessions, foreign_sessions): (Vec<SessionId>, Vec<SessionId>) = engine
+            .sessions()
+            .partition(|s| bus.is_none() || crate::bus::session_node(*s) == 0);
         let present: Vec<String> = engine
             .books()
             .iter()
@@ -323,9 +427,18 @@ impl Market {
                 (Some(writer), Some(state))
             }
         };
+        let (bus_config, publisher) = match bus {
+            Some((c, p)) => (Some(c), Some(Arc::new(Mutex::new(p)))),
+            None => (None, None),
+        };
         let feeds = {
             let replies = replies.clone();
             let stats = stats.clone();
+            let publisher = publisher.clone();
+            let mut next_bus_snapshot = publisher.as_ref().map(|p| {
+                let every = p.lock().snapshot_every();
+                (md.last_seq() + every, every)
+            });
             std::thread::Builder::new()
                 .name("ticker-feeds".into())
                 .spawn(move || {
@@ -334,6 +447,16 @@ impl Market {
                     // thread published (see `ticker_feeds::snapshot`).
                     while let Some(mut batch) = egress.recv() {
                         md.apply(&batch);
+                        if let Some(p) = &publisher {
+                            let p = p.lock();
+                            p.events(&batch);
+                            if let Some((at, every)) = &mut next_bus_snapshot {
+                                if md.last_seq() >= *at {
+                                    p.snapshot(md.snapshot());
+                                    *at = md.last_seq() + *every;
+                                }
+                            }
+                        }
                         stats.observe(&batch, now_ns());
                         route_replies(&replies, &batch);
                         if let (Some(cut), Some(writer)) = (batch.take_cut(), &snapshots) {
@@ -348,15 +471,36 @@ impl Market {
                     if let Some(writer) = snapshots.as_mut() {
                         writer.finish();
                     }
+                    // The last snapshot saves a restarted gateway the replay.
+                    if let Some(p) = &publisher {
+                        p.lock().snapshot(md.snapshot());
+                    }
                 })?
         };
         let max_stale_session = stale_sessions.iter().copied().max().unwrap_or(0);
+        let bus = match (bus_config, publisher) {
+            (Some(config), Some(p)) => {
+                let (stats, client) = {
+                    let p = p.lock();
+                    (p.stats().clone(), p.client().clone())
+                };
+                Some(BusState {
+                    config,
+                    stats,
+                    client,
+                    publisher: Mutex::new(Some(p)),
+                    consumer: Mutex::new(None),
+                    foreign_sessions: Mutex::new(foreign_sessions),
+                })
+            }
+            _ => None,
+        };
         let (count_tx, instrument_count) = tokio::sync::watch::channel(instruments.all().len());
         instruments.on_insert(move |n| {
             count_tx.send_replace(n);
         });
         let market = Arc::new(Market {
-            ingress,
+            entry: Entry::Local(ingress),
             replies,
             next_corr: Arc::new(AtomicU64::new(1)),
             next_session: AtomicU64::new(max_stale_session + 1),
@@ -371,6 +515,7 @@ impl Market {
             threads: Mutex::new(vec![feeds]),
             pipeline: Mutex::new(Some(pipeline)),
             journal,
+            bus,
         });
         for spec in config
             .instruments
@@ -408,6 +553,116 @@ impl Market {
         Ok(market)
     }
 
+    /// `--role gateway`: no engine. Loads the newest feeds snapshot from the bus and follows
+    /// the matcher's event stream from it (the views, topics and `seq`s are the matcher's);
+    /// commands go to the matcher over NATS. Returns once the snapshot is loaded; the
+    /// gateway then catches up while it serves (health says how far behind it is).
+    pub async fn start_gateway(
+        config: MarketConfig,
+        bus: BusConfig,
+    ) -> std::io::Result<Arc<Market>> {
+        use crate::bus::gateway::{follow, Following};
+        let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
+        let instruments = Arc::new(Instruments::default());
+        let Following {
+            mut md,
+            mut deliveries,
+            stats: bus_stats,
+            client,
+            consumer,
+            start_seq,
+            head,
+            from_stream_seq,
+        } = follow(&bus, config.feeds.clone(), hub.clone(), instruments.clone())
+            .await
+            .map_err(std::io::Error::other)?;
+        tracing::info!(
+            "gateway {}: following {} from event {start_seq}",
+            bus.node,
+            bus.stream
+        );
+        let accounts = md.accounts().clone();
+        let positions = md.positions().clone();
+        let stats = Arc::new(MarketStats::default());
+        let (applied_tx, mut applied) = tokio::sync::watch::channel(start_seq);
+        let feeds = {
+            let stats = stats.clone();
+            let bus_stats = bus_stats.clone();
+            std::thread::Builder::new()
+                .name("ticker-feeds".into())
+                .spawn(move || {
+                    while let Some(d) = deliveries.blocking_recv() {
+                        applied_tx.send_replace(d.stream_seq);
+                        if let Some(last) = d.events.last() {
+                            md.apply(&d.events);
+                            stats.observe(&d.events, now_ns());
+                            bus_stats.applied_seq.store(last.seq, Ordering::Relaxed);
+                        }
+                        bus_stats.stream_seq.store(d.stream_seq, Ordering::Relaxed);
+                        bus_stats.pending.store(d.pending, Ordering::Relaxed);
+                        bus_stats
+                            .applied_published_ns
+                            .store(d.published_ns, Ordering::Relaxed);
+                        bus_stats.published.fetch_add(1, Ordering::Relaxed);
+                    }
+                })?
+        };
+        // Serve only once caught up with the stream as it was at start.
+        let started = Instant::now();
+        if head >= from_stream_seq {
+            if applied.wait_for(|s| *s >= head).await.is_err() {
+                let why = bus_stats.failure.lock().clone();
+                return Err(std::io::Error::other(format!(
+                    "the gateway stopped while catching up: {}",
+                    why.unwrap_or_else(|| "the stream ended".into())
+                )));
+            }
+            let messages = head + 1 - from_stream_seq;
+            let took = started.elapsed();
+            tracing::info!(
+                "gateway {}: caught up {messages} messages in {took:?} ({:.0} messages/s)",
+                bus.node,
+                messages as f64 / took.as_secs_f64().max(1e-9)
+            );
+        }
+        let epoch = now_ns() / 1_000_000_000;
+        announce_node(client.clone(), bus.clone(), epoch);
+        let forwarder = crate::bus::commands::Forwarder::start(
+            client.clone(),
+            &bus,
+            config.pipeline.ingress_capacity,
+        );
+        let (count_tx, instrument_count) = tokio::sync::watch::channel(instruments.all().len());
+        instruments.on_insert(move |n| {
+            count_tx.send_replace(n);
+        });
+        Ok(Arc::new(Market {
+            entry: Entry::Remote(forwarder),
+            replies: Arc::new(Mutex::new(HashMap::new())),
+            next_corr: Arc::new(AtomicU64::new(1)),
+            next_session: AtomicU64::new(crate::bus::first_session(bus.node, epoch)),
+            hub,
+            instruments,
+            instrument_count,
+            accounts,
+            positions,
+            limits: Arc::new(LimitsTable::default()),
+            stop: Arc::new(AtomicBool::new(false)),
+            stats,
+            threads: Mutex::new(vec![feeds]),
+            pipeline: Mutex::new(None),
+            journal: None,
+            bus: Some(BusState {
+                config: bus,
+                stats: bus_stats,
+                client,
+                publisher: Mutex::new(None),
+                consumer: Mutex::new(Some(consumer)),
+                foreign_sessions: Mutex::new(Vec::new()),
+            }),
+        }))
+    }
+
     /// The journal's progress, the snapshots written and what recovery did, when the market
     /// journals.
     pub fn journal(&self) -> Option<&JournalState> {
@@ -420,6 +675,44 @@ impl Market {
         self.journal
             .as_ref()
             .and_then(|j| j.durability.failure().map(str::to_string))
+    }
+
+    /// The bus, on a matcher or a gateway.
+    pub fn bus(&self) -> Option<&BusState> {
+        self.bus.as_ref()
+    }
+
+    /// The gateway sessions the engine recovered (a matcher's command server closes them when
+    /// their gateway announces a restart); empty after the first call.
+    pub fn take_foreign_sessions(&self) -> Vec<SessionId> {
+        self.bus
+            .as_ref()
+            .map(|b| std::mem::take(&mut *b.foreign_sessions.lock()))
+            .unwrap_or_default()
+    }
+
+    /// Whether this process should get traffic: `Err` with the reason when its journal has
+    /// failed, or (a gateway) it cannot reach NATS, has stopped following the stream or is
+    /// further behind it than `bus.max_lag_messages` / `bus.max_lag_ms`.
+    pub fn health(&self) -> Result<(), String> {
+        if let Some(why) = self.journal_failure() {
+            return Err(format!("journal failed: {why}"));
+        }
+        let Some(bus) = &self.bus else { return Ok(()) };
+        if bus.client.connection_state() != async_nats::connection::State::Connected {
+            return Err(format!("not connected to NATS at {}", bus.config.url));
+        }
+        if let Some(why) = bus.stats.failure.lock().as_ref() {
+            return Err(format!("not following the stream: {why}"));
+        }
+        let (messages, time) = bus.stats.lag(now_ns());
+        if messages > bus.config.max_lag_messages || time > bus.config.max_lag {
+            return Err(format!(
+                "{messages} messages ({} ms) behind the stream",
+                time.as_millis()
+            ));
+        }
+        Ok(())
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -442,6 +735,20 @@ impl Market {
     /// The limits in force and the disabled accounts, as the engine accepted them.
     pub fn limits(&self) -> &Arc<LimitsTable> {
         &self.limits
+    }
+
+    /// An account's limits as `GetLimits` reports them: from this process's table, or on a
+    /// gateway from the matcher's.
+    pub async fn get_limits(
+        &self,
+        account: AccountId,
+    ) -> Result<crate::limits::AccountLimitsView, ExecuteError> {
+        match (&self.entry, &self.bus) {
+            (Entry::Remote(_), Some(bus)) => {
+                crate::bus::commands::remote_limits(&bus.client, &bus.config, account).await
+            }
+            _ => Ok(self.limits.get(account)),
+        }
     }
 
     /// Sends the configured limits to the engine (before any order flow of this run). The
@@ -537,8 +844,7 @@ impl Market {
         kind: CommandKind,
         deadline: Timestamp,
     ) -> Result<Vec<Event>, ExecuteError> {
-        let rx = self.submit_for_reply(kind, deadline)?;
-        rx.await.map_err(|_| ExecuteError::ShuttingDown)
+        self.submit_for_reply(kind, deadline)?.await
     }
 
     /// Submits a command now and returns where its events will arrive: a caller that submits
@@ -547,7 +853,7 @@ impl Market {
         &self,
         kind: CommandKind,
         deadline: Timestamp,
-    ) -> Result<oneshot::Receiver<Vec<Event>>, ExecuteError> {
+    ) -> Result<PendingReply, ExecuteError> {
         if self.stop.load(Ordering::Relaxed) {
             return Err(ExecuteError::ShuttingDown);
         }
@@ -556,21 +862,39 @@ impl Market {
             ..self.command(kind)
         };
         let (tx, rx) = oneshot::channel();
-        self.replies.lock().insert(cmd.corr, Reply::Async(tx));
-        let corr = cmd.corr;
-        match self.ingress.try_submit(cmd) {
-            Ok(()) => Ok(rx),
-            Err(e) => {
-                self.replies.lock().remove(&corr);
-                Err(match e {
-                    SubmitError::IngressFull(_) => {
-                        self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
-                        ExecuteError::Busy
-                    }
-                    SubmitError::Closed(_) => ExecuteError::ShuttingDown,
-                })
+        self.submit(cmd, Reply::Async(tx), false)?;
+        Ok(PendingReply(rx))
+    }
+
+    /// Hands `cmd` to the engine (or the matcher), its events to go to `reply`.
+    fn submit(&self, cmd: Command, reply: Reply, wait_for_room: bool) -> Result<(), ExecuteError> {
+        let ingress = match &self.entry {
+            Entry::Local(ingress) => ingress,
+            Entry::Remote(forwarder) => {
+                let r = forwarder.submit(cmd, reply);
+                if r == Err(ExecuteError::Busy) {
+                    self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                }
+                return r;
             }
+        };
+        let corr = cmd.corr;
+        self.replies.lock().insert(corr, reply);
+        let submitted = if wait_for_room {
+            ingress.submit(cmd).map_err(|_| ExecuteError::ShuttingDown)
+        } else {
+            ingress.try_submit(cmd).map_err(|e| match e {
+                SubmitError::IngressFull(_) => {
+                    self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                    ExecuteError::Busy
+                }
+                SubmitError::Closed(_) => ExecuteError::ShuttingDown,
+            })
+        };
+        if submitted.is_err() {
+            self.replies.lock().remove(&corr);
         }
+        submitted
     }
 
     /// [`execute`](Self::execute) for threads outside an async runtime (start-up, tools);
@@ -578,25 +902,28 @@ impl Market {
     pub fn execute_blocking(&self, kind: CommandKind) -> Vec<Event> {
         let cmd = self.command(kind);
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
-        self.replies.lock().insert(cmd.corr, Reply::Blocking(tx));
-        let corr = cmd.corr;
-        if self.ingress.submit(cmd).is_err() {
-            self.replies.lock().remove(&corr);
+        if self.submit(cmd, Reply::Blocking(tx), true).is_err() {
             return Vec::new();
         }
-        rx.recv().unwrap_or_default()
+        rx.recv().ok().and_then(Result::ok).unwrap_or_default()
     }
 
     /// Submits a command whose outcome nobody awaits (it still reaches the feeds).
     pub fn submit_detached(&self, kind: CommandKind) -> Result<(), ExecuteError> {
         let cmd = self.command(kind);
-        self.ingress.try_submit(cmd).map_err(|e| match e {
-            SubmitError::IngressFull(_) => {
-                self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
-                ExecuteError::Busy
+        match &self.entry {
+            Entry::Local(ingress) => ingress.try_submit(cmd).map_err(|e| match e {
+                SubmitError::IngressFull(_) => {
+                    self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                    ExecuteError::Busy
+                }
+                SubmitError::Closed(_) => ExecuteError::ShuttingDown,
+            }),
+            Entry::Remote(_) => {
+                let (tx, _rx) = oneshot::channel();
+                self.submit(cmd, Reply::Async(tx), false)
             }
-            SubmitError::Closed(_) => ExecuteError::ShuttingDown,
-        })
+        }
     }
 
     fn spawn_heartbeat(self: &Arc<Self>, every: Duration) -> std::io::Result<()> {
@@ -670,7 +997,10 @@ impl Market {
                         return;
                     }
                     let cmd = market.command(cmd.kind);
-                    if market.ingress.submit(cmd).is_err() {
+                    let Entry::Local(ingress) = &market.entry else {
+                        return;
+                    };
+                    if ingress.submit(cmd).is_err() {
                         return;
                     }
                 }
@@ -687,7 +1017,7 @@ impl Market {
             // A last snapshot, so the next start replays nothing; the pipeline applies every
             // command accepted before its shutdown, this one included.
             let cut = self.command(CommandKind::Snapshot);
-            if self.ingress.submit(cut).is_ok() {
+            if matches!(&self.entry, Entry::Local(i) if i.submit(cut).is_ok()) {
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -700,11 +1030,44 @@ impl Market {
             // The feeds thread ends when the engine thread has stopped and every batch is read.
             p.join();
         }
+        if let Some(bus) = &self.bus {
+            if let Some(task) = bus.consumer.lock().take() {
+                // The feeds thread ends when the consumer's channel closes.
+                task.abort();
+            }
+        }
         for t in threads {
             let _ = t.join();
         }
+        if let Some(bus) = &self.bus {
+            if let Some(p) = bus.publisher.lock().take() {
+                p.lock().finish();
+            }
+        }
         self.replies.lock().clear();
     }
+}
+
+/// Tells the matcher this gateway (re)started, so it cancels the orders of the sessions the
+/// gateway's previous run left open; retried until a matcher answers.
+fn announce_node(client: async_nats::Client, bus: BusConfig, epoch: u64) {
+    tokio::spawn(async move {
+        let payload = bytes::Bytes::from(format!("{} {epoch}", bus.node));
+        loop {
+            let asked = client.request(bus.node_subject(), payload.clone());
+            match tokio::time::timeout(bus.request_timeout, asked).await {
+                Ok(Ok(answer)) => {
+                    let closed = String::from_utf8_lossy(&answer.payload).to_string();
+                    tracing::info!(
+                        "gateway {}: the matcher closed {closed} sessions of earlier runs",
+                        bus.node
+                    );
+                    return;
+                }
+                Ok(Err(_)) | Err(_) => tokio::time::sleep(Duration::from_secs(1)).await,
+            }
+        }
+    });
 }
 
 /// Hands each waiting caller the events of its command.
@@ -725,15 +1088,8 @@ fn route_replies(replies: &Replies, events: &[Event]) {
             .iter()
             .position(|e| outcome_corr(e).is_some())
             .map_or(events.len(), |p| i + 1 + p);
-        // The caller may have gone (a cancelled request): nothing to do then.
-        match replies.lock().remove(&corr) {
-            Some(Reply::Async(tx)) => {
-                let _ = tx.send(events[i..end].to_vec());
-            }
-            Some(Reply::Blocking(tx)) => {
-                let _ = tx.send(events[i..end].to_vec());
-            }
-            None => {}
+        if let Some(reply) = replies.lock().remove(&corr) {
+            reply.send(Ok(events[i..end].to_vec()));
         }
         i = end;
     }

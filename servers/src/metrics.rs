@@ -115,10 +115,90 @@ pub fn render(market: &Market, fronts: &[&dyn MetricSource]) -> String {
     if let Some(journal) = market.journal() {
         write_journal(&mut out, journal);
     }
+    if let Some(bus) = market.bus() {
+        write_bus(&mut out, bus);
+    }
     for front in fronts {
         front.write_metrics(&mut out);
     }
     out
+}
+
+/// The bus: what a matcher published, where a gateway is and how far behind
+/// (docs/scale-out.md).
+fn write_bus(out: &mut String, bus: &crate::market::BusState) {
+    let s = &bus.stats;
+    let get = |c: &AtomicU64| c.load(Ordering::Relaxed);
+    let (lag_messages, lag_time) = s.lag(crate::market::now_ns());
+    let connected = bus.client().connection_state() == async_nats::connection::State::Connected;
+    let role = bus.config.role.as_str();
+    let gauges: [(&str, &str, u64); 7] = [
+        (
+            "tickerd_bus_connected",
+            "1 while connected to NATS.",
+            connected as u64,
+        ),
+        (
+            "tickerd_bus_event_seq",
+            "Newest event seq published and acknowledged (matcher) or applied (gateway).",
+            get(&s.applied_seq),
+        ),
+        (
+            "tickerd_bus_stream_seq",
+            "JetStream sequence of that message.",
+            get(&s.stream_seq),
+        ),
+        (
+            "tickerd_bus_lag_messages",
+            "Gateway: stream messages after the newest applied.",
+            lag_messages,
+        ),
+        (
+            "tickerd_bus_lag_ms",
+            "Gateway: how long ago the newest applied message was published, while more wait.",
+            lag_time.as_millis() as u64,
+        ),
+        (
+            "tickerd_bus_snapshot_seq",
+            "Event seq of the newest feeds snapshot stored (matcher) or loaded (gateway).",
+            get(&s.snapshot_seq),
+        ),
+        (
+            "tickerd_bus_failed",
+            "Gateway: 1 once it stopped following the stream (see the log).",
+            s.failure.lock().is_some() as u64,
+        ),
+    ];
+    for (name, help, value) in gauges {
+        family(out, name, "gauge", help);
+        sample(out, name, &format!("role=\"{role}\""), value);
+    }
+    let counters: [(&str, &str, u64); 4] = [
+        (
+            "tickerd_bus_messages_total",
+            "Event messages published and acknowledged (matcher) or applied (gateway).",
+            get(&s.published),
+        ),
+        (
+            "tickerd_bus_duplicates_total",
+            "Publishes JetStream dropped as duplicates of a stored message (resends).",
+            get(&s.duplicates),
+        ),
+        (
+            "tickerd_bus_publish_retries_total",
+            "Times the matcher re-read the stream's end after a failed publish.",
+            get(&s.publish_retries),
+        ),
+        (
+            "tickerd_bus_snapshots_total",
+            "Feeds snapshots stored (matcher) or loaded (gateway).",
+            get(&s.snapshots),
+        ),
+    ];
+    for (name, help, value) in counters {
+        family(out, name, "counter", help);
+        sample(out, name, &format!("role=\"{role}\""), value);
+    }
 }
 
 /// The journal's progress and the snapshots written (docs/journal.md).

@@ -82,6 +82,26 @@ pub fn recover(
     hub: Arc<Hub>,
     instruments: Arc<Instruments>,
 ) -> Result<Recovered, JournalError> {
+    recover_with(
+        config,
+        engine_config,
+        feeds_config,
+        hub,
+        instruments,
+        &mut |_| {},
+    )
+}
+
+/// [`recover`], handing `replayed` every event the journal's tail produces, in order, after
+/// the feeds have applied it (a matcher republishes those the bus has not got).
+pub fn recover_with(
+    config: &JournalConfig,
+    engine_config: &EngineConfig,
+    feeds_config: &FeedsConfig,
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+    replayed: &mut dyn FnMut(&[Event]),
+) -> Result<Recovered, JournalError> {
     let storage = DirStorage::new(&config.dir).map_err(JournalError::io(format!(
         "creating the data directory {}",
         config.dir.display()
@@ -124,7 +144,7 @@ pub fn recover(
     }
     let restore_time = started.elapsed();
     let started = Instant::now();
-    let (replayed, engine) = replay(&journal, start, engine, &mut feeds)?;
+    let (replayed, engine) = replay(&journal, start, engine, &mut feeds, replayed)?;
     let replay_time = started.elapsed();
     let last_index = journal.last_index().max(start - 1);
     let torn = journal.torn_tail().cloned();
@@ -154,6 +174,7 @@ fn replay(
     start: u64,
     mut engine: Engine,
     feeds: &mut MarketData,
+    on_events: &mut dyn FnMut(&[Event]),
 ) -> Result<(u64, Engine), JournalError> {
     let (full_tx, full_rx) = sync_channel::<Vec<Event>>(REPLAY_BATCHES_IN_FLIGHT);
     let (empty_tx, empty_rx) = sync_channel::<Vec<Event>>(REPLAY_BATCHES_IN_FLIGHT + 1);
@@ -180,6 +201,7 @@ fn replay(
         });
         for mut events in full_rx {
             feeds.apply(&events);
+            on_events(&events);
             events.clear();
             // The engine side may have finished: then the buffer is simply dropped.
             let _ = empty_tx.try_send(events);

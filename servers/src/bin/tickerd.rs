@@ -10,6 +10,8 @@ use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
+use ticker_servers::bus::publisher::Publisher;
+use ticker_servers::bus::Role;
 use ticker_servers::config::{ConfigError, Layers, TickerdConfig};
 use ticker_servers::grpc::GrpcServer;
 use ticker_servers::market::Market;
@@ -38,6 +40,11 @@ struct Flags {
     /// Any config key, as in the file: `--set http.deflate=per-connection`; repeatable.
     #[arg(long, value_name = "SECTION.KEY=VALUE")]
     set: Vec<String>,
+    /// What this process is (bus.role): all (one process, the default), matcher (engine,
+    /// journal and feeds, publishing to NATS JetStream) or gateway (the fronts, fed from
+    /// JetStream; needs bus.node).
+    #[arg(long, value_name = "all|matcher|gateway")]
+    role: Option<String>,
     /// Print the effective configuration as TOML and exit.
     #[arg(long)]
     print_config: bool,
@@ -102,6 +109,9 @@ fn load(flags: &Flags) -> Result<TickerdConfig, ConfigError> {
     if let Some(dir) = &flags.data_dir {
         let value = toml::Value::String(dir.display().to_string()).to_string();
         layers.set("journal.dir", &value, "--data-dir")?;
+    }
+    if let Some(role) = &flags.role {
+        layers.set("bus.role", &format!("{role:?}"), "--role")?;
     }
     if let Some(addr) = &flags.grpc_listen {
         layers.set("grpc.listen", &format!("{addr:?}"), "--grpc-listen")?;
@@ -180,7 +190,24 @@ fn journal_tool(tool: &JournalTool) -> ExitCode {
 }
 
 async fn run(config: TickerdConfig) -> anyhow::Result<()> {
-    let market = Market::start(config.market_config())?;
+    let bus = config.bus_config();
+    let market = match bus.role {
+        Role::All => Market::start(config.market_config())?,
+        Role::Matcher => {
+            let publisher = Publisher::start(&bus).await.map_err(anyhow::Error::msg)?;
+            let market = Market::start_matcher(config.market_config(), bus.clone(), publisher)?;
+            let client = market
+                .bus()
+                .map(|b| b.client().clone())
+                .expect("a matcher has a bus");
+            let stale = market.take_foreign_sessions();
+            ticker_servers::bus::commands::serve(market.clone(), client, bus.clone(), stale)
+                .await
+                .map_err(anyhow::Error::msg)?;
+            market
+        }
+        Role::Gateway => Market::start_gateway(config.market_config(), bus.clone()).await?,
+    };
     let grpc = if config.grpc.enabled {
         Some(GrpcServer::start(market.clone(), config.grpc_config()).await?)
     } else {
@@ -200,13 +227,22 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
     println!(
         "tickerd {}: {} ({})",
         env!("CARGO_PKG_VERSION"),
-        if config.market.simulator {
-            "simulated market running"
-        } else {
-            "no simulator: orders come from clients only"
+        match bus.role {
+            Role::Gateway => "gateway: market data from the bus, orders to the matcher",
+            _ if config.market.simulator => "simulated market running",
+            _ => "no simulator: orders come from clients only",
         },
         symbols.join(", ")
     );
+    if bus.role != Role::All {
+        println!(
+            "bus:          {} at {} (stream {}, subjects {}.>)",
+            bus.role.as_str(),
+            bus.url,
+            bus.stream,
+            bus.subject_prefix
+        );
+    }
     if let Some(http) = &http {
         let addr = http.local_addr();
         println!("trader page:  http://{addr}/");
@@ -229,12 +265,16 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
             config.journal.fsync,
             j.recovery
         ),
+        None if bus.role == Role::Gateway => {
+            println!("journal:      none on a gateway (the matcher journals)")
+        }
         None => println!("journal:      off (--no-journal): a restart starts an empty market"),
     }
     tracing::info!("tickerd started");
     let failed = tokio::select! {
         _ = shutdown_signal() => None,
         why = journal_failure(&market) => Some(why),
+        why = bus_failure(&market) => Some(why),
     };
     if let Some(why) = &failed {
         tracing::error!("stopping: {why}");
@@ -268,6 +308,22 @@ async fn journal_failure(market: &Market) -> String {
     loop {
         tick.tick().await;
         if let Some(why) = market.journal_failure() {
+            return why;
+        }
+    }
+}
+
+/// Resolves once a gateway has stopped following the stream (a gap it cannot repair): its
+/// feeds would no longer be the matcher's, so it exits and a restart loads the newest
+/// snapshot.
+async fn bus_failure(market: &Market) -> String {
+    let Some(bus) = market.bus() else {
+        return std::future::pending().await;
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(200));
+    loop {
+        tick.tick().await;
+        if let Some(why) = bus.stats.failure.lock().clone() {
             return why;
         }
     }

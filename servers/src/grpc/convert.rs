@@ -69,7 +69,9 @@ impl From<ExecuteError> for Refusal {
     fn from(e: ExecuteError) -> Self {
         match e {
             ExecuteError::Busy => Refusal::new(Code::ResourceExhausted, e.to_string()),
-            ExecuteError::ShuttingDown => Refusal::new(Code::Unavailable, e.to_string()),
+            ExecuteError::ShuttingDown | ExecuteError::Unavailable(_) => {
+                Refusal::new(Code::Unavailable, e.to_string())
+            }
         }
     }
 }

@@ -9,7 +9,7 @@ use super::auth::Auth;
 use super::convert::{self, Refusal};
 use super::frames::{self, Out, OutStream};
 use super::report;
-use crate::market::{now_ns, ExecuteError, Market};
+use crate::market::{now_ns, Market};
 use futures_util::stream::FuturesOrdered;
 use futures_util::StreamExt;
 use prost::encoding::{encode_key, encode_varint, WireType};
@@ -109,7 +109,7 @@ impl OrderDesk {
         let submitted = self.market.submit_for_reply(kind, deadline.at_ns);
         async move {
             let reply = submitted.map_err(Refusal::from)?;
-            let run = async { reply.await.map_err(|_| ExecuteError::ShuttingDown) };
+            let run = reply;
             let events = match deadline.at {
                 Some(at) => tokio::time::timeout_at(at, run).await.map_err(|_| {
                     Refusal::new(

@@ -175,7 +175,12 @@ impl RiskService for RiskRpc {
         req: Request<pb::GetLimitsRequest>,
     ) -> Result<Response<pb::GetLimitsResponse>, Status> {
         self.0.auth.require(req.metadata(), Role::Risk)?;
-        let view = self.0.market.limits().get(req.get_ref().account);
+        let view = self
+            .0
+            .market
+            .get_limits(req.get_ref().account)
+            .await
+            .map_err(Refusal::from)?;
         let instruments = self.0.market.instruments();
         let wire = |l: &ticker_engine::Limits| LimitsSpec::from_engine(l, instruments).to_proto();
         Ok(Response::new(pb::GetLimitsResponse {

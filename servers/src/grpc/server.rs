@@ -133,7 +133,11 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
     let mut risk_server = RiskServiceServer::new(RiskRpc(risk.clone()))
         .max_decoding_message_size(config.max_message_size)
         .max_encoding_message_size(config.max_message_size);
-    let market_data = Arc::new(MarketDataApi::new(market, auth, config.market_data.clone()));
+    let market_data = Arc::new(MarketDataApi::new(
+        market.clone(),
+        auth,
+        config.market_data.clone(),
+    ));
 
     let mut order_server = OrderServiceServer::new(OrderRpc(orders.clone()))
         .max_decoding_message_size(config.max_message_size)
@@ -209,6 +213,7 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
     health_reporter
         .set_serving::<RiskServiceServer<RiskRpc>>()
         .await;
+    watch_health(Arc::downgrade(&market), health_reporter);
     let reflection = || {
         tonic_reflection::server::Builder::configure()
             .register_encoded_file_descriptor_set(ticker_proto::FILE_DESCRIPTOR_SET)
@@ -229,6 +234,43 @@ pub async fn routes(market: Arc<Market>, config: &GrpcConfig) -> Result<Routes, 
         .add_service(reflection_v1)
         .add_service(reflection_v1alpha)
         .prepare())
+}
+
+/// Keeps gRPC health in step with [`Market::health`]: every service (and the server as a
+/// whole, "") NOT_SERVING while the market is unhealthy — a gateway behind the stream or cut
+/// off from NATS, a failed journal.
+fn watch_health(market: std::sync::Weak<Market>, reporter: tonic_health::server::HealthReporter) {
+    use tonic_health::ServingStatus;
+    tokio::spawn(async move {
+        let mut serving = true;
+        let mut tick = tokio::time::interval(std::time::Duration::from_millis(200));
+        loop {
+            tick.tick().await;
+            let Some(market) = market.upgrade() else {
+                return;
+            };
+            let healthy = market.health().is_ok();
+            drop(market);
+            if healthy == serving {
+                continue;
+            }
+            serving = healthy;
+            let status = if healthy {
+                ServingStatus::Serving
+            } else {
+                ServingStatus::NotServing
+            };
+            for service in [
+                "",
+                "ticker.v1.OrderService",
+                "ticker.v1.MarketDataService",
+                "ticker.v1.RiskService",
+                "ticker.v1.AdminService",
+            ] {
+                reporter.set_service_status(service, status).await;
+            }
+        }
+    });
 }
 
 fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, GrpcError> {

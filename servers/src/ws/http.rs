@@ -148,19 +148,21 @@ fn refusal(status: StatusCode, message: String) -> Response<Full<Bytes>> {
     r
 }
 
-/// `/healthz`: 200 while the market runs, 503 once it is shutting down.
+/// `/healthz`: 200 while the market runs and is healthy ([`Market::health`]: journal, and on a
+/// gateway its link to the bus and its lag), 503 with the reason otherwise.
 fn health(front: &Front) -> Response<Full<Bytes>> {
-    let running = !*front.shutdown.borrow();
-    let (status, body) = if running {
-        (StatusCode::OK, "ok\n")
+    let (status, body) = if *front.shutdown.borrow() {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            "shutting down\n".to_string(),
+        )
     } else {
-        (StatusCode::SERVICE_UNAVAILABLE, "shutting down\n")
+        match front.market.health() {
+            Ok(()) => (StatusCode::OK, "ok\n".to_string()),
+            Err(why) => (StatusCode::SERVICE_UNAVAILABLE, format!("{why}\n")),
+        }
     };
-    text(
-        status,
-        "text/plain; charset=utf-8",
-        Bytes::from_static(body.as_bytes()),
-    )
+    text(status, "text/plain; charset=utf-8", Bytes::from(body))
 }
 
 /// `/metrics`: the market's and this front's counters, Prometheus text format.

@@ -462,7 +462,7 @@ impl Session {
         let instruments = instruments.clone();
         self.answers.push_back(Box::pin(async move {
             let events = match submitted {
-                Ok(reply) => reply.await.map_err(|_| ExecuteError::ShuttingDown),
+                Ok(reply) => reply.await,
                 Err(e) => Err(e),
             };
             let reply = match events {
@@ -626,6 +626,10 @@ fn execute_error(e: ExecuteError) -> RequestError {
         ExecuteError::ShuttingDown => {
             RequestError::new(ErrorCode::Unavailable, "the server is shutting down")
         }
+        ExecuteError::Unavailable(why) => RequestError::new(
+            ErrorCode::Unavailable,
+            format!("the matcher is unavailable: {why}; the command may not have executed"),
+        ),
     }
 }
 
