@@ -15,6 +15,7 @@
 //! cargo bench -p ticker-benches --bench book
 //! ```
 
+pub mod catchup_load;
 pub mod dropcopy_load;
 pub mod engine_load;
 pub mod journal_load;

@@ -603,7 +603,7 @@ impl Market {
                         bus_stats
                             .applied_published_ns
                             .store(d.published_ns, Ordering::Relaxed);
-                        bus_stats.published.fetch_add(1, Ordering::Relaxed);
+                        bus_stats.published.fetch_add(d.messages, Ordering::Relaxed);
                     }
                 })?
         };

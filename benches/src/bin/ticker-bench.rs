@@ -8,9 +8,11 @@
 //! cargo run --release -p ticker-benches --bin ticker-bench -- throughput --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- fanout --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- stream --spawn
+//! cargo run --release -p ticker-benches --bin ticker-bench -- catchup
 //! ```
 
 use clap::{Parser, Subcommand};
+use ticker_benches::catchup_load::{self, CatchupArgs};
 use ticker_benches::dropcopy_load::{self, DropCopyArgs};
 use ticker_benches::engine_load::{self, EngineArgs};
 use ticker_benches::journal_load::{self, JournalArgs};
@@ -51,6 +53,9 @@ enum Target {
     /// second from a real market.
     #[command(long_about = dropcopy_load::LONG_ABOUT)]
     Dropcopy(DropCopyArgs),
+    /// How fast a gateway catches up with the JetStream stream from a million messages behind.
+    #[command(long_about = catchup_load::LONG_ABOUT)]
+    Catchup(CatchupArgs),
     /// Thousands of WebSocket subscribers to one instrument, a sample of them verified.
     Fanout(FanoutArgs),
     /// How fast one connection takes a stream, per front: the spawned server's hub is fed
@@ -69,6 +74,7 @@ fn main() -> anyhow::Result<()> {
         Target::Journal(args) => return journal_load::run(&args, &mut out),
         Target::Recovery(args) => return recovery_load::run(&args, &mut out),
         Target::Dropcopy(args) => return dropcopy_load::run(&args, &mut out),
+        Target::Catchup(args) => return catchup_load::run(&args, &mut out),
         Target::Latency(args) => {
             let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
             (report, series, output::flow_table, args.target)

@@ -39,7 +39,11 @@ pub fn run(args: &FanoutArgs) -> anyhow::Result<(Value, Vec<Series>)> {
     if target.spawn && target.sim_rate.is_none() {
         target.sim_rate = Some(DEFAULT_SIM_RATE);
     }
-    let server = Server::start(&target, 1, args.connections + 100)?;
+    let via = match target.via.as_slice() {
+        [one] => *one,
+        _ => anyhow::bail!("fanout measures one deployment at a time: --via single or --via bus"),
+    };
+    let server = Server::start(&target, 1, args.connections + 100, via)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .thread_name("ticker-bench")
@@ -88,7 +92,16 @@ async fn measure(
     published: &PublishCounter,
 ) -> anyhow::Result<(Value, Vec<Series>, usize)> {
     let clock = Clock::start();
-    let target = server.endpoints.subscriber(args.kind)?;
+    let first = server.endpoints.subscriber(args.kind)?;
+    // With several gateways, connections are spread over them, round robin.
+    let targets: Vec<Target> = match first {
+        Target::Ws { offer, .. } if server.ws_fronts.len() > 1 => server
+            .ws_fronts
+            .iter()
+            .map(|&addr| Target::Ws { addr, offer })
+            .collect(),
+        other => vec![other],
+    };
     let subscription = Subscription {
         instrument: args.target.instrument.clone(),
         channels: args.channels.clone(),
@@ -96,11 +109,11 @@ async fn measure(
     let (stop_tx, stop_rx) = watch::channel(false);
 
     let mut verifiers = Vec::new();
-    for _ in 0..verify {
+    for v in 0..verify {
         let (ready_tx, ready_rx) = oneshot::channel();
         let live = Arc::new(Live::default());
         let handle = tokio::spawn(subscribe::run(
-            target,
+            targets[v % targets.len()],
             subscription.clone(),
             clock.clone(),
             live.clone(),
@@ -112,7 +125,7 @@ async fn measure(
 
     let counted = args.connections - verify;
     let totals = Arc::new(Totals::default());
-    let counters = open_counters(args, target, counted, &totals, &stop_rx).await?;
+    let counters = open_counters(args, &targets, counted, &totals, &stop_rx).await?;
     let mut live_verifiers = Vec::new();
     for (live, handle, ready) in verifiers {
         if ready.await.is_err() {
@@ -215,7 +228,7 @@ async fn measure(
 /// Opens `n` counting subscribers of `target`, at most `--connect-concurrency` at once.
 async fn open_counters(
     args: &FanoutArgs,
-    target: Target,
+    targets: &[Target],
     n: usize,
     totals: &Arc<Totals>,
     stop: &watch::Receiver<bool>,
@@ -235,7 +248,7 @@ async fn open_counters(
     for i in 0..n {
         let permit = gate.clone().acquire_owned().await?;
         let (totals, stop) = (totals.clone(), stop.clone());
-        counters.push(match target {
+        counters.push(match targets[i % targets.len()] {
             Target::Ws { addr, offer } => {
                 let key = (i as u32).wrapping_mul(2_654_435_761).to_be_bytes();
                 let json = subscribe_json.clone();
@@ -358,7 +371,7 @@ async fn calibrate(args: &FanoutArgs, server: &TrivialServer, rate: f64) -> anyh
     let totals = Arc::new(Totals::default());
     let n = args.connections;
     let result = async {
-        let mut counters = open_counters(args, target, n, &totals, &stop_rx).await?;
+        let mut counters = open_counters(args, &[target], n, &totals, &stop_rx).await?;
         all_subscribed(&mut counters, &totals, n).await?;
         tokio::time::sleep(Duration::from_secs_f64(args.warmup)).await;
         let (f0, p0, c0) = (

@@ -9,9 +9,9 @@
 
 use super::latency::{self, Sent};
 use super::order_flow::{OrderClient, OrderLog, Plan};
-use super::spawn::{SpawnOptions, Spawned};
+use super::spawn::{BusSpawn, SpawnOptions, Spawned};
 use super::subscribe::{self, Live, SubLog, Subscription};
-use super::{cpu_time, Clock, FlowArgs, Front, Kind, Target, TargetArgs, DEFLATE_OFFER};
+use super::{cpu_time, Clock, FlowArgs, Front, Kind, Target, TargetArgs, Via, DEFLATE_OFFER};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
@@ -37,6 +37,9 @@ pub struct Endpoints {
     pub ws: SocketAddr,
     pub ws_per_connection: Option<SocketAddr>,
 }
+
+/// Every shared-compressor WebSocket front of the server (several gateways with `--via bus`).
+pub type WsFronts = Vec<SocketAddr>;
 
 impl Endpoints {
     pub fn subscriber(&self, kind: Kind) -> anyhow::Result<Target> {
@@ -75,17 +78,24 @@ impl Endpoints {
 /// A spawned tickerd or the addresses of a running one.
 pub struct Server {
     pub endpoints: Endpoints,
+    pub ws_fronts: WsFronts,
     spawned: Option<Spawned>,
     /// Order-entry token of client `i`.
     tokens: Vec<String>,
 }
 
 impl Server {
+    /// Starts (with `--spawn`) or names the server; `via` is one of `--via`'s values.
     pub fn start(
         args: &TargetArgs,
         clients: usize,
         max_connections: usize,
+        via: Via,
     ) -> anyhow::Result<Self> {
+        anyhow::ensure!(
+            args.spawn || via == Via::Single,
+            "--via bus needs --spawn (the tool starts nats-server, the matcher and the gateways)"
+        );
         if args.spawn {
             let tokens: Vec<String> = (0..clients.max(1)).map(|i| format!("bench-{i}")).collect();
             let spawned = Spawned::start(&SpawnOptions {
@@ -98,8 +108,13 @@ impl Server {
                 max_connections,
                 workers: args.server_threads,
                 journal: args.journal.map(|j| j.fsync()),
+                bus: (via == Via::Bus).then(|| BusSpawn {
+                    nats_server: args.nats_server.clone(),
+                    gateways: args.gateways,
+                }),
             })?;
             Ok(Server {
+                ws_fronts: spawned.ws_shared_all.clone(),
                 endpoints: Endpoints {
                     grpc: spawned.grpc,
                     ws: spawned.ws_shared,
@@ -115,6 +130,7 @@ impl Server {
                     ws: args.ws,
                     ws_per_connection: args.ws_per_connection,
                 },
+                ws_fronts: vec![args.ws],
                 spawned: None,
                 tokens: vec![args.token.clone(); clients.max(1)],
             })
@@ -158,22 +174,13 @@ pub struct Series {
     pub histogram: Histogram<u64>,
 }
 
-/// Runs the flow over every order-entry front in `args`; returns the JSON report and the
-/// distributions.
-pub fn run(
-    mode: &'static str,
-    pace: Pace,
-    args: &FlowArgs,
-) -> anyhow::Result<(Value, Vec<Series>)> {
-    anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
-    anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
-    if let Pace::Fixed(rate) = pace {
-        anyhow::ensure!(rate > 0, "--rate must be at least 1");
-    }
+/// One deployment's phases (every order-entry front in `args`).
+fn run_via(pace: Pace, args: &FlowArgs, via: Via) -> anyhow::Result<(Vec<Value>, Vec<Series>)> {
     let server = Server::start(
         &args.target,
         args.clients,
         args.subscribers * args.kinds.len() + args.clients + 100,
+        via,
     )?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -193,7 +200,37 @@ pub fn run(
     });
     runtime.shutdown_timeout(Duration::from_secs(1));
     server.shutdown();
-    let (phases, series) = result?;
+    result
+}
+
+/// Runs the flow over every order-entry front in `args`, once per `--via`; returns the JSON
+/// report and the distributions.
+pub fn run(
+    mode: &'static str,
+    pace: Pace,
+    args: &FlowArgs,
+) -> anyhow::Result<(Value, Vec<Series>)> {
+    anyhow::ensure!(args.clients > 0, "--clients must be at least 1");
+    anyhow::ensure!(args.duration > 0.0, "--duration must be positive");
+    if let Pace::Fixed(rate) = pace {
+        anyhow::ensure!(rate > 0, "--rate must be at least 1");
+    }
+    let mut phases = Vec::new();
+    let mut series = Vec::new();
+    let several = args.target.via.len() > 1;
+    for &via in &args.target.via {
+        let (mut p, mut s) = run_via(pace, args, via)?;
+        for phase in &mut p {
+            phase["via"] = json!(via.name());
+        }
+        if several {
+            for one in &mut s {
+                one.label = format!("{} {}", via.name(), one.label);
+            }
+        }
+        phases.append(&mut p);
+        series.append(&mut s);
+    }
     let report = json!({
         "mode": mode,
         "pace": match pace {

@@ -17,6 +17,7 @@ pub mod flow;
 pub mod frame_count;
 pub mod grpc_count;
 pub mod latency;
+pub mod nats;
 pub mod order_flow;
 pub mod output;
 pub mod spawn;
@@ -149,10 +150,39 @@ pub struct TargetArgs {
     /// Server worker threads of the spawned tickerd.
     #[arg(long, default_value_t = 2)]
     pub server_threads: usize,
+    /// Which spawned tickerd the clients use: `single` (one process), `bus` (a matcher and
+    /// `--gateways` gateways over a nats-server the tool starts; the clients use the gateways),
+    /// or, for latency and throughput, `single,bus` in one run.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "single")]
+    pub via: Vec<Via>,
+    /// Gateways with `--via bus`; fan-out spreads its connections over them.
+    #[arg(long, default_value_t = 1)]
+    pub gateways: usize,
+    /// The nats-server binary for `--via bus`.
+    #[arg(long, default_value = "nats-server")]
+    pub nats_server: String,
     /// The spawned tickerd journals every command (into a temporary data directory, removed
     /// afterwards) with this fsync mode [default: no journal].
     #[arg(long, value_enum)]
     pub journal: Option<JournalArg>,
+}
+
+/// `--via`: how the spawned tickerd is deployed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Via {
+    /// One process: engine and fronts together.
+    Single,
+    /// A matcher and gateways over NATS JetStream.
+    Bus,
+}
+
+impl Via {
+    pub fn name(self) -> &'static str {
+        match self {
+            Via::Single => "single",
+            Via::Bus => "bus",
+        }
+    }
 }
 
 /// `--journal`: tickerd's `journal.fsync` modes.

@@ -3,6 +3,10 @@
 //! runtime of their own so the servers' tasks do not queue behind the clients' on one
 //! scheduler. Limits that would throttle a load test (WebSocket message rate, connections,
 //! hub queues) are raised; everything else is tickerd's defaults.
+//!
+//! With a bus (`--via bus`): a `nats-server -js` started by the tool, a matcher market in this
+//! process (the simulator and the engine; no fronts) and gateway markets fed over JetStream,
+//! each with the three fronts, as `tickerd --role matcher` and `--role gateway` run them.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,6 +15,8 @@ use std::time::Duration;
 use ticker_engine::journal::{FsyncMode, JournalConfig};
 use ticker_feeds::sim::SimConfig;
 use ticker_servers::auth::AuthConfig;
+use ticker_servers::bus::publisher::Publisher;
+use ticker_servers::bus::{commands, BusConfig, Role};
 use ticker_servers::grpc::{GrpcConfig, GrpcServer};
 use ticker_servers::market::{Market, MarketConfig};
 use ticker_servers::ws::deflate::{DeflateConfig, DeflateMode};
@@ -29,6 +35,17 @@ pub struct SpawnOptions {
     pub workers: usize,
     /// Journal into a temporary data directory with this fsync mode, or not at all.
     pub journal: Option<FsyncMode>,
+    /// Serve the fronts from gateways over NATS JetStream instead of the matching process.
+    pub bus: Option<BusSpawn>,
+}
+
+/// The scale-out setting of a spawned tickerd.
+#[derive(Debug, Clone)]
+pub struct BusSpawn {
+    /// The `nats-server` binary.
+    pub nats_server: String,
+    /// Gateway processes' worth of markets, each with its own fronts.
+    pub gateways: usize,
 }
 
 /// A running in-process tickerd.
@@ -38,8 +55,15 @@ pub struct Spawned {
     pub ws_shared: SocketAddr,
     /// The WebSocket front with a compressor per connection.
     pub ws_per_connection: SocketAddr,
+    /// The shared-compressor WebSocket front of every market that serves (one, or each
+    /// gateway's).
+    pub ws_shared_all: Vec<SocketAddr>,
+    /// The market behind the first fronts (the first gateway's with a bus).
     market: Arc<Market>,
-    servers: Option<(GrpcServer, WsServer, WsServer)>,
+    fronts: Vec<(Arc<Market>, GrpcServer, WsServer, WsServer)>,
+    /// With a bus: the matching market, and the NATS server.
+    matcher: Option<Arc<Market>>,
+    nats: Option<super::nats::NatsServer>,
     runtime: Option<tokio::runtime::Runtime>,
     /// The temporary data directory, removed after shutdown.
     data_dir: Option<PathBuf>,
@@ -58,7 +82,7 @@ impl Spawned {
         if let Some(dir) = &data_dir {
             let _ = std::fs::remove_dir_all(dir);
         }
-        let market = Market::start(MarketConfig {
+        let config = MarketConfig {
             simulator: options.simulator_rate.map(|rate| SimConfig {
                 rate,
                 ..SimConfig::default()
@@ -72,7 +96,36 @@ impl Spawned {
                     ..JournalConfig::default()
                 }),
             ..MarketConfig::default()
-        })?;
+        };
+        let (matcher, nats, serving) = match &options.bus {
+            None => (None, None, vec![Market::start(config)?]),
+            Some(bus) => {
+                let nats = super::nats::NatsServer::start(&bus.nats_server)?;
+                let base = BusConfig {
+                    url: nats.url.clone(),
+                    connect_timeout: Duration::from_secs(20),
+                    ..BusConfig::default()
+                };
+                let matcher = runtime.block_on(start_matcher(config.clone(), base.clone()))?;
+                let mut gateways = Vec::new();
+                for node in 1..=bus.gateways.max(1) {
+                    let gateway = BusConfig {
+                        role: Role::Gateway,
+                        node: node as u16,
+                        ..base.clone()
+                    };
+                    gateways.push(runtime.block_on(Market::start_gateway(
+                        MarketConfig {
+                            simulator: None,
+                            journal: None,
+                            ..config.clone()
+                        },
+                        gateway,
+                    ))?);
+                }
+                (Some(matcher), Some(nats), gateways)
+            }
+        };
         let auth = AuthConfig::traders(options.tokens.iter().cloned());
         let any_port = SocketAddr::from(([127, 0, 0, 1], 0));
         let limits = WsLimits {
@@ -97,21 +150,31 @@ impl Spawned {
             auth: auth.clone(),
             ..GrpcConfig::default()
         };
-        let servers = runtime.block_on({
-            let market = market.clone();
-            async move {
-                let grpc = GrpcServer::start(market.clone(), grpc_config).await?;
-                let shared = WsServer::start(market.clone(), ws(DeflateMode::Shared)).await?;
-                let own = WsServer::start(market, ws(DeflateMode::PerConnection)).await?;
-                anyhow::Ok((grpc, shared, own))
-            }
-        })?;
+        let mut fronts = Vec::new();
+        for market in serving {
+            let servers = runtime.block_on({
+                let market = market.clone();
+                let grpc_config = grpc_config.clone();
+                let (shared, own) = (ws(DeflateMode::Shared), ws(DeflateMode::PerConnection));
+                async move {
+                    let grpc = GrpcServer::start(market.clone(), grpc_config).await?;
+                    let shared = WsServer::start(market.clone(), shared).await?;
+                    let own = WsServer::start(market, own).await?;
+                    anyhow::Ok((grpc, shared, own))
+                }
+            })?;
+            fronts.push((market, servers.0, servers.1, servers.2));
+        }
+        let first = &fronts[0];
         Ok(Spawned {
-            grpc: servers.0.local_addr(),
-            ws_shared: servers.1.local_addr(),
-            ws_per_connection: servers.2.local_addr(),
-            market,
-            servers: Some(servers),
+            grpc: first.1.local_addr(),
+            ws_shared: first.2.local_addr(),
+            ws_per_connection: first.3.local_addr(),
+            ws_shared_all: fronts.iter().map(|f| f.2.local_addr()).collect(),
+            market: first.0.clone(),
+            fronts,
+            matcher,
+            nats,
             runtime: Some(runtime),
             data_dir,
         })
@@ -121,24 +184,59 @@ impl Spawned {
         &self.market
     }
 
+    /// The matching market when the fronts are gateways.
+    pub fn matcher(&self) -> Option<&Arc<Market>> {
+        self.matcher.as_ref()
+    }
+
     /// Closes the fronts (WebSocket clients get 1001) and stops the engine.
     pub fn shutdown(mut self) {
-        if let (Some(runtime), Some((grpc, shared, own))) =
-            (self.runtime.take(), self.servers.take())
-        {
+        let fronts = std::mem::take(&mut self.fronts);
+        if let Some(runtime) = self.runtime.take() {
+            let mut markets = Vec::new();
             runtime.block_on(async {
                 let grace = Duration::from_secs(1);
-                tokio::join!(
-                    grpc.shutdown(grace),
-                    shared.shutdown(grace),
-                    own.shutdown(grace)
-                );
+                for (market, grpc, shared, own) in fronts {
+                    tokio::join!(
+                        grpc.shutdown(grace),
+                        shared.shutdown(grace),
+                        own.shutdown(grace)
+                    );
+                    markets.push(market);
+                }
             });
+            // Gateways first, then the matcher (whose publisher needs the runtime).
+            for market in markets {
+                market.shutdown();
+            }
+            if let Some(matcher) = self.matcher.take() {
+                matcher.shutdown();
+            }
             runtime.shutdown_timeout(Duration::from_secs(1));
         }
         self.market.shutdown();
+        drop(self.nats.take());
         if let Some(dir) = self.data_dir.take() {
             let _ = std::fs::remove_dir_all(dir);
         }
     }
+}
+
+/// A matcher as `tickerd --role matcher` starts it, on the current runtime.
+pub async fn start_matcher(config: MarketConfig, bus: BusConfig) -> anyhow::Result<Arc<Market>> {
+    let bus = BusConfig {
+        role: Role::Matcher,
+        ..bus
+    };
+    let publisher = Publisher::start(&bus).await.map_err(anyhow::Error::msg)?;
+    let market = Market::start_matcher(config, bus.clone(), publisher)?;
+    let client = market
+        .bus()
+        .map(|b| b.client().clone())
+        .expect("a matcher has a bus");
+    let stale = market.take_foreign_sessions();
+    commands::serve(market.clone(), client, bus, stale)
+        .await
+        .map_err(anyhow::Error::msg)?;
+    Ok(market)
 }

@@ -35,7 +35,7 @@ pub fn run(args: &StreamArgs) -> anyhow::Result<(Value, Vec<Series>)> {
     anyhow::ensure!(args.messages > 0, "--messages must be at least 1");
     let mut target = args.target.clone();
     target.sim_rate = None;
-    let server = Server::start(&target, 1, 64)?;
+    let server = Server::start(&target, 1, 64, super::Via::Single)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .thread_name("ticker-bench")

@@ -24,6 +24,8 @@ pub struct Delivery {
     pub pending: u64,
     /// When the matcher published it (ns since the Unix epoch).
     pub published_ns: u64,
+    /// Stream messages it holds.
+    pub messages: u64,
 }
 
 /// A gateway that has loaded its starting point and is following the stream.
@@ -190,9 +192,11 @@ async fn newest_snapshot(
     Ok(Some((snapshot, stream_seq)))
 }
 
-/// Decodes each message and hands its new events to the feeds thread, in order. A message
-/// that does not follow the last event applied (a gap: the matcher lost events it could not
-/// publish) stops the gateway: its feeds could no longer match the matcher's.
+/// Decodes each message and hands its new events to the feeds thread, in order: the messages
+/// already received go as one delivery (one wake of the feeds thread per batch, not per
+/// message, when catching up). A message that does not follow the last event applied (a gap:
+/// the matcher lost events it could not publish) stops the gateway: its feeds could no longer
+/// match the matcher's.
 async fn consume<S, E>(
     mut messages: S,
     tx: mpsc::Sender<Delivery>,
@@ -202,8 +206,33 @@ async fn consume<S, E>(
     S: futures_util::Stream<Item = Result<jetstream::Message, E>> + Unpin,
     E: std::fmt::Display,
 {
+    use futures_util::FutureExt;
+    /// Events per delivery at most while catching up.
+    const BATCH_EVENTS: usize = 8192;
     let mut last = start;
-    while let Some(next) = messages.next().await {
+    let mut batch: Option<Delivery> = None;
+    loop {
+        let next = if batch.is_some() {
+            match messages.next().now_or_never() {
+                Some(next) => next,
+                None => {
+                    // Nothing more is ready: hand over what is gathered.
+                    let d = batch.take().expect("a batch");
+                    if tx.send(d).await.is_err() {
+                        return;
+                    }
+                    continue;
+                }
+            }
+        } else {
+            messages.next().await
+        };
+        let Some(next) = next else {
+            if let Some(d) = batch.take() {
+                let _ = tx.send(d).await;
+            }
+            return;
+        };
         let message = match next {
             Ok(m) => m,
             Err(e) => {
@@ -224,17 +253,23 @@ async fn consume<S, E>(
                 return;
             }
         };
-        let mut events = match wire::decode_events(&message.payload) {
-            Ok(e) => e,
-            Err(why) => {
-                stats.fail(format!("stream message {stream_seq} is unreadable: {why}"));
-                return;
-            }
-        };
-        // A republished message (a matcher restarting) holds nothing new: it is still
-        // delivered, empty, so the gateway knows where it is in the stream.
-        events.retain(|e| e.seq > last);
-        let first = events.first().map_or(last + 1, |e| e.seq);
+        let d = batch.get_or_insert_with(|| Delivery {
+            events: Vec::with_capacity(256),
+            stream_seq,
+            pending,
+            published_ns,
+            messages: 0,
+        });
+        let before = d.events.len();
+        if let Err(why) = wire::decode_events_into(&message.payload, &mut d.events) {
+            stats.fail(format!("stream message {stream_seq} is unreadable: {why}"));
+            return;
+        }
+        // A republished message (a matcher restarting) holds nothing new: it still moves the
+        // gateway's place in the stream.
+        let fresh = d.events[before..].partition_point(|e| e.seq <= last);
+        d.events.drain(before..before + fresh);
+        let first = d.events.get(before).map_or(last + 1, |e| e.seq);
         if first != last + 1 {
             stats.fail(format!(
                 "events {} to {} are missing from the stream (message {stream_seq} starts at {first}); restart the gateway to load the newest snapshot",
@@ -243,15 +278,16 @@ async fn consume<S, E>(
             ));
             return;
         }
-        last = events.last().map_or(last, |e| e.seq);
-        let delivery = Delivery {
-            events,
-            stream_seq,
-            pending,
-            published_ns,
-        };
-        if tx.send(delivery).await.is_err() {
-            return;
+        last = d.events.last().map_or(last, |e| e.seq.max(last));
+        d.stream_seq = stream_seq;
+        d.messages += 1;
+        d.pending = pending;
+        d.published_ns = published_ns;
+        if d.events.len() >= BATCH_EVENTS {
+            let d = batch.take().expect("a batch");
+            if tx.send(d).await.is_err() {
+                return;
+            }
         }
     }
 }

@@ -85,23 +85,38 @@ pub fn encode_events(events: &[Event], out: &mut Vec<u8>) {
 
 /// Reads an event message's payload: every event, in order, with consecutive seqs.
 pub fn decode_events(payload: &[u8]) -> Result<Vec<Event>, String> {
-    let body = versioned(payload)?;
     let mut events = Vec::new();
+    decode_events_into(payload, &mut events)?;
+    Ok(events)
+}
+
+/// [`decode_events`], appending to `events` (left as it was on an error).
+pub fn decode_events_into(payload: &[u8], events: &mut Vec<Event>) -> Result<(), String> {
+    let body = versioned(payload)?;
+    let start = events.len();
     let mut at = 0;
+    let mut prev: Option<u64> = None;
     while at < body.len() {
-        let (e, used) = decode_event(&body[at..]).map_err(|e| format!("at byte {at}: {e}"))?;
-        if let Some(prev) = events.last().map(|p: &Event| p.seq) {
-            if e.seq != prev + 1 {
-                return Err(format!("event {} follows event {prev}", e.seq));
+        let decoded = decode_event(&body[at..]).map_err(|e| format!("at byte {at}: {e}"));
+        let (e, used) = match decoded {
+            Ok(d) => d,
+            Err(why) => {
+                events.truncate(start);
+                return Err(why);
             }
+        };
+        if let Some(p) = prev.filter(|p| e.seq != p + 1) {
+            events.truncate(start);
+            return Err(format!("event {} follows event {p}", e.seq));
         }
+        prev = Some(e.seq);
         events.push(e);
         at += used;
     }
-    if events.is_empty() {
+    if prev.is_none() {
         return Err("an event message with no events".into());
     }
-    Ok(events)
+    Ok(())
 }
 
 pub fn encode_command_request(cmd: &Command) -> Vec<u8> {
