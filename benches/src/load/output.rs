@@ -60,8 +60,31 @@ fn kind<'a>(phase: &'a Value, kind: &str) -> Option<&'a Value> {
         .find(|s| s["kind"] == kind)
 }
 
-/// The table of a `latency` or `throughput` run, as Markdown.
+/// The table of a `latency` or `throughput` run, as Markdown: one per deployment (`--via`).
 pub fn flow_table(report: &Value) -> String {
+    let mut vias: Vec<&str> = Vec::new();
+    for p in report["phases"].as_array().into_iter().flatten() {
+        if let Some(v) = p["via"].as_str() {
+            if !vias.contains(&v) {
+                vias.push(v);
+            }
+        }
+    }
+    if vias.len() <= 1 {
+        return via_table(report);
+    }
+    let mut out = String::new();
+    for via in vias {
+        let mut one = report.clone();
+        if let Some(phases) = one["phases"].as_array_mut() {
+            phases.retain(|p| p["via"] == via);
+        }
+        let _ = writeln!(out, "via {via}:\n{}", via_table(&one));
+    }
+    out
+}
+
+fn via_table(report: &Value) -> String {
     let cols: Vec<_> = COLUMNS
         .iter()
         .filter_map(|(k, front, label)| {
