@@ -195,11 +195,20 @@ async fn cross(seller: &Tickerd, buyer: &Tickerd, ticks: i64) {
 type Trade = (u64, u64, u64, String, String);
 
 async fn ws_trades(http: &str, from: Option<u64>) -> WebSocketStream<TcpStream> {
+    ws_channel(http, "trades", from).await
+}
+
+async fn ws_connect(http: &str) -> WebSocketStream<TcpStream> {
     let tcp = TcpStream::connect(http).await.expect("HTTP accepts");
-    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{http}/ws"), tcp)
+    let (ws, _) = tokio_tungstenite::client_async(format!("ws://{http}/ws"), tcp)
         .await
         .expect("WebSocket upgrade");
-    let mut channel = json!({"name": "trades", "instrument": "BTC-USD"});
+    ws
+}
+
+async fn ws_channel(http: &str, name: &str, from: Option<u64>) -> WebSocketStream<TcpStream> {
+    let mut ws = ws_connect(http).await;
+    let mut channel = json!({"name": name, "instrument": "BTC-USD"});
     if let Some(seq) = from {
         channel["from_seq"] = json!(seq);
     }
@@ -242,6 +251,34 @@ async fn next_ws_trades(ws: &mut WebSocketStream<TcpStream>, n: usize) -> Vec<Tr
         }
     }
     out
+}
+
+/// Depth updates as a client checks them: seq, prev_seq, checksum.
+async fn next_depth(ws: &mut WebSocketStream<TcpStream>, n: usize) -> Vec<(u64, u64, u64)> {
+    let mut out = Vec::new();
+    while out.len() < n {
+        let m = next_json(ws).await;
+        if m["channel"] == "depth" && m["type"] == "update" {
+            out.push((
+                m["seq"].as_u64().unwrap(),
+                m["prev_seq"].as_u64().unwrap(),
+                m["checksum"].as_u64().unwrap(),
+            ));
+        }
+    }
+    out
+}
+
+/// The next reply to a WebSocket request `id`.
+async fn ws_reply(ws: &mut WebSocketStream<TcpStream>, request: Value) -> Value {
+    let id = request["id"].clone();
+    ws.send(Message::text(request.to_string())).await.unwrap();
+    loop {
+        let m = next_json(ws).await;
+        if m["id"] == id {
+            return m;
+        }
+    }
 }
 
 async fn grpc_trades(t: &Tickerd) -> tonic::Streaming<pb::MarketDataMessage> {
@@ -348,6 +385,8 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
     let mut ws2 = ws_trades(&g2.http, None).await;
     let mut ws3 = ws_trades(&g3.http, None).await;
     let mut grpc2 = grpc_trades(&g2).await;
+    let mut depth1 = ws_channel(&g1.http, "depth", None).await;
+    let mut depth3 = ws_channel(&g3.http, "depth", None).await;
     let reference = btc().reference_ticks;
 
     // Orders on one gateway fill against orders on another; every client sees the same
@@ -372,6 +411,45 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
         "gateway 2's gRPC"
     );
     chained(&t1[1..], t1[0].0);
+    // Depth: the same updates and checksums on two gateways (each cross rests and takes).
+    let d1 = next_depth(&mut depth1, 12).await;
+    assert_eq!(
+        next_depth(&mut depth3, 12).await,
+        d1,
+        "the same depth updates"
+    );
+    drop((depth1, depth3));
+    // A client moving from gateway 1 to gateway 2 resumes with from_seq: no gap, no
+    // duplicate.
+    let mut moved = ws_trades(&g2.http, Some(t1[2].0)).await;
+    assert_eq!(next_ws_trades(&mut moved, 3).await, t1[3..].to_vec());
+    drop(moved);
+
+    // Idempotency by client order id holds across gateways: the engine's typed reject.
+    let far = pb::PlaceOrderRequest {
+        client_order_id: 777,
+        ..limit(pb::Side::Sell, reference + 1000, false)
+    };
+    let first = orders(&g1)
+        .await
+        .place_order(authed(ALICE, far.clone()))
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(first.result.unwrap().accepted);
+    let again = orders(&g2)
+        .await
+        .place_order(authed(ALICE, far))
+        .await
+        .unwrap()
+        .into_inner()
+        .result
+        .unwrap();
+    assert!(!again.accepted);
+    assert_eq!(
+        again.reject_reason(),
+        pb::RejectReason::DuplicateClientOrderId
+    );
 
     // GetLimits on a gateway reads the matcher's table: risk tracking is on, no limits.
     let channel = Channel::from_shared(format!("http://{}", g3.grpc))
@@ -417,6 +495,19 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
     .expect("an answer, not silence")
     .unwrap_err();
     assert_eq!(refused.code(), tonic::Code::Unavailable, "{refused:?}");
+    let mut trader = ws_connect(&g2.http).await;
+    let authed_ws = ws_reply(&mut trader, json!({"op": "auth", "id": 1, "token": BOB})).await;
+    assert_eq!(authed_ws["type"], "authenticated", "{authed_ws}");
+    let place = json!({"op": "place", "id": 2, "instrument": "BTC-USD", "side": "buy",
+        "price": btc().ticks_to_price(reference).to_string(),
+        "size": btc().lots_to_size(1).to_string()});
+    let error = ws_reply(&mut trader, place).await;
+    assert_eq!(
+        (error["type"].as_str(), error["code"].as_str()),
+        (Some("error"), Some("unavailable")),
+        "{error}"
+    );
+    drop(trader);
     let m = matcher(&nats.url, &dir).await;
     assert!(m.recovery.contains("replayed"), "{}", m.recovery);
     // After the restart the chain goes on, on every gateway.
