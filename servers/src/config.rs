@@ -93,6 +93,7 @@ impl Default for TickerdConfig {
                     publish_queue: b.publish_queue,
                     node: b.node,
                     request_timeout_ms: b.request_timeout.as_millis() as u64,
+                    gateway_timeout_ms: b.gateway_timeout.as_millis() as u64,
                     connect_timeout_ms: b.connect_timeout.as_millis() as u64,
                     max_lag_messages: b.max_lag_messages,
                     max_lag_ms: b.max_lag.as_millis() as u64,
@@ -276,6 +277,9 @@ pub struct BusSection {
     pub node: u16,
     /// How long a gateway waits for the matcher's answer to a command [2,000 ms].
     pub request_timeout_ms: u64,
+    /// The matcher cancels the orders of a gateway's sessions when it has not heard from the
+    /// gateway for this long [5,000 ms].
+    pub gateway_timeout_ms: u64,
     /// How long a start waits for NATS (and a gateway for the stream) [10,000 ms].
     pub connect_timeout_ms: u64,
     /// A gateway is NOT_SERVING while more messages than this are waiting [10,000]...
@@ -791,6 +795,7 @@ impl TickerdConfig {
             ("bus.publish_window", self.bus.publish_window as u64),
             ("bus.publish_queue", self.bus.publish_queue as u64),
             ("bus.request_timeout_ms", self.bus.request_timeout_ms),
+            ("bus.gateway_timeout_ms", self.bus.gateway_timeout_ms),
             ("bus.connect_timeout_ms", self.bus.connect_timeout_ms),
         ] {
             if value == 0 {
@@ -865,6 +870,7 @@ impl TickerdConfig {
             publish_queue: b.publish_queue,
             node: b.node,
             request_timeout: Duration::from_millis(b.request_timeout_ms),
+            gateway_timeout: Duration::from_millis(b.gateway_timeout_ms),
             connect_timeout: Duration::from_millis(b.connect_timeout_ms),
             max_lag_messages: b.max_lag_messages,
             max_lag: Duration::from_millis(b.max_lag_ms),

@@ -243,8 +243,8 @@ pub struct BusState {
     client: async_nats::Client,
     /// Matcher: the publisher, finished at shutdown after the feeds thread.
     publisher: Mutex<Option<Arc<Mutex<Publisher>>>>,
-    /// Gateway: the task consuming the stream.
-    consumer: Mutex<Option<tokio::task::JoinHandle<()>>>,
+    /// Gateway: the tasks consuming the stream and saying it is alive.
+    tasks: Mutex<Vec<tokio::task::JoinHandle<()>>>,
     /// Matcher: gateway sessions the engine recovered, for the command server.
     foreign_sessions: Mutex<Vec<SessionId>>,
 }
@@ -489,7 +489,7 @@ impl Market {
                     stats,
                     client,
                     publisher: Mutex::new(Some(p)),
-                    consumer: Mutex::new(None),
+                    tasks: Mutex::new(Vec::new()),
                     foreign_sessions: Mutex::new(foreign_sessions),
                 })
             }
@@ -627,6 +627,7 @@ impl Market {
         }
         let epoch = now_ns() / 1_000_000_000;
         announce_node(client.clone(), bus.clone(), epoch);
+        let alive = keep_alive(client.clone(), &bus, epoch);
         let forwarder = crate::bus::commands::Forwarder::start(
             client.clone(),
             &bus,
@@ -657,7 +658,7 @@ impl Market {
                 stats: bus_stats,
                 client,
                 publisher: Mutex::new(None),
-                consumer: Mutex::new(Some(consumer)),
+                tasks: Mutex::new(vec![consumer, alive]),
                 foreign_sessions: Mutex::new(Vec::new()),
             }),
         }))
@@ -1031,8 +1032,8 @@ impl Market {
             p.join();
         }
         if let Some(bus) = &self.bus {
-            if let Some(task) = bus.consumer.lock().take() {
-                // The feeds thread ends when the consumer's channel closes.
+            // The feeds thread ends when the consumer's channel closes.
+            for task in bus.tasks.lock().drain(..) {
                 task.abort();
             }
         }
@@ -1068,6 +1069,24 @@ fn announce_node(client: async_nats::Client, bus: BusConfig, epoch: u64) {
             }
         }
     });
+}
+
+/// Tells the matcher this gateway is alive, five times per `bus.gateway_timeout`, for as long
+/// as the runtime runs.
+fn keep_alive(
+    client: async_nats::Client,
+    bus: &BusConfig,
+    epoch: u64,
+) -> tokio::task::JoinHandle<()> {
+    let (subject, every) = (bus.alive_subject(), bus.gateway_timeout / 5);
+    let payload = bytes::Bytes::from(format!("{} {epoch}", bus.node));
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        loop {
+            tick.tick().await;
+            let _ = client.publish(subject.clone(), payload.clone()).await;
+        }
+    })
 }
 
 /// Hands each waiting caller the events of its command.

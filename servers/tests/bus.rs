@@ -107,6 +107,8 @@ fn args(role: &str, nats: &str, extra: &[&str]) -> Vec<String> {
         "bus.connect_timeout_ms=5000",
         "--set",
         "bus.request_timeout_ms=3000",
+        "--set",
+        "bus.gateway_timeout_ms=1000",
     ]
     .iter()
     .map(|s| s.to_string())
@@ -530,6 +532,46 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
         expected = last + 1;
     }
 
+    // A gateway that dies for good: once it has been silent for bus.gateway_timeout_ms the
+    // matcher cancels the orders of its sessions (cancel-on-disconnect), as one process does
+    // when a connection drops.
+    let mut watch = ws_channel(&g1.http, "depth", None).await;
+    let mut doomed = ws_connect(&g3.http).await;
+    let hello = ws_reply(
+        &mut doomed,
+        json!({"op": "auth", "id": 1, "token": ALICE, "cancel_on_disconnect": true}),
+    )
+    .await;
+    assert_eq!(hello["type"], "authenticated", "{hello}");
+    let price = btc().ticks_to_price(reference + 3000);
+    let placed = ws_reply(
+        &mut doomed,
+        json!({"op": "place", "id": 2, "instrument": "BTC-USD", "side": "sell",
+            "price": price.to_string(), "size": btc().lots_to_size(1).to_string()}),
+    )
+    .await;
+    assert_eq!(placed["accepted"], true, "{placed}");
+    let ask_size = |m: &Value| -> Option<rust_decimal::Decimal> {
+        m["asks"].as_array()?.iter().find_map(|level| {
+            let p: rust_decimal::Decimal = level[0].as_str()?.parse().ok()?;
+            (p == price).then(|| level[1].as_str()?.parse().ok())?
+        })
+    };
+    loop {
+        let m = next_json(&mut watch).await;
+        if m["type"] == "update" && ask_size(&m).is_some_and(|s| !s.is_zero()) {
+            break;
+        }
+    }
+    g3.kill().await;
+    loop {
+        let m = next_json(&mut watch).await;
+        if m["type"] == "update" && ask_size(&m).is_some_and(|s| s.is_zero()) {
+            break;
+        }
+    }
+    drop((watch, doomed));
+
     let (status, body) = healthz(&g1.http).await;
     assert_eq!((status, body.as_str()), (200, "ok\n"));
     // Without NATS a gateway is not healthy, and says why.
@@ -549,7 +591,7 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
     assert!(unhealthy.contains("not connected to NATS"), "{unhealthy}");
     // Both roles stop cleanly on SIGTERM without NATS (the matcher gives up publishing after
     // bus.connect_timeout_ms; its next start publishes the rest from the journal).
-    for t in [g1, g2, g3, m] {
+    for t in [g1, g2, m] {
         t.terminate().await;
     }
 }

@@ -188,6 +188,14 @@ impl Sessions {
         }
     }
 
+    /// Every session of `node` (a gateway that went silent).
+    fn take_all(&mut self, node: u16) -> Vec<SessionId> {
+        self.by_node
+            .remove(&node)
+            .map(|s| s.into_iter().collect())
+            .unwrap_or_default()
+    }
+
     /// The sessions of `node` from runs before the one that started at `epoch`.
     fn take_stale(&mut self, node: u16, epoch: u32) -> Vec<SessionId> {
         let Some(set) = self.by_node.get_mut(&node) else {
@@ -245,7 +253,55 @@ pub async fn serve(
             }
         });
     }
+    let mut alive = client
+        .subscribe(config.alive_subject())
+        .await
+        .map_err(|e| format!("cannot subscribe to {}: {e}", config.alive_subject()))?;
     let sessions = Arc::new(parking_lot::Mutex::new(Sessions::default()));
+    {
+        let (sessions, market, timeout) =
+            (sessions.clone(), market.clone(), config.gateway_timeout);
+        tokio::spawn(async move {
+            // When each gateway was last heard from; a gateway with sessions that has never
+            // been heard from (recovered from the journal) gets a full timeout from now.
+            let mut heard: HashMap<u16, Instant> = HashMap::new();
+            let mut tick = tokio::time::interval(timeout / 5);
+            loop {
+                tokio::select! {
+                    message = alive.next() => {
+                        let Some(message) = message else { return };
+                        let text = String::from_utf8_lossy(&message.payload);
+                        if let Some(Ok(node)) = text.split_whitespace().next().map(str::parse::<u16>) {
+                            heard.insert(node, Instant::now());
+                        }
+                    }
+                    _ = tick.tick() => {
+                        let now = Instant::now();
+                        let nodes: Vec<u16> = sessions.lock().by_node.keys().copied().collect();
+                        for node in nodes {
+                            let last = *heard.entry(node).or_insert(now);
+                            if now.duration_since(last) < timeout {
+                                continue;
+                            }
+                            heard.remove(&node);
+                            let gone = sessions.lock().take_all(node);
+                            for session in &gone {
+                                let _ = market
+                                    .execute(CommandKind::SessionClosed { session: *session })
+                                    .await;
+                            }
+                            if !gone.is_empty() {
+                                tracing::warn!(
+                                    "bus: gateway {node} silent for {timeout:?}: cancelled the orders of its {} sessions",
+                                    gone.len()
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        });
+    }
     for s in stale {
         sessions
             .lock()

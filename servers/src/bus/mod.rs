@@ -87,6 +87,9 @@ pub struct BusConfig {
     pub node: u16,
     /// How long a gateway waits for the matcher's answer to a command.
     pub request_timeout: Duration,
+    /// A gateway not heard from for this long is gone: the matcher cancels the orders of its
+    /// sessions (cancel-on-disconnect). Gateways say they are alive five times as often.
+    pub gateway_timeout: Duration,
     /// How long a start waits for NATS (and a gateway for the stream's first snapshot).
     pub connect_timeout: Duration,
     /// A gateway reports NOT_SERVING while more than this many messages behind the stream...
@@ -112,6 +115,7 @@ impl Default for BusConfig {
             publish_queue: 65_536,
             node: 0,
             request_timeout: Duration::from_secs(2),
+            gateway_timeout: Duration::from_secs(5),
             connect_timeout: Duration::from_secs(10),
             max_lag_messages: 10_000,
             max_lag: Duration::from_secs(2),
@@ -142,6 +146,11 @@ impl BusConfig {
     /// Where a gateway asks the matcher for an account's limits (`GetLimits`).
     pub fn limits_subject(&self) -> String {
         format!("{}.limits", self.subject_prefix)
+    }
+
+    /// Where gateways say they are alive (`NODE EPOCH`, every `gateway_timeout / 5`).
+    pub fn alive_subject(&self) -> String {
+        format!("{}.node.alive", self.subject_prefix)
     }
 
     /// Where a gateway announces that it (re)started, so the matcher cancels the orders of
