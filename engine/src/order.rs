@@ -15,10 +15,11 @@ pub(crate) const FLAG_STOP_ARMED: u8 = 2;
 pub(crate) const FLAG_RESTING: u8 = 4;
 pub(crate) const FLAG_LIVE: u8 = 8;
 
-/// One order. Kept to two cache lines' worth at most (checked below): the hot fields of the
-/// matching loop (links, sizes, price, account) sit in the first 64 bytes.
+/// One order. Kept to two cache lines at most (checked below) and aligned to a cache line, so
+/// an order never straddles a third one: the hot fields of the matching loop (links, sizes,
+/// price, account) sit in the first 64 bytes, the bookkeeping in the second.
 #[derive(Clone, Debug)]
-#[repr(C)]
+#[repr(C, align(64))]
 pub(crate) struct Order {
     pub id: OrderId,
     pub account: AccountId,
@@ -399,5 +400,16 @@ mod tests {
     #[test]
     fn an_order_costs_at_most_128_bytes() {
         assert!(std::mem::size_of::<Order>() <= 128);
+    }
+
+    #[test]
+    fn every_slot_starts_on_a_cache_line() {
+        let mut pool = OrderPool::new(8, false);
+        let slots: Vec<u32> = (0..3).map(|_| pool.alloc().unwrap()).collect();
+        for s in slots {
+            let address = pool.get(s) as *const Order as usize;
+            assert_eq!(address % 64, 0, "slot {s} at {address:#x}");
+        }
+        assert_eq!(std::mem::size_of::<Order>() % 64, 0);
     }
 }
