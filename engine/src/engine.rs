@@ -1000,29 +1000,49 @@ impl State {
     }
 
     fn flush_levels(&mut self, books: &[Book], ts: Timestamp, out: &mut Vec<Event>) {
-        if self.dirty.is_empty() {
-            return;
+        match self.dirty[..] {
+            [] => return,
+            // Most commands touch one level: nothing to sort or merge.
+            [(instrument, side, price)] => {
+                self.dirty.clear();
+                return self.emit_level(books, instrument, side, price, ts, out);
+            }
+            _ => {}
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable_by_key(|&(i, s, p)| (i, s as u8, p));
         dirty.dedup();
         for &(instrument, side, price) in &dirty {
-            let level = books[instrument as usize].side(side).level(price);
-            let (size, orders) = level.map_or((0, 0), |l| (l.visible, l.orders));
-            self.emit(
-                out,
-                ts,
-                EventKind::LevelChanged {
-                    instrument,
-                    side,
-                    price,
-                    size,
-                    orders,
-                },
-            );
+            self.emit_level(books, instrument, side, price, ts, out);
         }
         dirty.clear();
         self.dirty = dirty;
+    }
+
+    /// One `LevelChanged` with the level's size and order count now.
+    #[inline]
+    fn emit_level(
+        &mut self,
+        books: &[Book],
+        instrument: InstrumentId,
+        side: Side,
+        price: Ticks,
+        ts: Timestamp,
+        out: &mut Vec<Event>,
+    ) {
+        let level = books[instrument as usize].side(side).level(price);
+        let (size, orders) = level.map_or((0, 0), |l| (l.visible, l.orders));
+        self.emit(
+            out,
+            ts,
+            EventKind::LevelChanged {
+                instrument,
+                side,
+                price,
+                size,
+                orders,
+            },
+        );
     }
 
     /// Links a new order into its account's and session's lists and the client id index.
@@ -1091,6 +1111,11 @@ impl State {
     ) {
         let o = self.pool.get(slot);
         let (side, price, instrument) = (o.side, o.price, o.instrument);
+        // The neighbours in the account's list are written last (`deindex`), after the event:
+        // start loading their lines now so the misses overlap those of the queue neighbours.
+        let (ap, an) = (o.acct_prev, o.acct_next);
+        self.pool.prefetch(ap, true);
+        self.pool.prefetch(an, true);
         if o.is(FLAG_RESTING) {
             book.side_mut(side).unlink(&mut self.pool, slot);
             self.mark_dirty(instrument, side, price);
