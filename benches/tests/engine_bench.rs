@@ -89,6 +89,10 @@ fn mix_all_reports_every_mix_beside_the_peer_and_tabulates_them() {
     assert_eq!(rows, expected);
     for r in &reports {
         assert_sane_report(r, r["mode"].as_str().unwrap());
+        let repeat = r["repeat_max_ns"]
+            .as_u64()
+            .expect("book and peer rows repeat");
+        assert!(0 < repeat && repeat <= r["max_ns"].as_u64().unwrap(), "{r}");
     }
     for mix in ["issue3", "deep", "many"] {
         assert!(
