@@ -3,7 +3,8 @@
 //! - [`workload`] generates seeded command streams, entirely before anything is timed;
 //!   [`rng`] is the tiny generator behind it.
 //! - [`engine_load`] is `ticker-bench engine`: throughput and latency of the matching engine,
-//!   called directly (`book` mode) or through the threaded pipeline ([`pipeline_load`]).
+//!   called directly (`book` mode) or through the threaded pipeline ([`pipeline_load`]), on
+//!   several operation mixes, beside a peer order book from crates.io ([`peer`]).
 //! - [`report`] turns measurements into the one-line JSON reports the tool prints.
 //! - [`load`] is `ticker-bench latency | throughput | fanout`: tickerd under load over gRPC
 //!   and WebSocket, with latency percentiles, throughput, bytes per message and CPU time.
@@ -20,6 +21,7 @@ pub mod dropcopy_load;
 pub mod engine_load;
 pub mod journal_load;
 pub mod load;
+pub mod peer;
 pub mod pipeline_load;
 pub mod recovery_load;
 pub mod report;

@@ -1,13 +1,16 @@
-//! The engine workload: a seeded command stream on one instrument, generated in full before
-//! anything is timed so that generation costs nothing inside a measurement.
+//! The engine workload: a seeded command stream, generated in full before anything is timed so
+//! that generation costs nothing inside a measurement.
 //!
 //! The stream has three parts:
-//! 1. `setup` adds the instrument;
+//! 1. `setup` adds the instruments;
 //! 2. `warmup` rests [`WorkloadConfig::warmup_orders`] limit orders around a fixed mid;
 //! 3. `ops`, the measured part, mixes limit orders (1–50 ticks from the mid on a random side,
 //!    so they rest and never cross), cancels of a random earlier limit order (which may have
 //!    filled or been cancelled already, and is then rejected as unknown) and market orders that
 //!    take liquidity from the top of the book.
+//!
+//! [`Mix`] names the shapes `ticker-bench engine --mix` measures: the issue-3 stream above on one
+//! instrument, a deep book, and many instruments chosen by a Zipf law.
 //!
 //! Cancels name their order by client order id ([`OrderRef::Client`]): engine order ids are
 //! only known once the engine has accepted the order, while client ids are chosen here, so the
@@ -27,8 +30,60 @@ pub const DEFAULT_SEED: u64 = 42;
 /// Resting limit orders placed before the measured operations in a default run.
 pub const DEFAULT_WARMUP_ORDERS: usize = 10_000;
 
-/// The single instrument every command trades (the first one added to a fresh engine).
+/// The instrument a single-instrument stream trades (the first one added to a fresh engine).
 pub const INSTRUMENT: InstrumentId = 0;
+
+/// The named operation mixes of `ticker-bench engine --mix`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Mix {
+    /// The issue-3 stream (the default [`WorkloadConfig`]): one instrument, limits 1–50 ticks
+    /// from mid of 1–10 lots, market orders of 1–20 lots; 50% limits, 35% cancels, 15% markets.
+    Issue3,
+    /// A deep book: limits 1–500 ticks from mid of 1–100 lots, market orders sweeping up to
+    /// 2,000 lots. 50% limits, 48% cancels, 2% markets, so makers add more size than takers
+    /// remove (as in issue3) and the book stays deep instead of being swept bare.
+    Deep,
+    /// Many instruments: the issue-3 shape on 1,000 instruments, each order's instrument drawn
+    /// by a Zipf law (exponent 1: the k-th instrument is k times less busy than the first).
+    Many,
+}
+
+impl Mix {
+    /// Every mix, in the order `--mix all` measures them.
+    pub const ALL: [Mix; 3] = [Mix::Issue3, Mix::Deep, Mix::Many];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Mix::Issue3 => "issue3",
+            Mix::Deep => "deep",
+            Mix::Many => "many",
+        }
+    }
+
+    /// The mix's workload with the given seed and sizes.
+    pub fn config(self, seed: u64, ops: usize, warmup_orders: usize) -> WorkloadConfig {
+        let base = WorkloadConfig {
+            seed,
+            ops,
+            warmup_orders,
+            ..WorkloadConfig::default()
+        };
+        match self {
+            Mix::Issue3 => base,
+            Mix::Deep => WorkloadConfig {
+                max_distance: 500,
+                max_limit_lots: 100,
+                max_market_lots: 2_000,
+                cancel_percent: 48,
+                ..base
+            },
+            Mix::Many => WorkloadConfig {
+                instruments: 1_000,
+                ..base
+            },
+        }
+    }
+}
 
 /// Shape of the workload. Every field has a documented default ([`WorkloadConfig::default`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -59,6 +114,9 @@ pub struct WorkloadConfig {
     /// Percent of operations that cancel an earlier limit order. Default 35. The rest
     /// (default 15%) are market orders.
     pub cancel_percent: u64,
+    /// Instruments traded, ids `0..instruments`, all with the same spec around `mid`. With more
+    /// than one, each order's instrument is drawn by a Zipf law of exponent 1. Default 1.
+    pub instruments: u32,
 }
 
 impl Default for WorkloadConfig {
@@ -75,6 +133,7 @@ impl Default for WorkloadConfig {
             max_market_lots: 20,
             limit_percent: 50,
             cancel_percent: 35,
+            instruments: 1,
         }
     }
 }
@@ -82,10 +141,15 @@ impl Default for WorkloadConfig {
 impl WorkloadConfig {
     /// One line describing the operation mix, for reports.
     pub fn describe(&self) -> String {
+        let instruments = if self.instruments == 1 {
+            "1 instrument".to_string()
+        } else {
+            format!("{} instruments by Zipf(1)", self.instruments)
+        };
         format!(
             "{} resting limits, then {} ops: {}% limit {}-{} ticks from mid size 1-{}, {}% \
-             cancel of a random earlier limit by client id, {}% market size 1-{}; {} accounts, \
-             STP cancel-taker, seed {}",
+             cancel of a random earlier limit by client id, {}% market size 1-{}; {}, {} \
+             accounts, STP cancel-taker, seed {}",
             self.warmup_orders,
             self.ops,
             self.limit_percent,
@@ -95,6 +159,7 @@ impl WorkloadConfig {
             self.cancel_percent,
             100 - self.limit_percent - self.cancel_percent,
             self.max_market_lots,
+            instruments,
             self.accounts,
             self.seed,
         )
@@ -104,9 +169,22 @@ impl WorkloadConfig {
 /// The instrument the workload trades: tick 0.01, lot 0.0001, sizes 0.0001 to 100, a ±10% band
 /// around `mid` ticks.
 pub fn instrument_spec(mid: Ticks) -> InstrumentSpec {
+    instrument_spec_named("BENCH-USD".into(), mid)
+}
+
+/// The `id`-th instrument of a stream: [`instrument_spec`], named `BENCH-USD` for the first and
+/// `BENCH<id>-USD` for the others.
+pub fn instrument_spec_of(id: InstrumentId, mid: Ticks) -> InstrumentSpec {
+    match id {
+        0 => instrument_spec(mid),
+        _ => instrument_spec_named(format!("BENCH{id}-USD"), mid),
+    }
+}
+
+fn instrument_spec_named(symbol: String, mid: Ticks) -> InstrumentSpec {
     let tick_size = Decimal::new(1, 2);
     InstrumentSpec {
-        symbol: "BENCH-USD".into(),
+        symbol,
         tick_size,
         lot_size: Decimal::new(1, 4),
         min_size: Decimal::new(1, 4),
@@ -145,17 +223,20 @@ impl Workload {
             config.limit_percent,
             config.cancel_percent
         );
+        assert!(config.instruments >= 1, "a stream needs an instrument");
         let mut g = Generator {
             config,
             rng: SplitMix64::new(config.seed),
             next_corr: 1,
             limit_accounts: Vec::with_capacity(config.warmup_orders + config.ops),
+            zipf: Zipf::new(config.instruments),
         };
-        let setup = vec![
-            g.command(CommandKind::AddInstrument(Box::new(instrument_spec(
-                config.mid,
-            )))),
-        ];
+        let setup = (0..config.instruments)
+            .map(|id| {
+                let spec = instrument_spec_of(id, config.mid);
+                g.command(CommandKind::AddInstrument(Box::new(spec)))
+            })
+            .collect();
         let warmup = (0..config.warmup_orders).map(|_| g.limit()).collect();
         let ops = (0..config.ops)
             .map(|_| {
@@ -192,7 +273,9 @@ impl Workload {
                 let limits = Limits {
                     max_open_orders: Some(u32::MAX),
                     max_orders_per_sec: Some(u32::MAX),
-                    instruments: vec![(INSTRUMENT, generous)],
+                    instruments: (0..self.config.instruments)
+                        .map(|i| (i, generous))
+                        .collect(),
                 };
                 let kind = CommandKind::SetLimits {
                     account,
@@ -223,18 +306,28 @@ impl Workload {
     }
 
     /// The default engine configuration with an order pool large enough for every limit order
-    /// of the stream to rest at once, touched at start-up so no command pays a page fault.
+    /// of the stream to rest at once and a client-id index sized for all of them too, both
+    /// touched at start-up so no command pays a page fault.
     ///
-    /// The indexes keep their default size: the client-id index then grows past it once in a
-    /// default run (a one-time rehash that shows as `max_ns` of a few ms), but stays smaller
-    /// and so cache-friendlier; pre-sizing it for the peak of ~170,000 live ids removed the
-    /// spike but cost ~15% of throughput here (measured 2026-11-29, same machine, same run).
+    /// The index reserves two buffers of 8-byte entries at most half full for that capacity
+    /// (16 MiB for the 510,000 limit orders of a default run, of which ~170,000 rest at the
+    /// peak); its table starts small and grows within them, so only the live ids' share of
+    /// it is hot.
     pub fn engine_config(&self) -> EngineConfig {
         let defaults = EngineConfig::default();
         let orders = self.config.warmup_orders + self.config.ops + 1;
+        let limit_orders = self.warmup.len()
+            + self
+                .ops
+                .iter()
+                .filter(|c| matches!(&c.kind, CommandKind::Place(p) if p.client_id != 0))
+                .count();
         EngineConfig {
             order_capacity: defaults.order_capacity.max(orders),
-            index_capacity: defaults.index_capacity,
+            index_capacity: defaults.index_capacity.max(limit_orders),
+            max_instruments: defaults
+                .max_instruments
+                .max(self.config.instruments as usize),
             prefault: true,
             ..defaults
         }
@@ -252,6 +345,7 @@ struct Generator<'a> {
     next_corr: u64,
     /// Account of each limit order so far; limit `i` has client id `i + 1`.
     limit_accounts: Vec<AccountId>,
+    zipf: Zipf,
 }
 
 impl Generator<'_> {
@@ -265,6 +359,10 @@ impl Generator<'_> {
         self.rng.between(1, self.config.accounts)
     }
 
+    fn instrument(&mut self) -> InstrumentId {
+        self.zipf.sample(&mut self.rng)
+    }
+
     fn side(&mut self) -> Side {
         if self.rng.next_u64() & 1 == 0 {
             Side::Buy
@@ -275,6 +373,7 @@ impl Generator<'_> {
 
     fn limit(&mut self) -> Command {
         let account = self.account();
+        let instrument = self.instrument();
         let side = self.side();
         let distance = self.rng.between(
             self.config.min_distance as u64,
@@ -288,7 +387,7 @@ impl Generator<'_> {
         self.limit_accounts.push(account);
         let place = Place {
             client_id: self.limit_accounts.len() as u64,
-            ..Place::limit(account, INSTRUMENT, side, price, size)
+            ..Place::limit(account, instrument, side, price, size)
         };
         self.command(CommandKind::Place(place))
     }
@@ -311,11 +410,48 @@ impl Generator<'_> {
 
     fn market(&mut self) -> Command {
         let account = self.account();
+        let instrument = self.instrument();
         let side = self.side();
         let size = self.rng.between(1, self.config.max_market_lots);
         self.command(CommandKind::Place(Place::market(
-            account, INSTRUMENT, side, size,
+            account, instrument, side, size,
         )))
+    }
+}
+
+/// Draws instrument ids `0..n` by a Zipf law of exponent 1: id `k` with probability
+/// proportional to `1 / (k + 1)`. With one instrument it draws nothing from the generator, so
+/// a single-instrument stream is the same as before instruments could be many.
+struct Zipf {
+    /// `cdf[k]`: probability of an id `<= k`, the last one exactly 1.
+    cdf: Vec<f64>,
+}
+
+impl Zipf {
+    fn new(n: u32) -> Self {
+        let weights: Vec<f64> = (1..=n).map(|k| 1.0 / f64::from(k)).collect();
+        let total: f64 = weights.iter().sum();
+        let mut acc = 0.0;
+        let mut cdf: Vec<f64> = weights
+            .iter()
+            .map(|w| {
+                acc += w / total;
+                acc
+            })
+            .collect();
+        if let Some(last) = cdf.last_mut() {
+            *last = 1.0;
+        }
+        Zipf { cdf }
+    }
+
+    fn sample(&self, rng: &mut SplitMix64) -> InstrumentId {
+        if self.cdf.len() <= 1 {
+            return 0;
+        }
+        // 53 random bits: a uniform double in [0, 1).
+        let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+        self.cdf.partition_point(|&c| c <= u) as InstrumentId
     }
 }
 
@@ -397,6 +533,61 @@ mod tests {
                 _ => {}
             }
         }
+    }
+
+    #[test]
+    fn the_deep_mix_rests_far_from_mid_and_sweeps_large() {
+        let w = Workload::generate(&Mix::Deep.config(3, 20_000, 100));
+        let (mut far, mut big) = (false, false);
+        for cmd in &w.ops {
+            let CommandKind::Place(p) = &cmd.kind else {
+                continue;
+            };
+            if p.order_type == ticker_engine::OrderType::Limit {
+                let d = (p.price - w.config.mid).abs();
+                assert!((1..=500).contains(&d) && (1..=100).contains(&p.size));
+                far |= d > 400;
+            } else {
+                assert!((1..=2_000).contains(&p.size));
+                big |= p.size > 1_500;
+            }
+        }
+        assert!(far && big, "the ranges are used to their ends");
+    }
+
+    #[test]
+    fn the_many_mix_spreads_orders_over_instruments_by_zipf() {
+        let w = Workload::generate(&Mix::Many.config(5, 100_000, 0));
+        assert_eq!(w.setup.len(), 1_000);
+        let mut counts = vec![0u64; 1_000];
+        for cmd in &w.ops {
+            if let CommandKind::Place(p) = &cmd.kind {
+                counts[p.instrument as usize] += 1;
+            }
+        }
+        // Zipf(1) over 1,000 ids: the first takes 1/H(1000) ≈ 13.4% of the orders, the second
+        // half that, the tenth a tenth of it; the busiest ten take ~39%.
+        let places: u64 = counts.iter().sum();
+        let share = |k: usize| counts[k] as f64 / places as f64;
+        assert!((0.125..0.143).contains(&share(0)), "first {}", share(0));
+        assert!((0.060..0.074).contains(&share(1)), "second {}", share(1));
+        assert!((0.010..0.017).contains(&share(9)), "tenth {}", share(9));
+        assert!(
+            counts.iter().filter(|&&c| c > 0).count() > 900,
+            "most are used"
+        );
+        let engine = w.prepared_engine();
+        assert_eq!(engine.books().len(), 1_000);
+    }
+
+    #[test]
+    fn the_single_instrument_stream_draws_no_instrument() {
+        let w = Workload::generate(&small());
+        assert!(w.ops.iter().all(|c| match &c.kind {
+            CommandKind::Place(p) => p.instrument == INSTRUMENT,
+            _ => true,
+        }));
+        assert_eq!(Mix::Issue3.config(42, 10_000, 100), small());
     }
 
     #[test]

@@ -6,6 +6,7 @@
 //! rejected command leaves the engine as it was.
 
 use crate::book::{Book, StopEntry};
+use crate::client_index::ClientIndex;
 use crate::command::*;
 use crate::event::*;
 use crate::instrument::Instrument;
@@ -30,11 +31,14 @@ pub struct EngineConfig {
     /// beyond it use an ordered map. Default 262,144.
     pub ladder_ticks: usize,
     /// Initial capacity of the account, session and client-order-id indexes. Default 65,536.
-    /// Size it for the peak number of live orders with client ids: an index that outgrows it
-    /// rehashes once, inside one command.
+    /// Size it for the peak number of live orders with client ids: the client-id index that
+    /// outgrows it moves its entries to a table twice the size a few at a time over the next
+    /// inserts (no pause), but the new table's pages are first touched by commands.
     pub index_capacity: usize,
-    /// Touch every page of the order pool at start-up, so no command pays a page fault for a
-    /// slot it uses first. Costs `order_capacity × 128` bytes of memory up front. Default off.
+    /// Touch every page of the order pool and of the client-order-id index at start-up, so no
+    /// command pays a page fault for a slot or an index entry it uses first. Costs
+    /// `order_capacity × 128` bytes and about `index_capacity × 16` bytes of memory up front.
+    /// Default off.
     pub prefault: bool,
 }
 
@@ -102,7 +106,8 @@ pub(crate) struct State {
     pub(crate) accounts: FxHashMap<AccountId, u32>,
     /// Head slot of each session's list of live orders.
     pub(crate) sessions: FxHashMap<SessionId, u32>,
-    pub(crate) client_ids: FxHashMap<(AccountId, ClientOrderId), u32>,
+    /// `(account, client order id)` of each live order that has one → its slot.
+    pub(crate) client_ids: ClientIndex,
     /// GTD orders by expiry, then by acceptance (the sequence number of their `PlaceAccepted`),
     /// so orders expiring at the same time leave in the order they arrived. An order that ends
     /// before its expiry leaves its entry behind, skipped when it comes up.
@@ -146,7 +151,7 @@ impl Engine {
                 pool: pool(&config),
                 accounts: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 sessions: FxHashMap::with_capacity_and_hasher(cap, hasher),
-                client_ids: FxHashMap::with_capacity_and_hasher(cap, hasher),
+                client_ids: ClientIndex::with_capacity(cap, config.prefault),
                 expiries: BinaryHeap::with_capacity(cap),
                 dirty: Vec::with_capacity(256),
                 triggered: VecDeque::with_capacity(64),
@@ -403,7 +408,13 @@ impl Engine {
         {
             return Err(InvalidDisplaySize);
         }
-        if p.client_id != 0 && self.st.client_ids.contains_key(&(p.account, p.client_id)) {
+        if p.client_id != 0
+            && self
+                .st
+                .client_ids
+                .get(p.account, p.client_id, &self.st.pool)
+                .is_some()
+        {
             return Err(DuplicateClientOrderId);
         }
         if p.order_type.is_stop() {
@@ -530,7 +541,7 @@ impl Engine {
     fn resolve(&self, account: AccountId, order: OrderRef) -> Result<u32, RejectReason> {
         let slot = match order {
             OrderRef::Id(id) => self.st.pool.find(id),
-            OrderRef::Client(cid) => self.st.client_ids.get(&(account, cid)).copied(),
+            OrderRef::Client(cid) => self.st.client_ids.get(account, cid, &self.st.pool),
         }
         .ok_or(RejectReason::UnknownOrder)?;
         if self.st.pool.get(slot).account != account {
@@ -989,29 +1000,49 @@ impl State {
     }
 
     fn flush_levels(&mut self, books: &[Book], ts: Timestamp, out: &mut Vec<Event>) {
-        if self.dirty.is_empty() {
-            return;
+        match self.dirty[..] {
+            [] => return,
+            // Most commands touch one level: nothing to sort or merge.
+            [(instrument, side, price)] => {
+                self.dirty.clear();
+                return self.emit_level(books, instrument, side, price, ts, out);
+            }
+            _ => {}
         }
         let mut dirty = std::mem::take(&mut self.dirty);
         dirty.sort_unstable_by_key(|&(i, s, p)| (i, s as u8, p));
         dirty.dedup();
         for &(instrument, side, price) in &dirty {
-            let level = books[instrument as usize].side(side).level(price);
-            let (size, orders) = level.map_or((0, 0), |l| (l.visible, l.orders));
-            self.emit(
-                out,
-                ts,
-                EventKind::LevelChanged {
-                    instrument,
-                    side,
-                    price,
-                    size,
-                    orders,
-                },
-            );
+            self.emit_level(books, instrument, side, price, ts, out);
         }
         dirty.clear();
         self.dirty = dirty;
+    }
+
+    /// One `LevelChanged` with the level's size and order count now.
+    #[inline]
+    fn emit_level(
+        &mut self,
+        books: &[Book],
+        instrument: InstrumentId,
+        side: Side,
+        price: Ticks,
+        ts: Timestamp,
+        out: &mut Vec<Event>,
+    ) {
+        let level = books[instrument as usize].side(side).level(price);
+        let (size, orders) = level.map_or((0, 0), |l| (l.visible, l.orders));
+        self.emit(
+            out,
+            ts,
+            EventKind::LevelChanged {
+                instrument,
+                side,
+                price,
+                size,
+                orders,
+            },
+        );
     }
 
     /// Links a new order into its account's and session's lists and the client id index.
@@ -1033,7 +1064,7 @@ impl State {
             }
         }
         if client_id != 0 {
-            self.client_ids.insert((account, client_id), slot);
+            self.client_ids.insert(slot, &self.pool);
         }
     }
 
@@ -1064,7 +1095,7 @@ impl State {
             }
         }
         if client_id != 0 {
-            self.client_ids.remove(&(account, client_id));
+            self.client_ids.remove(account, client_id, &self.pool);
         }
     }
 
@@ -1080,6 +1111,11 @@ impl State {
     ) {
         let o = self.pool.get(slot);
         let (side, price, instrument) = (o.side, o.price, o.instrument);
+        // The neighbours in the account's list are written last (`deindex`), after the event:
+        // start loading their lines now so the misses overlap those of the queue neighbours.
+        let (ap, an) = (o.acct_prev, o.acct_next);
+        self.pool.prefetch(ap, true);
+        self.pool.prefetch(an, true);
         if o.is(FLAG_RESTING) {
             book.side_mut(side).unlink(&mut self.pool, slot);
             self.mark_dirty(instrument, side, price);

@@ -11,8 +11,10 @@ use crate::order::{OrderPool, NIL};
 use crate::types::{Lots, Side, Ticks};
 use std::collections::BTreeMap;
 
-/// Levels are allocated a page at a time, when a price in the page is first used.
-const PAGE: usize = 1024;
+/// Levels are allocated a page at a time (6 KiB), when a price in the page is first used;
+/// the pages within half a page of the reference price when the side is made, so an
+/// instrument's first orders near the reference allocate nothing.
+const PAGE: usize = 256;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Level {
@@ -58,14 +60,21 @@ impl PriceLevels {
         } else {
             (kc - cap as i64 / 2).clamp(klo, khi - cap as i64 + 1)
         };
-        PriceLevels {
+        let mut levels = PriceLevels {
             side,
             lo,
             bits: Bitmap::new(cap),
             pages: (0..cap.div_ceil(PAGE)).map(|_| None).collect(),
             far: BTreeMap::new(),
             best: i64::MAX,
+        };
+        let half = PAGE as i64 / 2;
+        for key in [kc - half, kc + half] {
+            if levels.ladder_index(key).is_some() {
+                levels.level_mut(key);
+            }
         }
+        levels
     }
 
     #[inline]
@@ -322,6 +331,24 @@ mod tests {
         assert_eq!(ask_prices, vec![60, 99, 101, 140]);
         assert!(asks.best_is_within(60) && !asks.best_is_within(59));
         assert!(bids.best_is_within(140) && !bids.best_is_within(141));
+    }
+
+    #[test]
+    fn the_pages_around_the_reference_price_exist_from_the_start() {
+        for side in [Side::Buy, Side::Sell] {
+            let levels = PriceLevels::new(side, 1_000, 100_000, 50_000, 1 << 16);
+            let allocated = |price: Ticks| {
+                let i = levels.ladder_index(levels.key(price)).unwrap();
+                levels.pages[i / PAGE].is_some()
+            };
+            let half = PAGE as Ticks / 2;
+            assert!(allocated(50_000 - half) && allocated(50_000) && allocated(50_000 + half));
+            assert!(
+                !allocated(50_000 + 4 * PAGE as Ticks),
+                "far pages wait for orders"
+            );
+            assert!(levels.is_empty() && levels.level(50_000).is_none());
+        }
     }
 
     #[test]

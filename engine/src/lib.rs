@@ -39,6 +39,7 @@
 
 mod bitmap;
 pub mod book;
+mod client_index;
 pub mod codec;
 pub mod command;
 pub mod engine;

@@ -35,7 +35,6 @@ use crate::types::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
 use std::cmp::Reverse;
-use std::collections::hash_map::Entry;
 use std::collections::BinaryHeap;
 
 /// The engine's whole state between two commands, in logical form: stable across changes of
@@ -633,17 +632,17 @@ impl Engine {
         for slot in slots.live() {
             let o = st.pool.get(slot);
             if o.client_id != 0 {
-                match st.client_ids.entry((o.account, o.client_id)) {
-                    Entry::Vacant(entry) => {
-                        entry.insert(slot);
-                    }
-                    Entry::Occupied(_) => {
-                        return Err(RestoreError::DuplicateClientOrderId {
-                            account: o.account,
-                            client_id: o.client_id,
-                        })
-                    }
+                if st
+                    .client_ids
+                    .get(o.account, o.client_id, &st.pool)
+                    .is_some()
+                {
+                    return Err(RestoreError::DuplicateClientOrderId {
+                        account: o.account,
+                        client_id: o.client_id,
+                    });
                 }
+                st.client_ids.insert(slot, &st.pool);
             }
             if o.tif == TimeInForce::Gtd && !gtd.contains(&(o.id, o.expiry)) {
                 return Err(RestoreError::MissingExpiry {
@@ -1216,7 +1215,11 @@ mod tests {
         };
         out += &format!("accounts {:?}\n", sorted(&st.accounts));
         out += &format!("sessions {:?}\n", sorted(&st.sessions));
-        let mut client_ids: Vec<_> = st.client_ids.iter().collect();
+        let mut client_ids: Vec<_> = st
+            .client_ids
+            .slots()
+            .map(|s| ((st.pool.get(s).account, st.pool.get(s).client_id), s))
+            .collect();
         client_ids.sort_unstable();
         out += &format!("client ids {client_ids:?}\n");
         let mut expiries = st.expiries.clone().into_sorted_vec();
