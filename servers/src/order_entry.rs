@@ -64,24 +64,51 @@ pub fn decimal(field: &str, text: &str, v: &mut Violations) -> Option<Decimal> {
     if v.has(field) {
         return None;
     }
-    // rust_decimal accepts a leading '+' and '_' separators; the wire does not. It also rounds
-    // digits beyond its 28 significant ones, which would turn an off-grid value into an
-    // on-grid one: longer numbers are refused instead.
+    // rust_decimal rounds digits beyond its 28 significant ones, which would turn an off-grid
+    // value into an on-grid one: longer numbers are refused instead.
     let digits = text.bytes().filter(u8::is_ascii_digit).count();
     if digits > MAX_DIGITS {
-        v.add(field, format!("{text:?} has more than {MAX_DIGITS} digits"));
+        v.add(
+            field,
+            format!("{} has more than {MAX_DIGITS} digits", quote(text)),
+        );
         return None;
     }
-    let plain = !text.is_empty()
-        && text
-            .bytes()
-            .all(|b| b.is_ascii_digit() || b == b'.' || b == b'-');
+    // The one form venues take: digits, then optionally a point and more digits, with an
+    // optional leading minus ("0.5"; not ".5", "5.", "+5", "5e3" or "1_000").
     match Decimal::from_str(text) {
-        Ok(d) if plain => Some(d),
+        Ok(d) if well_formed(text) => Some(d),
         _ => {
-            v.add(field, format!("{text:?} is not a decimal number"));
+            v.add(
+                field,
+                format!(
+                    "{} is not a decimal number (digits with an optional fraction: \"0.5\", not \".5\" or \"5.\")",
+                    quote(text)
+                ),
+            );
             None
         }
+    }
+}
+
+/// `-?[0-9]+(\.[0-9]+)?`
+fn well_formed(text: &str) -> bool {
+    let unsigned = text.strip_prefix('-').unwrap_or(text);
+    let (whole, fraction) = match unsigned.split_once('.') {
+        Some((w, f)) => (w, Some(f)),
+        None => (unsigned, None),
+    };
+    let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    digits(whole) && fraction.is_none_or(digits)
+}
+
+/// A client's value as an error message quotes it: at most its first 64 characters and its
+/// length, so a huge value never makes a huge error (gRPC clients refuse trailers over 16 KiB).
+pub fn quote(text: &str) -> String {
+    const SHOWN: usize = 64;
+    match text.char_indices().nth(SHOWN) {
+        None => format!("{text:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
     }
 }
 
@@ -152,7 +179,7 @@ pub fn instrument(
     }
     let found = instruments.by_symbol(symbol);
     if found.is_none() {
-        v.add(field, format!("unknown instrument {symbol:?}"));
+        v.add(field, format!("unknown instrument {}", quote(symbol)));
     }
     found
 }
@@ -368,6 +395,33 @@ mod tests {
             size,
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn decimals_take_one_form() {
+        for good in ["0.5", "5", "65000.10", "-1.25", "007.50"] {
+            let mut v = Violations::default();
+            assert!(decimal("price", good, &mut v).is_some(), "{good}");
+        }
+        for bad in [
+            ".5", "5.", "+5", "5e3", "1_000", "", "-", "-.5", "1.2.3", " 5", "0x10",
+        ] {
+            let mut v = Violations::default();
+            assert!(decimal("price", bad, &mut v).is_none(), "{bad:?}");
+            assert!(v.has("price"), "{bad:?} is named");
+        }
+    }
+
+    #[test]
+    fn a_huge_value_is_quoted_short() {
+        let mut v = Violations::default();
+        let digits = "9".repeat(20_000);
+        assert!(decimal("price", &digits, &mut v).is_none());
+        let symbol = "X".repeat(20_000);
+        assert!(instrument(&instruments(), "instrument", &symbol, &mut v).is_none());
+        let text = format!("{v:?}");
+        assert!(text.len() < 1_000, "{} bytes: {text}", text.len());
+        assert!(text.contains("(20000 bytes)"), "{text}");
     }
 
     #[test]
