@@ -267,6 +267,26 @@ async fn a_malformed_order_is_invalid_argument_and_an_engine_reject_is_an_answer
         "instrument"
     );
 
+    // One decimal form on the wire: "65000." and ".5" are refused, each field named.
+    let err = rig
+        .orders()
+        .place_order(authed(
+            limit("BTC-USD", pb::Side::Buy, "65000.", ".5"),
+            ALICE,
+        ))
+        .await
+        .unwrap_err();
+    let bad = err.get_details_bad_request().expect("BadRequest detail");
+    let fields: Vec<&str> = bad
+        .field_violations
+        .iter()
+        .map(|v| v.field.as_str())
+        .collect();
+    assert_eq!(fields, ["price", "size"]);
+    assert!(bad.field_violations[1]
+        .description
+        .contains("not a decimal number"));
+
     // On the grid but outside the price band: the engine's typed reject, not an error.
     let far = place(&rig, ALICE, limit("BTC-USD", pb::Side::Buy, "1.00", "1")).await;
     let result = far.result.unwrap();

@@ -392,6 +392,31 @@ async fn every_channel_delivers_after_its_subscribed_reply() {
 }
 
 #[tokio::test]
+async fn a_decimal_takes_one_form() {
+    let rig = Rig::start(limits()).await;
+    let mut alice = rig.trader(ALICE).await;
+    for (id, price, size) in [
+        (1, ".5", "0.01"),
+        (2, "65100.", "0.01"),
+        (3, "65100.00", "+0.01"),
+    ] {
+        alice
+            .send(json!({"op":"place","id":id,"instrument":"BTC-USD","side":"sell","price":price,"size":size}))
+            .await;
+        let reply = loop {
+            let m = alice.recv().await;
+            if m["id"] == id {
+                break m;
+            }
+        };
+        assert_eq!(reply["code"], "invalid_request", "{reply}");
+        let field = if id == 3 { "size" } else { "price" };
+        assert_eq!(field_names(&reply), [field], "{reply}");
+    }
+    rig.stop().await;
+}
+
+#[tokio::test]
 async fn every_order_command_gets_exactly_one_reply_in_order() {
     let rig = Rig::start(limits()).await;
     let mut alice = rig.trader(ALICE).await;
