@@ -166,6 +166,24 @@ async fn tickerd_serves_both_fronts_and_stops_on_sigterm_with_1001() {
     );
 }
 
+/// The addresses are printed before tickerd waits for its stop signal: a SIGTERM sent the
+/// moment they appear (a supervisor stopping a service that just started) must still be a
+/// clean stop, not the default action that kills the process mid-start.
+#[test]
+fn sigterm_right_after_the_addresses_are_printed_is_a_clean_stop() {
+    for _ in 0..5 {
+        let mut tickerd = start(&[]);
+        let pid = tickerd.child.id().to_string();
+        assert!(Command::new("kill")
+            .args(["-TERM", &pid])
+            .status()
+            .unwrap()
+            .success());
+        let status = tickerd.child.wait().unwrap();
+        assert!(status.success(), "exit after an early SIGTERM: {status:?}");
+    }
+}
+
 #[test]
 fn a_bad_configuration_is_refused_by_key_with_exit_code_2() {
     let output = Command::new(env!("CARGO_BIN_EXE_tickerd"))

@@ -190,6 +190,7 @@ fn journal_tool(tool: &JournalTool) -> ExitCode {
 }
 
 async fn run(config: TickerdConfig) -> anyhow::Result<()> {
+    let stop = StopSignal::install();
     let bus = config.bus_config();
     let market = match bus.role {
         Role::All => Market::start(config.market_config())?,
@@ -272,7 +273,7 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
     }
     tracing::info!("tickerd started");
     let failed = tokio::select! {
-        _ = shutdown_signal() => None,
+        _ = stop.received() => None,
         why = journal_failure(&market) => Some(why),
         why = bus_failure(&market) => Some(why),
     };
@@ -329,23 +330,45 @@ async fn bus_failure(market: &Market) -> String {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
+/// SIGINT or SIGTERM, with the handlers installed when this is made: a signal that arrives
+/// while tickerd is still starting (its addresses already printed) is a request to stop, not
+/// the default action that kills the process before its clients get their close frames.
+struct StopSignal {
     #[cfg(unix)]
-    {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {}
-                    _ = term.recv() => {}
+    signals: Option<(tokio::signal::unix::Signal, tokio::signal::unix::Signal)>,
+}
+
+impl StopSignal {
+    fn install() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            match (
+                signal(SignalKind::interrupt()),
+                signal(SignalKind::terminate()),
+            ) {
+                (Ok(int), Ok(term)) => StopSignal {
+                    signals: Some((int, term)),
+                },
+                (Err(e), _) | (_, Err(e)) => {
+                    tracing::warn!("no SIGINT/SIGTERM handler ({e}); falling back to Ctrl-C");
+                    StopSignal { signals: None }
                 }
             }
-            Err(e) => {
-                tracing::warn!("no SIGTERM handler ({e}); Ctrl-C still stops");
-                let _ = ctrl_c.await;
-            }
         }
+        #[cfg(not(unix))]
+        StopSignal {}
     }
-    #[cfg(not(unix))]
-    let _ = ctrl_c.await;
+
+    async fn received(self) {
+        #[cfg(unix)]
+        if let Some((mut int, mut term)) = self.signals {
+            tokio::select! {
+                _ = int.recv() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+        let _ = tokio::signal::ctrl_c().await;
+    }
 }
