@@ -137,6 +137,8 @@ impl Default for TickerdConfig {
                     max_missed_pongs: l.max_missed_pongs,
                     idle_timeout_ms: l.idle_timeout.as_millis() as u64,
                     outbound_queue: l.outbound_queue,
+                    close_timeout_ms: l.close_timeout.as_millis() as u64,
+                    close_drain_bytes: l.close_drain_bytes,
                 }
             },
         }
@@ -409,6 +411,11 @@ pub struct HttpSection {
     /// The server's own messages (replies, errors) queued per connection for a client that
     /// does not read, before its session waits [1,024].
     pub outbound_queue: usize,
+    /// After the server's close frame, how long it reads on for the client's [2,000]: a close
+    /// written with the client's data unread is lost to a TCP reset.
+    pub close_timeout_ms: u64,
+    /// What it reads and drops meanwhile (the rest of a message too big to take) [4 MiB].
+    pub close_drain_bytes: usize,
 }
 
 impl Default for HttpSection {
@@ -714,6 +721,8 @@ impl TickerdConfig {
             ("http.max_missed_pongs", self.http.max_missed_pongs as u64),
             ("http.idle_timeout_ms", self.http.idle_timeout_ms),
             ("http.outbound_queue", self.http.outbound_queue as u64),
+            ("http.close_timeout_ms", self.http.close_timeout_ms),
+            ("http.close_drain_bytes", self.http.close_drain_bytes as u64),
         ] {
             if value == 0 {
                 return Err((key, "must be > 0".into()));
@@ -955,6 +964,8 @@ impl TickerdConfig {
                 max_missed_pongs: h.max_missed_pongs,
                 idle_timeout: Duration::from_millis(h.idle_timeout_ms),
                 outbound_queue: h.outbound_queue,
+                close_timeout: Duration::from_millis(h.close_timeout_ms),
+                close_drain_bytes: h.close_drain_bytes,
                 ..defaults.limits
             },
             deflate: DeflateConfig {

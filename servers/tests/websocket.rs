@@ -16,6 +16,7 @@ use ticker_engine::{CommandKind, Place, Side};
 use ticker_feeds::{FeedsConfig, HubConfig};
 use ticker_servers::auth::AuthConfig;
 use ticker_servers::market::{Market, MarketConfig};
+use ticker_servers::ws::deflate::MessageDeflater;
 use ticker_servers::ws::{WsConfig, WsLimits, WsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpSocket, TcpStream};
@@ -896,6 +897,177 @@ async fn an_oversize_message_closes_with_1009() {
     assert_eq!(code, CloseCode::Size);
     assert_eq!(reason, "message too big: limit 1024 bytes");
     rig.stop().await;
+}
+
+/// A client frame: FIN and opcode in `first`, masked as RFC 6455 requires of clients.
+fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
+    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
+    let mut f = vec![first];
+    match payload.len() {
+        n if n < 126 => f.push(0x80 | n as u8),
+        n if n <= u16::MAX as usize => {
+            f.push(0x80 | 126);
+            f.extend_from_slice(&(n as u16).to_be_bytes());
+        }
+        n => {
+            f.push(0x80 | 127);
+            f.extend_from_slice(&(n as u64).to_be_bytes());
+        }
+    }
+    f.extend_from_slice(&MASK);
+    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
+    f
+}
+
+/// Text no deflater squeezes much: a 3 MiB message compresses to about half.
+fn noisy_text(len: usize) -> Vec<u8> {
+    let mut x = 0x2545_f491_4f6c_dd1du64;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            b"0123456789abcdef"[(x >> 60) as usize]
+        })
+        .collect()
+}
+
+/// A client still sending `text` in 16 fragments when the server writes its close (1009 for a
+/// message too big, 1007 for invalid UTF-8): the server reads on and drops the rest until the
+/// client's close frame, so the close frame reaches the client (closing with the client's data
+/// unread would make the kernel reset the connection and lose it), and the connection then
+/// ends with a clean FIN.
+async fn a_fragmented_message_gets_its_close_frame(
+    text: Vec<u8>,
+    offer_deflate: bool,
+    expected: (u16, &str),
+) {
+    let rig = Rig::start(limits()).await;
+    let head = if offer_deflate {
+        UPGRADE.replace(
+            "\r\n\r\n",
+            "\r\nSec-WebSocket-Extensions: permessage-deflate\r\n\r\n",
+        )
+    } else {
+        UPGRADE.to_string()
+    };
+    let (response, tcp) = raw_request(rig.addr, &head).await;
+    assert!(response.starts_with("HTTP/1.1 101"), "{response}");
+    assert_eq!(
+        response.contains("permessage-deflate"),
+        offer_deflate,
+        "{response}"
+    );
+    let (payload, rsv1) = if offer_deflate {
+        let z = MessageDeflater::new(15, true, 6).compress(&text);
+        (z.to_vec(), 0x40)
+    } else {
+        (text, 0)
+    };
+    let fragments: Vec<&[u8]> = payload.chunks(payload.len().div_ceil(16)).collect();
+    assert_eq!(fragments.len(), 16);
+    assert!(fragments.iter().all(|f| f.len() <= 200_000));
+    let (mut rx, mut tx) = tcp.into_split();
+    // Every fragment is written, whatever the server has said meanwhile (the write of all of
+    // them completes only if the server keeps reading after its close).
+    for (i, f) in fragments.iter().enumerate() {
+        let fin = if i + 1 == fragments.len() { 0x80 } else { 0 };
+        let opcode = if i == 0 { 0x1 | rsv1 } else { 0x0 };
+        guard(
+            "a fragment written",
+            tx.write_all(&masked_frame(fin | opcode, f)),
+        )
+        .await
+        .expect("the server reads the whole message");
+    }
+    let mut rx_frames = {
+        let mut buffered = Vec::new();
+        guard("the server's frames", async {
+            let mut chunk = vec![0u8; 64 << 10];
+            // Until the close frame's header and payload are in.
+            loop {
+                let n = rx
+                    .read(&mut chunk)
+                    .await
+                    .expect("no reset before the close frame");
+                assert!(n > 0, "EOF before the close frame: {buffered:?}");
+                buffered.extend_from_slice(&chunk[..n]);
+                if let Some(close) = find_close(&buffered) {
+                    return close;
+                }
+            }
+        })
+        .await
+    };
+    let code = u16::from_be_bytes([rx_frames[0], rx_frames[1]]);
+    assert_eq!(
+        (code, String::from_utf8(rx_frames.split_off(2)).unwrap()),
+        (expected.0, expected.1.to_string())
+    );
+    // The client answers the close; the server ends the connection with a FIN.
+    tx.write_all(&masked_frame(0x88, &code.to_be_bytes()))
+        .await
+        .unwrap();
+    let mut rest = Vec::new();
+    guard("the end of the connection", rx.read_to_end(&mut rest))
+        .await
+        .expect("a clean end, not a reset");
+    assert!(rest.is_empty(), "nothing after the close frame: {rest:?}");
+    rig.stop().await;
+}
+
+/// The payload of the first close frame in `bytes` (unmasked server frames), once whole.
+fn find_close(bytes: &[u8]) -> Option<Vec<u8>> {
+    let mut at = 0;
+    while at + 2 <= bytes.len() {
+        let (first, len7) = (bytes[at], (bytes[at + 1] & 0x7f) as usize);
+        let (len, head) = match len7 {
+            126 if at + 4 <= bytes.len() => (
+                u16::from_be_bytes([bytes[at + 2], bytes[at + 3]]) as usize,
+                4,
+            ),
+            127 if at + 10 <= bytes.len() => (
+                u64::from_be_bytes(bytes[at + 2..at + 10].try_into().unwrap()) as usize,
+                10,
+            ),
+            126 | 127 => return None,
+            n => (n, 2),
+        };
+        if at + head + len > bytes.len() {
+            return None;
+        }
+        if first & 0x0f == 0x8 {
+            return Some(bytes[at + head..at + head + len].to_vec());
+        }
+        at += head + len;
+    }
+    None
+}
+
+const TOO_BIG: (u16, &str) = (1009, "message too big: limit 1048576 bytes");
+
+#[tokio::test]
+async fn a_client_still_sending_an_oversize_message_gets_the_1009_close_frame() {
+    a_fragmented_message_gets_its_close_frame(noisy_text(3 << 20), false, TOO_BIG).await;
+}
+
+#[tokio::test]
+async fn a_client_still_sending_an_oversize_compressed_message_gets_the_1009_close_frame() {
+    let inflates_past = (
+        1009,
+        "compressed message inflates past the 1048576-byte limit",
+    );
+    a_fragmented_message_gets_its_close_frame(noisy_text(3 << 20), true, inflates_past).await;
+}
+
+#[tokio::test]
+async fn a_client_still_sending_invalid_utf8_gets_the_1007_close_frame() {
+    // 800 KB, within the size limit, with a byte no UTF-8 text holds in its second fragment.
+    let mut text = noisy_text(800_000);
+    text[60_000] = 0xff;
+    let invalid = (1007, "invalid UTF-8 in a text message");
+    a_fragmented_message_gets_its_close_frame(text.clone(), false, invalid).await;
+    a_fragmented_message_gets_its_close_frame(text, true, invalid).await;
 }
 
 #[tokio::test]

@@ -42,6 +42,9 @@ pub struct WsLimits {
     pub write_timeout: Duration,
     /// How long the server waits for the client's close frame after sending its own [2 s].
     pub close_timeout: Duration,
+    /// What the server reads and drops of a client's data while it waits for that close frame
+    /// (the rest of a message too big to take, say) [4 MiB]; then the connection is dropped.
+    pub close_drain_bytes: usize,
 }
 
 impl Default for WsLimits {
@@ -60,6 +63,7 @@ impl Default for WsLimits {
             outbound_queue: 1024,
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(2),
+            close_drain_bytes: 4 << 20,
         }
     }
 }

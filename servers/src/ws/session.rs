@@ -112,19 +112,16 @@ pub async fn run(
             .send(Outbound::Close(close_frame(code, &reason)))
             .await
         {
-            // Read on until the client answers with its close frame (tungstenite ends the
-            // stream then; the writer drops its answer to ours), dropping whatever else the
-            // client still sends.
-            let _ = tokio::time::timeout(limits.close_timeout, async {
-                while let Some(r) = stream.next().await {
-                    // An oversize message is skipped frame by frame; any other error ends it.
-                    if let Err(e) = r {
-                        if !matches!(e, tungstenite::Error::Capacity(_)) {
-                            break;
-                        }
-                    }
-                }
-            })
+            // Read on, dropping what the client still sends, until its close frame (or EOF,
+            // or the byte budget): closing with its data unread would reset the connection and
+            // could destroy our close frame on the way. tungstenite's stream has ended if the
+            // close is for a message it refused, so the frames are read beneath it.
+            let _ = tokio::time::timeout(
+                limits.close_timeout,
+                stream
+                    .get_mut()
+                    .discard_until_close(limits.close_drain_bytes),
+            )
             .await;
         }
     }

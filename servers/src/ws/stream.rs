@@ -85,6 +85,49 @@ impl<S> InflatingStream<S> {
     }
 }
 
+/// How [`InflatingStream::discard_until_close`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Discarded {
+    /// The peer's close frame arrived.
+    PeerClosed,
+    /// The peer ended the connection.
+    Eof,
+    /// `budget` bytes were read without a close frame.
+    Budget,
+}
+
+impl<S: AsyncRead + Unpin> InflatingStream<S> {
+    /// After our close frame: reads and drops what the peer still sends (the rest of a message
+    /// that was too big, say) until its close frame, its EOF or `budget` bytes, whichever is
+    /// first. Closing a socket with the peer's data unread makes the kernel reset the
+    /// connection, and the reset can destroy our close frame before the peer reads it; so the
+    /// caller bounds this in time and only then lets the socket go.
+    pub async fn discard_until_close(&mut self, budget: usize) -> io::Result<Discarded> {
+        use tokio::io::AsyncReadExt;
+        let framed = self.machine.begin_closing();
+        let mut read = 0usize;
+        loop {
+            if framed {
+                self.start += self.machine.feed(&self.input[self.start..self.end]);
+                if self.machine.peer_closed() {
+                    return Ok(Discarded::PeerClosed);
+                }
+            }
+            self.start = self.end;
+            if self.eof {
+                return Ok(Discarded::Eof);
+            }
+            if read >= budget {
+                return Ok(Discarded::Budget);
+            }
+            let n = self.io.read(&mut self.input).await?;
+            read += n;
+            (self.start, self.end) = (0, n);
+            self.eof = n == 0;
+        }
+    }
+}
+
 impl<S: AsyncRead + Unpin> AsyncRead for InflatingStream<S> {
     fn poll_read(
         self: Pin<&mut Self>,

@@ -81,6 +81,8 @@ enum State {
         offset: usize,
         fin: bool,
     },
+    /// Dropping the rest of a frame's payload (closing: see [`InboundInflater::begin_closing`]).
+    Skip { remaining: u64 },
     /// A violation was recorded; nothing more is consumed.
     Failed,
 }
@@ -113,6 +115,12 @@ pub struct InboundInflater {
     /// Unmasked compressed bytes on their way to the inflater.
     scratch: Vec<u8>,
     violation: Option<Violation>,
+    /// Where the frames still are after a violation inside a payload: the bytes left of the
+    /// frame it happened in (`None`: a bad header, so no frame boundary can be trusted).
+    frame_rest_at_failure: Option<u64>,
+    /// After the server's close: frames are parsed only to find the peer's close frame.
+    closing: bool,
+    peer_closed: bool,
 }
 
 /// Parsed fields of a frame header.
@@ -142,7 +150,36 @@ impl InboundInflater {
             out: BytesMut::new(),
             scratch: Vec::new(),
             violation: None,
+            frame_rest_at_failure: None,
+            closing: false,
+            peer_closed: false,
         }
+    }
+
+    /// After the server sent its close frame: from here on every frame is dropped unread
+    /// (nothing more is inflated or output) until the peer's close frame, which
+    /// [`peer_closed`](Self::peer_closed) then reports. `false` when the frame boundaries are
+    /// lost (the peer broke a frame header): the caller can only drop bytes until EOF.
+    pub fn begin_closing(&mut self) -> bool {
+        self.out.clear();
+        self.message = MessageState::Idle;
+        self.closing = true;
+        self.state = match self.state {
+            State::Header => State::Header,
+            State::Passthrough { remaining }
+            | State::Compressed { remaining, .. }
+            | State::Skip { remaining } => State::Skip { remaining },
+            State::Failed => match self.frame_rest_at_failure {
+                Some(remaining) => State::Skip { remaining },
+                None => return false,
+            },
+        };
+        true
+    }
+
+    /// The peer's close frame has arrived (closing only).
+    pub fn peer_closed(&self) -> bool {
+        self.peer_closed
     }
 
     /// The first violation, once recorded.
@@ -173,10 +210,22 @@ impl InboundInflater {
     /// recorded (nothing more is consumed).
     pub fn feed(&mut self, input: &[u8]) -> usize {
         let mut pos = 0;
-        while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER {
+        while pos < input.len() && self.out.len() < OUTPUT_HIGH_WATER && !self.peer_closed {
             let rest = &input[pos..];
             pos += match self.state {
                 State::Failed => break,
+                State::Skip { remaining } => {
+                    let n = rest
+                        .len()
+                        .min(usize::try_from(remaining).unwrap_or(usize::MAX));
+                    let remaining = remaining - n as u64;
+                    self.state = if remaining == 0 {
+                        State::Header
+                    } else {
+                        State::Skip { remaining }
+                    };
+                    n
+                }
                 State::Header => self.feed_header(rest),
                 State::Passthrough { remaining } => {
                     let n = rest
@@ -274,6 +323,12 @@ impl InboundInflater {
     }
 
     fn start_frame(&mut self, (h, rsv23): (Header, u8)) {
+        if self.closing {
+            // Only the peer's close frame matters now; its payload is not needed.
+            self.peer_closed = h.opcode == 0x8;
+            self.state = State::Skip { remaining: h.len };
+            return;
+        }
         if let Err(v) = self.check_frame(&h, rsv23) {
             return self.fail(v);
         }
@@ -431,6 +486,7 @@ impl InboundInflater {
         // blocks inflate to nothing).
         let cap = inflater.cap() as u64;
         if *compressed_len > cap + cap / 64 + 1024 {
+            self.frame_rest_at_failure = Some(remaining - n as u64);
             self.fail(Violation::new(
                 CloseCode::Size,
                 format!("compressed message longer than the {cap}-byte limit allows"),
@@ -438,6 +494,7 @@ impl InboundInflater {
             return n;
         }
         if let Err(e) = inflater.push(&self.scratch, inflated) {
+            self.frame_rest_at_failure = Some(remaining - n as u64);
             self.fail(inflate_violation(e));
             return n;
         }
@@ -471,6 +528,7 @@ impl InboundInflater {
             return;
         };
         if let Err(e) = inflater.finish(&mut inflated) {
+            self.frame_rest_at_failure = Some(0);
             return self.fail(inflate_violation(e));
         }
         self.emit(opcode, &inflated);
@@ -864,6 +922,52 @@ mod tests {
             &frame(true, true, OP_TEXT, &exact, true),
         );
         assert_eq!(out, emitted(OP_TEXT, &[b'a'; 4096]));
+    }
+
+    #[test]
+    fn closing_after_a_violation_inside_a_payload_finds_the_peers_close_frame() {
+        let n = negotiated(true); // cap 4096
+        let bomb = MessageDeflater::new(15, true, 9).compress(&vec![b'a'; 1 << 20]);
+        let (first, rest) = bomb.split_at(bomb.len() / 2);
+        let mut input = frame(false, true, OP_TEXT, first, true);
+        input.extend(frame(true, false, OP_CONTINUATION, rest, true));
+        input.extend(frame(true, false, 0x9, b"ping", true));
+        let close = frame(true, false, 0x8, &1009u16.to_be_bytes(), true);
+        input.extend(&close);
+        input.extend(b"after");
+        let mut m = server(Some(&n));
+        let mut pos = m.feed(&input);
+        assert_eq!(m.violation().unwrap().code, CloseCode::Size);
+        assert!(m.begin_closing(), "the frame boundaries are known");
+        // Fed in small steps, as reads arrive.
+        while !m.peer_closed() && pos < input.len() {
+            let end = (pos + 7).min(input.len());
+            pos += m.feed(&input[pos..end]);
+        }
+        assert!(m.peer_closed());
+        assert!(m.output().is_empty(), "nothing is output while closing");
+        let close_header = input.len() - b"after".len() - close.len() + 6;
+        assert_eq!(pos, close_header, "consumed up to the close frame's header");
+    }
+
+    #[test]
+    fn closing_mid_message_drops_its_frames_and_a_broken_header_loses_the_boundaries() {
+        let mut m = server(None);
+        let mut input = frame(false, false, OP_TEXT, &[b'x'; 300], true);
+        input.extend(frame(true, false, OP_CONTINUATION, &[b'y'; 300], true));
+        input.extend(frame(true, false, 0x8, &[], true));
+        let pos = m.feed(&input[..100]);
+        assert_eq!(pos, 100);
+        assert!(m.begin_closing());
+        m.feed(&input[pos..]);
+        assert!(m.peer_closed());
+        assert!(m.output().is_empty());
+
+        // RSV2 set: the header is not one to trust, so neither is any length after it.
+        let mut m = server(None);
+        m.feed(&[0xa1, 0x80, 0, 0, 0, 0]);
+        assert!(m.violation().is_some());
+        assert!(!m.begin_closing());
     }
 
     #[test]
