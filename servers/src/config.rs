@@ -103,6 +103,7 @@ impl Default for TickerdConfig {
                 enabled: true,
                 listen: grpc.listen,
                 max_message_bytes: grpc.max_message_size,
+                max_header_bytes: grpc.max_header_bytes,
                 stream_window_bytes: grpc.stream_window,
                 connection_window_bytes: grpc.connection_window,
                 keepalive_interval_ms: grpc.keepalive_interval.map_or(0, |d| d.as_millis() as u64),
@@ -350,6 +351,9 @@ pub struct GrpcSection {
     pub listen: SocketAddr,
     /// Largest message accepted or sent [4 MiB].
     pub max_message_bytes: usize,
+    /// Largest request metadata (header block, as HTTP/2 counts it); larger gets
+    /// RESOURCE_EXHAUSTED naming both sizes [16 KiB].
+    pub max_header_bytes: usize,
     /// HTTP/2 window per stream [1 MiB].
     pub stream_window_bytes: u32,
     /// HTTP/2 window per connection [16 MiB].
@@ -756,6 +760,12 @@ impl TickerdConfig {
                 format!("{} is below the 1 KiB minimum", self.grpc.max_message_bytes),
             ));
         }
+        if self.grpc.max_header_bytes < 1024 {
+            return Err((
+                "grpc.max_header_bytes",
+                format!("{} is below the 1 KiB minimum", self.grpc.max_header_bytes),
+            ));
+        }
         let secret = &self.auth.jwt_hs256_secret;
         if !secret.is_empty() && secret.len() < 32 {
             return Err((
@@ -929,6 +939,7 @@ impl TickerdConfig {
             listen: g.listen,
             auth: self.auth_config(),
             max_message_size: g.max_message_bytes,
+            max_header_bytes: g.max_header_bytes,
             stream_window: g.stream_window_bytes,
             connection_window: g.connection_window_bytes,
             keepalive_interval: (g.keepalive_interval_ms > 0)

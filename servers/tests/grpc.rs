@@ -1097,3 +1097,66 @@ async fn tls_serves_the_configured_certificate() {
         .await
         .unwrap();
 }
+
+/// Request metadata past `grpc.max_header_bytes` (16 KiB by default) is RESOURCE_EXHAUSTED with
+/// both sizes, however it is made up, rather than HTTP/2's bare 431 that clients report as
+/// UNKNOWN; metadata within the limit is served.
+#[tokio::test]
+async fn oversized_request_metadata_is_resource_exhausted_with_its_size() {
+    let rig = Rig::start().await;
+    let depth = || pb::GetDepthSnapshotRequest {
+        instrument: "BTC-USD".into(),
+    };
+    type Shape = fn(&mut tonic::metadata::MetadataMap);
+    let shapes: [(&str, Shape); 4] = [
+        ("a 20 KB bearer token", |m| {
+            let token = format!("Bearer {}", "t".repeat(20_000));
+            m.insert("authorization", token.parse().unwrap());
+        }),
+        ("one 40 KB custom header", |m| {
+            m.insert("x-blob", "b".repeat(40_000).parse().unwrap());
+        }),
+        ("600 small headers", |m| {
+            for i in 0..600 {
+                let name: tonic::metadata::MetadataKey<_> = format!("x-small-{i}").parse().unwrap();
+                m.insert(name, "v".repeat(40).parse().unwrap());
+            }
+        }),
+        ("one 64 KB custom header", |m| {
+            m.insert("x-blob", "b".repeat(64 << 10).parse().unwrap());
+        }),
+    ];
+    for (what, shape) in shapes {
+        let mut req = Request::new(depth());
+        shape(req.metadata_mut());
+        let e = rig
+            .market_data()
+            .get_depth_snapshot(req)
+            .await
+            .expect_err(what);
+        assert_eq!(e.code(), Code::ResourceExhausted, "{what}: {e:?}");
+        assert!(
+            e.message().starts_with("request metadata too large: ")
+                && e.message()
+                    .ends_with(" bytes, limit 16384 (grpc.max_header_bytes)"),
+            "{what}: {}",
+            e.message()
+        );
+        let size: usize = e.message()["request metadata too large: ".len()..]
+            .split(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap();
+        assert!(size > 16384, "{what}: {size}");
+    }
+    // 12 KB of metadata is within the limit, and the connection still serves.
+    let mut req = Request::new(depth());
+    req.metadata_mut()
+        .insert("x-blob", "b".repeat(12_000).parse().unwrap());
+    rig.market_data()
+        .get_depth_snapshot(req)
+        .await
+        .expect("12 KB of metadata is served");
+    rig.stop().await;
+}

@@ -19,6 +19,7 @@ pub mod auth;
 pub mod convert;
 pub mod frames;
 pub mod market_data;
+pub mod metadata_limit;
 pub mod orders;
 pub mod report;
 pub mod risk;

@@ -12,6 +12,7 @@ use super::admin::AdminRpc;
 use super::auth::{Auth, AuthConfig, AuthConfigError};
 use super::frames::{CodecSettings, Handler, Streams};
 use super::market_data::{MarketDataApi, MarketDataConfig, MarketDataRpc};
+use super::metadata_limit::{transport_ceiling, MetadataLimitLayer};
 use super::orders::{OrderApi, OrderConfig, OrderRpc};
 use super::risk::{RiskApi, RiskRpc};
 use crate::market::Market;
@@ -52,6 +53,9 @@ pub struct GrpcConfig {
     pub adaptive_window: bool,
     /// Largest HTTP/2 frame the server accepts [64 KiB].
     pub max_frame_size: u32,
+    /// Largest request metadata (the header block, counted as HTTP/2 does) [16 KiB]; larger:
+    /// RESOURCE_EXHAUSTED naming both sizes (see `metadata_limit`).
+    pub max_header_bytes: usize,
     /// Concurrent calls per connection [1,024].
     pub max_concurrent_streams: u32,
     /// HTTP/2 PING interval to detect dead peers; `None` disables [20 s].
@@ -86,6 +90,7 @@ impl Default for GrpcConfig {
             connection_window: 16 << 20,
             adaptive_window: false,
             max_frame_size: 64 << 10,
+            max_header_bytes: 16 << 10,
             max_concurrent_streams: 1024,
             keepalive_interval: Some(Duration::from_secs(20)),
             keepalive_timeout: Duration::from_secs(10),
@@ -327,7 +332,10 @@ impl GrpcServer {
             source,
         })?;
         let tls = config.tls.as_ref().map(tls_acceptor).transpose()?;
-        let routes = routes(market, &config).await?;
+        let limit = MetadataLimitLayer {
+            limit: config.max_header_bytes,
+        };
+        let routes = tower::Layer::layer(&limit, routes(market, &config).await?);
         let service: HttpService = if config.grpc_web {
             BoxCloneSyncService::new(tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), routes))
         } else {
@@ -343,6 +351,7 @@ impl GrpcServer {
             .initial_connection_window_size(config.connection_window)
             .adaptive_window(config.adaptive_window)
             .max_frame_size(config.max_frame_size)
+            .max_header_list_size(transport_ceiling(config.max_header_bytes))
             .max_concurrent_streams(config.max_concurrent_streams)
             .keep_alive_interval(config.keepalive_interval)
             .keep_alive_timeout(config.keepalive_timeout);
