@@ -102,7 +102,7 @@ impl LimitsSpec {
     ) -> Option<Limits> {
         let mut out = Vec::with_capacity(self.instruments.len());
         for (symbol, spec) in &self.instruments {
-            let at = format!("{field}.instruments[{symbol}]");
+            let at = format!("{field}.instruments[{}]", order_entry::shortened(symbol));
             let Some(wire) =
                 order_entry::instrument(instruments, &format!("{at}.instrument"), symbol, v)
             else {

@@ -102,13 +102,24 @@ fn well_formed(text: &str) -> bool {
     digits(whole) && fraction.is_none_or(digits)
 }
 
+/// Characters of a client's value an error shows.
+const SHOWN: usize = 64;
+
 /// A client's value as an error message quotes it: at most its first 64 characters and its
 /// length, so a huge value never makes a huge error (gRPC clients refuse trailers over 16 KiB).
 pub fn quote(text: &str) -> String {
-    const SHOWN: usize = 64;
     match text.char_indices().nth(SHOWN) {
         None => format!("{text:?}"),
         Some((cut, _)) => format!("{:?}… ({} bytes)", &text[..cut], text.len()),
+    }
+}
+
+/// A client's value where it names something in a field path (`instruments[BTC-USD]`):
+/// unquoted, and cut like [`quote`] when long.
+pub fn shortened(text: &str) -> std::borrow::Cow<'_, str> {
+    match text.char_indices().nth(SHOWN) {
+        None => text.into(),
+        Some((cut, _)) => format!("{}… ({} bytes)", &text[..cut], text.len()).into(),
     }
 }
 
@@ -422,6 +433,9 @@ mod tests {
         let text = format!("{v:?}");
         assert!(text.len() < 1_000, "{} bytes: {text}", text.len());
         assert!(text.contains("(20000 bytes)"), "{text}");
+        assert_eq!(shortened("BTC-USD"), "BTC-USD");
+        let cut = shortened(&symbol);
+        assert_eq!(cut, format!("{}… (20000 bytes)", "X".repeat(64)));
     }
 
     #[test]

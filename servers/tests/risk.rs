@@ -1028,3 +1028,310 @@ fn configured_limits_apply_at_start_and_bad_ones_stop_it() {
         "{e}"
     );
 }
+
+/// The longest values a request can carry (every string field filled to share the 4 MiB message
+/// limit, hundreds of thousands of accounts) on every RPC of the four services: each answer
+/// — status message and details, or a per-request error — stays under 4 KB, quoting at most
+/// a short prefix of any value, so no client refuses it as oversized metadata.
+#[tokio::test]
+async fn the_longest_inputs_on_every_rpc_get_short_answers() {
+    use prost::Message;
+    const SHORT: usize = 4096;
+    const LIMIT: usize = 4 << 20;
+    // Each of `fields` long strings, so that together they fill the message limit.
+    let long = |fields: usize, fill: char| fill.to_string().repeat(LIMIT / fields - 1024);
+    let checked = |rpc: &str, answer: Result<usize, tonic::Status>| match answer {
+        Ok(len) => assert!(len < SHORT, "{rpc}: a {len}-byte answer"),
+        Err(s) => {
+            let len = s.message().len() + s.details().len();
+            assert!(len < SHORT, "{rpc}: a {len}-byte status: {:?}", s.code());
+            // A typed refusal of the request, never a transport failure (a trailer too large
+            // for the client surfaces as RESOURCE_EXHAUSTED "h2 protocol error").
+            assert!(
+                matches!(
+                    s.code(),
+                    Code::InvalidArgument | Code::Unauthenticated | Code::NotFound
+                ),
+                "{rpc}: {:?} {}",
+                s.code(),
+                s.message()
+            );
+        }
+    };
+    let rig = Rig::start().await;
+    let place = pb::PlaceOrderRequest {
+        instrument: long(5, 'X'),
+        side: pb::Side::Buy as i32,
+        order_type: pb::OrderType::StopLimit as i32,
+        price: long(5, '9'),
+        trigger_price: long(5, '8'),
+        size: long(5, '7'),
+        display_size: long(5, '6'),
+        ..Default::default()
+    };
+    let amend = pb::AmendOrderRequest {
+        order: Some(pb::amend_order_request::Order::ClientOrderId(u64::MAX)),
+        price: Some(long(4, '9')),
+        size: Some(long(4, '7')),
+        trigger_price: Some(long(4, '8')),
+        instrument: long(4, 'X'),
+    };
+    let mass_cancel = pb::MassCancelRequest {
+        instrument: long(1, 'X'),
+        side: pb::Side::Sell as i32,
+    };
+    let len = |r: Result<tonic::Response<_>, tonic::Status>| {
+        r.map(|r: tonic::Response<pb::PlaceOrderResponse>| r.get_ref().encoded_len())
+    };
+    checked(
+        "PlaceOrder",
+        len(rig
+            .orders()
+            .place_order(authed(place.clone(), Some(TRADER)))
+            .await),
+    );
+    checked(
+        "CancelOrder",
+        rig.orders()
+            .cancel_order(authed(
+                pb::CancelOrderRequest {
+                    order: Some(pb::cancel_order_request::Order::OrderId(u64::MAX)),
+                },
+                Some(TRADER),
+            ))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    checked(
+        "AmendOrder",
+        rig.orders()
+            .amend_order(authed(amend.clone(), Some(TRADER)))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    checked(
+        "MassCancel",
+        rig.orders()
+            .mass_cancel(authed(mass_cancel.clone(), Some(TRADER)))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    // Streams of one long request each: the per-request answers are short too.
+    checked(
+        "BulkPlaceOrders",
+        rig.orders()
+            .bulk_place_orders(authed(
+                tokio_stream::iter(vec![place.clone()]),
+                Some(TRADER),
+            ))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    let session = vec![
+        pb::SessionRequest {
+            request_id: 1,
+            action: Some(pb::session_request::Action::Place(place.clone())),
+        },
+        pb::SessionRequest {
+            request_id: 2,
+            action: Some(pb::session_request::Action::Amend(amend)),
+        },
+        pb::SessionRequest {
+            request_id: 3,
+            action: Some(pb::session_request::Action::MassCancel(mass_cancel)),
+        },
+    ];
+    match rig
+        .orders()
+        .order_session(authed(tokio_stream::iter(session), Some(TRADER)))
+        .await
+    {
+        Ok(r) => {
+            let mut answers = r.into_inner();
+            for id in 1..=3 {
+                let answer = answers.message().await.unwrap().expect("an answer");
+                assert_eq!(answer.request_id, id);
+                checked("OrderSession", Ok(answer.encoded_len()));
+            }
+        }
+        Err(s) => checked("OrderSession", Err(s)),
+    }
+    checked(
+        "SubscribeOrderUpdates",
+        rig.orders()
+            .subscribe_order_updates(authed(
+                pb::SubscribeOrderUpdatesRequest {
+                    from_seq: Some(u64::MAX),
+                },
+                Some(TRADER),
+            ))
+            .await
+            .map(|_| 0),
+    );
+    // Market data.
+    checked(
+        "Subscribe",
+        rig.market_data()
+            .subscribe(pb::SubscribeRequest {
+                instruments: vec![long(2, 'X')],
+                channels: vec![pb::Channel::Trades as i32],
+                resume: vec![pb::ResumePoint {
+                    instrument: long(2, 'Y'),
+                    channel: pb::Channel::Trades as i32,
+                    from_seq: u64::MAX,
+                }],
+                ..Default::default()
+            })
+            .await
+            .map(|_| 0),
+    );
+    checked(
+        "GetDepthSnapshot",
+        rig.market_data()
+            .get_depth_snapshot(pb::GetDepthSnapshotRequest {
+                instrument: long(1, 'X'),
+            })
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    // Risk: as many accounts as the limit holds, and limits with long decimals.
+    let accounts: Vec<u64> = (0..(LIMIT / 11) as u64).map(|a| a | 1 << 62).collect();
+    checked(
+        "StreamDropCopy",
+        rig.risk()
+            .stream_drop_copy(authed(
+                pb::StreamDropCopyRequest {
+                    from_seq: Some(u64::MAX),
+                    accounts: accounts.clone(),
+                },
+                Some(RISK),
+            ))
+            .await
+            .map(|_| 0),
+    );
+    checked(
+        "StreamPositions",
+        rig.risk()
+            .stream_positions(authed(
+                pb::StreamPositionsRequest {
+                    from_seq: Some(u64::MAX),
+                    accounts,
+                },
+                Some(RISK),
+            ))
+            .await
+            .map(|_| 0),
+    );
+    for (rpc, answer) in [
+        (
+            "GetPositions",
+            rig.risk()
+                .get_positions(authed(
+                    pb::GetPositionsRequest { account: u64::MAX },
+                    Some(RISK),
+                ))
+                .await
+                .map(|r| r.get_ref().encoded_len()),
+        ),
+        (
+            "GetLimits",
+            rig.risk()
+                .get_limits(authed(
+                    pb::GetLimitsRequest { account: u64::MAX },
+                    Some(RISK),
+                ))
+                .await
+                .map(|r| r.get_ref().encoded_len()),
+        ),
+        (
+            "DisableAccount",
+            rig.risk()
+                .disable_account(authed(pb::AccountRequest { account: u64::MAX }, Some(RISK)))
+                .await
+                .map(|r| r.get_ref().encoded_len()),
+        ),
+        (
+            "EnableAccount",
+            rig.risk()
+                .enable_account(authed(pb::AccountRequest { account: u64::MAX }, Some(RISK)))
+                .await
+                .map(|r| r.get_ref().encoded_len()),
+        ),
+    ] {
+        checked(rpc, answer);
+    }
+    checked(
+        "SetLimits",
+        rig.risk()
+            .set_limits(authed(
+                pb::SetLimitsRequest {
+                    account: 1,
+                    limits: Some(pb::AccountLimits {
+                        instruments: vec![pb::InstrumentLimits {
+                            instrument: long(5, 'X'),
+                            max_order_size: Some(long(5, '9')),
+                            max_order_notional: Some(long(5, '8')),
+                            max_long: Some(long(5, '7')),
+                            max_short: Some(long(5, '6')),
+                        }],
+                        ..Default::default()
+                    }),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    // Admin.
+    checked(
+        "AddInstrument",
+        rig.admin()
+            .add_instrument(authed(
+                pb::AddInstrumentRequest {
+                    symbol: long(7, 'X'),
+                    tick_size: long(7, '1'),
+                    lot_size: long(7, '2'),
+                    min_size: long(7, '3'),
+                    max_size: long(7, '4'),
+                    reference_price: long(7, '5'),
+                    band: long(7, '6'),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    checked(
+        "HaltInstrument",
+        rig.admin()
+            .halt_instrument(authed(
+                pb::HaltInstrumentRequest {
+                    symbol: long(1, 'X'),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    checked(
+        "ResumeInstrument",
+        rig.admin()
+            .resume_instrument(authed(
+                pb::ResumeInstrumentRequest {
+                    symbol: long(1, 'X'),
+                },
+                Some(ADMIN),
+            ))
+            .await
+            .map(|r| r.get_ref().encoded_len()),
+    );
+    // A bearer token as long as the metadata limit allows is refused briefly as well.
+    let e = rig
+        .orders()
+        .place_order(authed(place, Some(&"t".repeat(15_000))))
+        .await
+        .expect_err("an unknown token");
+    assert_eq!(e.code(), Code::Unauthenticated);
+    checked("PlaceOrder (long token)", Err(e));
+    rig.stop().await;
+}
