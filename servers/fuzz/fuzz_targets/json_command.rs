@@ -1,26 +1,8 @@
-//! `ws::protocol::parse` (every client message of the WebSocket front) on arbitrary text never
-//! panics, and whatever it refuses it refuses with a typed error whose message is not empty —
-//! the client always learns what was wrong.
+//! The `json_command` check (`../checks/json_command.rs`, also replayed over `seeds/` by CI in
+//! `servers/tests/fuzz_seeds.rs`) under libFuzzer.
 #![no_main]
 
-use libfuzzer_sys::fuzz_target;
-use ticker_feeds::{Instruments, WireInstrument};
-use ticker_servers::ws::protocol::parse;
+#[path = "../checks/json_command.rs"]
+mod check;
 
-fuzz_target!(|data: &[u8]| {
-    let Ok(text) = std::str::from_utf8(data) else {
-        // tungstenite hands the session only valid UTF-8 text messages.
-        return;
-    };
-    let instruments = Instruments::default();
-    for (i, spec) in ticker_servers::defaults::instruments()
-        .into_iter()
-        .enumerate()
-    {
-        instruments
-            .insert(WireInstrument::new(i as u32, spec).expect("default instruments are valid"));
-    }
-    if let Err(e) = parse(text, &instruments, 64) {
-        assert!(!e.message.is_empty(), "an error says what was wrong: {e:?}");
-    }
-});
+libfuzzer_sys::fuzz_target!(|data: &[u8]| check::run(data));

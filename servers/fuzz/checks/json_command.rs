@@ -1,0 +1,31 @@
+//! `ws::protocol::parse` (every client message of the WebSocket front) on arbitrary text never
+//! panics, and whatever it refuses it refuses with a typed error whose message is not empty —
+//! the client always learns what was wrong — and short, however long the bad value.
+
+use ticker_feeds::{Instruments, WireInstrument};
+use ticker_servers::ws::protocol::parse;
+
+/// One input; panics on a property that does not hold.
+pub fn run(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        // tungstenite hands the session only valid UTF-8 text messages.
+        return;
+    };
+    let instruments = Instruments::default();
+    for (i, spec) in ticker_servers::defaults::instruments()
+        .into_iter()
+        .enumerate()
+    {
+        instruments
+            .insert(WireInstrument::new(i as u32, spec).expect("default instruments are valid"));
+    }
+    if let Err(e) = parse(text, &instruments, 64) {
+        assert!(!e.message.is_empty(), "an error says what was wrong: {e:?}");
+        let size = e.message.len()
+            + e.fields
+                .iter()
+                .map(|(f, d)| f.len() + d.len())
+                .sum::<usize>();
+        assert!(size < 4096, "a {size}-byte error");
+    }
+}
