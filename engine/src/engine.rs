@@ -601,6 +601,11 @@ impl Engine {
         if size == 0 {
             return Err(InvalidSize);
         }
+        // A new size is held to the instrument's minimum like a new order's; a remainder
+        // below it that fills left behind stands as long as the amend does not set the size.
+        if a.size.is_some() && size < ins.min_lots {
+            return Err(TooSmall);
+        }
         if size > ins.max_lots {
             return Err(TooLarge);
         }

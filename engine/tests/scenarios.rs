@@ -307,6 +307,33 @@ fn amend_that_changes_nothing_is_rejected() {
     );
 }
 
+#[test]
+fn an_amend_below_the_minimum_size_is_too_small_like_a_new_order() {
+    let mut v = Venue::new();
+    // Instrument 1: sizes 5..=1000 lots.
+    v.send(CommandKind::AddInstrument(Box::new(InstrumentSpec {
+        min_size: Decimal::new(5, 0),
+        ..spec("MIN5")
+    })));
+    assert_eq!(
+        v.place(Place::limit(1, 1, SELL, 100, 4)),
+        Err(RejectReason::TooSmall)
+    );
+    let ask = v.place(Place::limit(1, 1, SELL, 100, 10)).unwrap();
+    assert_eq!(v.amend(1, ask, None, Some(4)), Err(RejectReason::TooSmall));
+    assert_eq!(
+        v.engine.order(ask).unwrap().remaining,
+        10,
+        "the order stands"
+    );
+    assert_eq!(v.amend(1, ask, None, Some(8)), Ok(ask));
+    // A fill may leave less than the minimum; an amend of the price alone keeps that size.
+    v.place(Place::limit(2, 1, BUY, 100, 5)).unwrap();
+    assert_eq!(v.engine.order(ask).unwrap().remaining, 3);
+    assert_eq!(v.amend(1, ask, Some(101), None), Ok(ask));
+    assert_eq!(v.amend(1, ask, None, Some(1)), Err(RejectReason::TooSmall));
+}
+
 // ---- icebergs ----
 
 #[test]
