@@ -110,6 +110,7 @@ impl Default for TickerdConfig {
                 keepalive_timeout_ms: grpc.keepalive_timeout.as_millis() as u64,
                 gzip: grpc.gzip,
                 grpc_web: grpc.grpc_web,
+                cors_origins: grpc.cors_origins.clone(),
                 tls_cert: None,
                 tls_key: None,
             },
@@ -366,6 +367,9 @@ pub struct GrpcSection {
     pub gzip: bool,
     /// Serve gRPC-Web on the same port [true].
     pub grpc_web: bool,
+    /// Origins whose pages may call gRPC-Web (CORS): `["https://desk.example.com"]`, or
+    /// `["*"]` for any [none: same-origin pages only].
+    pub cors_origins: Vec<String>,
     /// TLS certificate chain (PEM); set together with `tls_key` [none: clear text].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub tls_cert: Option<PathBuf>,
@@ -760,6 +764,20 @@ impl TickerdConfig {
                 format!("{} is below the 1 KiB minimum", self.grpc.max_message_bytes),
             ));
         }
+        for origin in &self.grpc.cors_origins {
+            let (scheme, host) = origin.split_once("://").unwrap_or(("", ""));
+            let well_formed = origin == "*"
+                || (matches!(scheme, "http" | "https")
+                    && !host.is_empty()
+                    && !host.contains('/')
+                    && http::HeaderValue::from_str(origin).is_ok());
+            if !well_formed {
+                return Err((
+                    "grpc.cors_origins",
+                    format!("{origin:?} is not an origin (scheme://host[:port], no path) or \"*\""),
+                ));
+            }
+        }
         if self.grpc.max_header_bytes < 1024 {
             return Err((
                 "grpc.max_header_bytes",
@@ -947,6 +965,7 @@ impl TickerdConfig {
             keepalive_timeout: Duration::from_millis(g.keepalive_timeout_ms),
             gzip: g.gzip,
             grpc_web: g.grpc_web,
+            cors_origins: g.cors_origins.clone(),
             tls: match (&g.tls_cert, &g.tls_key) {
                 (Some(cert_chain), Some(private_key)) => Some(TlsFiles {
                     cert_chain: cert_chain.clone(),
@@ -1158,6 +1177,17 @@ mod tests {
             ("http.deflate_max_window_bits", "8", "9..=15"),
             ("http.max_subscriptions", "0", "must be > 0"),
             ("auth.jwt_hs256_secret", "\"short\"", "at least 32"),
+            (
+                "grpc.cors_origins",
+                "[\"desk.example.com\"]",
+                "is not an origin",
+            ),
+            (
+                "grpc.cors_origins",
+                "[\"https://desk.example.com/app\"]",
+                "no path",
+            ),
+            ("grpc.max_header_bytes", "100", "1 KiB minimum"),
         ];
         for (key, value, expect) in cases {
             let mut layers = Layers::new();

@@ -28,6 +28,11 @@ struct Rig {
 
 impl Rig {
     async fn start() -> Rig {
+        Rig::start_with(GrpcConfig::default()).await
+    }
+
+    /// A rig on `config` with the test's traders.
+    async fn start_with(config: GrpcConfig) -> Rig {
         let market = Market::start(MarketConfig {
             simulator: None,
             ..MarketConfig::default()
@@ -36,7 +41,7 @@ impl Rig {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = GrpcConfig {
             auth: AuthConfig::traders([(ALICE, 1), (BOB, 2)]),
-            ..GrpcConfig::default()
+            ..config
         };
         let server = GrpcServer::start_on(listener, market.clone(), config)
             .await
@@ -1011,6 +1016,100 @@ async fn a_grpc_web_call_over_http1_gets_a_correct_answer() {
         "{}",
         answer.trailers
     );
+    rig.stop().await;
+}
+
+/// gRPC-Web from a page on another origin: with `cors_origins` the server answers the
+/// browser's preflight and marks its answers readable by that origin's pages (status trailers
+/// exposed); other origins, and every origin by default, get no CORS headers, so the browser
+/// keeps the answer from the page.
+#[tokio::test]
+async fn grpc_web_answers_pages_of_the_configured_origins_only() {
+    use hyper_util::client::legacy::Client;
+    use hyper_util::rt::TokioExecutor;
+    let client: Client<_, http_body_util::Full<Bytes>> =
+        Client::builder(TokioExecutor::new()).build_http();
+    const DESK: &str = "https://desk.example.com";
+    let path = "/ticker.v1.MarketDataService/GetDepthSnapshot";
+    let request = pb::GetDepthSnapshotRequest {
+        instrument: "BTC-USD".into(),
+    }
+    .encode_to_vec();
+    let preflight = |addr: std::net::SocketAddr, origin: &str| {
+        http::Request::builder()
+            .method(http::Method::OPTIONS)
+            .uri(format!("http://{addr}{path}"))
+            .header("origin", origin)
+            .header("access-control-request-method", "POST")
+            .header(
+                "access-control-request-headers",
+                "content-type,x-grpc-web,authorization,grpc-timeout",
+            )
+            .body(http_body_util::Full::new(Bytes::new()))
+            .unwrap()
+    };
+    let allowed_origin = |r: &http::Response<hyper::body::Incoming>| {
+        r.headers()
+            .get("access-control-allow-origin")
+            .map(|v| v.to_str().unwrap().to_string())
+    };
+
+    let rig = Rig::start_with(GrpcConfig {
+        cors_origins: vec![DESK.into()],
+        ..GrpcConfig::default()
+    })
+    .await;
+    let addr = rig.server.local_addr();
+    let pre = client.request(preflight(addr, DESK)).await.unwrap();
+    assert_eq!(pre.status(), 200);
+    assert_eq!(allowed_origin(&pre).as_deref(), Some(DESK));
+    let allowed_headers = pre.headers()["access-control-allow-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    for h in [
+        "content-type",
+        "x-grpc-web",
+        "authorization",
+        "grpc-timeout",
+    ] {
+        assert!(allowed_headers.contains(h), "{h} in {allowed_headers}");
+    }
+    let call = client
+        .request(grpc_web_request(
+            &format!("http://{addr}{path}"),
+            &request,
+            &[("origin", DESK)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(allowed_origin(&call).as_deref(), Some(DESK));
+    let exposed = call.headers()["access-control-expose-headers"]
+        .to_str()
+        .unwrap()
+        .to_string();
+    assert!(exposed.contains("grpc-status") && exposed.contains("grpc-message"));
+    let answer = grpc_web_answer(call).await;
+    assert!(answer.message.is_some() && answer.trailers.contains("grpc-status:0"));
+    let other = client
+        .request(preflight(addr, "https://elsewhere.example.com"))
+        .await
+        .unwrap();
+    assert_eq!(allowed_origin(&other), None);
+    rig.stop().await;
+
+    // By default no origin but the page's own.
+    let rig = Rig::start().await;
+    let addr = rig.server.local_addr();
+    let call = client
+        .request(grpc_web_request(
+            &format!("http://{addr}{path}"),
+            &request,
+            &[("origin", DESK)],
+        ))
+        .await
+        .unwrap();
+    assert_eq!(allowed_origin(&call), None);
     rig.stop().await;
 }
 

@@ -68,6 +68,9 @@ pub struct GrpcConfig {
     /// Serve gRPC-Web (HTTP/1.1 and HTTP/2, `application/grpc-web+proto`), so browsers need no
     /// proxy [true].
     pub grpc_web: bool,
+    /// Origins whose pages may call gRPC-Web across origins (CORS), like
+    /// `https://desk.example.com`; `*` allows any [none: only same-origin pages].
+    pub cors_origins: Vec<String>,
     /// Serve TLS with this certificate chain and key (PEM) [none: clear text].
     pub tls: Option<TlsFiles>,
 }
@@ -96,6 +99,7 @@ impl Default for GrpcConfig {
             keepalive_timeout: Duration::from_secs(10),
             gzip: true,
             grpc_web: true,
+            cors_origins: Vec::new(),
             tls: None,
         }
     }
@@ -112,6 +116,8 @@ pub enum GrpcError {
     Auth(#[from] AuthConfigError),
     #[error("TLS: {0}")]
     Tls(String),
+    #[error("grpc.cors_origins: {0}")]
+    Cors(String),
     #[error("reflection descriptors: {0}")]
     Reflection(String),
 }
@@ -278,6 +284,48 @@ fn watch_health(market: std::sync::Weak<Market>, reporter: tonic_health::server:
     });
 }
 
+/// CORS for gRPC-Web calls from pages on `origins` (none: no layer, so browsers allow only
+/// same-origin pages): preflights answered, the gRPC headers a call sends allowed and the
+/// status trailers (which gRPC-Web carries as headers) exposed to the page.
+fn cors_layer(origins: &[String]) -> Result<Option<tower_http::cors::CorsLayer>, GrpcError> {
+    use http::header::{HeaderName, AUTHORIZATION, CONTENT_TYPE};
+    use tower_http::cors::{AllowOrigin, CorsLayer};
+    if origins.is_empty() {
+        return Ok(None);
+    }
+    let allow = if origins.iter().any(|o| o == "*") {
+        AllowOrigin::any()
+    } else {
+        let values = origins
+            .iter()
+            .map(|o| {
+                http::HeaderValue::from_str(o)
+                    .map_err(|_| GrpcError::Cors(format!("{o:?} is not a header value")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        AllowOrigin::list(values)
+    };
+    let name = HeaderName::from_static;
+    Ok(Some(
+        CorsLayer::new()
+            .allow_origin(allow)
+            .allow_methods([http::Method::POST])
+            .allow_headers([
+                CONTENT_TYPE,
+                AUTHORIZATION,
+                name("x-grpc-web"),
+                name("x-user-agent"),
+                name("grpc-timeout"),
+            ])
+            .expose_headers([
+                name("grpc-status"),
+                name("grpc-message"),
+                name("grpc-status-details-bin"),
+            ])
+            .max_age(Duration::from_secs(24 * 60 * 60)),
+    ))
+}
+
 fn tls_acceptor(files: &TlsFiles) -> Result<tokio_rustls::TlsAcceptor, GrpcError> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
@@ -337,7 +385,11 @@ impl GrpcServer {
         };
         let routes = tower::Layer::layer(&limit, routes(market, &config).await?);
         let service: HttpService = if config.grpc_web {
-            BoxCloneSyncService::new(tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), routes))
+            let web = tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), routes);
+            match cors_layer(&config.cors_origins)? {
+                Some(cors) => BoxCloneSyncService::new(tower::Layer::layer(&cors, web)),
+                None => BoxCloneSyncService::new(web),
+            }
         } else {
             BoxCloneSyncService::new(routes.map_request(
                 |r: http::Request<hyper::body::Incoming>| r.map(tonic::body::Body::new),
