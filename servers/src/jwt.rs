@@ -8,13 +8,16 @@
 //! `HS256` (never `none`, never another algorithm picked by the caller), the signature is checked
 //! in constant time before the claims are read, `exp` is required and `nbf` is honoured, and
 //! `sub`, when present, must be a non-zero account number; a `role` nobody knows is refused.
+//!
+//! The JWS work — parsing, base64url, the algorithm pin, HMAC-SHA256 verification — is the
+//! `jsonwebtoken` crate's (on `ring`, which the TLS front already links): security code belongs
+//! in a widely used, audited library. Times are checked here against the caller's clock, which
+//! the library cannot be given, with the library still requiring `exp`.
 
 use crate::auth::{Principal, Role};
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use base64::Engine as _;
-use hmac::{Hmac, Mac};
+use jsonwebtoken::errors::ErrorKind;
+use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde_json::Value;
-use sha2::Sha256;
 
 /// Why a JWT was refused (said to nobody but logs and tests: clients only learn "unknown token").
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -40,7 +43,9 @@ pub enum JwtError {
 /// Verifies HS256 tokens with one secret.
 #[derive(Clone)]
 pub struct Hs256 {
-    secret: Vec<u8>,
+    decoding: DecodingKey,
+    encoding: EncodingKey,
+    validation: Validation,
 }
 
 impl std::fmt::Debug for Hs256 {
@@ -52,35 +57,45 @@ impl std::fmt::Debug for Hs256 {
 
 impl Hs256 {
     pub fn new(secret: &[u8]) -> Self {
+        // HS256 only; `exp` required. The library's own exp/nbf checks read the system clock,
+        // so they are made in `principal` against the caller's `now` instead.
+        let mut validation = Validation::new(Algorithm::HS256);
+        validation.set_required_spec_claims(&["exp"]);
+        validation.validate_exp = false;
+        validation.validate_nbf = false;
+        validation.validate_aud = false;
+        validation.leeway = 0;
         Hs256 {
-            secret: secret.to_vec(),
+            decoding: DecodingKey::from_secret(secret),
+            encoding: EncodingKey::from_secret(secret),
+            validation,
         }
     }
 
     /// Who a token speaks for, checked against `now` (seconds since the Unix epoch).
     pub fn principal(&self, token: &str, now: u64) -> Result<Principal, JwtError> {
-        let mut parts = token.split('.');
-        let (Some(header), Some(claims), Some(signature), None) =
-            (parts.next(), parts.next(), parts.next(), parts.next())
-        else {
+        if token.split('.').count() != 3 {
             return Err(JwtError::Shape);
-        };
-        let header: Value = decode_json(header).ok_or(JwtError::Algorithm)?;
-        if header.get("alg").and_then(Value::as_str) != Some("HS256")
-            || header.get("typ").is_some_and(|t| t.as_str() != Some("JWT"))
-        {
+        }
+        // The header is judged before the signature, so a token naming another algorithm is
+        // refused for that whatever its signature.
+        let header = jsonwebtoken::decode_header(token).map_err(|_| JwtError::Algorithm)?;
+        if header.alg != Algorithm::HS256 || header.typ.as_deref().is_some_and(|t| t != "JWT") {
             return Err(JwtError::Algorithm);
         }
-        let signature = URL_SAFE_NO_PAD
-            .decode(signature)
-            .map_err(|_| JwtError::Shape)?;
-        let signed_len = token.len() - signature_text_len(token);
-        let mut mac = self.mac();
-        mac.update(&token.as_bytes()[..signed_len]);
-        // verify_slice compares in constant time.
-        mac.verify_slice(&signature)
-            .map_err(|_| JwtError::Signature)?;
-        let claims: Value = decode_json(claims).ok_or(JwtError::Claims)?;
+        let claims = jsonwebtoken::decode::<Value>(token, &self.decoding, &self.validation)
+            .map_err(|e| match e.kind() {
+                ErrorKind::InvalidSignature => JwtError::Signature,
+                ErrorKind::InvalidAlgorithm | ErrorKind::InvalidAlgorithmName => {
+                    JwtError::Algorithm
+                }
+                ErrorKind::Base64(_) | ErrorKind::InvalidToken => JwtError::Shape,
+                ErrorKind::MissingRequiredClaim(_) | ErrorKind::ExpiredSignature => {
+                    JwtError::Expired
+                }
+                _ => JwtError::Claims,
+            })?
+            .claims;
         let claims = claims.as_object().ok_or(JwtError::Claims)?;
         match claims.get("exp").and_then(Value::as_u64) {
             Some(exp) if exp > now => {}
@@ -112,18 +127,8 @@ impl Hs256 {
 
     /// Signs `claims` (for tests and for operators minting tokens with this secret).
     pub fn sign(&self, claims: &Value) -> String {
-        let header = URL_SAFE_NO_PAD.encode(br#"{"alg":"HS256","typ":"JWT"}"#);
-        let claims = URL_SAFE_NO_PAD.encode(claims.to_string());
-        let signed = format!("{header}.{claims}");
-        let mut mac = self.mac();
-        mac.update(signed.as_bytes());
-        let signature = URL_SAFE_NO_PAD.encode(mac.finalize().into_bytes());
-        format!("{signed}.{signature}")
-    }
-
-    fn mac(&self) -> Hmac<Sha256> {
-        // HMAC takes a key of any length.
-        Hmac::<Sha256>::new_from_slice(&self.secret).expect("HMAC accepts any key length")
+        jsonwebtoken::encode(&Header::new(Algorithm::HS256), claims, &self.encoding)
+            .expect("a JSON value serializes, and HS256 takes any key")
     }
 }
 
@@ -133,19 +138,11 @@ pub fn looks_like_jwt(token: &str) -> bool {
     token.split('.').count() == 3
 }
 
-/// Length of the signature part plus its dot.
-fn signature_text_len(token: &str) -> usize {
-    token.rsplit('.').next().map_or(0, |s| s.len() + 1)
-}
-
-fn decode_json(part: &str) -> Option<Value> {
-    let bytes = URL_SAFE_NO_PAD.decode(part).ok()?;
-    serde_json::from_slice(&bytes).ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use base64::Engine as _;
     use ticker_engine::AccountId;
 
     fn account_of(key: &Hs256, token: &str, now: u64) -> Result<AccountId, JwtError> {
