@@ -92,6 +92,11 @@ pub struct Instrument {
     pub band_high: Ticks,
 }
 
+/// Highest price in ticks an instrument may reach (its band's top): far beyond any market (2^60
+/// ticks is 11 quintillion), and far enough below `i64::MAX` that the book's ladder arithmetic
+/// around a price (and on the negated keys of the bid side) can never overflow.
+pub const MAX_TICKS: Ticks = 1 << 60;
+
 impl Instrument {
     pub fn new(id: InstrumentId, spec: InstrumentSpec) -> Result<Self, SpecError> {
         let symbol_ok = !spec.symbol.is_empty()
@@ -153,6 +158,12 @@ impl Instrument {
             "tick_size",
             spec.tick_size,
         )?;
+        if reference_ticks > MAX_TICKS {
+            return Err(SpecError::OutOfRange {
+                field: "reference_price",
+                value: spec.reference_price,
+            });
+        }
         // The band edges are rounded inwards onto the tick grid: the band is a protection
         // limit, so it may only get narrower, never wider than configured.
         let band_out_of_range = SpecError::OutOfRange {
@@ -170,6 +181,7 @@ impl Instrument {
             .max(1);
         let band_high = edge(reference.checked_add(half))
             .and_then(|high| high.floor().to_i64())
+            .filter(|&high| high <= MAX_TICKS)
             .ok_or(band_out_of_range)?;
         Ok(Instrument {
             id,
@@ -296,6 +308,36 @@ mod tests {
     }
 
     #[test]
+    fn prices_beyond_max_ticks_are_refused_and_a_book_at_the_limit_builds() {
+        // A reference of 2^62 ticks fits an i64 but not the book's arithmetic (found by the
+        // journal_reader fuzz target restoring such an instrument from a snapshot).
+        let mut spec = btc();
+        spec.tick_size = d("1");
+        spec.reference_price = Decimal::from(1i64 << 62);
+        assert!(matches!(
+            Instrument::new(0, spec.clone()),
+            Err(SpecError::OutOfRange {
+                field: "reference_price",
+                ..
+            })
+        ));
+        // Within the limit but a band reaching past it.
+        spec.reference_price = Decimal::from(MAX_TICKS);
+        assert!(matches!(
+            Instrument::new(0, spec.clone()),
+            Err(SpecError::OutOfRange { field: "band", .. })
+        ));
+        // The highest band allowed builds a book on both sides, with any ladder width.
+        spec.reference_price = Decimal::from(MAX_TICKS - (MAX_TICKS / 8));
+        let i = Instrument::new(0, spec).unwrap();
+        assert!(i.band_high <= MAX_TICKS);
+        for ladder in [1, 4096, 1 << 18] {
+            let book = crate::Book::new(i.clone(), ladder);
+            assert_eq!(book.instrument.band_high, i.band_high);
+        }
+    }
+
+    #[test]
     fn a_spec_whose_values_overflow_decimal_arithmetic_is_rejected_not_a_panic() {
         let mut spec = btc();
         spec.lot_size = Decimal::new(1, 28);
@@ -321,7 +363,7 @@ mod tests {
         let mut spec = btc();
         // The reference price fits in ticks, the band's upper edge does not.
         spec.tick_size = Decimal::ONE;
-        spec.reference_price = Decimal::from(i64::MAX);
+        spec.reference_price = Decimal::from(MAX_TICKS);
         spec.band = Decimal::new(9, 1);
         assert!(matches!(
             Instrument::new(0, spec),

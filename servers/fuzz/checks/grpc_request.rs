@@ -46,13 +46,10 @@ fn refused(r: Refusal) {
 }
 
 /// The decimal `text` the request carried equals `units` of the instrument's `unit`.
-fn exact(text: &str, units: i64, unit: Decimal) {
+fn exact(text: &str, units: impl Into<Decimal>, unit: Decimal) {
     let sent = Decimal::from_str(text).expect("an accepted decimal parses");
-    assert_eq!(
-        Decimal::from(units) * unit,
-        sent,
-        "{text} became {units} × {unit}"
-    );
+    let units = units.into();
+    assert_eq!(units * unit, sent, "{text} became {units} × {unit}");
 }
 
 /// One input; panics on a property that does not hold.
@@ -84,10 +81,10 @@ pub fn run(data: &[u8]) {
                     if p.order_type.is_stop() {
                         exact(&req.trigger_price, p.trigger, s.tick_size);
                     }
-                    exact(&req.size, p.size as i64, s.lot_size);
+                    exact(&req.size, p.size, s.lot_size);
                     assert!(p.size > 0);
                     if !req.display_size.is_empty() {
-                        exact(&req.display_size, p.display as i64, s.lot_size);
+                        exact(&req.display_size, p.display, s.lot_size);
                     }
                 }
             }
@@ -120,7 +117,7 @@ pub fn run(data: &[u8]) {
                         exact(text, t, s.tick_size);
                     }
                     if let (Some(text), Some(l)) = (&req.size, a.size) {
-                        exact(text, l as i64, s.lot_size);
+                        exact(text, l, s.lot_size);
                     }
                 }
             }
