@@ -221,87 +221,23 @@ pub async fn serve(
     config: BusConfig,
     stale: Vec<SessionId>,
 ) -> Result<(), String> {
-    let mut commands = client
+    let subscribe = |subject: String| {
+        let client = client.clone();
+        async move {
+            client
+                .subscribe(subject.clone())
+                .await
+                .map_err(|e| format!("cannot subscribe to {subject}: {e}"))
+        }
+    };
+    let commands = client
         .queue_subscribe(config.command_subject(), "tickerd-matcher".into())
         .await
         .map_err(|e| format!("cannot subscribe to {}: {e}", config.command_subject()))?;
-    let mut nodes = client
-        .subscribe(config.node_subject())
-        .await
-        .map_err(|e| format!("cannot subscribe to {}: {e}", config.node_subject()))?;
-    let mut limits = client
-        .subscribe(config.limits_subject())
-        .await
-        .map_err(|e| format!("cannot subscribe to {}: {e}", config.limits_subject()))?;
-    {
-        let market = market.clone();
-        let client = client.clone();
-        tokio::spawn(async move {
-            while let Some(message) = limits.next().await {
-                let Some(reply) = message.reply else { continue };
-                let text = String::from_utf8_lossy(&message.payload);
-                match text.parse::<u64>() {
-                    Ok(account) => {
-                        let view = market.limits().get(account);
-                        let bytes = postcard::to_stdvec(&view).unwrap_or_default();
-                        let _ = client.publish(reply, Bytes::from(bytes)).await;
-                    }
-                    Err(_) => {
-                        respond_error(&client, reply, "bad-request", format!("{text:?}")).await
-                    }
-                }
-            }
-        });
-    }
-    let mut alive = client
-        .subscribe(config.alive_subject())
-        .await
-        .map_err(|e| format!("cannot subscribe to {}: {e}", config.alive_subject()))?;
+    let nodes = subscribe(config.node_subject()).await?;
+    let limits = subscribe(config.limits_subject()).await?;
+    let alive = subscribe(config.alive_subject()).await?;
     let sessions = Arc::new(parking_lot::Mutex::new(Sessions::default()));
-    {
-        let (sessions, market, timeout) =
-            (sessions.clone(), market.clone(), config.gateway_timeout);
-        tokio::spawn(async move {
-            // When each gateway was last heard from; a gateway with sessions that has never
-            // been heard from (recovered from the journal) gets a full timeout from now.
-            let mut heard: HashMap<u16, Instant> = HashMap::new();
-            let mut tick = tokio::time::interval(timeout / 5);
-            loop {
-                tokio::select! {
-                    message = alive.next() => {
-                        let Some(message) = message else { return };
-                        let text = String::from_utf8_lossy(&message.payload);
-                        if let Some(Ok(node)) = text.split_whitespace().next().map(str::parse::<u16>) {
-                            heard.insert(node, Instant::now());
-                        }
-                    }
-                    _ = tick.tick() => {
-                        let now = Instant::now();
-                        let nodes: Vec<u16> = sessions.lock().by_node.keys().copied().collect();
-                        for node in nodes {
-                            let last = *heard.entry(node).or_insert(now);
-                            if now.duration_since(last) < timeout {
-                                continue;
-                            }
-                            heard.remove(&node);
-                            let gone = sessions.lock().take_all(node);
-                            for session in &gone {
-                                let _ = market
-                                    .execute(CommandKind::SessionClosed { session: *session })
-                                    .await;
-                            }
-                            if !gone.is_empty() {
-                                tracing::warn!(
-                                    "bus: gateway {node} silent for {timeout:?}: cancelled the orders of its {} sessions",
-                                    gone.len()
-                                );
-                            }
-                        }
-                    }
-                }
-            }
-        });
-    }
     for s in stale {
         sessions
             .lock()
@@ -310,43 +246,120 @@ pub async fn serve(
             .or_default()
             .insert(s);
     }
+    tokio::spawn(answer_limits(market.clone(), client.clone(), limits));
+    tokio::spawn(watch_gateways(
+        market.clone(),
+        sessions.clone(),
+        alive,
+        config.gateway_timeout,
+    ));
     {
-        let sessions = sessions.clone();
-        let market = market.clone();
-        let client = client.clone();
+        let (market, client, sessions) = (market.clone(), client.clone(), sessions.clone());
         tokio::spawn(async move {
+            let mut nodes = nodes;
             while let Some(message) = nodes.next().await {
                 node_started(&market, &client, &sessions, message).await;
             }
         });
     }
-    tokio::spawn(async move {
-        while let Some(message) = commands.next().await {
-            let Some(reply_to) = message.reply.clone() else {
-                continue;
-            };
-            let cmd = match wire::decode_command_request(&message.payload) {
-                Ok(c) => c,
-                Err(why) => {
-                    respond_error(&client, reply_to, "bad-request", why).await;
-                    continue;
+    tokio::spawn(execute_commands(market, client, sessions, commands));
+    Ok(())
+}
+
+/// Answers gateways' requests for an account's limits (the matcher holds the only copy).
+async fn answer_limits(market: Arc<Market>, client: Client, mut limits: async_nats::Subscriber) {
+    while let Some(message) = limits.next().await {
+        let Some(reply) = message.reply else { continue };
+        let text = String::from_utf8_lossy(&message.payload);
+        match text.parse::<u64>() {
+            Ok(account) => {
+                let view = market.limits().get(account);
+                let bytes = postcard::to_stdvec(&view).unwrap_or_default();
+                let _ = client.publish(reply, Bytes::from(bytes)).await;
+            }
+            Err(_) => respond_error(&client, reply, "bad-request", format!("{text:?}")).await,
+        }
+    }
+}
+
+/// Cancels the orders of every session of a gateway silent for `timeout` (cancel on
+/// disconnect across processes).
+async fn watch_gateways(
+    market: Arc<Market>,
+    sessions: Arc<parking_lot::Mutex<Sessions>>,
+    mut alive: async_nats::Subscriber,
+    timeout: std::time::Duration,
+) {
+    // When each gateway was last heard from; a gateway with sessions that has never been
+    // heard from (recovered from the journal) gets a full timeout from now.
+    let mut heard: HashMap<u16, Instant> = HashMap::new();
+    let mut tick = tokio::time::interval(timeout / 5);
+    loop {
+        tokio::select! {
+            message = alive.next() => {
+                let Some(message) = message else { return };
+                let text = String::from_utf8_lossy(&message.payload);
+                if let Some(Ok(node)) = text.split_whitespace().next().map(str::parse::<u16>) {
+                    heard.insert(node, Instant::now());
                 }
-            };
-            sessions.lock().track(&cmd.kind);
-            // Submitted here, in arrival order; answered when the events are back.
-            match market.submit_for_reply(cmd.kind, cmd.deadline) {
-                Ok(pending) => {
-                    let client = client.clone();
-                    tokio::spawn(async move {
-                        let result = pending.await;
-                        respond(&client, reply_to, result).await;
-                    });
+            }
+            _ = tick.tick() => {
+                let now = Instant::now();
+                let nodes: Vec<u16> = sessions.lock().by_node.keys().copied().collect();
+                for node in nodes {
+                    let last = *heard.entry(node).or_insert(now);
+                    if now.duration_since(last) < timeout {
+                        continue;
+                    }
+                    heard.remove(&node);
+                    let gone = sessions.lock().take_all(node);
+                    for session in &gone {
+                        let _ = market
+                            .execute(CommandKind::SessionClosed { session: *session })
+                            .await;
+                    }
+                    if !gone.is_empty() {
+                        tracing::warn!(
+                            "bus: gateway {node} silent for {timeout:?}: cancelled the orders of its {} sessions",
+                            gone.len()
+                        );
+                    }
                 }
-                Err(e) => respond(&client, reply_to, Err(e)).await,
             }
         }
-    });
-    Ok(())
+    }
+}
+
+/// Submits the gateways' commands in arrival order and answers each when its events are back.
+async fn execute_commands(
+    market: Arc<Market>,
+    client: Client,
+    sessions: Arc<parking_lot::Mutex<Sessions>>,
+    mut commands: async_nats::Subscriber,
+) {
+    while let Some(message) = commands.next().await {
+        let Some(reply_to) = message.reply.clone() else {
+            continue;
+        };
+        let cmd = match wire::decode_command_request(&message.payload) {
+            Ok(c) => c,
+            Err(why) => {
+                respond_error(&client, reply_to, "bad-request", why).await;
+                continue;
+            }
+        };
+        sessions.lock().track(&cmd.kind);
+        match market.submit_for_reply(cmd.kind, cmd.deadline) {
+            Ok(pending) => {
+                let client = client.clone();
+                tokio::spawn(async move {
+                    let result = pending.await;
+                    respond(&client, reply_to, result).await;
+                });
+            }
+            Err(e) => respond(&client, reply_to, Err(e)).await,
+        }
+    }
 }
 
 /// A gateway announced `node epoch`: close its sessions from earlier runs, then answer.
