@@ -23,7 +23,7 @@
 mod process;
 
 use futures_util::{SinkExt, StreamExt};
-use process::{DataDir, Tickerd};
+use process::{run_to_failure, DataDir, Tickerd};
 use serde_json::{json, Value};
 use std::process::Stdio;
 use std::time::Duration;
@@ -594,4 +594,49 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
     for t in [g1, g2, m] {
         t.terminate().await;
     }
+}
+
+/// Events missing from the stream (a message deleted: what a matcher that lost events it
+/// could not publish would leave) stop a gateway catching up, with the range named, instead of
+/// serving feeds that are no longer the matcher's; gateways that had read past the hole keep
+/// serving.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: servers/tests/bus/run.sh"]
+async fn a_gateway_that_meets_a_gap_in_the_stream_stops_and_names_it() {
+    let seed = std::process::id() as u64 + 100;
+    let nats = Nats::start(seed).await;
+    let dir = DataDir::new(seed + 1);
+    let m = matcher(&nats.url, &dir).await;
+    let g1 = gateway(&nats.url, 1).await;
+    let mut ws1 = ws_trades(&g1.http, None).await;
+    let reference = btc().reference_ticks;
+    for i in 0..3 {
+        cross(&g1, &g1, reference + i).await;
+    }
+    let before = next_ws_trades(&mut ws1, 3).await;
+    let contents = stream_contents(&nats.url).await;
+    assert!(contents.len() >= 3, "{contents:?}");
+    let hole = contents.len() as u64 / 2 + 1;
+    let (first, last) = contents[hole as usize - 1];
+    let client = async_nats::connect(&nats.url).await.unwrap();
+    let js = async_nats::jetstream::new(client);
+    let stream = js.get_stream("TICKERD").await.unwrap();
+    assert!(stream.delete_message(hole).await.unwrap());
+
+    let (status, stderr) =
+        run_to_failure(&args("gateway", &nats.url, &["--set", "bus.node=2"])).await;
+    assert!(!status.success(), "{status:?}");
+    let said = stderr.join("\n");
+    assert!(
+        said.contains(&format!(
+            "events {first} to {last} are missing from the stream"
+        )),
+        "{said}"
+    );
+
+    // The gateway that read past the hole serves on.
+    cross(&g1, &g1, reference + 3).await;
+    let after = next_ws_trades(&mut ws1, 1).await;
+    chained(&after, before[2].0);
+    drop((g1, m));
 }

@@ -84,6 +84,27 @@ pub async fn start_and_kill(args: &[String], after: Duration) -> Vec<String> {
     .await
 }
 
+/// Starts tickerd where it must refuse to serve, and waits for it to end: its exit status and
+/// what it wrote on stderr. (Only the bus test has such a start; the kill test shares this
+/// file.)
+#[allow(dead_code)]
+pub async fn run_to_failure(args: &[String]) -> (std::process::ExitStatus, Vec<String>) {
+    let (mut child, stderr, lines) = spawn(args);
+    let stdout = drain(lines);
+    let status = tokio::time::timeout(GUARD, child.wait())
+        .await
+        .expect("tickerd ends in time")
+        .expect("waiting for tickerd");
+    let stderr = Process {
+        child,
+        stdout,
+        stderr,
+    }
+    .output()
+    .await;
+    (status, stderr)
+}
+
 impl Tickerd {
     /// Starts tickerd and waits until it serves (it prints its addresses once it does).
     pub async fn start(args: &[String]) -> Tickerd {
