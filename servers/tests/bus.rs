@@ -640,3 +640,62 @@ async fn a_gateway_that_meets_a_gap_in_the_stream_stops_and_names_it() {
     chained(&after, before[2].0);
     drop((g1, m));
 }
+
+/// The caller's deadline travels with an order through a gateway to the matcher: a client
+/// gives up on an order while the matcher is frozen (SIGSTOP), and when the matcher runs again
+/// the engine refuses the order as past its deadline instead of executing it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: servers/tests/bus/run.sh"]
+async fn an_order_past_its_deadline_at_the_matcher_is_not_executed() {
+    let seed = std::process::id() as u64 + 200;
+    let nats = Nats::start(seed).await;
+    let dir = DataDir::new(seed + 1);
+    let m = matcher(&nats.url, &dir).await;
+    let g1 = gateway(&nats.url, 1).await;
+    let mut updates = orders(&g1)
+        .await
+        .subscribe_order_updates(authed(ALICE, pb::SubscribeOrderUpdatesRequest::default()))
+        .await
+        .expect("order updates")
+        .into_inner();
+    let signal = |name: &str| {
+        let status = std::process::Command::new("kill")
+            .args([name, &m.pid().to_string()])
+            .status()
+            .expect("kill runs");
+        assert!(status.success(), "{name} sent");
+    };
+    signal("-STOP");
+    let mut request = authed(
+        ALICE,
+        limit(pb::Side::Sell, btc().reference_ticks + 5, false),
+    );
+    request.set_timeout(Duration::from_millis(300));
+    let e = orders(&g1)
+        .await
+        .place_order(request)
+        .await
+        .expect_err("no answer from a frozen matcher within the deadline");
+    assert!(
+        matches!(
+            e.code(),
+            tonic::Code::DeadlineExceeded | tonic::Code::Cancelled
+        ),
+        "{e:?}"
+    );
+    signal("-CONT");
+    let rejected = tokio::time::timeout(GUARD, async {
+        loop {
+            let u = updates.message().await.unwrap().expect("updates go on");
+            match u.event {
+                Some(pb::order_update::Event::Snapshot(_)) => continue,
+                Some(pb::order_update::Event::Rejected(r)) => return r,
+                other => panic!("the order must not be executed: {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("the matcher answers once it runs again");
+    assert_eq!(rejected.reason(), pb::RejectReason::DeadlineExceeded);
+    drop((g1, m));
+}

@@ -139,6 +139,12 @@ impl Tickerd {
         }
     }
 
+    /// The process id, for signals the test sends itself (SIGSTOP to freeze a matcher).
+    #[allow(dead_code)]
+    pub fn pid(&self) -> u32 {
+        self.process.child.id().expect("tickerd runs")
+    }
+
     /// `kill -9`. Returns what tickerd wrote on stderr.
     pub async fn kill(self) -> Vec<String> {
         self.process.kill().await
