@@ -23,33 +23,55 @@ pub struct Invalid {
     pub violations: Vec<(String, String)>,
 }
 
-/// The bad fields of one request, collected so all are reported together.
+/// The bad fields of one request, collected so all are reported together — up to
+/// [`MAX_LISTED`] of them, each field name cut like [`shortened`], so that however many bad
+/// (or unknown, client-named) fields a request has, its error stays short.
 #[derive(Debug, Default)]
-pub struct Violations(Vec<(String, String)>);
+pub struct Violations {
+    listed: Vec<(String, String)>,
+    /// Violations beyond the listed ones, counted only.
+    more: usize,
+}
+
+/// Violations an error lists at most.
+pub const MAX_LISTED: usize = 16;
 
 impl Violations {
     pub fn add(&mut self, field: impl Into<String>, description: impl Into<String>) {
-        self.0.push((field.into(), description.into()));
+        if self.listed.len() == MAX_LISTED {
+            self.more += 1;
+            return;
+        }
+        let field = field.into();
+        let field = match shortened(&field) {
+            std::borrow::Cow::Borrowed(_) => field,
+            std::borrow::Cow::Owned(cut) => cut,
+        };
+        self.listed.push((field, description.into()));
     }
 
     pub fn is_empty(&self) -> bool {
-        self.0.is_empty()
+        self.listed.is_empty()
     }
 
     /// Whether `field` was already found bad.
     pub fn has(&self, field: &str) -> bool {
-        self.0.iter().any(|(f, _)| f == field)
+        self.listed.iter().any(|(f, _)| f == field)
     }
 
     /// `Ok(value)` when no field was bad.
     pub fn finish<T>(self, value: impl FnOnce() -> T) -> Result<T, Invalid> {
-        if self.0.is_empty() {
+        if self.listed.is_empty() {
             return Ok(value());
         }
-        let fields: Vec<&str> = self.0.iter().map(|(f, _)| f.as_str()).collect();
+        let fields: Vec<&str> = self.listed.iter().map(|(f, _)| f.as_str()).collect();
+        let more = match self.more {
+            0 => String::new(),
+            n => format!(" and {n} more"),
+        };
         Err(Invalid {
-            message: format!("invalid request: bad {}", fields.join(", ")),
-            violations: self.0,
+            message: format!("invalid request: bad {}{more}", fields.join(", ")),
+            violations: self.listed,
         })
     }
 }
@@ -434,6 +456,17 @@ mod tests {
         assert!(text.len() < 1_000, "{} bytes: {text}", text.len());
         assert!(text.contains("(20000 bytes)"), "{text}");
         assert_eq!(shortened("BTC-USD"), "BTC-USD");
+        // Client-named fields are cut, and a request with thousands of bad fields lists 16.
+        let mut v = Violations::default();
+        v.add("x".repeat(3000), "unknown field of subscribe");
+        for i in 0..5000 {
+            v.add(format!("f{i}"), "unknown field of subscribe");
+        }
+        let invalid = v.finish(|| ()).unwrap_err();
+        assert_eq!(invalid.violations.len(), MAX_LISTED);
+        assert!(invalid.violations[0].0.ends_with("… (3000 bytes)"));
+        assert!(invalid.message.ends_with(", f14 and 4985 more"), "{}", invalid.message);
+        assert!(invalid.message.len() < 1_000);
         let cut = shortened(&symbol);
         assert_eq!(cut, format!("{}… (20000 bytes)", "X".repeat(64)));
     }
