@@ -8,6 +8,8 @@
 //! - [`report`] turns measurements into the one-line JSON reports the tool prints.
 //! - [`load`] is `ticker-bench latency | throughput | fanout`: tickerd under load over gRPC
 //!   and WebSocket, with latency percentiles, throughput, bytes per message and CPU time.
+//! - [`soak`] is `ticker-bench soak`: tickerd as a child process under mixed load for as long
+//!   as asked, RSS, fds, tasks, latency and slow-consumer counters every interval, and a verdict.
 //!
 //! `benches/book.rs` holds the criterion micro-benches of single book operations.
 //!
@@ -26,4 +28,5 @@ pub mod pipeline_load;
 pub mod recovery_load;
 pub mod report;
 pub mod rng;
+pub mod soak;
 pub mod workload;

@@ -121,7 +121,25 @@ pub fn render(market: &Market, fronts: &[&dyn MetricSource]) -> String {
     for front in fronts {
         front.write_metrics(&mut out);
     }
+    write_runtime(&mut out);
     out
+}
+
+/// The tokio runtime that serves the scrape (tickerd's one runtime): the tasks alive on it. A
+/// count that keeps growing under a steady load is a task leak (`ticker-bench soak` watches it).
+/// Nothing is written outside a runtime.
+fn write_runtime(out: &mut String) {
+    let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+        return;
+    };
+    family(
+        out,
+        "tickerd_runtime_alive_tasks",
+        "gauge",
+        "Tasks alive on the server's tokio runtime.",
+    );
+    let alive = runtime.metrics().num_alive_tasks() as u64;
+    sample(out, "tickerd_runtime_alive_tasks", "", alive);
 }
 
 /// The bus: what a matcher published, where a gateway is and how far behind
@@ -489,5 +507,45 @@ mod tests {
         assert!(out.contains("x_seconds_count 5\n"), "{out}");
         assert!(out.contains("x_seconds_sum 9.003002501\n"), "{out}");
         assert_eq!(h.count(), 5);
+    }
+
+    fn alive_tasks() -> u64 {
+        let mut out = String::new();
+        write_runtime(&mut out);
+        assert!(
+            out.contains("# TYPE tickerd_runtime_alive_tasks gauge\n"),
+            "{out}"
+        );
+        out.lines()
+            .find_map(|l| l.strip_prefix("tickerd_runtime_alive_tasks "))
+            .and_then(|v| v.parse().ok())
+            .unwrap_or_else(|| panic!("no alive-tasks sample in {out}"))
+    }
+
+    // On the current-thread runtime of #[tokio::test] a task is released before the test's
+    // own future runs again, so the count is exact.
+    #[tokio::test]
+    async fn alive_tasks_gauge_counts_spawned_tasks_until_they_end() {
+        let before = alive_tasks();
+        let (release, released) = tokio::sync::watch::channel(false);
+        let tasks: Vec<_> = (0..10)
+            .map(|_| {
+                let mut released = released.clone();
+                tokio::spawn(async move { released.wait_for(|r| *r).await.map(|_| ()) })
+            })
+            .collect();
+        assert_eq!(alive_tasks(), before + 10);
+        release.send(true).unwrap();
+        for task in tasks {
+            task.await.unwrap().unwrap();
+        }
+        assert_eq!(alive_tasks(), before);
+    }
+
+    #[test]
+    fn alive_tasks_gauge_is_absent_outside_a_runtime() {
+        let mut out = String::new();
+        write_runtime(&mut out);
+        assert_eq!(out, "");
     }
 }

@@ -9,6 +9,7 @@
 //! cargo run --release -p ticker-benches --bin ticker-bench -- fanout --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- stream --spawn
 //! cargo run --release -p ticker-benches --bin ticker-bench -- catchup
+//! cargo run --release -p ticker-benches --bin ticker-bench -- soak --duration 10m
 //! ```
 
 use clap::{Parser, Subcommand};
@@ -19,6 +20,7 @@ use ticker_benches::journal_load::{self, JournalArgs};
 use ticker_benches::load::flow::{self, Pace};
 use ticker_benches::load::{fanout, output, stream, FanoutArgs, FlowArgs, StreamArgs};
 use ticker_benches::recovery_load::{self, RecoveryArgs};
+use ticker_benches::soak::{self, SoakArgs};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -61,6 +63,11 @@ enum Target {
     /// How fast one connection takes a stream, per front: the spawned server's hub is fed
     /// pre-encoded messages as fast as the subscriber counts them.
     Stream(StreamArgs),
+    /// tickerd (the release binary, as a child process) under mixed load for as long as asked:
+    /// RSS, fds, threads, tasks, ack latency and slow-consumer counters every interval; fails
+    /// on a lost sequence, an unexpected answer, growth that does not level off or a latency
+    /// drift.
+    Soak(SoakArgs),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -75,6 +82,7 @@ fn main() -> anyhow::Result<()> {
         Target::Recovery(args) => return recovery_load::run(&args, &mut out),
         Target::Dropcopy(args) => return dropcopy_load::run(&args, &mut out),
         Target::Catchup(args) => return catchup_load::run(&args, &mut out),
+        Target::Soak(args) => return soak::run(&args, &mut out),
         Target::Latency(args) => {
             let (report, series) = flow::run("latency", Pace::Fixed(args.rate), &args)?;
             (report, series, output::flow_table, args.target)

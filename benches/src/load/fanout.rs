@@ -105,6 +105,7 @@ async fn measure(
     let subscription = Subscription {
         instrument: args.target.instrument.clone(),
         channels: args.channels.clone(),
+        ..Default::default()
     };
     let (stop_tx, stop_rx) = watch::channel(false);
 
@@ -236,6 +237,7 @@ async fn open_counters(
     let subscription = Subscription {
         instrument: args.target.instrument.clone(),
         channels: args.channels.clone(),
+        ..Default::default()
     };
     let subscribe_json = subscribe::subscribe_json(&subscription);
     let grpc_channels = args

@@ -262,6 +262,7 @@ async fn phase(
     let subscription = Subscription {
         instrument: args.target.instrument.clone(),
         channels: args.channels.clone(),
+        ..Default::default()
     };
     let mut subs = Vec::new();
     for &kind in &args.kinds {

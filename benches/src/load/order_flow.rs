@@ -10,7 +10,8 @@
 //! Sending and receiving are split: whoever paces the flow calls [`OrderClient::submit`] (a
 //! pacing thread in `latency` mode, a windowed task in `throughput` mode) and the client's
 //! reader task matches each reply to its command (replies come in request order on both fronts)
-//! and logs it.
+//! and logs it — or, for a client connected with [`OrderClient::connect_tapped`] (the soak,
+//! which summarises each interval and must not grow over an hour), hands it on as it arrives.
 
 use super::latency::Sent;
 use super::{Clock, Target};
@@ -154,6 +155,23 @@ impl OrderLog {
     }
 }
 
+/// One answered command, as the reader matched it to its request.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reply {
+    pub sent_ns: u64,
+    pub acked_ns: u64,
+    /// The engine's `engine_seq`, or the engine's reject reason or the request error.
+    pub outcome: Result<u64, String>,
+}
+
+/// Where the reader puts each reply.
+enum Replies {
+    /// Into the [`OrderLog`] returned by [`OrderClient::finish`].
+    Log,
+    /// Handed on as it arrives; the log stays empty.
+    Tap(mpsc::UnboundedSender<Reply>),
+}
+
 /// Where a command goes: the front-specific writer.
 enum Writer {
     Grpc(mpsc::UnboundedSender<pb::SessionRequest>),
@@ -180,6 +198,30 @@ impl OrderClient {
         token: &str,
         clock: Clock,
         window: usize,
+    ) -> anyhow::Result<OrderClient> {
+        Self::connect_with(target, plan, token, clock, window, Replies::Log).await
+    }
+
+    /// As [`connect`](Self::connect), but every reply is sent to `tap` as it arrives instead
+    /// of being kept for [`finish`](Self::finish).
+    pub async fn connect_tapped(
+        target: &Target,
+        plan: Plan,
+        token: &str,
+        clock: Clock,
+        window: usize,
+        tap: mpsc::UnboundedSender<Reply>,
+    ) -> anyhow::Result<OrderClient> {
+        Self::connect_with(target, plan, token, clock, window, Replies::Tap(tap)).await
+    }
+
+    async fn connect_with(
+        target: &Target,
+        plan: Plan,
+        token: &str,
+        clock: Clock,
+        window: usize,
+        replies: Replies,
     ) -> anyhow::Result<OrderClient> {
         let (timing, timing_rx) = mpsc::unbounded_channel();
         let window = Arc::new(Semaphore::new(window));
@@ -213,9 +255,7 @@ impl OrderClient {
                 }
                 let reader = tokio::spawn(read_grpc(
                     responses,
-                    timing_rx,
-                    clock.clone(),
-                    window.clone(),
+                    Matcher::new(timing_rx, clock.clone(), window.clone(), replies),
                 ));
                 (Writer::Grpc(tx), reader)
             }
@@ -264,8 +304,10 @@ impl OrderClient {
                     }
                     let _ = sink.close().await;
                 });
-                let reader =
-                    tokio::spawn(read_ws(stream, timing_rx, clock.clone(), window.clone()));
+                let reader = tokio::spawn(read_ws(
+                    stream,
+                    Matcher::new(timing_rx, clock.clone(), window.clone(), replies),
+                ));
                 (Writer::Ws(tx), reader)
             }
         };
@@ -327,6 +369,7 @@ struct Matcher {
     pending: VecDeque<(u64, u64)>,
     clock: Clock,
     window: Arc<Semaphore>,
+    replies: Replies,
     log: OrderLog,
     sender_done: bool,
 }
@@ -336,12 +379,14 @@ impl Matcher {
         timing: mpsc::UnboundedReceiver<(u64, u64)>,
         clock: Clock,
         window: Arc<Semaphore>,
+        replies: Replies,
     ) -> Self {
         Matcher {
             timing,
             pending: VecDeque::new(),
             clock,
             window,
+            replies,
             log: OrderLog::default(),
             sender_done: false,
         }
@@ -371,6 +416,15 @@ impl Matcher {
     ) -> anyhow::Result<()> {
         let sent_ns = self.sent_at(id).await?;
         self.window.add_permits(1);
+        if let Replies::Tap(tap) = &self.replies {
+            // The soak stops listening only once it stops sending.
+            let _ = tap.send(Reply {
+                sent_ns,
+                acked_ns,
+                outcome,
+            });
+            return Ok(());
+        }
         match outcome {
             Ok(engine_seq) => self.log.accepted.push(Sent {
                 engine_seq,
@@ -396,12 +450,9 @@ impl Matcher {
 
 async fn read_grpc(
     mut responses: tonic::Streaming<pb::SessionResponse>,
-    timing: mpsc::UnboundedReceiver<(u64, u64)>,
-    clock: Clock,
-    window: Arc<Semaphore>,
+    mut m: Matcher,
 ) -> anyhow::Result<OrderLog> {
     use pb::session_response::Event;
-    let mut m = Matcher::new(timing, clock, window);
     loop {
         if m.all_answered() {
             break;
@@ -433,16 +484,10 @@ async fn read_grpc(
     Ok(m.log)
 }
 
-async fn read_ws<S>(
-    mut stream: S,
-    timing: mpsc::UnboundedReceiver<(u64, u64)>,
-    clock: Clock,
-    window: Arc<Semaphore>,
-) -> anyhow::Result<OrderLog>
+async fn read_ws<S>(mut stream: S, mut m: Matcher) -> anyhow::Result<OrderLog>
 where
     S: futures_util::Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
-    let mut m = Matcher::new(timing, clock, window);
     loop {
         if m.all_answered() {
             break;

@@ -141,6 +141,7 @@ async fn one(
             let subscribe = super::subscribe::subscribe_json(&super::subscribe::Subscription {
                 instrument: instrument.to_string(),
                 channels: vec!["trades".into()],
+                ..Default::default()
             });
             let gate = Arc::new(Semaphore::new(1)).acquire_owned().await?;
             let run = tokio::spawn(frame_count::run(

@@ -3,6 +3,11 @@
 //! the `seq` and arrival time of every message for the latency join, checks `prev_seq`
 //! continuity per channel, keeps a depth replica and verifies every depth checksum, and times
 //! each message from the engine's timestamp to its arrival (same host, same wall clock).
+//!
+//! A subscriber may also resume channels from a `seq` (the soak's reconnecting subscribers):
+//! the first message of a resumed channel must then chain to it (`prev_seq == from_seq`), or
+//! it counts as a gap. And a WebSocket subscriber may read with pauses (the soak's slow
+//! readers), leaving the server to apply its slow-subscriber policies.
 
 use super::counting::Counting;
 use super::depth_check::DepthReplica;
@@ -10,21 +15,32 @@ use super::latency::{histogram, Received};
 use super::{Clock, Target};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use ticker_proto::v1 as pb;
 use tokio::net::TcpStream;
 use tokio::sync::{oneshot, watch};
 use tungstenite::Message as WsMessage;
 
 /// What a subscriber asks for.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub struct Subscription {
     pub instrument: String,
     /// Channel names as on the WebSocket: `ticker`, `depth`, `trades`.
     pub channels: Vec<String>,
+    /// Channels to resume after a `seq` (the last one received) instead of starting afresh.
+    pub resume: Vec<(String, u64)>,
+    /// WebSocket only: read like a slow client, in turns of reading and not reading.
+    pub pauses: Option<ReadPauses>,
+}
+
+/// A slow reader's rhythm: read for `read`, then take nothing from the socket for `pause`.
+#[derive(Debug, Clone, Copy)]
+pub struct ReadPauses {
+    pub read: Duration,
+    pub pause: Duration,
 }
 
 /// Counters the orchestrator samples while the subscriber runs, to rate a time window.
@@ -53,6 +69,10 @@ pub struct SubLog {
     pub engine_to_client: Histogram<u64>,
     /// Set when the server ended the subscription.
     pub ended: Option<String>,
+    /// The last `seq` received per channel: where to resume from.
+    pub last_seq: BTreeMap<&'static str, u64>,
+    /// Resumed channels whose first message chained to the `from_seq` asked for.
+    pub resumes_verified: u64,
 }
 
 /// A depth message's levels per side (price, size as sent) and its checksum.
@@ -74,6 +94,8 @@ struct Verifier {
     last_seq: HashMap<&'static str, u64>,
     depth: DepthReplica,
     depth_seen: bool,
+    /// Resumed channels whose first message has not arrived yet, with their `from_seq`.
+    resuming: HashMap<&'static str, u64>,
     log: SubLog,
 }
 
@@ -83,12 +105,30 @@ fn wall_ns() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64)
 }
 
+/// The name of a channel the load tool measures, as a `'static` key.
+fn channel_key(name: &str) -> anyhow::Result<&'static str> {
+    Ok(match name {
+        "ticker" => "ticker",
+        "depth" => "depth",
+        "trades" => "trades",
+        other => anyhow::bail!("channel {other:?} is not one the load tool measures"),
+    })
+}
+
 impl Verifier {
-    fn new(clock: Clock, live: Arc<Live>) -> Self {
-        Verifier {
+    /// A verifier that expects each resumed channel to continue from its `from_seq`.
+    fn new(clock: Clock, live: Arc<Live>, resume: &[(String, u64)]) -> anyhow::Result<Self> {
+        let resuming = resume
+            .iter()
+            .map(|(channel, from)| Ok((channel_key(channel)?, *from)))
+            .collect::<anyhow::Result<HashMap<_, _>>>()?;
+        Ok(Verifier {
             clock,
             live,
-            last_seq: HashMap::new(),
+            // A resumed channel's first message is checked against its `from_seq` like any
+            // later message against the one before it.
+            last_seq: resuming.clone(),
+            resuming,
             depth: DepthReplica::default(),
             depth_seen: false,
             log: SubLog {
@@ -100,8 +140,16 @@ impl Verifier {
                 checksums_bad: 0,
                 engine_to_client: histogram(),
                 ended: None,
+                last_seq: BTreeMap::new(),
+                resumes_verified: 0,
             },
-        }
+        })
+    }
+
+    /// The log, with the last `seq` of each channel.
+    fn finish(mut self) -> SubLog {
+        self.log.last_seq = self.last_seq.into_iter().collect();
+        self.log
     }
 
     fn message(&mut self, f: Facts<'_>) {
@@ -116,6 +164,11 @@ impl Verifier {
                 .saturating_record(wall.saturating_sub(f.ts_ns).max(1));
         }
         let last = self.last_seq.insert(f.channel, f.seq);
+        if let Some(from) = self.resuming.remove(f.channel) {
+            if !f.snapshot && f.prev_seq == from {
+                self.log.resumes_verified += 1;
+            }
+        }
         if !f.snapshot {
             if let Some(last) = last {
                 if f.prev_seq != last {
@@ -198,11 +251,22 @@ async fn grpc(
             .iter()
             .map(|c| grpc_channel(c).map(|c| c as i32))
             .collect::<anyhow::Result<_>>()?,
+        resume: subscription
+            .resume
+            .iter()
+            .map(|(channel, from_seq)| {
+                Ok(pb::ResumePoint {
+                    instrument: subscription.instrument.clone(),
+                    channel: grpc_channel(channel)? as i32,
+                    from_seq: *from_seq,
+                })
+            })
+            .collect::<anyhow::Result<_>>()?,
         ..Default::default()
     };
+    let mut v = Verifier::new(clock, live, &subscription.resume)?;
     let mut stream = client.subscribe(request).await?.into_inner();
     let _ = ready.send(());
-    let mut v = Verifier::new(clock, live);
     let levels = |l: &[pb::Level]| -> Vec<(String, String)> {
         l.iter()
             .map(|l| (l.price.clone(), l.size.clone()))
@@ -247,7 +311,7 @@ async fn grpc(
                 .map(|(b, a, d)| (b.as_slice(), a.as_slice(), d.checksum)),
         });
     }
-    Ok(v.log)
+    Ok(v.finish())
 }
 
 /// The fields of a WebSocket market-data message the load tool reads.
@@ -271,7 +335,13 @@ pub fn subscribe_json(subscription: &Subscription) -> String {
     let channels: Vec<_> = subscription
         .channels
         .iter()
-        .map(|c| serde_json::json!({"name": c, "instrument": subscription.instrument}))
+        .map(|c| {
+            let mut channel = serde_json::json!({"name": c, "instrument": subscription.instrument});
+            if let Some((_, from_seq)) = subscription.resume.iter().find(|(r, _)| r == c) {
+                channel["from_seq"] = (*from_seq).into();
+            }
+            channel
+        })
         .collect();
     serde_json::json!({"op": "subscribe", "id": 1, "channels": channels}).to_string()
 }
@@ -305,8 +375,20 @@ async fn ws(
         .send(WsMessage::text(subscribe_json(&subscription)))
         .await?;
     let mut ready = Some(ready);
-    let mut v = Verifier::new(clock, live);
+    let mut v = Verifier::new(clock, live, &subscription.resume)?;
+    // A slow reader's current turn of reading started here (once subscribed).
+    let mut reading_since: Option<tokio::time::Instant> = None;
     loop {
+        if let (Some(p), Some(since)) = (subscription.pauses, reading_since) {
+            if since.elapsed() >= p.read {
+                // The pause is the behaviour under test: the socket is left unread.
+                tokio::select! {
+                    _ = stop.changed() => break,
+                    _ = tokio::time::sleep(p.pause) => {}
+                }
+                reading_since = Some(tokio::time::Instant::now());
+            }
+        }
         let next = tokio::select! {
             _ = stop.changed() => break,
             m = conn.ws.next() => m,
@@ -333,6 +415,7 @@ async fn ws(
                 if let Some(ready) = ready.take() {
                     let _ = ready.send(());
                 }
+                reading_since = Some(tokio::time::Instant::now());
                 continue;
             }
             ("error", _) => anyhow::bail!(
@@ -365,5 +448,5 @@ async fn ws(
             depth,
         });
     }
-    Ok(v.log)
+    Ok(v.finish())
 }
