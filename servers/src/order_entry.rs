@@ -465,7 +465,11 @@ mod tests {
         let invalid = v.finish(|| ()).unwrap_err();
         assert_eq!(invalid.violations.len(), MAX_LISTED);
         assert!(invalid.violations[0].0.ends_with("… (3000 bytes)"));
-        assert!(invalid.message.ends_with(", f14 and 4985 more"), "{}", invalid.message);
+        assert!(
+            invalid.message.ends_with(", f14 and 4985 more"),
+            "{}",
+            invalid.message
+        );
         assert!(invalid.message.len() < 1_000);
         let cut = shortened(&symbol);
         assert_eq!(cut, format!("{}… (20000 bytes)", "X".repeat(64)));
