@@ -9,6 +9,10 @@
 #   bash benches/soak.sh [DURATION] [INTERVAL] [more ticker-bench soak flags]
 #   bash benches/soak.sh            # 1h, a row every 60s
 #   bash benches/soak.sh 60s 10s    # the CI version
+#
+# SOAK_PROFILE=dev runs the debug build instead of release (CI: `cargo test` has built it
+# already, where a release build with fat LTO would add ten minutes); figures from it are not
+# the release binary's.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -16,6 +20,9 @@ duration="${1:-1h}"
 interval="${2:-60s}"
 shift $(( $# < 2 ? $# : 2 ))
 
-cargo build -j "${CARGO_BUILD_JOBS:-2}" --release -p ticker-benches -p ticker-servers
-exec "${CARGO_TARGET_DIR:-target}/release/ticker-bench" soak \
+profile="${SOAK_PROFILE:-release}"
+dir="$profile"
+[[ "$profile" == dev ]] && dir=debug
+cargo build -j "${CARGO_BUILD_JOBS:-2}" --profile "$profile" -p ticker-benches -p ticker-servers
+exec "${CARGO_TARGET_DIR:-target}/$dir/ticker-bench" soak \
   --duration "$duration" --interval "$interval" "$@"
