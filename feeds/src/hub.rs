@@ -371,6 +371,12 @@ impl Ring {
         }
         self.messages.push_back(message);
     }
+
+    /// Drops every message, keeping the positions: nobody is left to read them.
+    fn forget(&mut self) {
+        self.start += self.messages.len() as u64;
+        self.messages.clear();
+    }
 }
 
 /// Where a subscription reads: the topic's ring under its lock, or a reader's [`Window`].
@@ -425,6 +431,14 @@ impl TopicState {
         history.push_back(message.clone());
         {
             let mut ring = self.ring.write();
+            // A topic nobody follows keeps only its newest message in the ring (a subscriber
+            // starts at the end; resumes come from the history): otherwise every account's
+            // order topic held its last 8,192 updates for ever, about 1 GB for the simulated
+            // accounts alone. Subscribers are counted under the ring's lock (`subscribe`), so
+            // none can be between taking its place and being counted here.
+            if self.subscribers.load(Ordering::Relaxed) == 0 {
+                ring.forget();
+            }
             ring.push(message);
             self.end.store(ring.end(), Ordering::Release);
         }
@@ -472,6 +486,12 @@ impl TopicState {
     /// Position after the newest message: how many messages the topic has published.
     pub fn end(&self) -> u64 {
         self.end.load(Ordering::Acquire)
+    }
+
+    /// Messages the ring holds now (a test's view of what a topic retains).
+    #[cfg(test)]
+    fn ring_len(&self) -> usize {
+        self.ring.read().messages.len()
     }
 
     /// The most recent message, if any.
@@ -662,10 +682,16 @@ impl Hub {
     /// (or a [`Delivery::Gap`] for topics without snapshots).
     pub fn subscribe(&self, topic: Topic, from_seq: Option<u64>) -> Subscription {
         let state = self.topic(topic);
-        state.subscribers.fetch_add(1, Ordering::Relaxed);
+        // Counted and placed under the ring's lock, which `publish` holds when it decides
+        // whether anyone still reads the ring.
+        let next = {
+            let ring = state.ring.read();
+            state.subscribers.fetch_add(1, Ordering::Relaxed);
+            ring.end()
+        };
         let mut sub = Subscription {
             topic,
-            next: state.end(),
+            next,
             limit: state.limit,
             state,
             pending: VecDeque::new(),
@@ -1061,6 +1087,50 @@ mod tests {
         assert!(sub.poll_recv(&mut cx).is_pending());
         hub.topic(trades).publish(message(6));
         assert_eq!(wakes.0.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_topic_nobody_follows_keeps_only_its_history_and_newest_message() {
+        let hub = hub(64);
+        let trades = topic(Channel::Trades);
+        let state = hub.topic(trades);
+        for seq in 1..=50 {
+            state.publish(message(seq));
+        }
+        assert_eq!(
+            state.ring_len(),
+            1,
+            "no subscriber: only the newest is kept"
+        );
+        // A subscriber resumes from the history (8 here) and then reads the ring as usual.
+        let mut sub = hub.subscribe(trades, Some(45));
+        for seq in 51..=60 {
+            state.publish(message(seq));
+        }
+        assert_eq!(
+            state.ring_len(),
+            11,
+            "a subscriber's messages stay in the ring"
+        );
+        let mut got = Vec::new();
+        while let Some(d) = sub.try_recv().unwrap() {
+            got.push(d.message().unwrap().seq);
+        }
+        assert_eq!(got, (46..=60).collect::<Vec<_>>());
+        drop(sub);
+        state.publish(message(61));
+        assert_eq!(
+            state.ring_len(),
+            1,
+            "the last subscriber gone, the ring lets go"
+        );
+        let mut late = hub.subscribe(trades, Some(58));
+        state.publish(message(62));
+        let mut got = Vec::new();
+        while let Some(d) = late.try_recv().unwrap() {
+            got.push(d.message().unwrap().seq);
+        }
+        assert_eq!(got, vec![59, 60, 61, 62]);
     }
 
     #[test]
