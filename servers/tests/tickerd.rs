@@ -184,6 +184,65 @@ fn sigterm_right_after_the_addresses_are_printed_is_a_clean_stop() {
     }
 }
 
+/// Whoever started tickerd may stop reading its output (a supervisor; a test that has read
+/// the addresses): printing the start-up lines into a closed pipe must not stop the server.
+/// Here stdout is a pipe whose reading end is closed before tickerd starts.
+#[tokio::test]
+async fn a_closed_stdout_does_not_stop_tickerd() {
+    let http = {
+        let free = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        free.local_addr().unwrap().to_string()
+    };
+    let (reader, writer) = std::io::pipe().unwrap();
+    drop(reader);
+    let mut child = Command::new(env!("CARGO_BIN_EXE_tickerd"))
+        .args([
+            "--grpc-listen",
+            "127.0.0.1:0",
+            "--http-listen",
+            &http,
+            "--no-journal",
+        ])
+        .env("RUST_LOG", "warn")
+        .stdout(writer)
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("tickerd starts");
+    let serving = tokio::time::timeout(GUARD, async {
+        loop {
+            if let Some(status) = child.try_wait().unwrap() {
+                return Err(status);
+            }
+            if let Ok(mut tcp) = TcpStream::connect(&http).await {
+                let request =
+                    format!("GET /healthz HTTP/1.1\r\nHost: {http}\r\nConnection: close\r\n\r\n");
+                tcp.write_all(request.as_bytes()).await.unwrap();
+                let mut answer = String::new();
+                let _ = tcp.read_to_string(&mut answer).await;
+                if answer.starts_with("HTTP/1.1 200") {
+                    return Ok(());
+                }
+            }
+            // Not listening yet: look again shortly (the address was never printed to read).
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    })
+    .await
+    .expect("tickerd serves or ends in time");
+    assert_eq!(serving, Ok(()), "tickerd ended instead of serving");
+    let pid = child.id().to_string();
+    assert!(Command::new("kill")
+        .args(["-TERM", &pid])
+        .status()
+        .unwrap()
+        .success());
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+}
+
 #[test]
 fn a_bad_configuration_is_refused_by_key_with_exit_code_2() {
     let output = Command::new(env!("CARGO_BIN_EXE_tickerd"))

@@ -189,6 +189,16 @@ fn journal_tool(tool: &JournalTool) -> ExitCode {
     }
 }
 
+/// Prints a start-up line. Whoever started tickerd may have stopped reading its output (a
+/// supervisor, a test that has its addresses): a closed stdout must not stop the server, as
+/// `println!` would, by panicking on the broken pipe.
+macro_rules! say {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let _ = writeln!(std::io::stdout(), $($arg)*);
+    }};
+}
+
 async fn run(config: TickerdConfig) -> anyhow::Result<()> {
     let stop = StopSignal::install();
     let bus = config.bus_config();
@@ -225,7 +235,7 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
         .iter()
         .map(|w| w.symbol().to_string())
         .collect();
-    println!(
+    say!(
         "tickerd {}: {} ({})",
         env!("CARGO_PKG_VERSION"),
         match bus.role {
@@ -236,7 +246,7 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
         symbols.join(", ")
     );
     if bus.role != Role::All {
-        println!(
+        say!(
             "bus:          {} at {} (stream {}, subjects {}.>)",
             bus.role.as_str(),
             bus.url,
@@ -246,30 +256,30 @@ async fn run(config: TickerdConfig) -> anyhow::Result<()> {
     }
     if let Some(http) = &http {
         let addr = http.local_addr();
-        println!("trader page:  http://{addr}/");
-        println!("WebSocket:    ws://{addr}/ws  (metrics: http://{addr}/metrics)");
+        say!("trader page:  http://{addr}/");
+        say!("WebSocket:    ws://{addr}/ws  (metrics: http://{addr}/metrics)");
     }
     if let Some(grpc) = &grpc {
-        println!(
+        say!(
             "gRPC:         {}://{}  (ticker.v1.MarketDataService, ticker.v1.OrderService; reflection on)",
             if config.grpc.tls_cert.is_some() { "https" } else { "http" },
             grpc.local_addr()
         );
     }
     if config.auth.tokens.is_empty() {
-        println!("order entry:  no tokens configured (--token TOKEN=ACCOUNT to trade)");
+        say!("order entry:  no tokens configured (--token TOKEN=ACCOUNT to trade)");
     }
     match market.journal() {
-        Some(j) => println!(
+        Some(j) => say!(
             "journal:      {} (fsync {}); {}; a restart continues this market (--no-journal: it does not)",
             j.config.dir.display(),
             config.journal.fsync,
             j.recovery
         ),
         None if bus.role == Role::Gateway => {
-            println!("journal:      none on a gateway (the matcher journals)")
+            say!("journal:      none on a gateway (the matcher journals)")
         }
-        None => println!("journal:      off (--no-journal): a restart starts an empty market"),
+        None => say!("journal:      off (--no-journal): a restart starts an empty market"),
     }
     tracing::info!("tickerd started");
     let failed = tokio::select! {
