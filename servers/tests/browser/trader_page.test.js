@@ -171,10 +171,7 @@ step("a limit order away from the market appears in my orders", async () => {
 });
 
 step("cancelling the order removes it from my orders", async () => {
-  // The click is dispatched on the button itself: on a loaded machine the panels around it
-  // re-render and move between Playwright's hit test and its click ("<html> intercepts pointer
-  // events"), which is about where the pointer lands, not about the button's handler.
-  await page.locator(`#my-orders tr[data-order-id="${orderId}"] button.cancel`).dispatchEvent("click");
+  await page.click(`#my-orders tr[data-order-id="${orderId}"] button.cancel`);
   await until((id) => !document.querySelector(`#my-orders tr[data-order-id="${id}"]`), orderId, "the order to leave my orders");
   await until(() => /^cancel accepted/.test(document.getElementById("order-result").textContent) || /done: cancelled/.test(document.getElementById("order-result").textContent), null, "the cancel result");
 });
