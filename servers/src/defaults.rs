@@ -3,6 +3,7 @@
 use rust_decimal::Decimal;
 use std::str::FromStr;
 use ticker_engine::InstrumentSpec;
+use ticker_feeds::{Instruments, WireInstrument};
 
 fn d(s: &str) -> Decimal {
     Decimal::from_str(s).expect("default decimal literal")
@@ -25,6 +26,16 @@ pub fn instruments() -> Vec<InstrumentSpec> {
         spec("SOL-USD", "0.001", "0.01", "0.01", "100000", "150"),
         spec("EUR-USD", "0.00001", "1000", "1000", "100000000", "1.08"),
     ]
+}
+
+/// The default instruments as the fronts know them, numbered in order (what order entry and
+/// the parsers are tested and fuzzed against).
+pub fn wire_instruments() -> Instruments {
+    let all = Instruments::default();
+    for (i, spec) in instruments().into_iter().enumerate() {
+        all.insert(WireInstrument::new(i as u32, spec).expect("default instruments are valid"));
+    }
+    all
 }
 
 #[cfg(test)]

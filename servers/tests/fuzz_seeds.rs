@@ -2,8 +2,9 @@
 //! interesting inputs kept in the tree (`servers/fuzz/seeds/<target>/`): what a fuzz run once
 //! found must keep passing, on stable and in every CI run (servers/fuzz/README.md).
 //!
-//! `cargo test -p ticker-servers --test fuzz_seeds -- --ignored write_seeds` writes the
-//! hand-made starting inputs of `grpc_request` and `journal_reader`.
+//! The hand-made starting inputs of `grpc_request` and `journal_reader` are built here from the
+//! current encodings and must match the files in the tree (so an encoding change shows up);
+//! `WRITE_FUZZ_SEEDS=1 cargo test -p ticker-servers --test fuzz_seeds` rewrites them.
 
 #[path = "../fuzz/checks/extension_offer.rs"]
 mod extension_offer;
@@ -50,18 +51,29 @@ fn every_fuzz_target_passes_on_its_seeds() {
     }
 }
 
-/// The hand-made starting inputs of the targets whose inputs are binary encodings.
+/// The hand-made starting inputs of the targets whose inputs are binary encodings, built from
+/// today's encodings: the files in the tree hold exactly these.
 #[test]
-#[ignore = "writes files under servers/fuzz/seeds"]
-fn write_seeds() {
+fn the_hand_made_seeds_are_todays_encodings() {
     use prost::Message;
     use ticker_engine::journal::format::RecordBuilder;
     use ticker_engine::journal::snapshot_file::{SnapshotFile, SnapshotSection};
     use ticker_engine::{Command, CommandKind, Engine, EngineConfig, Place, Side};
     use ticker_proto::v1 as pb;
+    let rewrite = std::env::var_os("WRITE_FUZZ_SEEDS").is_some();
     let write = |target: &str, name: &str, bytes: Vec<u8>| {
-        std::fs::create_dir_all(seeds(target)).unwrap();
-        std::fs::write(seeds(target).join(name), bytes).unwrap();
+        let path = seeds(target).join(name);
+        if rewrite {
+            std::fs::create_dir_all(seeds(target)).unwrap();
+            std::fs::write(&path, bytes).unwrap();
+        } else {
+            let kept = std::fs::read(&path).unwrap_or_default();
+            assert!(
+                kept == bytes,
+                "{} differs from today's encoding: WRITE_FUZZ_SEEDS=1 rewrites it",
+                path.display()
+            );
+        }
     };
     let with_kind = |kind: u8, m: &dyn Fn(&mut Vec<u8>)| {
         let mut bytes = vec![kind];

@@ -1048,6 +1048,13 @@ async fn grpc_web_answers_pages_of_the_configured_origins_only() {
             .body(http_body_util::Full::new(Bytes::new()))
             .unwrap()
     };
+    let call_from_desk = |addr: std::net::SocketAddr| {
+        grpc_web_request(
+            &format!("http://{addr}{path}"),
+            &request,
+            &[("origin", DESK)],
+        )
+    };
     let allowed_origin = |r: &http::Response<hyper::body::Incoming>| {
         r.headers()
             .get("access-control-allow-origin")
@@ -1075,14 +1082,7 @@ async fn grpc_web_answers_pages_of_the_configured_origins_only() {
     ] {
         assert!(allowed_headers.contains(h), "{h} in {allowed_headers}");
     }
-    let call = client
-        .request(grpc_web_request(
-            &format!("http://{addr}{path}"),
-            &request,
-            &[("origin", DESK)],
-        ))
-        .await
-        .unwrap();
+    let call = client.request(call_from_desk(addr)).await.unwrap();
     assert_eq!(allowed_origin(&call).as_deref(), Some(DESK));
     let exposed = call.headers()["access-control-expose-headers"]
         .to_str()
@@ -1101,14 +1101,7 @@ async fn grpc_web_answers_pages_of_the_configured_origins_only() {
     // By default no origin but the page's own.
     let rig = Rig::start().await;
     let addr = rig.server.local_addr();
-    let call = client
-        .request(grpc_web_request(
-            &format!("http://{addr}{path}"),
-            &request,
-            &[("origin", DESK)],
-        ))
-        .await
-        .unwrap();
+    let call = client.request(call_from_desk(addr)).await.unwrap();
     assert_eq!(allowed_origin(&call), None);
     rig.stop().await;
 }

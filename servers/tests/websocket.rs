@@ -901,22 +901,7 @@ async fn an_oversize_message_closes_with_1009() {
 
 /// A client frame: FIN and opcode in `first`, masked as RFC 6455 requires of clients.
 fn masked_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    const MASK: [u8; 4] = [0x37, 0xfa, 0x21, 0x3d];
-    let mut f = vec![first];
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= u16::MAX as usize => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&MASK);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ MASK[i % 4]));
-    f
+    ticker_servers::ws::frame::client_frame(first, payload, [0x37, 0xfa, 0x21, 0x3d]).to_vec()
 }
 
 /// Text no deflater squeezes much: a 3 MiB message compresses to about half.

@@ -117,24 +117,9 @@ fn parse_header(h: &[u8]) -> Option<(u8, bool, u64)> {
     Some((opcode, fin, len))
 }
 
-/// A masked client frame (clients must mask; the key needs no secrecy for a benchmark).
+/// A masked client frame with FIN set (the key needs no secrecy for a benchmark).
 fn client_frame(opcode: u8, payload: &[u8], key: [u8; 4]) -> Vec<u8> {
-    let mut f = Vec::with_capacity(payload.len() + 14);
-    f.push(0x80 | opcode);
-    match payload.len() {
-        n if n < 126 => f.push(0x80 | n as u8),
-        n if n <= 0xffff => {
-            f.push(0x80 | 126);
-            f.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            f.push(0x80 | 127);
-            f.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    f.extend_from_slice(&key);
-    f.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
-    f
+    ticker_servers::ws::frame::client_frame(0x80 | opcode, payload, key).to_vec()
 }
 
 /// Connects, subscribes with `subscribe` (the JSON op) and counts frames until `stop`.

@@ -11,7 +11,7 @@ use rust_decimal::Decimal;
 use std::str::FromStr;
 use std::sync::Arc;
 use ticker_feeds::orders::Accounts;
-use ticker_feeds::{Instruments, WireInstrument};
+use ticker_feeds::Instruments;
 use ticker_proto::v1 as pb;
 use ticker_servers::grpc::convert::{self, Refusal};
 
@@ -19,15 +19,7 @@ use ticker_servers::grpc::convert::{self, Refusal};
 const MAX_STATUS: usize = 4096;
 
 fn instruments() -> Instruments {
-    let instruments = Instruments::default();
-    for (i, spec) in ticker_servers::defaults::instruments()
-        .into_iter()
-        .enumerate()
-    {
-        instruments
-            .insert(WireInstrument::new(i as u32, spec).expect("default instruments are valid"));
-    }
-    instruments
+    ticker_servers::defaults::wire_instruments()
 }
 
 fn refused(r: Refusal) {

@@ -2,7 +2,6 @@
 //! panics, and whatever it refuses it refuses with a typed error whose message is not empty —
 //! the client always learns what was wrong — and a few KB at most, however long the bad value.
 
-use ticker_feeds::{Instruments, WireInstrument};
 use ticker_servers::ws::protocol::parse;
 
 /// One input; panics on a property that does not hold.
@@ -11,14 +10,7 @@ pub fn run(data: &[u8]) {
         // tungstenite hands the session only valid UTF-8 text messages.
         return;
     };
-    let instruments = Instruments::default();
-    for (i, spec) in ticker_servers::defaults::instruments()
-        .into_iter()
-        .enumerate()
-    {
-        instruments
-            .insert(WireInstrument::new(i as u32, spec).expect("default instruments are valid"));
-    }
+    let instruments = ticker_servers::defaults::wire_instruments();
     if let Err(e) = parse(text, &instruments, 64) {
         assert!(!e.message.is_empty(), "an error says what was wrong: {e:?}");
         let size = e.message.len()

@@ -261,11 +261,7 @@ mod tests {
     use super::*;
 
     fn instruments() -> Instruments {
-        let all = Instruments::default();
-        for (i, spec) in crate::defaults::instruments().into_iter().enumerate() {
-            all.insert(WireInstrument::new(i as u32, spec).unwrap());
-        }
-        all
+        crate::defaults::wire_instruments()
     }
 
     fn btc_limit(price: &str, size: &str) -> pb::PlaceOrderRequest {

@@ -64,6 +64,17 @@ pub fn frame(first: u8, payload: &[u8]) -> Bytes {
     out.freeze()
 }
 
+/// A frame as a client sends it: `first` (FIN, RSV bits and opcode), the mask bit and `key`,
+/// and `payload` masked with it (RFC 6455 §5.3; clients must mask, servers must not).
+pub fn client_frame(first: u8, payload: &[u8], key: [u8; 4]) -> Bytes {
+    let mut out = BytesMut::with_capacity(header_len(payload.len()) + 4 + payload.len());
+    put_header(&mut out, first, payload.len());
+    out[1] |= 0x80;
+    out.put_slice(&key);
+    out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    out.freeze()
+}
+
 /// A close frame with a code and a reason (cut by the caller to fit a control frame).
 pub fn close(close: &CloseFrame) -> Bytes {
     let mut payload = Vec::with_capacity(2 + close.reason.len());
@@ -118,6 +129,21 @@ pub fn through_close(bytes: &[u8]) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_client_frame_is_masked_with_its_key() {
+        let payload: Vec<u8> = (0..300u32).map(|i| i as u8).collect();
+        let key = [1, 2, 3, 4];
+        let f = client_frame(0x81, &payload, key);
+        assert_eq!(&f[..4], &[0x81, 0x80 | 126, 0x01, 0x2c]);
+        assert_eq!(&f[4..8], &key);
+        let unmasked: Vec<u8> = f[8..]
+            .iter()
+            .enumerate()
+            .map(|(i, b)| b ^ key[i % 4])
+            .collect();
+        assert_eq!(unmasked, payload);
+    }
     use ticker_feeds::MessageKind;
     use tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
     use tungstenite::protocol::frame::{Frame, FrameHeader};
