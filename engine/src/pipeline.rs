@@ -129,6 +129,8 @@ struct Shared {
     consumer_bell: Doorbell,
     /// Batches the engine thread found the egress full for (and waited).
     egress_stalls: AtomicU64,
+    /// [`Ingress::set_backfill`]: a [`Clock::Wall`] pipeline keeps the producers' stamps.
+    backfill: AtomicBool,
 }
 
 /// A running engine thread. See the [module docs](self).
@@ -421,6 +423,17 @@ impl<Q: MpscQueue<Command>> Ingress<Q> {
         })?;
         self.wake_engine();
         Ok(())
+    }
+
+    /// While on, a [`Clock::Wall`] pipeline keeps the `ts` producers set instead of stamping
+    /// arrival time: for a simulated past replayed through the engine before the market opens
+    /// (stamps then go forward from it). Off, wall stamps resume and never go below one given
+    /// before. A [`Clock::Caller`] pipeline keeps producers' stamps either way.
+    ///
+    /// Takes effect for the engine's next run of commands: a producer switching it waits for
+    /// the commands it submitted before to be applied (their replies) first.
+    pub fn set_backfill(&self, on: bool) {
+        self.shared.backfill.store(on, Ordering::Release);
     }
 
     /// Commands the ingress ring holds.
@@ -879,8 +892,10 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
 
     /// How this run of commands gets its timestamps (one clock read per run at most).
     fn stamp(&mut self) -> impl Fn(&mut Command) {
+        let backfill = self.shared.backfill.load(Ordering::Acquire);
         let now = match self.clock {
             Clock::Caller => None,
+            Clock::Wall if backfill => None,
             Clock::Wall => {
                 let wall = std::time::SystemTime::now()
                     .duration_since(std::time::UNIX_EPOCH)

@@ -543,3 +543,38 @@ fn a_wall_clock_pipeline_stamps_commands_when_the_engine_takes_them() {
     drop(batch);
     pipeline.join();
 }
+
+#[test]
+fn a_wall_clock_pipeline_keeps_stamps_while_backfilling_then_goes_forward() {
+    let config = PipelineConfig {
+        clock: ticker_engine::Clock::Wall,
+        ..PipelineConfig::default()
+    };
+    let (pipeline, ingress, mut egress) = Pipeline::spawn(config).unwrap();
+    let halt = |ts| Command {
+        ts,
+        corr: ts,
+        deadline: 0,
+        kind: CommandKind::Halt { instrument: 0 },
+    };
+    let mut next_ts = || loop {
+        if let Some(event) = egress.recv().unwrap().first() {
+            return event.ts;
+        }
+    };
+    ingress.set_backfill(true);
+    ingress.submit(halt(1_000)).unwrap();
+    assert_eq!(next_ts(), 1_000, "a simulated past keeps its stamps");
+    ingress.submit(halt(2_000)).unwrap();
+    assert_eq!(next_ts(), 2_000);
+    ingress.set_backfill(false);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    ingress.submit(halt(3_000)).unwrap();
+    assert!(next_ts() >= before, "then the wall clock stamps again");
+    drop(ingress);
+    drop(egress);
+    pipeline.join();
+}

@@ -120,9 +120,11 @@ impl CandleSeries {
             .map(|c| c.start.saturating_add(self.interval.nanos()))
     }
 
-    /// Closed candles (oldest first) followed by the open one.
+    /// The newest `keep` candles, oldest first: closed ones followed by the open one.
     pub fn recent(&self) -> impl Iterator<Item = Candle> + '_ {
-        self.closed.iter().copied().chain(self.open)
+        let total = self.closed.len() + usize::from(self.open.is_some());
+        let skip = total.saturating_sub(self.keep);
+        self.closed.iter().copied().chain(self.open).skip(skip)
     }
 }
 
@@ -207,6 +209,26 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
     use std::collections::BTreeMap;
+
+    /// A snapshot holds the newest `keep` candles, the open one last, whether or not one is
+    /// open.
+    #[test]
+    fn recent_holds_the_newest_keep_candles() {
+        let interval = Interval::ALL[0];
+        let mut series = CandleSeries::new(interval, 3);
+        for i in 0..5 {
+            let ts = i * interval.nanos();
+            series.roll(ts);
+            series.record(ts, 100 + i as i64, 1);
+        }
+        let starts = |s: &CandleSeries| s.recent().map(|c| c.start).collect::<Vec<_>>();
+        let n = interval.nanos();
+        assert_eq!(starts(&series), [2 * n, 3 * n, 4 * n]);
+        assert!(!series.recent().last().unwrap().closed);
+        series.roll(5 * n);
+        assert_eq!(starts(&series), [2 * n, 3 * n, 4 * n]);
+        assert!(series.recent().all(|c| c.closed));
+    }
 
     proptest! {
         /// Against a slow reference that groups all trades by interval start.

@@ -43,7 +43,7 @@ use ticker_engine::*;
 pub struct FeedsConfig {
     /// Depth levels per side in snapshots and in the maintained window [50].
     pub depth_levels: usize,
-    /// Closed candles kept per interval for snapshots [500].
+    /// Candles per interval a snapshot sends: the newest closed ones and the open one [300].
     pub candles_kept: usize,
     pub hub: HubConfig,
 }
@@ -52,7 +52,7 @@ impl Default for FeedsConfig {
     fn default() -> Self {
         FeedsConfig {
             depth_levels: 50,
-            candles_kept: 500,
+            candles_kept: 300,
             hub: HubConfig::default(),
         }
     }

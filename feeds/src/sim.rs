@@ -1,9 +1,12 @@
 //! The market simulator: tickerd's embedded default source of order flow.
 //!
-//! Per instrument, a fair price follows a mean-reverting random walk around the reference
-//! price (in whole ticks). Market makers keep a two-sided quote around it and re-quote as it
-//! moves; other traders add passive orders at random depths and cancel some of them; takers
-//! arrive as a Poisson process with market orders, and now and then one sweeps several levels.
+//! Per instrument, a fair price follows a random walk in continuous time (a volatility per
+//! √second, so a minute's candle looks the same at any command rate) pulled slowly back
+//! towards the reference price. Market makers keep a two-sided quote around it and re-quote
+//! as it moves; other traders add passive orders at random depths and cancel some of them;
+//! takers arrive as a Poisson process of market orders at a rate per second, and now and then
+//! one sweeps several levels. Sizes are notionals in the quote currency (many small orders,
+//! some large, rare sweeps of a million) turned into lots at the reference price.
 //! Everything comes from one seeded generator and integer arithmetic, so a seed always gives
 //! the same commands, timestamps included.
 //!
@@ -16,8 +19,22 @@ use crate::ticker::TickerState;
 use std::collections::VecDeque;
 use ticker_engine::*;
 
-/// Passive orders remembered per instrument as candidates for cancels.
+/// Passive orders remembered per instrument as candidates for cancels; once this many rest,
+/// adding one cancels the oldest, so the simulator never leaves orders behind.
 const PASSIVE_KEPT: usize = 1024;
+/// Fractional bits of the fair price (in ticks): an instrument whose tick is large against
+/// its moves (EUR-USD: about 0.04 ticks per millisecond) still moves.
+const FAIR_SHIFT: u32 = 16;
+/// How fast the fair price is pulled back to the reference: the pull closes the gap at this
+/// rate (ns), about two hours, so the walk wanders within the band over a day.
+const REVERT_NS: i128 = 2 * 3_600 * 1_000_000_000;
+/// Market orders that sweep: one in this many.
+const SWEEP_ONE_IN: u64 = 100;
+/// Mix of the commands that are not market orders, in thousandths: re-quotes, then passive
+/// orders, the rest cancels of passive orders. More adds than cancels keeps a deep book; the
+/// [`PASSIVE_KEPT`] cap cancels the oldest.
+const REQUOTE_PER_MILLE: u64 = 550;
+const PASSIVE_PER_MILLE: u64 = 300;
 /// Accounts of one instrument's block by role: makers from 0, passive traders and takers
 /// from these offsets.
 const PASSIVE_ACCOUNTS: std::ops::Range<u64> = 10..30;
@@ -95,6 +112,19 @@ pub struct SimConfig {
     pub makers: u64,
     /// First account id the simulator uses; it uses a block of 100 per instrument [1,000,000].
     pub first_account: AccountId,
+    /// Market orders per second per instrument, at any command rate [2]: with the sizes
+    /// below, about 2.7 billion (quote currency) a day per instrument, a large venue's volume.
+    pub takes_per_sec: u64,
+    /// Volatility of the fair price in millionths per √second [80: 0.8 bp/√s, about 6 bp a
+    /// minute and 45% a year].
+    pub volatility_ppm: u64,
+    /// Seconds of simulated past run through the engine before the market opens, stamped in
+    /// the past, so charts and 24 h statistics have history on a fresh start [0; `tickerd`
+    /// runs 3,600].
+    pub history_secs: u64,
+    /// Commands per second during that past [100]: fewer than live (less quoting), the same
+    /// market orders and price moves per second.
+    pub history_rate: u64,
 }
 
 impl Default for SimConfig {
@@ -104,9 +134,52 @@ impl Default for SimConfig {
             rate: 3_000,
             makers: 3,
             first_account: 1_000_000,
+            takes_per_sec: 2,
+            volatility_ppm: 80,
+            history_secs: 0,
+            history_rate: 100,
         }
     }
 }
+
+/// Order notionals in the quote currency, drawn log-uniformly within a tier.
+#[derive(Clone, Copy)]
+struct Tier {
+    /// Chance in thousandths, cumulative over a tier list.
+    upto_per_mille: u64,
+    lo: u64,
+    hi: u64,
+}
+
+const fn tier(upto_per_mille: u64, lo: u64, hi: u64) -> Tier {
+    Tier {
+        upto_per_mille,
+        lo,
+        hi,
+    }
+}
+
+/// Makers quote 10 k–150 k a side.
+const QUOTE_SIZES: [Tier; 1] = [tier(1000, 10_000, 150_000)];
+/// Resting orders: mostly small, some large.
+const PASSIVE_SIZES: [Tier; 3] = [
+    tier(600, 500, 5_000),
+    tier(950, 5_000, 50_000),
+    tier(1000, 50_000, 250_000),
+];
+/// Market orders: many small, some large.
+const TAKE_SIZES: [Tier; 3] = [
+    tier(750, 50, 5_000),
+    tier(970, 5_000, 50_000),
+    tier(1000, 50_000, 250_000),
+];
+/// Sweeps: a few hundred thousand to a million and a half.
+const SWEEP_SIZES: [Tier; 1] = [tier(1000, 300_000, 1_500_000)];
+
+/// 2^(i/8) in ten-thousandths: steps of a log-uniform draw.
+const EIGHTHS_OF_AN_OCTAVE: [u64; 8] = [
+    10_000, 10_905, 11_892, 12_968, 14_142, 15_422, 16_818, 18_340,
+];
 
 struct Market {
     id: InstrumentId,
@@ -116,7 +189,13 @@ struct Market {
     min_lots: Lots,
     max_lots: Lots,
     fair: Ticks,
-    /// Typical move of the fair price per step, in ticks (≈ 2 bp of the price).
+    /// The fair price with [`FAIR_SHIFT`] fractional bits: what the walk moves.
+    fair_fp: i128,
+    /// Simulated time the fair price last moved.
+    moved_at: Timestamp,
+    /// One lot at the reference price, in millionths of the quote currency (at least 1).
+    lot_micros: u128,
+    /// Quoting granularity in ticks (≈ 2 bp of the price): makers' spreads, passive depths.
     step: i64,
     /// Client ids of the makers' live quotes: (account, bid id, ask id).
     quotes: Vec<(AccountId, ClientOrderId, ClientOrderId)>,
@@ -157,12 +236,16 @@ impl LastPrices {
 /// Generates commands one at a time; see the module docs.
 pub struct Simulator {
     config: SimConfig,
+    /// Commands per second now: `config.rate`, or `config.history_rate` in the past.
+    rate: u64,
     rng: Rng,
     markets: Vec<Market>,
     next_client_id: ClientOrderId,
     now: Timestamp,
     corr: u64,
     queue: VecDeque<CommandKind>,
+    /// Simulated time of the next market order.
+    next_take: Timestamp,
 }
 
 impl Simulator {
@@ -179,6 +262,9 @@ impl Simulator {
                 min_lots: ins.min_lots,
                 max_lots: ins.max_lots,
                 fair: ins.reference_ticks,
+                fair_fp: (ins.reference_ticks as i128) << FAIR_SHIFT,
+                moved_at: start,
+                lot_micros: lot_micros(&ins.spec),
                 step: (ins.reference_ticks / 5_000).max(1),
                 quotes: Vec::new(),
                 passive: VecDeque::with_capacity(PASSIVE_KEPT),
@@ -187,12 +273,14 @@ impl Simulator {
             .collect();
         Simulator {
             rng: Rng::new(config.seed),
+            rate: config.rate,
             config,
             markets,
             next_client_id: 1,
             now: start,
             corr: 0,
             queue: VecDeque::new(),
+            next_take: start,
         }
     }
 
@@ -229,6 +317,7 @@ impl Simulator {
             {
                 let margin = (mk.high - mk.low) / 10;
                 mk.fair = fair.clamp(mk.low + margin, mk.high - margin);
+                mk.fair_fp = (mk.fair as i128) << FAIR_SHIFT;
             }
         }
         let first = sim.config.first_account;
@@ -297,6 +386,12 @@ impl Simulator {
         self.now
     }
 
+    /// Commands per second from now on (the past runs at `history_rate`, the market at
+    /// `rate`); market orders and price moves per second stay as they are.
+    pub fn set_rate(&mut self, rate: u64) {
+        self.rate = rate.max(1);
+    }
+
     fn client_id(&mut self) -> ClientOrderId {
         self.next_client_id += 1;
         self.next_client_id
@@ -305,10 +400,12 @@ impl Simulator {
     /// The next command, stamped with simulated time advancing by an exponential
     /// inter-arrival at the configured rate.
     pub fn next_command(&mut self) -> Command {
-        let mean_ns = 1_000_000_000 / self.config.rate.max(1);
+        let mean_ns = 1_000_000_000 / self.rate.max(1);
         let gap = ((mean_ns as u128 * self.rng.exp_fixed32() as u128) >> 32) as u64;
         self.now += gap.max(1);
-        if self.queue.is_empty() && !self.markets.is_empty() {
+        if self.now >= self.next_take && !self.markets.is_empty() {
+            self.take();
+        } else if self.queue.is_empty() && !self.markets.is_empty() {
             self.generate();
         }
         self.corr += 1;
@@ -322,28 +419,63 @@ impl Simulator {
 
     fn generate(&mut self) {
         let m = self.rng.below(self.markets.len() as u64) as usize;
-        let roll = self.rng.below(1000);
-        // Move the fair price: a random step plus a pull back towards the reference.
-        {
-            let mk = &mut self.markets[m];
-            let noise = self.rng.range(-mk.step, mk.step);
-            let pull = (mk.reference - mk.fair) / 64;
-            let margin = (mk.high - mk.low) / 10;
-            mk.fair = (mk.fair + noise + pull).clamp(mk.low + margin, mk.high - margin);
-        }
-        match roll {
-            0..=449 => self.requote(m),
-            450..=699 => self.passive(m),
-            700..=849 => self.cancel_passive(m),
-            850..=979 => self.take(m, false),
-            _ => self.take(m, true),
+        self.move_fair(m);
+        match self.rng.below(1000) {
+            r if r < REQUOTE_PER_MILLE => self.requote(m),
+            r if r < REQUOTE_PER_MILLE + PASSIVE_PER_MILLE => self.passive(m),
+            _ => self.cancel_passive(m),
         }
     }
 
-    fn lots(&mut self, m: usize, max_multiple: u64) -> Lots {
+    /// Moves an instrument's fair price over the simulated time since it last moved: a step of
+    /// the walk's spread over that time (uniform noise, Gaussian in sum) plus a pull back
+    /// towards the reference, kept inside the band with a tenth of it to spare.
+    fn move_fair(&mut self, m: usize) {
+        let now = self.now;
+        let vol = self.config.volatility_ppm as i128;
+        let mk = &mut self.markets[m];
+        let dt = now.saturating_sub(mk.moved_at);
+        mk.moved_at = now;
+        // Spread over dt: fair × vol × √(dt / 1 s), with √(10^9 ns) = 31,623.
+        let spread = mk.fair_fp * vol * dt.isqrt() as i128 / (1_000_000 * 31_623);
+        // Uniform on ±√3·σ has spread σ.
+        let half_width = (spread * 1_732 / 1_000).min(i64::MAX as i128 / 2) as i64;
+        let noise = self.rng.range(-half_width, half_width) as i128;
+        let reference = (mk.reference as i128) << FAIR_SHIFT;
+        let pull = (reference - mk.fair_fp) * (dt as i128).min(REVERT_NS) / REVERT_NS;
+        let margin = (mk.high - mk.low) / 10;
+        let (lo, hi) = (
+            ((mk.low + margin) as i128) << FAIR_SHIFT,
+            ((mk.high - margin) as i128) << FAIR_SHIFT,
+        );
+        mk.fair_fp = (mk.fair_fp + noise + pull).clamp(lo, hi);
+        mk.fair = (mk.fair_fp >> FAIR_SHIFT) as Ticks;
+    }
+
+    /// Lots for a notional drawn from `tiers` (quote currency), within the instrument's sizes.
+    fn lots(&mut self, m: usize, tiers: &[Tier]) -> Lots {
+        let roll = self.rng.below(1000);
+        let t = tiers
+            .iter()
+            .find(|t| roll < t.upto_per_mille)
+            .unwrap_or(&tiers[tiers.len() - 1]);
+        let notional = self.log_uniform(t.lo, t.hi);
         let mk = &self.markets[m];
-        let (min, max) = (mk.min_lots, mk.max_lots);
-        (min * (1 + self.rng.below(max_multiple))).min(max)
+        let lots = (notional as u128 * 1_000_000 / mk.lot_micros).min(Lots::MAX as u128) as Lots;
+        lots.clamp(mk.min_lots, mk.max_lots.max(mk.min_lots))
+    }
+
+    /// Log-uniform in about `lo..hi` (hi > lo > 0): a power of 2^(1/8) above `lo`, jittered
+    /// by up to an eighth of an octave so the sizes are not a ladder.
+    fn log_uniform(&mut self, lo: u64, hi: u64) -> u64 {
+        let mut eighths = 0u64;
+        while eighths < 63 * 8 && step_up(lo, eighths + 1) <= hi {
+            eighths += 1;
+        }
+        let k = self.rng.below(eighths + 1);
+        let base = step_up(lo, k);
+        let jitter = self.rng.below(base / 11 + 1);
+        base + jitter
     }
 
     fn requote(&mut self, m: usize) {
@@ -355,7 +487,7 @@ impl Simulator {
         };
         let half_spread = step * (1 + k as i64);
         let (bid_id, ask_id) = (self.client_id(), self.client_id());
-        let size = self.lots(m, 20);
+        let size = self.lots(m, &QUOTE_SIZES);
         let mk = &mut self.markets[m];
         if let Some(q) = mk.quotes.iter_mut().find(|q| q.0 == account) {
             // A resumed maker may have had only one side live (id 0 for the other).
@@ -388,7 +520,7 @@ impl Simulator {
             Side::Sell
         };
         let depth = self.rng.range(1, 30) * self.markets[m].step / 2 + 1;
-        let size = self.lots(m, 50);
+        let size = self.lots(m, &PASSIVE_SIZES);
         let id = self.client_id();
         let mk = &mut self.markets[m];
         let passive = PASSIVE_ACCOUNTS.end - PASSIVE_ACCOUNTS.start;
@@ -399,7 +531,13 @@ impl Simulator {
         }
         .clamp(mk.low, mk.high);
         if mk.passive.len() == PASSIVE_KEPT {
-            mk.passive.pop_front();
+            // Forgetting it would leave it resting for ever.
+            if let Some((old_account, old)) = mk.passive.pop_front() {
+                self.queue.push_back(CommandKind::Cancel(Cancel {
+                    account: old_account,
+                    order: OrderRef::Client(old),
+                }));
+            }
         }
         mk.passive.push_back((account, id));
         self.queue.push_back(CommandKind::Place(Place {
@@ -421,24 +559,57 @@ impl Simulator {
         }));
     }
 
-    fn take(&mut self, m: usize, sweep: bool) {
+    /// A market order now (ahead of any queued command), and when the next one comes: market
+    /// orders are their own Poisson process in simulated time, so they arrive at
+    /// `takes_per_sec` whatever the command rate.
+    fn take(&mut self) {
+        let per_sec = (self.config.takes_per_sec * self.markets.len() as u64).max(1);
+        let gap = ((1_000_000_000 / per_sec) as u128 * self.rng.exp_fixed32() as u128) >> 32;
+        self.next_take = self.now + (gap as u64).max(1);
+        if self.config.takes_per_sec == 0 {
+            self.next_take = Timestamp::MAX;
+            return;
+        }
+        let m = self.rng.below(self.markets.len() as u64) as usize;
+        self.move_fair(m);
+        let sweep = self.rng.below(SWEEP_ONE_IN) == 0;
+        let order = self.market_order(m, sweep);
+        self.queue.push_front(order);
+    }
+
+    fn market_order(&mut self, m: usize, sweep: bool) -> CommandKind {
         let side = if self.rng.chance(500) {
             Side::Buy
         } else {
             Side::Sell
         };
         let size = if sweep {
-            self.lots(m, 400)
+            self.lots(m, &SWEEP_SIZES)
         } else {
-            self.lots(m, 30)
+            self.lots(m, &TAKE_SIZES)
         };
         let mk = &self.markets[m];
         let takers = TAKER_ACCOUNTS.end - TAKER_ACCOUNTS.start;
         let account = mk.accounts + TAKER_ACCOUNTS.start + self.rng.below(takers);
-        self.queue.push_back(CommandKind::Place(Place::market(
-            account, mk.id, side, size,
-        )));
+        CommandKind::Place(Place::market(account, mk.id, side, size))
     }
+}
+
+/// `lo` × 2^(eighths/8), saturating.
+fn step_up(lo: u64, eighths: u64) -> u64 {
+    let octaves = (eighths / 8) as u32;
+    let scaled = lo as u128 * EIGHTHS_OF_AN_OCTAVE[(eighths % 8) as usize] as u128 / 10_000;
+    scaled
+        .checked_shl(octaves)
+        .filter(|v| *v <= u64::MAX as u128)
+        .map_or(u64::MAX, |v| v as u64)
+}
+
+/// One lot at the reference price in millionths of the quote currency (at least 1): what
+/// turns a notional into lots. Decimal arithmetic, exact.
+fn lot_micros(spec: &InstrumentSpec) -> u128 {
+    let micros = spec.reference_price * spec.lot_size * rust_decimal::Decimal::from(1_000_000u32);
+    u128::try_from(micros.trunc()).unwrap_or(1).max(1)
 }
 
 #[cfg(test)]
@@ -479,8 +650,7 @@ mod tests {
         ]
     }
 
-    fn run(seed: u64, n: usize) -> (Engine, Vec<Command>, Vec<Event>) {
-        let ins = instruments();
+    fn engine_with(ins: &[Instrument]) -> (Engine, Vec<Event>) {
         let mut engine = Engine::default();
         let mut events = Vec::new();
         for (i, x) in ins.iter().enumerate() {
@@ -494,6 +664,30 @@ mod tests {
                 &mut events,
             );
         }
+        (engine, events)
+    }
+
+    /// Runs `secs` simulated seconds at `rate` commands a second.
+    fn run_for(seed: u64, rate: u64, secs: u64) -> (Engine, Vec<Command>, Vec<Event>) {
+        let ins = instruments();
+        let (mut engine, mut events) = engine_with(&ins);
+        let config = SimConfig {
+            seed,
+            rate,
+            ..SimConfig::default()
+        };
+        let mut sim = Simulator::new(config, &ins, 1_000);
+        let mut cmds = Vec::new();
+        while sim.now() < secs * 1_000_000_000 {
+            let c = sim.next_command();
+            engine.apply(&c, &mut events);
+            cmds.push(c);
+        }
+        (engine, cmds, events)
+    }
+
+    fn run(seed: u64, n: usize) -> Vec<Command> {
+        let ins = instruments();
         let mut sim = Simulator::new(
             SimConfig {
                 seed,
@@ -502,43 +696,127 @@ mod tests {
             &ins,
             1_000,
         );
-        let mut cmds = Vec::new();
-        for _ in 0..n {
-            let c = sim.next_command();
-            engine.apply(&c, &mut events);
-            cmds.push(c);
-        }
-        (engine, cmds, events)
+        (0..n).map(|_| sim.next_command()).collect()
+    }
+
+    fn market_orders(cmds: &[Command], instrument: InstrumentId) -> usize {
+        cmds.iter()
+            .filter(|c| {
+                matches!(&c.kind, CommandKind::Place(p)
+                    if p.instrument == instrument && p.order_type == OrderType::Market)
+            })
+            .count()
     }
 
     #[test]
-    fn same_seed_same_commands_and_a_live_market() {
-        let (engine, a, events) = run(7, 20_000);
-        let (_, b, _) = run(7, 20_000);
-        assert_eq!(a, b);
-        let (_, c, _) = run(8, 1_000);
-        assert_ne!(a[..1_000], c[..]);
-        let trades = events
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::Trade { .. }))
-            .count();
-        let rejects = events
-            .iter()
-            .filter(|e| matches!(e.kind, EventKind::Rejected { .. }))
-            .count();
-        assert!(trades > 1_000, "the market trades: {trades}");
-        assert!(
-            rejects < a.len() / 4,
-            "mostly valid flow: {rejects} rejects"
-        );
-        for book in engine.books() {
-            let (bid, ask) = (book.best_bid().unwrap(), book.best_ask().unwrap());
-            assert!(bid < ask);
-        }
+    fn same_seed_same_commands() {
+        let a = run(7, 20_000);
+        assert_eq!(a, run(7, 20_000));
+        assert_ne!(a[..1_000], run(8, 1_000)[..]);
         // Timestamps advance at about the configured rate (3,000/s).
         let span = a.last().unwrap().ts - a[0].ts;
         let rate = a.len() as u64 * 1_000_000_000 / span;
         assert!((2_700..3_300).contains(&rate), "rate {rate}/s");
+    }
+
+    /// Ten simulated minutes at the past's rate: sizes, volume, price moves and book of the
+    /// order a real market of this size shows, and no order left behind.
+    #[test]
+    fn a_plausible_market() {
+        let secs = 600;
+        let (engine, cmds, events) = run_for(3, 300, secs);
+        let ins = instruments();
+        let btc = &ins[0];
+        let micros = lot_micros(&btc.spec); // one BTC lot at 65,000: 650,000 µUSD
+        let notional = |lots: Lots| lots as u128 * micros / 1_000_000; // whole USD
+        let mut sizes = Vec::new();
+        let (mut lo, mut hi) = (Ticks::MAX, 0);
+        for e in &events {
+            if let EventKind::Trade {
+                instrument: 0,
+                price,
+                size,
+                ..
+            } = e.kind
+            {
+                sizes.push(notional(size));
+                lo = lo.min(price);
+                hi = hi.max(price);
+            }
+        }
+        sizes.sort_unstable();
+        let volume: u128 = sizes.iter().sum();
+        let per_day = volume * 86_400 / secs as u128;
+        assert!(
+            (500_000_000..10_000_000_000).contains(&per_day),
+            "BTC-USD 24 h volume ≈ {per_day} USD"
+        );
+        let median = sizes[sizes.len() / 2];
+        assert!((20..5_000).contains(&median), "median trade {median} USD");
+        assert!(*sizes.last().unwrap() > 100_000, "some large trades");
+        // About two market orders a second per instrument.
+        for i in 0..2 {
+            let takes = market_orders(&cmds, i) as u64;
+            assert!(
+                (secs * 3 / 2..secs * 5 / 2).contains(&takes),
+                "{takes} market orders"
+            );
+        }
+        // Moves of the order of 0.8 bp/√s: about 20 bp over ten minutes, well inside the band.
+        let range_bp = (hi - lo) * 10_000 / btc.reference_ticks;
+        assert!(
+            (5..300).contains(&range_bp),
+            "10-minute range {range_bp} bp"
+        );
+        let rejects = events
+            .iter()
+            .filter(|e| matches!(e.kind, EventKind::Rejected { .. }))
+            .count();
+        assert!(
+            rejects < cmds.len() / 4,
+            "mostly valid flow: {rejects} rejects"
+        );
+        for book in engine.books() {
+            assert!(book.best_bid().unwrap() < book.best_ask().unwrap());
+        }
+        // A deep book: at least a million on each side (the largest sweep is 1.5 million).
+        let book = engine.book(0).unwrap();
+        for side in [Side::Buy, Side::Sell] {
+            let lots: u128 = book.depth(side).map(|(_, l)| l.visible as u128).sum();
+            assert!(
+                notional(lots as Lots) > 1_000_000,
+                "{side:?} depth {}",
+                notional(lots as Lots)
+            );
+        }
+        // Bounded: remembered passive orders plus the makers' quotes, per instrument.
+        let bound = 2 * (PASSIVE_KEPT + 2 * SimConfig::default().makers as usize);
+        assert!(
+            engine.live_order_count() <= bound,
+            "{} live",
+            engine.live_order_count()
+        );
+    }
+
+    /// Market orders and price moves come per second, not per command: the past (300/s) and
+    /// the live market (3,000/s) trade alike.
+    #[test]
+    fn trading_does_not_depend_on_the_command_rate() {
+        let secs = 120;
+        let (_, slow, _) = run_for(5, 300, secs);
+        let (_, fast, _) = run_for(5, 3_000, secs);
+        let (a, b) = (market_orders(&slow, 0), market_orders(&fast, 0));
+        assert!(a * 10 > b * 7 && b * 10 > a * 7, "{a} vs {b} market orders");
+    }
+
+    #[test]
+    fn log_uniform_sizes_cover_their_range() {
+        let mut sim = Simulator::new(SimConfig::default(), &instruments(), 0);
+        let draws: Vec<u64> = (0..10_000).map(|_| sim.log_uniform(50, 5_000)).collect();
+        assert!(draws.iter().all(|d| (50..5_600).contains(d)));
+        let below_500 = draws.iter().filter(|d| **d < 500).count();
+        // Log-uniform: half the draws in each decade.
+        assert!((4_000..6_000).contains(&below_500), "{below_500} below 500");
     }
 
     #[test]

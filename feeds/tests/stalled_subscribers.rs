@@ -75,7 +75,12 @@ fn the_engine_and_feeds_run_to_the_end_while_subscribers_never_read() {
         }
         events
     });
-    let mut sim = Simulator::new(SimConfig::default(), &[instrument], 1);
+    // Busy: a trade every few commands, so trade subscribers overflow their queue.
+    let config = SimConfig {
+        takes_per_sec: 500,
+        ..SimConfig::default()
+    };
+    let mut sim = Simulator::new(config, &[instrument], 1);
     const COMMANDS: u64 = 20_000;
     for _ in 0..COMMANDS {
         ingress.submit(sim.next_command()).unwrap();

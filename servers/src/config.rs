@@ -52,10 +52,13 @@ impl Default for TickerdConfig {
                 simulator: market.simulator.is_some(),
                 sim_seed: sim.seed,
                 sim_rate: sim.rate,
+                sim_history_s: 3_600,
+                sim_history_rate: sim.history_rate,
                 heartbeat_ms: market.heartbeat.as_millis() as u64,
                 ingress_capacity: market.pipeline.ingress_capacity,
                 egress_capacity: market.pipeline.egress_capacity,
                 depth_levels: market.feeds.depth_levels,
+                candles_history: market.feeds.candles_kept,
             },
             journal: {
                 let j = JournalConfig::default();
@@ -157,6 +160,13 @@ pub struct MarketSection {
     pub sim_seed: u64,
     /// Simulator commands per second across all instruments [3,000].
     pub sim_rate: u64,
+    /// Seconds of simulated past the simulator runs through the engine on a fresh start (no
+    /// journal to recover), stamped in the past, so charts and 24 h statistics have history
+    /// on the first visit; 0 for none [3,600].
+    pub sim_history_s: u64,
+    /// Simulator commands per second in that past [100]; market orders and price moves per
+    /// second are the live market's.
+    pub sim_history_rate: u64,
     /// Engine time and candle closing advance at least this often, in ms [100].
     pub heartbeat_ms: u64,
     /// Commands the ingress ring holds (rounded up to a power of two); a full ring answers
@@ -166,6 +176,9 @@ pub struct MarketSection {
     pub egress_capacity: usize,
     /// Levels per side in depth snapshots and deltas [50].
     pub depth_levels: usize,
+    /// Candles of each interval a candles snapshot sends (the newest, the open one last),
+    /// over WebSocket and gRPC [300].
+    pub candles_history: usize,
 }
 
 impl Default for MarketSection {
@@ -681,6 +694,15 @@ impl TickerdConfig {
                 "must be > 0 when the simulator runs".into(),
             ));
         }
+        if self.market.simulator && self.market.sim_history_rate == 0 {
+            return Err((
+                "market.sim_history_rate",
+                "must be > 0 when the simulator runs".into(),
+            ));
+        }
+        if self.market.candles_history == 0 {
+            return Err(("market.candles_history", "must be > 0".into()));
+        }
         if self.market.heartbeat_ms == 0 {
             return Err(("market.heartbeat_ms", "must be > 0".into()));
         }
@@ -869,6 +891,8 @@ impl TickerdConfig {
             simulator: self.market.simulator.then(|| SimConfig {
                 seed: self.market.sim_seed,
                 rate: self.market.sim_rate,
+                history_secs: self.market.sim_history_s,
+                history_rate: self.market.sim_history_rate,
                 ..SimConfig::default()
             }),
             heartbeat: Duration::from_millis(self.market.heartbeat_ms),
@@ -877,6 +901,7 @@ impl TickerdConfig {
         m.pipeline.ingress_capacity = self.market.ingress_capacity;
         m.pipeline.egress_capacity = self.market.egress_capacity;
         m.feeds.depth_levels = self.market.depth_levels;
+        m.feeds.candles_kept = self.market.candles_history;
         m.journal = self.journal.enabled.then(|| self.journal_config());
         m.risk = RiskLimits {
             default: self.risk.default_limits.clone(),

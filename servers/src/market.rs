@@ -147,6 +147,9 @@ pub struct MarketStats {
     pub rejects: [AtomicU64; RejectReason::ALL.len()],
     /// From the engine taking a command to the feeds having published its updates.
     pub engine_latency: crate::metrics::Histogram,
+    /// Events stamped before this (ns) are the simulated past run at start: their age is not
+    /// a latency [0].
+    pub latency_from: AtomicU64,
 }
 
 // By hand: `Default` is derived for arrays of at most 32 elements, and there are more reasons.
@@ -161,6 +164,7 @@ impl Default for MarketStats {
             rejected: AtomicU64::default(),
             rejects: std::array::from_fn(|_| AtomicU64::default()),
             engine_latency: crate::metrics::Histogram::default(),
+            latency_from: AtomicU64::default(),
         }
     }
 }
@@ -180,6 +184,7 @@ impl MarketStats {
     fn observe(&self, events: &[Event], now: Timestamp) {
         self.events
             .fetch_add(events.len() as u64, Ordering::Relaxed);
+        let latency_from = self.latency_from.load(Ordering::Relaxed);
         for e in events {
             match e.kind {
                 EventKind::PlaceAccepted { .. } | EventKind::Accepted { .. } => {
@@ -193,7 +198,9 @@ impl MarketStats {
                 }
                 _ => continue,
             }
-            self.engine_latency.record_ns(now.saturating_sub(e.ts));
+            if e.ts >= latency_from {
+                self.engine_latency.record_ns(now.saturating_sub(e.ts));
+            }
         }
     }
 }
@@ -546,9 +553,26 @@ impl Market {
             );
         }
         market.apply_limits(&config.risk, risk_active)?;
-        market.spawn_heartbeat(config.heartbeat)?;
         if let Some(sim) = config.simulator {
-            market.spawn_simulator(sim, resume_from)?;
+            let fresh = resume_from.is_none();
+            let instruments = market.simulated_instruments();
+            let mut simulator = match resume_from {
+                None => Simulator::new(sim.clone(), &instruments, 0),
+                Some(r) => {
+                    Simulator::resume(sim.clone(), &instruments, 0, r.position, r.live, r.prices)
+                }
+            };
+            let carried = if fresh && sim.history_secs > 0 && !instruments.is_empty() {
+                market.run_history(&mut simulator, &sim)?
+            } else {
+                None
+            };
+            // The past runs before the heartbeat starts: a beat stamped now in between would
+            // move engine time (and the candles) forward and back.
+            market.spawn_heartbeat(config.heartbeat)?;
+            market.spawn_simulator(simulator, carried)?;
+        } else {
+            market.spawn_heartbeat(config.heartbeat)?;
         }
         Ok(market)
     }
@@ -964,32 +988,85 @@ impl Market {
         Ok(())
     }
 
-    fn spawn_simulator(
-        self: &Arc<Self>,
-        config: SimConfig,
-        resume: Option<SimResume>,
-    ) -> std::io::Result<()> {
-        let instruments: Vec<Instrument> = self
-            .instruments
+    fn simulated_instruments(&self) -> Vec<Instrument> {
+        self.instruments
             .all()
             .iter()
             .map(|w| w.instrument.clone())
-            .collect();
+            .collect()
+    }
+
+    /// Runs `config.history_secs` of simulated past through the engine before the market
+    /// opens: commands at `history_rate` a second stamped from that long ago up to now,
+    /// journaled and published like any flow, so the candles, the 24 h statistics and the
+    /// books have a past on a fresh start. Returns the first command of the live market
+    /// (already drawn), for [`spawn_simulator`](Self::spawn_simulator) to submit first.
+    fn run_history(
+        self: &Arc<Self>,
+        sim: &mut Simulator,
+        config: &SimConfig,
+    ) -> std::io::Result<Option<Command>> {
+        let Entry::Local(ingress) = &self.entry else {
+            return Ok(None);
+        };
+        let closed = || std::io::Error::other("the engine stopped while simulating the past");
+        let span = config.history_secs.saturating_mul(1_000_000_000);
+        let started = Instant::now();
+        let opened_at = now_ns();
+        let past = opened_at.saturating_sub(span);
+        self.stats.latency_from.store(opened_at, Ordering::Relaxed);
+        sim.set_rate(config.history_rate);
+        ingress.set_backfill(true);
+        let mut commands = 0u64;
+        let mut pending = sim.next_command();
+        let first_live = loop {
+            let next = sim.next_command();
+            let cmd = Command {
+                ts: past + pending.ts,
+                ..self.command(pending.kind)
+            };
+            commands += 1;
+            if next.ts >= span {
+                // The past's last command: once it has its reply, every command before it
+                // has been applied and published (one producer, one ring, in order).
+                let (tx, rx) = std::sync::mpsc::sync_channel(1);
+                self.submit(cmd, Reply::Blocking(tx), true)
+                    .map_err(|_| closed())?;
+                rx.recv().map_err(|_| closed())?.map_err(|_| closed())?;
+                break next;
+            }
+            ingress.submit(cmd).map_err(|_| closed())?;
+            pending = next;
+        };
+        ingress.set_backfill(false);
+        sim.set_rate(config.rate);
+        tracing::info!(
+            "simulated the past {} s: {commands} commands in {:.1} s",
+            config.history_secs,
+            started.elapsed().as_secs_f64()
+        );
+        Ok(Some(first_live))
+    }
+
+    /// The simulator's thread: submits its commands at the simulated pace, the first (if the
+    /// past was simulated) being `carried`. Simulated time past the history maps to wall time
+    /// from now.
+    fn spawn_simulator(
+        self: &Arc<Self>,
+        mut sim: Simulator,
+        carried: Option<Command>,
+    ) -> std::io::Result<()> {
         let weak = Arc::downgrade(self);
+        let offset = Duration::from_nanos(sim.now());
         let handle = std::thread::Builder::new()
             .name("ticker-simulator".into())
             .spawn(move || {
-                let mut sim = match resume {
-                    None => Simulator::new(config, &instruments, 0),
-                    Some(r) => {
-                        Simulator::resume(config, &instruments, 0, r.position, r.live, r.prices)
-                    }
-                };
                 let start = Instant::now();
+                let mut carried = carried;
                 loop {
-                    let cmd = sim.next_command();
+                    let cmd = carried.take().unwrap_or_else(|| sim.next_command());
                     // Keep the simulated pace against the wall clock.
-                    let due = Duration::from_nanos(cmd.ts);
+                    let due = Duration::from_nanos(cmd.ts).saturating_sub(offset);
                     if let Some(wait) = due.checked_sub(start.elapsed()) {
                         std::thread::park_timeout(wait);
                     }

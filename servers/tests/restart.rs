@@ -382,3 +382,76 @@ async fn a_start_counts_snapshot_commands_from_the_last_snapshot_not_from_itself
     );
     m.shutdown();
 }
+
+fn wall_ns() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+}
+
+/// A fresh start runs the simulator's past through the engine, journaled and stamped from
+/// `history_secs` ago; a restart recovers that market and does not run a second past.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_simulated_past_runs_on_a_fresh_start_only() {
+    let dir = TempDir::new("past");
+    let mut cfg = config(&dir.0);
+    let past_s = 120;
+    cfg.simulator = Some(SimConfig {
+        history_secs: past_s,
+        ..SimConfig::default()
+    });
+    let started = wall_ns();
+    let m = Market::start(cfg.clone()).unwrap();
+    let opened = wall_ns();
+    m.shutdown();
+    drop(m);
+    let journal = Journal::open(DirStorage::new(&dir.0).unwrap(), OpenOptions::default()).unwrap();
+    let first_run = journal.last_index();
+    let stamps: Vec<u64> = journal
+        .commands_from(1)
+        .map(|r| r.unwrap().1)
+        .filter(|c| matches!(c.kind, CommandKind::Place(_) | CommandKind::Cancel(_)))
+        .map(|c| c.ts)
+        .collect();
+    // About 100 commands a simulated second, from two minutes before the start.
+    let second = 1_000_000_000;
+    assert!(
+        stamps.len() as u64 > 80 * past_s,
+        "{} commands",
+        stamps.len()
+    );
+    assert!(stamps.windows(2).all(|w| w[0] <= w[1]), "time goes forward");
+    assert!(stamps[0] >= started - past_s * second && stamps[0] < started - (past_s - 5) * second);
+    let in_past = stamps.iter().filter(|ts| **ts < started).count();
+    assert!(
+        in_past as u64 > 80 * past_s,
+        "{in_past} commands stamped in the past"
+    );
+    drop(journal);
+
+    let restarted = wall_ns();
+    let m = Market::start(cfg).unwrap();
+    assert!(opened <= restarted);
+    // The live simulator's commands after the restart are stamped now, not in a new past.
+    let durability = m.journal().unwrap().durability.clone();
+    tokio::time::timeout(GUARD, async {
+        while durability.written() < first_run + 50 {
+            tokio::task::yield_now().await;
+        }
+    })
+    .await
+    .expect("the simulator trades after the restart");
+    m.shutdown();
+    drop(m);
+    let journal = Journal::open(DirStorage::new(&dir.0).unwrap(), OpenOptions::default()).unwrap();
+    let second_run: Vec<Command> = journal
+        .commands_from(first_run + 1)
+        .map(|r| r.unwrap().1)
+        .collect();
+    assert!(second_run.len() >= 50);
+    assert!(
+        second_run.iter().all(|c| c.ts >= restarted),
+        "no second past after a restart"
+    );
+}

@@ -4,7 +4,7 @@
 
 #![cfg(unix)]
 
-use futures_util::StreamExt;
+use futures_util::{SinkExt, StreamExt};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
 use std::time::Duration;
@@ -38,6 +38,9 @@ fn start(extra: &[&str]) -> Tickerd {
             "127.0.0.1:0",
             // These tests are about the fronts; the journal has its own (restart.rs, kill.rs).
             "--no-journal",
+            // The simulated past on a fresh start has its own test (a later --set wins).
+            "--set",
+            "market.sim_history_s=0",
         ])
         .args(extra)
         .env("RUST_LOG", "warn")
@@ -202,6 +205,8 @@ async fn a_closed_stdout_does_not_stop_tickerd() {
             "--http-listen",
             &http,
             "--no-journal",
+            "--set",
+            "market.sim_history_s=0",
         ])
         .env("RUST_LOG", "warn")
         .stdout(writer)
@@ -268,4 +273,92 @@ fn a_bad_configuration_is_refused_by_key_with_exit_code_2() {
     let printed = String::from_utf8_lossy(&output.stdout);
     assert!(printed.contains("simulator = false"), "{printed}");
     assert!(printed.contains("sim_seed = 7"), "{printed}");
+}
+
+/// Reads text messages until one contains `needle`.
+async fn next_containing(
+    ws: &mut tokio_tungstenite::WebSocketStream<TcpStream>,
+    needle: &str,
+) -> serde_json::Value {
+    loop {
+        match ws.next().await {
+            Some(Ok(Message::Text(t))) if t.contains(needle) => {
+                return serde_json::from_str(&t).unwrap()
+            }
+            Some(Ok(_)) => continue,
+            other => panic!("the connection ended: {other:?}"),
+        }
+    }
+}
+
+/// A fresh start simulates its past before the market opens: a new subscriber's candles
+/// snapshot is full of candles stamped in that past (the chart is drawn on the first visit),
+/// and it holds `market.candles_history` of them.
+#[tokio::test]
+async fn a_fresh_start_has_a_past_to_chart() {
+    let span_s = 600;
+    let tickerd = start(&[
+        "--set",
+        &format!("market.sim_history_s={span_s}"),
+        "--set",
+        "market.candles_history=120",
+    ]);
+    let opened = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let tcp = TcpStream::connect(&tickerd.http).await.unwrap();
+    let (mut ws, _) = tokio_tungstenite::client_async(format!("ws://{}/ws", tickerd.http), tcp)
+        .await
+        .expect("upgrade");
+    let subscribe = r#"{"op":"subscribe","id":1,"channels":[
+        {"name":"candles","instrument":"BTC-USD","interval":"1m"},
+        {"name":"candles","instrument":"BTC-USD","interval":"1s"}]}"#;
+    ws.send(Message::text(subscribe)).await.unwrap();
+    let (mut minutes, mut seconds) = (None, None);
+    tokio::time::timeout(GUARD, async {
+        while minutes.is_none() || seconds.is_none() {
+            let snapshot = next_containing(&mut ws, "\"type\":\"snapshot\"").await;
+            match snapshot["interval"].as_str() {
+                Some("1m") => minutes = Some(snapshot),
+                Some("1s") => seconds = Some(snapshot),
+                other => panic!("a candles snapshot, not {other:?}"),
+            }
+        }
+    })
+    .await
+    .expect("both snapshots");
+    let starts = |s: &serde_json::Value| -> Vec<u64> {
+        s["candles"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["start"].as_u64().unwrap())
+            .collect()
+    };
+    let minute_starts = starts(minutes.as_ref().unwrap());
+    // Ten minutes of past: ten or eleven one-minute candles, the first ten minutes back.
+    assert!(
+        (10..=12).contains(&minute_starts.len()),
+        "{} one-minute candles",
+        minute_starts.len()
+    );
+    let minute = 60_000_000_000;
+    assert!(minute_starts.windows(2).all(|w| w[0] < w[1]));
+    assert!(minute_starts.iter().all(|s| s % minute == 0));
+    let first_ago = opened - minute_starts[0];
+    assert!(
+        (span_s - 60) * 1_000_000_000 <= first_ago && first_ago <= (span_s + 120) * 1_000_000_000,
+        "the first candle starts {first_ago} ns before the market opened"
+    );
+    for c in minutes.as_ref().unwrap()["candles"].as_array().unwrap() {
+        assert!(c["trades"].as_u64().unwrap() > 10, "a traded minute: {c}");
+        let volume: rust_decimal::Decimal = c["volume"].as_str().unwrap().parse().unwrap();
+        assert!(
+            volume > rust_decimal::Decimal::ONE,
+            "about two market orders a second: {c}"
+        );
+    }
+    // Six hundred seconds with trades in most of them: the snapshot is capped at its history.
+    assert_eq!(starts(seconds.as_ref().unwrap()).len(), 120);
 }

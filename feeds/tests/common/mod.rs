@@ -75,8 +75,12 @@ pub fn market_stream(seed: u64, commands: usize) -> Stream {
     let ins = instruments();
     let mut engine = Engine::default();
     let mut rng = Rng::new(seed ^ 0x5EED);
+    // A busier, faster-moving market than the default's, so a short stream has every kind
+    // of event (fills, sweeps, stops triggered) many times.
     let config = SimConfig {
         seed,
+        takes_per_sec: 100,
+        volatility_ppm: 2_000,
         ..SimConfig::default()
     };
     let mut sim = Simulator::new(config, &ins, START);
