@@ -4,12 +4,13 @@
 // rules and depth checksum are docs/feeds.md.
 //
 // Money never becomes a JavaScript float on its way to the server: prices and sizes stay the
-// decimal strings they were on the wire or in the form, and are ordered and compared exactly
-// (order-preserving string keys, BigInt). Floats appear only where pixels are computed (the chart).
+// decimal strings they were on the wire or in the form, and are ordered, compared and summed
+// exactly (order-preserving string keys, BigInt). Floats appear only where pixels are computed
+// (the charts and the ladder's depth bars).
 //
 // Sections, in order: configuration, decimals, CRC-32, state and test hook, connection,
-// sequencing and resume, depth, ticker, trades, candles, instruments, orders and order entry,
-// compression estimate, rendering, start.
+// sequencing and resume, depth, ticker, trades, candles, instruments, orders, fills and order
+// entry, compression estimate, rendering (tables, candle chart, depth chart), start.
 "use strict";
 
 (() => {
@@ -31,6 +32,7 @@
   const RENDER_INTERVAL_MS = 100;
   const CHART_INTERVAL_MS = 500;
   const TAPE_ROWS = 40;
+  const FILL_ROWS = 50;
   const CHECKSUM_LEVELS = 10;
   /** The server closes connections that send nothing for 120 s; pongs to its pings do not count. */
   const KEEPALIVE_MS = 30000;
@@ -51,6 +53,13 @@
     const [bi, bf = ""] = b.split(".");
     const width = Math.max(af.length, bf.length);
     return [BigInt(ai + af.padEnd(width, "0")), BigInt(bi + bf.padEnd(width, "0"))];
+  }
+
+  /** The exact sum of two non-negative decimal strings. */
+  function addDecimal(a, b) {
+    const [x, y] = scaled(a, b);
+    const scale = Math.max((a.split(".")[1] || "").length, (b.split(".")[1] || "").length);
+    return formatScaled(x + y, scale);
   }
 
   /** Compares two decimal strings exactly: negative, zero or positive. */
@@ -163,6 +172,9 @@
     },
     book: () => ({ bids: depth.sorted("bids"), asks: depth.sorted("asks") }),
     orders: () => Array.from(orders.values()),
+    fills: () => fills.slice(),
+    /** What the charts last drew (for assertions on the drawing, not just the data). */
+    drawn: { candles: null, depth: null },
     /** The chosen instrument's spec from the server's `instruments` reply. */
     spec: () => specs.get(state.instrument) || null,
     /** The depth checksum of the given levels ([price, size] strings, best first). */
@@ -545,6 +557,7 @@
       resync(key);
     }
     dirty.depth = true;
+    dirty.depthChart = true;
   }
 
   // ---------------------------------------------------------------- ticker
@@ -621,7 +634,7 @@
     ticker = null;
     tape.length = 0;
     candles.clear();
-    Object.assign(dirty, { depth: true, ticker: true, tape: true, chart: true });
+    Object.assign(dirty, { depth: true, depthChart: true, ticker: true, tape: true, chart: true });
     subscribe(marketChannels(instrument));
     renderTicketHints();
   }
@@ -675,6 +688,7 @@
         case "fill":
           // `price` here is the trade's, not the order's limit.
           if (o) Object.assign(o, { remaining: msg.remaining, status: "partially filled" });
+          addFill(msg, o);
           break;
         case "stop_armed":
         case "stop_triggered":
@@ -692,6 +706,33 @@
       }
     }
     dirty.orders = true;
+  }
+
+  // ---------------------------------------------------------------- fills
+
+  const fills = []; // the account's fills since sign-in (and any a resume replays), newest first
+  const fillIds = new Set(); // "trade_id:order_id": a resume may repeat what a snapshot had
+
+  /** A fill from the orders channel; the side comes from the order it belongs to. */
+  function addFill(msg, order) {
+    const id = `${msg.trade_id}:${msg.order_id}`;
+    if (fillIds.has(id)) return;
+    fillIds.add(id);
+    fills.unshift({
+      ts: msg.ts,
+      order_id: msg.order_id,
+      trade_id: msg.trade_id,
+      instrument: msg.instrument,
+      side: order ? order.side : "",
+      price: msg.price,
+      size: msg.size,
+      liquidity: msg.liquidity,
+    });
+    if (fills.length > FILL_ROWS) {
+      const oldest = fills.pop();
+      fillIds.delete(`${oldest.trade_id}:${oldest.order_id}`);
+    }
+    dirty.fills = true;
   }
 
   function pick(o, keys) {
@@ -760,7 +801,7 @@
   // ---------------------------------------------------------------- rendering
 
   const $ = (id) => document.getElementById(id);
-  const dirty = { depth: true, ticker: true, tape: true, chart: true, orders: true, status: true, auth: true };
+  const dirty = { depth: true, ticker: true, tape: true, chart: true, orders: true, fills: true, status: true, auth: true };
   const rate = { count: 0, perSecond: 0 };
 
   setInterval(() => {
@@ -780,11 +821,13 @@
     if (dirty.ticker) renderTicker();
     if (dirty.tape) renderTape();
     if (dirty.orders) renderOrders();
+    if (dirty.fills) renderFills();
     if (dirty.status) renderStatus();
     if (dirty.auth) renderAuth();
-    if (dirty.chart && now - lastChart >= CHART_INTERVAL_MS) {
+    if ((dirty.chart || dirty.depthChart) && now - lastChart >= CHART_INTERVAL_MS) {
       lastChart = now;
-      renderChart();
+      if (dirty.chart) renderChart();
+      if (dirty.depthChart) renderDepthChart();
     }
   }
 
@@ -822,17 +865,34 @@
     if (td.className !== className) td.className = className;
   }
 
-  function fillLevel([price, size], tr) {
-    setCell(tr.cells[0], price, "price");
-    setCell(tr.cells[1], size, "size");
+  /** Ladder rows: [price, size, cumulative size from the best price, bar share 0–100]. */
+  function withTotals(levels) {
+    let total = "0";
+    return levels.map(([price, size]) => {
+      total = addDecimal(total, size);
+      return [price, size, total];
+    });
+  }
+
+  function fillLevel(deepest) {
+    return ([price, size, total], tr) => {
+      setCell(tr.cells[0], price, "price");
+      setCell(tr.cells[1], size, "size");
+      setCell(tr.cells[2], total, "total");
+      // Display only: the bar's width is a float share of the deepest total shown.
+      const fill = `${Math.min(100, (100 * Number(total)) / deepest).toFixed(1)}%`;
+      if (tr.style.getPropertyValue("--fill") !== fill) tr.style.setProperty("--fill", fill);
+    };
   }
 
   function renderDepth() {
     dirty.depth = false;
-    const asks = depth.asks.top(LADDER_LEVELS).reverse();
-    const bids = depth.bids.top(LADDER_LEVELS);
-    fillRows($("ladder-asks"), asks, 2, fillLevel);
-    fillRows($("ladder-bids"), bids, 2, fillLevel);
+    const asks = withTotals(depth.asks.top(LADDER_LEVELS));
+    const bids = withTotals(depth.bids.top(LADDER_LEVELS));
+    const last = (side) => (side.length ? Number(side[side.length - 1][2]) : 0);
+    const deepest = Math.max(last(asks), last(bids)) || 1;
+    fillRows($("ladder-asks"), asks.reverse(), 3, fillLevel(deepest));
+    fillRows($("ladder-bids"), bids, 3, fillLevel(deepest));
     let spread = "–";
     if (bids.length && asks.length) {
       const [bid, ask] = scaled(bids[0][0], asks[asks.length - 1][0]);
@@ -885,9 +945,8 @@
     return `${two(d.getHours())}:${two(d.getMinutes())}:${two(d.getSeconds())}`;
   }
 
-  function renderChart() {
-    dirty.chart = false;
-    const canvas = $("chart");
+  /** The canvas sized to its box in device pixels, and a context drawing in CSS pixels. */
+  function prepareCanvas(canvas) {
     const ctx = canvas.getContext("2d");
     const width = canvas.clientWidth || canvas.width;
     const height = canvas.clientHeight || canvas.height;
@@ -898,29 +957,53 @@
     }
     ctx.setTransform(dpr, 0, 0, dpr, 0, 0);
     ctx.clearRect(0, 0, width, height);
+    ctx.font = "11px monospace";
+    return { ctx, width, height, textColor: getComputedStyle(canvas).color };
+  }
+
+  /** HH:MM local time of a nanosecond timestamp. */
+  function minuteOf(ns) {
+    const d = new Date(Math.floor(ns / 1e6));
+    return `${String(d.getHours()).padStart(2, "0")}:${String(d.getMinutes()).padStart(2, "0")}`;
+  }
+
+  /**
+   * Candles over a volume pane, a price axis on the right and a time axis below: as many of
+   * the newest candles as fit, one slot each.
+   */
+  function renderChart() {
+    dirty.chart = false;
+    const { ctx, width, height, textColor } = prepareCanvas($("chart"));
     const axis = 70; // room for price labels on the right
-    const slot = 9;
+    const timeAxis = 16; // room for time labels below
+    const slot = 8;
     const series = Array.from(candles.values())
       .sort((a, b) => a.start - b.start)
       .slice(-Math.max(1, Math.floor((width - axis) / slot)));
-    const textColor = getComputedStyle(canvas).color;
     ctx.fillStyle = textColor;
-    ctx.font = "11px monospace";
     if (series.length === 0) {
+      window.tickerd.drawn.candles = { candles: 0, volumeBars: 0, timeLabels: [] };
       ctx.fillText("waiting for trades…", 10, 20);
       return;
     }
-    // Display only: prices become floats here to be mapped to pixels.
+    const plot = height - timeAxis;
+    const priceBottom = plot * 0.78; // price pane above, volume pane below
+    const volumeTop = priceBottom + 6;
+    // Display only: prices and volumes become floats here to be mapped to pixels.
     const lo = Math.min(...series.map((c) => Number(c.low)));
     const hi = Math.max(...series.map((c) => Number(c.high)));
     const pad = (hi - lo) * 0.05 || Math.abs(hi) * 0.001 || 1;
     const top = hi + pad;
     const bottom = lo - pad;
-    const y = (p) => ((top - Number(p)) / (top - bottom)) * (height - 20) + 10;
+    const y = (p) => ((top - Number(p)) / (top - bottom)) * (priceBottom - 10) + 6;
+    const busiest = series.reduce((m, c) => (compareDecimal(c.volume, m.volume) > 0 ? c : m), series[0]);
+    const maxVolume = Number(busiest.volume) || 1;
+    let volumeBars = 0;
     series.forEach((c, i) => {
       const x = i * slot + slot / 2;
       const up = compareDecimal(c.close, c.open) >= 0;
-      ctx.strokeStyle = ctx.fillStyle = up ? "#2e9d5b" : "#d0473d";
+      const color = up ? "#2e9d5b" : "#d0473d";
+      ctx.strokeStyle = ctx.fillStyle = color;
       ctx.beginPath();
       ctx.moveTo(x, y(c.high));
       ctx.lineTo(x, y(c.low));
@@ -928,12 +1011,106 @@
       const yo = y(c.open);
       const yc = y(c.close);
       ctx.fillRect(x - 3, Math.min(yo, yc), 6, Math.max(1, Math.abs(yc - yo)));
+      const barHeight = ((plot - volumeTop) * Number(c.volume)) / maxVolume;
+      if (barHeight > 0) {
+        ctx.globalAlpha = 0.45;
+        ctx.fillRect(x - 3, plot - barHeight, 6, barHeight);
+        ctx.globalAlpha = 1;
+        volumeBars += 1;
+      }
     });
-    ctx.fillStyle = textColor;
+    ctx.fillStyle = ctx.strokeStyle = textColor;
+    ctx.globalAlpha = 0.3;
+    ctx.beginPath();
+    ctx.moveTo(0, priceBottom + 2);
+    ctx.lineTo(width - axis, priceBottom + 2);
+    ctx.moveTo(0, plot + 0.5);
+    ctx.lineTo(width - axis, plot + 0.5);
+    ctx.stroke();
+    ctx.globalAlpha = 1;
+    // Time labels on whole minutes, about every 80 px.
+    const every = Math.max(1, Math.ceil(80 / slot));
+    const timeLabels = [];
+    series.forEach((c, i) => {
+      const minute = Math.floor(c.start / 60e9);
+      if (minute % every !== 0) return;
+      const label = minuteOf(c.start);
+      const x = i * slot + slot / 2;
+      if (x - 14 < 0 || x + 16 > width - axis) return;
+      ctx.fillRect(x, plot, 1, 3);
+      ctx.fillText(label, x - 14, height - 3);
+      timeLabels.push(label);
+    });
     const last = series[series.length - 1];
     ctx.fillText(series.reduce((m, c) => (compareDecimal(c.high, m) > 0 ? c.high : m), series[0].high), width - axis + 4, 14);
-    ctx.fillText(last.close, width - axis + 4, Math.min(height - 14, Math.max(28, y(last.close) + 4)));
-    ctx.fillText(series.reduce((m, c) => (compareDecimal(c.low, m) < 0 ? c.low : m), series[0].low), width - axis + 4, height - 4);
+    ctx.fillText(last.close, width - axis + 4, Math.min(priceBottom - 14, Math.max(28, y(last.close) + 4)));
+    ctx.fillText(series.reduce((m, c) => (compareDecimal(c.low, m) < 0 ? c.low : m), series[0].low), width - axis + 4, priceBottom);
+    ctx.fillText(busiest.volume, width - axis + 4, volumeTop + 8);
+    ctx.fillText("volume", width - axis + 4, plot - 2);
+    window.tickerd.drawn.candles = { candles: series.length, volumeBars, timeLabels, first: series[0].start, last: last.start };
+  }
+
+  /**
+   * Cumulative bids (left of the mid, growing leftwards) and asks (right, growing rightwards)
+   * over every level the page holds, as filled steps.
+   */
+  function renderDepthChart() {
+    dirty.depthChart = false;
+    const { ctx, width, height, textColor } = prepareCanvas($("depth-chart"));
+    const bids = depth.bids.levels;
+    const asks = depth.asks.levels;
+    ctx.fillStyle = textColor;
+    if (!bids.length || !asks.length) {
+      window.tickerd.drawn.depth = { bids: 0, asks: 0 };
+      ctx.fillText("waiting for depth…", 10, 20);
+      return;
+    }
+    const timeAxis = 16;
+    const plot = height - timeAxis;
+    // Display only: prices and sizes as floats for pixels.
+    const cumulative = (levels) => {
+      let total = 0;
+      return levels.map((l) => [Number(l.price), (total += Number(l.size))]);
+    };
+    const b = cumulative(bids);
+    const a = cumulative(asks);
+    const mid = (b[0][0] + a[0][0]) / 2;
+    // Symmetric around the mid, wide enough for the nearer side's deepest level.
+    const half = Math.min(mid - b[b.length - 1][0], a[a.length - 1][0] - mid) || Math.abs(mid) * 0.001 || 1;
+    const maxTotal = Math.max(b[b.length - 1][1], a[a.length - 1][1]) || 1;
+    const x = (p) => ((p - (mid - half)) / (2 * half)) * width;
+    const y = (v) => plot - (v / maxTotal) * (plot - 14);
+    const side = (points, color, edge) => {
+      ctx.beginPath();
+      ctx.moveTo(x(points[0][0]), plot);
+      let level = plot;
+      let drawn = 0;
+      for (const [p, v] of points) {
+        const px = Math.min(width, Math.max(0, x(p)));
+        ctx.lineTo(px, level);
+        level = y(v);
+        ctx.lineTo(px, level);
+        drawn += 1;
+        if (px <= 0 || px >= width) break;
+      }
+      ctx.lineTo(edge, level);
+      ctx.lineTo(edge, plot);
+      ctx.closePath();
+      ctx.globalAlpha = 0.25;
+      ctx.fillStyle = color;
+      ctx.fill();
+      ctx.globalAlpha = 1;
+      ctx.strokeStyle = color;
+      ctx.stroke();
+      return drawn;
+    };
+    const bidPoints = side(b, "#2e9d5b", 0);
+    const askPoints = side(a, "#d0473d", width);
+    ctx.fillStyle = textColor;
+    ctx.fillText(bids[0].price, 2, height - 3);
+    const askLabel = asks[0].price;
+    ctx.fillText(askLabel, width - 7 * askLabel.length - 2, height - 3);
+    window.tickerd.drawn.depth = { bids: bidPoints, asks: askPoints };
   }
 
   function renderOrders() {
@@ -951,6 +1128,22 @@
       );
     });
     $("my-orders").replaceChildren(...rows);
+  }
+
+  function renderFills() {
+    dirty.fills = false;
+    fillRows($("my-fills"), fills, 6, (f, tr) => {
+      const id = `${f.trade_id}:${f.order_id}`;
+      if (tr.dataset.fill === id) return;
+      tr.dataset.fill = id;
+      tr.dataset.orderId = f.order_id;
+      setCell(tr.cells[0], timeOf(f.ts));
+      setCell(tr.cells[1], f.instrument);
+      setCell(tr.cells[2], f.side, f.side);
+      setCell(tr.cells[3], f.price);
+      setCell(tr.cells[4], f.size);
+      setCell(tr.cells[5], f.liquidity);
+    });
   }
 
   function renderStatus() {

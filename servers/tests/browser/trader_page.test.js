@@ -1,7 +1,11 @@
-// The trader page in headless Chromium against a running example server (run.sh starts it and
-// passes its address in TICKER_WS_ADDR). The steps run in order on one page, as a trader would
-// use it: watch the market, sign in, place and cancel an order, lose the connection and resume.
+// The trader page in headless Chromium against a running example server (run.sh starts it, with
+// an hour of simulated past, and passes its address in TICKER_WS_ADDR). The steps run in order
+// on one page of a 1366×768 laptop screen, as a trader would use it: watch the market (candles
+// with their past, ladder with depth bars, depth chart), sign in, take a fill, place an order
+// from a ladder click and cancel it from the orders panel, lose the connection and resume.
 // Every wait is on a condition in the page; the timeouts only bound how long a failure takes.
+// Screenshots of the steps go to TICKER_BROWSER_OUTPUT (default: output/ beside this file),
+// kept by CI as artifacts.
 "use strict";
 
 const { test, before, after } = require("node:test");
@@ -20,11 +24,18 @@ const PAGE_URL = process.env.TICKER_PAGE_URL || `http://${ADDR}/`;
 const WAIT_MS = 30000;
 /**
  * How far behind the feed the page may be when the resume step drops its connection: the
- * example server's simulator trades BTC-USD about 135 times a second (measured), so the
- * server's history of 1,024 trades reaches back about 7.5 s; 3 s behind plus the reconnect
- * leaves room to spare.
+ * server's history of 1,024 messages per channel reaches back furthest on the busiest one (depth,
+ * hundreds a second), a few seconds; 3 s behind plus the reconnect leaves room to spare.
  */
 const LIVE_MS = 3000;
+const SCREEN = { width: 1366, height: 768 };
+const OUTPUT = process.env.TICKER_BROWSER_OUTPUT || path.join(__dirname, "output");
+
+/** Saves a screenshot of the page as it is now under OUTPUT. */
+async function screenshot(name) {
+  fs.mkdirSync(OUTPUT, { recursive: true });
+  await page.screenshot({ path: path.join(OUTPUT, `${name}.png`) });
+}
 
 let context;
 let page;
@@ -55,6 +66,7 @@ before(async () => {
   context = await chromium.launchPersistentContext(profile, {
     executablePath: CHROMIUM,
     headless: true,
+    viewport: SCREEN,
     args: [
       "--headless",
       "--no-sandbox",
@@ -125,6 +137,69 @@ step("the ticker and the candle chart's data arrive", async () => {
   );
 });
 
+step("the candle chart is full on open: the past hour, a volume pane and a time axis", async () => {
+  await until(() => (window.tickerd.drawn.candles?.candles ?? 0) >= 30, null, "thirty or more candles drawn");
+  const { candles, volumeBars, timeLabels, first } = await page.evaluate(() => window.tickerd.drawn.candles);
+  assert.equal(volumeBars, candles, "a volume bar under every candle");
+  assert.ok(timeLabels.length >= 2, `time labels: ${timeLabels}`);
+  for (const label of timeLabels) assert.match(label, /^\d\d:\d\d$/);
+  const minutesBack = (Date.now() - first / 1e6) / 60000;
+  assert.ok(minutesBack >= 29, `the first candle drawn is ${minutesBack.toFixed(1)} min old: history, not a growing one`);
+  await screenshot("01-on-open");
+});
+
+step("the ladder shows cumulative sizes with a depth bar per level", async () => {
+  await until(() => document.querySelectorAll("#ladder-bids tr").length >= 5 && document.querySelectorAll("#ladder-asks tr").length >= 5, null, "five levels a side");
+  const rows = await page.evaluate(() =>
+    ["ladder-asks", "ladder-bids"].map((id) =>
+      Array.from(document.getElementById(id).rows, (tr) => ({
+        cells: Array.from(tr.cells, (td) => td.textContent),
+        fill: tr.style.getPropertyValue("--fill"),
+      })),
+    ),
+  );
+  // Asks are drawn highest first: best first, their totals grow away from the spread too.
+  const [asks, bids] = [rows[0].slice().reverse(), rows[1]];
+  let widest = 0;
+  for (const side of [asks, bids]) {
+    let total = "0";
+    let lastFill = 0;
+    for (const { cells, fill } of side) {
+      assert.equal(cells.length, 3, "price, size, total");
+      total = addDecimals(total, cells[1]);
+      assert.equal(units(cells[2], 12), units(total, 12), `cumulative size at ${cells[0]}`);
+      const share = Number(fill.replace("%", ""));
+      assert.ok(share > 0 && share <= 100 && share >= lastFill, `bar ${fill} after ${lastFill}%`);
+      lastFill = share;
+    }
+    widest = Math.max(widest, lastFill);
+  }
+  assert.equal(widest, 100, "the deepest total shown fills its row");
+});
+
+step("the depth chart draws cumulative bids and asks", async () => {
+  await until(() => (window.tickerd.drawn.depth?.bids ?? 0) > 0 && window.tickerd.drawn.depth.asks > 0, null, "both sides drawn");
+});
+
+step("the page fits a 1366×768 screen with the ticket above the fold", async () => {
+  const box = await page.evaluate(() => {
+    const rect = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
+    return {
+      ticket: rect("ticket"),
+      place: rect("place"),
+      orders: rect("orders"),
+      fills: rect("fills"),
+      scrollWidth: document.documentElement.scrollWidth,
+      scrollHeight: document.documentElement.scrollHeight,
+    };
+  });
+  assert.ok(box.scrollWidth <= SCREEN.width, `no horizontal scroll: ${box.scrollWidth}`);
+  assert.ok(box.scrollHeight <= SCREEN.height, `no vertical scroll: ${box.scrollHeight}`);
+  for (const name of ["ticket", "place", "orders", "fills"]) {
+    assert.ok(box[name].bottom <= SCREEN.height && box[name].height > 0, `${name} on screen: ${JSON.stringify(box[name])}`);
+  }
+});
+
 step("every depth checksum verifies", async () => {
   await until(() => window.tickerd.state.checksumOk >= 50, null, "50 verified depth messages");
   const s = await state();
@@ -144,6 +219,31 @@ step("a token signs in and the orders channel starts", async () => {
 
 let orderId;
 let orderPrice;
+
+step("a market order's fill appears in my fills", async () => {
+  const spec = await page.evaluate(() => window.tickerd.spec());
+  const before = await page.evaluate(() => window.tickerd.fills().length);
+  await page.check("input[name=side][value=buy]");
+  await page.selectOption("#order-type", "market");
+  await page.fill("#order-size", spec.min_size);
+  await page.click("#place");
+  await until((n) => window.tickerd.fills().length > n && document.querySelectorAll("#my-fills tr").length > n, before, "a fill in my fills");
+  const row = await page.evaluate(() => Array.from(document.querySelector("#my-fills tr").cells, (td) => td.textContent));
+  const instrument = await page.inputValue("#instrument");
+  assert.deepEqual([row[1], row[2], row[4], row[5]], [instrument, "buy", spec.min_size, "taker"]);
+  assert.match(row[3], /^\d+(\.\d+)?$/, "the fill's price");
+  await page.selectOption("#order-type", "limit");
+});
+
+step("clicking a ladder level puts its price in the ticket", async () => {
+  const price = await page.evaluate(() => document.querySelector("#ladder-bids tr:nth-child(3) .price").textContent);
+  await page.click("#ladder-bids tr:nth-child(3)");
+  // The book moves; the clicked row's price was the one read unless it changed in between.
+  const filled = await page.inputValue("#order-price");
+  assert.match(filled, /^\d+(\.\d+)?$/);
+  const now = await page.evaluate(() => Array.from(document.querySelectorAll("#ladder-bids .price"), (td) => td.textContent));
+  assert.ok(filled === price || now.includes(filled), `ticket price ${filled} is a ladder price`);
+});
 
 step("a limit order away from the market appears in my orders", async () => {
   const { bid, spec } = await page.evaluate(() => ({
@@ -168,6 +268,7 @@ step("a limit order away from the market appears in my orders", async () => {
     orderId,
   );
   assert.deepEqual(row.slice(1, 4), [await page.inputValue("#instrument"), "buy", orderPrice]);
+  await screenshot("02-signed-in-order-and-fill");
 });
 
 step("cancelling the order removes it from my orders", async () => {
@@ -307,6 +408,18 @@ step("a wrong checksum or a missed message makes the page resync from a fresh sn
   await tampered.close();
   assert.deepEqual(pageErrors, []);
 });
+
+/** A non-negative decimal string as a BigInt with `scale` implied decimals. */
+function units(s, scale) {
+  const [int, frac = ""] = s.split(".");
+  return BigInt(int + frac.padEnd(scale, "0").slice(0, scale));
+}
+
+/** The exact sum of two non-negative decimal strings (to 12 decimals). */
+function addDecimals(a, b) {
+  const sum = (units(a, 12) + units(b, 12)).toString().padStart(13, "0");
+  return `${sum.slice(0, -12)}.${sum.slice(-12)}`;
+}
 
 /**
  * A buy price 5% under the best bid (kept inside the instrument's price band), on the tick
