@@ -12,6 +12,7 @@
 //! subscription of a connection, and all three interleaved as one connection subscribed to
 //! all. Timings are the mean of the whole sequence repeated until at least 200 ms have passed.
 
+use clap::Parser;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ticker_engine::{Command, CommandKind, Engine, Instrument, InstrumentSpec};
@@ -19,6 +20,14 @@ use ticker_feeds::hub::{Hub, Subscription};
 use ticker_feeds::sim::{SimConfig, Simulator};
 use ticker_feeds::{Channel, FeedsConfig, Instruments, MarketData, Topic};
 use ticker_servers::ws::deflate::{deflate_shared, MessageDeflater, SHARED_LEVEL};
+
+/// What permessage-deflate buys and costs on real market data.
+#[derive(Parser, Debug)]
+struct Flags {
+    /// Messages recorded per topic.
+    #[arg(default_value_t = 2_000)]
+    messages: usize,
+}
 
 fn specs() -> Vec<InstrumentSpec> {
     let d = |s: &str| s.parse::<rust_decimal::Decimal>().unwrap();
@@ -142,10 +151,7 @@ fn measure<C>(
 static EPOCH: std::sync::LazyLock<Instant> = std::sync::LazyLock::new(Instant::now);
 
 fn main() {
-    let wanted: usize = std::env::args()
-        .nth(1)
-        .and_then(|a| a.parse().ok())
-        .unwrap_or(2_000);
+    let wanted = Flags::parse().messages;
     let (per_topic, all) = record(wanted);
     let clock = if cpu_ns().is_some() { "CPU" } else { "wall" };
     println!(

@@ -6,18 +6,26 @@
 //! cargo run -p ticker-servers --example grpc_client -- http://127.0.0.1:50051 alice-token
 //! ```
 
+use clap::Parser;
 use ticker_proto::v1 as pb;
 use ticker_proto::v1::market_data_service_client::MarketDataServiceClient;
 use ticker_proto::v1::order_service_client::OrderServiceClient;
 use tonic::Request;
 
+/// A tiny tickerd gRPC client.
+#[derive(Parser, Debug)]
+struct Flags {
+    /// The server's gRPC address.
+    #[arg(default_value = "http://127.0.0.1:50051")]
+    address: String,
+    /// The bearer token to place the order with.
+    #[arg(default_value = "alice-token")]
+    token: String,
+}
+
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut args = std::env::args().skip(1);
-    let address = args
-        .next()
-        .unwrap_or_else(|| "http://127.0.0.1:50051".into());
-    let token = args.next().unwrap_or_else(|| "alice-token".into());
+    let Flags { address, token } = Flags::parse();
     let channel = tonic::transport::Channel::from_shared(address)?
         .connect()
         .await?;

@@ -11,6 +11,7 @@
 //! `WINDOW` messages ahead of the client so the lossless trades topic never disconnects it.
 
 use bytes::{Buf, Bytes};
+use clap::Parser;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -23,6 +24,17 @@ use tonic::Status;
 
 /// Messages the publisher may run ahead of the client (below the topic's queue limit).
 const WINDOW: u64 = 1 << 15;
+
+/// Server-stream throughput to one consumer on loopback.
+#[derive(Parser, Debug)]
+struct Flags {
+    /// Messages to stream.
+    #[arg(default_value_t = 2_000_000)]
+    messages: u64,
+    /// Count the messages without decoding them (what the server can send).
+    #[arg(long)]
+    raw: bool,
+}
 
 /// Decodes nothing: each message arrives as its bytes.
 #[derive(Default)]
@@ -65,12 +77,7 @@ impl Codec for RawCodec {
 
 #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
 async fn main() -> anyhow::Result<()> {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    let raw = args.iter().any(|a| a == "--raw");
-    let n: u64 = args
-        .iter()
-        .find_map(|a| a.parse().ok())
-        .unwrap_or(2_000_000);
+    let Flags { messages: n, raw } = Flags::parse();
 
     let market = Market::start(MarketConfig {
         simulator: None,

@@ -12,45 +12,33 @@
 //! each reply is deflated without context takeover, as market data is in shared mode; with
 //! `per-connection` each connection keeps its own window.
 
-use ticker_servers::ws::deflate::{DeflateConfig, DeflateMode};
+use clap::Parser;
+use std::net::SocketAddr;
+use ticker_servers::ws::deflate::DeflateConfig;
 use ticker_servers::ws::echo::spawn_echo;
-use tokio::io::AsyncReadExt;
+
+mod common;
+
+/// A WebSocket echo server on tickerd's WebSocket stack.
+#[derive(Parser, Debug)]
+struct Flags {
+    /// Where it listens; port 0 lets the system choose.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:9001")]
+    listen: SocketAddr,
+    /// permessage-deflate of the replies.
+    #[arg(long, value_enum, value_name = "MODE", default_value_t = common::Deflate::Shared)]
+    mode: common::Deflate,
+}
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
-    let mut listen = "127.0.0.1:9001".parse()?;
+    let flags = Flags::parse();
     let mut deflate = DeflateConfig::default();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--listen" => listen = args.next().unwrap_or_default().parse()?,
-            "--mode" => match args.next().as_deref() {
-                Some("shared") => deflate.mode = DeflateMode::Shared,
-                Some("per-connection") => deflate.mode = DeflateMode::PerConnection,
-                Some("off") => deflate.enabled = false,
-                other => anyhow::bail!("--mode wants shared, per-connection or off, got {other:?}"),
-            },
-            other => anyhow::bail!(
-                "unknown argument {other:?}; use --listen ADDR, --mode shared|per-connection|off"
-            ),
-        }
-    }
+    flags.mode.apply(&mut deflate);
     // Autobahn sends messages of up to 16 MiB (cases 9.x), compressed ones included.
     deflate.max_inflated_message = 64 << 20;
-    let addr = spawn_echo(listen, deflate).await?;
+    let addr = spawn_echo(flags.listen, deflate).await?;
     println!("listening on {addr}");
-    let mut stdin = tokio::io::stdin();
-    let mut sink = [0u8; 256];
-    let stdin_closed = async {
-        while let Ok(n) = stdin.read(&mut sink).await {
-            if n == 0 {
-                break;
-            }
-        }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = stdin_closed => {}
-    }
+    common::until_stopped().await;
     Ok(())
 }

@@ -5,188 +5,24 @@
 //! fields of the wrong type are each reported with the field's path (`channels[2].interval`).
 //! Decimal prices and sizes stay text here: they are checked on the instrument's grid by
 //! [`crate::order_entry`], which adds its findings to the same violations.
+//!
+//! Here: the requests and [`parse`]. The error a refusal carries is in `error`
+//! ([`RequestError`]), channels and the reading of a `channels` array in `channels`
+//! ([`ChannelSpec`]), and the typed field reads both use in `fields`.
 
 use crate::order_entry::Violations;
-use serde_json::{Map, Value};
-use std::sync::Arc;
+use serde_json::Value;
 use ticker_engine::{OrderId, OrderRef, OrderType, SelfTradePrevention, Side, TimeInForce};
-use ticker_feeds::{Channel, Instruments, Interval, WireInstrument};
+use ticker_feeds::Instruments;
 
-/// The `code` of an `error` message.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErrorCode {
-    BadJson,
-    UnknownOp,
-    InvalidRequest,
-    NotAuthenticated,
-    AuthFailed,
-    AlreadyAuthenticated,
-    TooManySubscriptions,
-    RateLimited,
-    PermissionDenied,
-    Busy,
-    Unavailable,
-}
+mod channels;
+mod error;
+mod fields;
 
-impl ErrorCode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ErrorCode::BadJson => "bad_json",
-            ErrorCode::UnknownOp => "unknown_op",
-            ErrorCode::InvalidRequest => "invalid_request",
-            ErrorCode::NotAuthenticated => "not_authenticated",
-            ErrorCode::AuthFailed => "auth_failed",
-            ErrorCode::AlreadyAuthenticated => "already_authenticated",
-            ErrorCode::TooManySubscriptions => "too_many_subscriptions",
-            ErrorCode::RateLimited => "rate_limited",
-            ErrorCode::PermissionDenied => "permission_denied",
-            ErrorCode::Busy => "busy",
-            ErrorCode::Unavailable => "unavailable",
-        }
-    }
-}
-
-/// An `error` reply: what went wrong with which request.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RequestError {
-    pub id: Option<u64>,
-    pub op: Option<&'static str>,
-    pub code: ErrorCode,
-    pub message: String,
-    /// `(field, description)`; set for `invalid_request`.
-    pub fields: Vec<(String, String)>,
-}
-
-impl RequestError {
-    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        RequestError {
-            id: None,
-            op: None,
-            code,
-            message: message.into(),
-            fields: Vec::new(),
-        }
-    }
-
-    pub fn invalid(message: String, fields: Vec<(String, String)>) -> Self {
-        RequestError {
-            fields,
-            ..RequestError::new(ErrorCode::InvalidRequest, message)
-        }
-    }
-
-    /// The same error about request `id` with op `op`.
-    pub fn about(mut self, op: Option<&'static str>, id: Option<u64>) -> Self {
-        self.op = op;
-        self.id = id;
-        self
-    }
-}
-
-impl From<crate::order_entry::Invalid> for RequestError {
-    fn from(i: crate::order_entry::Invalid) -> Self {
-        RequestError::invalid(i.message, i.violations)
-    }
-}
-
-/// What a channel subscribes to.
-#[derive(Debug, Clone)]
-pub enum ChannelTarget {
-    Market {
-        channel: Channel,
-        instrument: Arc<WireInstrument>,
-    },
-    /// The authenticated account's order updates.
-    Orders,
-    /// Every account's order updates (a `risk` token's).
-    DropCopy,
-    /// Every account's positions (a `risk` token's).
-    Positions,
-}
-
-impl ChannelTarget {
-    /// Whether the channel needs a token with the `risk` role.
-    pub fn needs_risk_role(&self) -> bool {
-        matches!(self, ChannelTarget::DropCopy | ChannelTarget::Positions)
-    }
-}
-
-/// Identifies a subscription on a connection: subscribing again to the same key restarts it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub enum ChannelKey {
-    Market {
-        channel: Channel,
-        instrument: ticker_engine::InstrumentId,
-    },
-    Orders,
-    DropCopy,
-    Positions,
-}
-
-/// One entry of a `channels` array.
-#[derive(Debug, Clone)]
-pub struct ChannelSpec {
-    pub target: ChannelTarget,
-    pub from_seq: Option<u64>,
-}
-
-impl ChannelSpec {
-    pub fn key(&self) -> ChannelKey {
-        match &self.target {
-            ChannelTarget::Market {
-                channel,
-                instrument,
-            } => ChannelKey::Market {
-                channel: *channel,
-                instrument: instrument.id(),
-            },
-            ChannelTarget::Orders => ChannelKey::Orders,
-            ChannelTarget::DropCopy => ChannelKey::DropCopy,
-            ChannelTarget::Positions => ChannelKey::Positions,
-        }
-    }
-
-    /// The channel as replies echo it.
-    pub fn to_json(&self) -> Value {
-        let mut o = Map::new();
-        match &self.target {
-            ChannelTarget::Market {
-                channel,
-                instrument,
-            } => {
-                o.insert("name".into(), channel.name().into());
-                o.insert("instrument".into(), instrument.symbol().into());
-                if let Channel::Candles(i) = channel {
-                    o.insert("interval".into(), i.as_str().into());
-                }
-            }
-            ChannelTarget::Orders | ChannelTarget::DropCopy | ChannelTarget::Positions => {
-                o.insert("name".into(), self.label().into());
-            }
-        }
-        if let Some(seq) = self.from_seq {
-            o.insert("from_seq".into(), seq.into());
-        }
-        Value::Object(o)
-    }
-
-    /// `trades BTC-USD`, `candles 1m ETH-USD`, `orders`: for close reasons.
-    pub fn label(&self) -> String {
-        match &self.target {
-            ChannelTarget::Market {
-                channel: Channel::Candles(i),
-                instrument,
-            } => format!("candles {} {}", i.as_str(), instrument.symbol()),
-            ChannelTarget::Market {
-                channel,
-                instrument,
-            } => format!("{} {}", channel.name(), instrument.symbol()),
-            ChannelTarget::Orders => "orders".into(),
-            ChannelTarget::DropCopy => "drop_copy".into(),
-            ChannelTarget::Positions => "positions".into(),
-        }
-    }
-}
+use channels::channels;
+pub use channels::{ChannelKey, ChannelSpec, ChannelTarget};
+pub use error::{ErrorCode, RequestError};
+use fields::Fields;
 
 /// A new order as sent, decimals still text (empty when absent).
 #[derive(Debug, Clone, Default)]
@@ -297,8 +133,6 @@ const OPS: [(&str, &[&str]); 9] = [
     ),
     ("mass_cancel", &["instrument", "side"]),
 ];
-
-const CHANNEL_FIELDS: [&str; 4] = ["name", "instrument", "interval", "from_seq"];
 
 /// Reads one client message. `max_channels` bounds a `channels` array.
 pub fn parse(
@@ -490,207 +324,10 @@ fn order_ref(f: &Fields<'_>, v: &mut Violations) -> Option<OrderRef> {
     }
 }
 
-fn channels(
-    f: &Fields<'_>,
-    instruments: &Instruments,
-    max: usize,
-    v: &mut Violations,
-) -> Vec<ChannelSpec> {
-    let items = match f.obj.get("channels") {
-        Some(Value::Array(items)) => items,
-        Some(_) => {
-            v.add("channels", "must be an array of channels");
-            return Vec::new();
-        }
-        None => {
-            v.add(
-                "channels",
-                "required: an array such as [{\"name\":\"depth\",\"instrument\":\"BTC-USD\"}]",
-            );
-            return Vec::new();
-        }
-    };
-    if items.is_empty() {
-        v.add("channels", "must list at least one channel");
-        return Vec::new();
-    }
-    if items.len() > max {
-        v.add(
-            "channels",
-            format!("at most {max} channels per request, got {}", items.len()),
-        );
-        return Vec::new();
-    }
-    let mut out = Vec::with_capacity(items.len());
-    for (i, item) in items.iter().enumerate() {
-        let prefix = format!("channels[{i}]");
-        let Value::Object(obj) = item else {
-            v.add(prefix, "must be an object with a \"name\"");
-            continue;
-        };
-        for key in obj.keys() {
-            if !CHANNEL_FIELDS.contains(&key.as_str()) {
-                v.add(format!("{prefix}.{key}"), "unknown field of a channel");
-            }
-        }
-        let f = Fields {
-            obj,
-            prefix: format!("{prefix}."),
-        };
-        let from_seq = f.integer("from_seq", v);
-        let Some(name) = f.string("name", true, v) else {
-            continue;
-        };
-        let account_wide = match name.as_str() {
-            "orders" => Some(ChannelTarget::Orders),
-            "drop_copy" => Some(ChannelTarget::DropCopy),
-            "positions" => Some(ChannelTarget::Positions),
-            _ => None,
-        };
-        if let Some(target) = account_wide {
-            for field in ["instrument", "interval"] {
-                if obj.contains_key(field) {
-                    v.add(
-                        f.path(field),
-                        format!("the {name} channel is on every instrument"),
-                    );
-                }
-            }
-            out.push(ChannelSpec { target, from_seq });
-            continue;
-        }
-        let interval = f.string("interval", name == "candles", v);
-        let channel = match name.as_str() {
-            "ticker" => Channel::Ticker,
-            "depth" => Channel::Depth,
-            "trades" => Channel::Trades,
-            "l3" => Channel::L3,
-            "candles" => match interval.as_deref().map(Interval::parse) {
-                Some(Some(i)) => Channel::Candles(i),
-                Some(None) => {
-                    v.add(f.path("interval"), "must be \"1s\", \"1m\" or \"1h\"");
-                    continue;
-                }
-                None => continue,
-            },
-            other => {
-                v.add(
-                    f.path("name"),
-                    format!(
-                        "unknown channel {other:?}; one of ticker, depth, trades, candles, l3, orders, drop_copy, positions"
-                    ),
-                );
-                continue;
-            }
-        };
-        if interval.is_some() && name != "candles" {
-            v.add(f.path("interval"), "only candles have an interval");
-        }
-        let symbol = f.string("instrument", true, v);
-        let Some(symbol) = symbol else { continue };
-        let Some(instrument) =
-            crate::order_entry::instrument(instruments, &f.path("instrument"), &symbol, v)
-        else {
-            continue;
-        };
-        out.push(ChannelSpec {
-            target: ChannelTarget::Market {
-                channel,
-                instrument,
-            },
-            from_seq,
-        });
-    }
-    out
-}
-
-/// Typed reads of an object's fields, naming each bad one by its path.
-struct Fields<'a> {
-    obj: &'a Map<String, Value>,
-    prefix: String,
-}
-
-impl Fields<'_> {
-    fn path(&self, key: &str) -> String {
-        format!("{}{key}", self.prefix)
-    }
-
-    fn string(&self, key: &str, required: bool, v: &mut Violations) -> Option<String> {
-        match self.obj.get(key) {
-            Some(Value::String(s)) => Some(s.clone()),
-            None | Some(Value::Null) if !required => None,
-            None | Some(Value::Null) => {
-                v.add(self.path(key), "required");
-                None
-            }
-            Some(Value::Number(_)) if key.contains("price") || key.contains("size") => {
-                v.add(
-                    self.path(key),
-                    "must be a decimal string such as \"0.25\", not a JSON number",
-                );
-                None
-            }
-            Some(_) => {
-                v.add(self.path(key), "must be a string");
-                None
-            }
-        }
-    }
-
-    /// A non-negative integer, as a JSON integer or a string of digits (ids exceed 2^53).
-    fn integer(&self, key: &str, v: &mut Violations) -> Option<u64> {
-        let value = self.obj.get(key)?;
-        let parsed = match value {
-            Value::Null => return None,
-            Value::Number(n) => n.as_u64(),
-            Value::String(s) if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) => {
-                s.parse().ok()
-            }
-            _ => None,
-        };
-        if parsed.is_none() {
-            v.add(
-                self.path(key),
-                "must be a non-negative integer below 2^64 (a JSON integer or a string of digits)",
-            );
-        }
-        parsed
-    }
-
-    fn boolean(&self, key: &str, v: &mut Violations) -> Option<bool> {
-        match self.obj.get(key)? {
-            Value::Bool(b) => Some(*b),
-            Value::Null => None,
-            _ => {
-                v.add(self.path(key), "must be true or false");
-                None
-            }
-        }
-    }
-
-    fn choice<T: Copy>(
-        &self,
-        key: &str,
-        options: &[(&str, T)],
-        required: bool,
-        v: &mut Violations,
-    ) -> Option<T> {
-        let s = self.string(key, required, v)?;
-        let found = options.iter().find(|(name, _)| *name == s).map(|(_, t)| *t);
-        if found.is_none() {
-            let names: Vec<&str> = options.iter().map(|(n, _)| *n).collect();
-            v.add(
-                self.path(key),
-                format!("{s:?} is not one of {}", names.join(", ")),
-            );
-        }
-        found
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ticker_feeds::{Channel, Interval};
 
     fn instruments() -> Instruments {
         crate::defaults::wire_instruments()

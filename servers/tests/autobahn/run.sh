@@ -23,12 +23,9 @@
 # INFORMATIONAL. The last report stays in $CARGO_TARGET_DIR/autobahn/reports (index.html).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-mkdir -p "$target"
-target="$(cd "$target" && pwd)"
+# shellcheck source=../lib/server.sh
+source "$here/../lib/server.sh"
 cache="$target/autobahn"
-jobs="${CARGO_BUILD_JOBS:-2}"
 
 cases_arg="ci"
 mode_arg="both"
@@ -145,42 +142,14 @@ python27 -c 'import wsaccel, autobahntestsuite.wstest' 2>/dev/null || {
 }
 
 # ---- the echo servers ----------------------------------------------------------------------
-work="$(mktemp -d)"
-server_pids=()
-cleanup() {
-    # Closing the servers' stdin stops them; the kill covers a server that hangs.
-    exec 3>&- || true
-    for pid in "${server_pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
 if [[ -z "$server_bin" ]]; then
-    cargo build -q -j "$jobs" -p ticker-servers --example ws_echo
-    server_bin="$target/debug/examples/ws_echo"
+    server_bin="$(server_example ws_echo)"
 fi
-mkfifo "$work/stdin"
-# Hold the servers' stdin open for as long as this script runs.
-exec 3<>"$work/stdin"
 servers_json=""
 for mode in "${modes[@]}"; do
-    mkfifo "$work/stdout-$mode"
-    "$server_bin" --listen 127.0.0.1:0 --mode "$mode" <"$work/stdin" >"$work/stdout-$mode" &
-    server_pids+=($!)
-    exec 4<"$work/stdout-$mode"
-    if ! read -r -t 120 -u 4 line || [[ "$line" != "listening on "* ]]; then
-        echo "ws_echo --mode $mode did not start: ${line:-no output}" >&2
-        exit 1
-    fi
-    # Keep draining its stdout so that a chatty server never blocks on a full pipe.
-    cat <&4 >/dev/null &
-    exec 4<&-
-    addr="${line#listening on }"
-    echo "autobahn: ws_echo --mode $mode on $addr"
-    servers_json+="${servers_json:+, }{\"agent\": \"ws_echo-$mode\", \"url\": \"ws://$addr/\"}"
+    server_start "ws_echo-$mode" "$server_bin" --mode "$mode"
+    echo "autobahn: ws_echo --mode $mode on $server_addr"
+    servers_json+="${servers_json:+, }{\"agent\": \"ws_echo-$mode\", \"url\": \"ws://$server_addr/\"}"
 done
 
 # ---- the fuzzingclient ---------------------------------------------------------------------

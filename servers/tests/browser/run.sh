@@ -8,22 +8,8 @@
 # already running instead of building and starting one.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-jobs="${CARGO_BUILD_JOBS:-2}"
-
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    # Closing the server's stdin stops it; the kill covers a server that hangs.
-    exec 3>&- || true
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
+# shellcheck source=../lib/server.sh
+source "$here/../lib/server.sh"
 
 if [[ ! -x /usr/bin/chromium ]]; then
     export DEBIAN_FRONTEND=noninteractive
@@ -36,43 +22,19 @@ if ! node -e 'process.exit(Number(process.versions.node.split(".")[0]) >= 20 ? 0
 fi
 (cd "$here" && npm ci --no-audit --no-fund --loglevel=error)
 
-# Builds and starts the example server; sets `addr` to the address it listens on.
-start_server() {
-    cargo build -q -j "$jobs" -p ticker-servers --example ws_server
-    local deflate=()
-    if [[ -n "${TICKER_DEFLATE:-}" ]]; then
-        deflate=(--deflate "$TICKER_DEFLATE")
-    fi
-    mkfifo "$work/stdin" "$work/stdout"
-    # Hold the server's stdin open for as long as this script runs.
-    exec 3<>"$work/stdin"
-    "$target/debug/examples/ws_server" --listen 127.0.0.1:0 --token alice-token=1 "${deflate[@]}" \
-        <"$work/stdin" >"$work/stdout" 2>"$work/server.log" &
-    server_pid=$!
-    exec 4<"$work/stdout"
-    local line=""
-    if ! read -r -t 120 -u 4 line || [[ "$line" != "listening on "* ]]; then
-        echo "ws_server did not start: ${line:-no output}" >&2
-        cat "$work/server.log" >&2
-        exit 1
-    fi
-    addr="${line#listening on }"
-    # Keep reading what the server prints so that it never blocks on a full pipe.
-    cat <&4 >"$work/server.out" &
-}
-
 if [[ -n "${TICKER_WS_ADDR:-}" ]]; then
     addr="$TICKER_WS_ADDR"
 else
-    start_server
+    deflate=()
+    if [[ -n "${TICKER_DEFLATE:-}" ]]; then
+        deflate=(--deflate "$TICKER_DEFLATE")
+    fi
+    server_bin="$(server_example ws_server)"
+    server_start ws_server "$server_bin" --token alice-token=1 "${deflate[@]}"
+    addr="$server_addr"
 fi
 echo "browser tests against http://$addr/ (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'))"
 
-status=0
+# On a failure the helper prints the end of the server's log.
 TICKER_WS_ADDR="$addr" CHROMIUM=/usr/bin/chromium node --test --test-reporter=tap \
-    "$here/trader_page.test.js" || status=$?
-if [[ $status -ne 0 && -f "$work/server.log" ]]; then
-    echo "--- ws_server log" >&2
-    tail -n 50 "$work/server.log" >&2
-fi
-exit $status
+    "$here/trader_page.test.js"

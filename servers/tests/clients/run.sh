@@ -10,11 +10,8 @@
 # Needs python3 (>= 3.9) with venv, node (>= 20.15) with npm, and cargo.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
-mkdir -p "$target"
-target="$(cd "$target" && pwd)"
-jobs="${CARGO_BUILD_JOBS:-2}"
+# shellcheck source=../lib/server.sh
+source "$here/../lib/server.sh"
 
 server_bin=""
 while [[ $# -gt 0 ]]; do
@@ -42,42 +39,15 @@ fi
 cp "$here"/*.mjs "$node_dir/"
 
 # ---- the servers ---------------------------------------------------------------------------
-work="$(mktemp -d)"
-server_pids=()
-cleanup() {
-    # Closing the servers' stdin stops them; the kill covers a server that hangs.
-    exec 3>&- || true
-    for pid in "${server_pids[@]}"; do
-        kill "$pid" 2>/dev/null || true
-        wait "$pid" 2>/dev/null || true
-    done
-    rm -rf "$work"
-}
-trap cleanup EXIT
-
 if [[ -z "$server_bin" ]]; then
-    cargo build -q -j "$jobs" -p ticker-servers --example ws_server
-    server_bin="$target/debug/examples/ws_server"
+    server_bin="$(server_example ws_server)"
 fi
-mkfifo "$work/stdin"
-# Hold the servers' stdin open for as long as this script runs.
-exec 3<>"$work/stdin"
 servers=""
 for mode in shared per-connection; do
-    mkfifo "$work/stdout-$mode"
-    "$server_bin" --listen 127.0.0.1:0 --deflate "$mode" \
-        --token alice-token=1 --token bob-token=2 <"$work/stdin" >"$work/stdout-$mode" &
-    server_pids+=($!)
-    exec 4<"$work/stdout-$mode"
-    if ! read -r -t 120 -u 4 line || [[ "$line" != "listening on "* ]]; then
-        echo "ws_server --deflate $mode did not start: ${line:-no output}" >&2
-        exit 1
-    fi
-    # Keep draining its stdout so that a chatty server never blocks on a full pipe.
-    cat <&4 >/dev/null &
-    exec 4<&-
-    echo "ws clients: ws_server --deflate $mode on ${line#listening on }"
-    servers+="${servers:+,}$mode=${line#listening on }"
+    server_start "ws_server-$mode" "$server_bin" --deflate "$mode" \
+        --token alice-token=1 --token bob-token=2
+    echo "ws clients: ws_server --deflate $mode on $server_addr"
+    servers+="${servers:+,}$mode=$server_addr"
 done
 export TICKER_WS_SERVERS="$servers"
 

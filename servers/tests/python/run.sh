@@ -5,23 +5,9 @@
 # Needs python3 (3.11) with venv, and cargo.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/../../.." && pwd)"
-target="${CARGO_TARGET_DIR:-$root/target}"
+# shellcheck source=../lib/server.sh
+source "$here/../lib/server.sh"
 venv="$target/python-grpc-venv"
-jobs="${CARGO_BUILD_JOBS:-2}"
-
-work="$(mktemp -d)"
-server_pid=""
-cleanup() {
-    # Closing the server's stdin stops it; the kill covers a server that hangs.
-    exec 3>&- || true
-    if [[ -n "$server_pid" ]]; then
-        kill "$server_pid" 2>/dev/null || true
-        wait "$server_pid" 2>/dev/null || true
-    fi
-    rm -rf "$work"
-}
-trap cleanup EXIT
 
 if [[ ! -x "$venv/bin/python" ]]; then
     python3 -m venv "$venv"
@@ -32,20 +18,10 @@ mkdir -p "$work/gen"
 "$venv/bin/python" -m grpc_tools.protoc -I "$root/proto" \
     --python_out="$work/gen" --grpc_python_out="$work/gen" "$root"/proto/ticker/v1/*.proto
 
-cargo build -q -j "$jobs" -p ticker-servers --example grpc_server
-mkfifo "$work/stdin" "$work/stdout"
-# Hold the server's stdin open for as long as this script runs.
-exec 3<>"$work/stdin"
-"$target/debug/examples/grpc_server" --listen 127.0.0.1:0 --no-simulator \
-    --token alice-token=1 --token bob-token=2 --token risk-desk-token=risk \
-    <"$work/stdin" >"$work/stdout" &
-server_pid=$!
-exec 4<"$work/stdout"
-if ! read -r -t 120 -u 4 line || [[ "$line" != "listening on "* ]]; then
-    echo "grpc_server did not start: ${line:-no output}" >&2
-    exit 1
-fi
-addr="${line#listening on }"
+server_bin="$(server_example grpc_server)"
+server_start grpc "$server_bin" --no-simulator \
+    --token alice-token=1 --token bob-token=2 --token risk-desk-token=risk
+addr="$server_addr"
 echo "python grpc tests against $addr"
 
 cd "$work"
