@@ -4,7 +4,7 @@
 //! ```sh
 //! cargo run -p ticker-servers --example ws_server -- \
 //!     --listen 127.0.0.1:8080 --token alice-token=1 --token bob-token=2 [--no-simulator] \
-//!     [--deflate shared|per-connection|off]
+//!     [--sim-history-s 3600] [--deflate shared|per-connection|off]
 //! ```
 //!
 //! `--token` reads as tickerd's and the gRPC example's: `TOKEN=ACCOUNT` is a trader of that
@@ -35,6 +35,11 @@ struct Flags {
     /// Take orders only from clients: no simulated market.
     #[arg(long)]
     no_simulator: bool,
+    /// Seconds of simulated past to run through the engine before serving, stamped in the
+    /// past, so charts have history (tickerd's market.sim_history_s; the browser test uses an
+    /// hour).
+    #[arg(long, value_name = "SECONDS", default_value_t = 0)]
+    sim_history_s: u64,
     /// permessage-deflate [default: the server's own, shared].
     #[arg(long, value_enum, value_name = "MODE")]
     deflate: Option<common::Deflate>,
@@ -57,6 +62,9 @@ async fn main() -> anyhow::Result<()> {
     let mut market_config = MarketConfig::default();
     if flags.no_simulator {
         market_config.simulator = None;
+    }
+    if let Some(sim) = &mut market_config.simulator {
+        sim.history_secs = flags.sim_history_s;
     }
     let market = Market::start(market_config)?;
     let server = WsServer::start(market.clone(), config).await?;

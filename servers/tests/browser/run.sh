@@ -30,7 +30,8 @@ else
         deflate=(--deflate "$TICKER_DEFLATE")
     fi
     server_bin="$(server_example ws_server)"
-    server_start ws_server "$server_bin" --token alice-token=1 "${deflate[@]}"
+    # An hour of simulated past, as tickerd's fresh start has: the chart is full on open.
+    server_start ws_server "$server_bin" --token alice-token=1 --sim-history-s 3600 "${deflate[@]}"
     addr="$server_addr"
 fi
 echo "browser tests against http://$addr/ (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'))"
