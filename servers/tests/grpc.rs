@@ -1,6 +1,6 @@
-//! The gRPC front against a real market (no simulator): every RPC through a tonic client on
-//! loopback, the error statuses, resume, cancel-on-disconnect, health, reflection and a
-//! hand-framed gRPC-Web call over HTTP/1.1.
+//! The gRPC front against a real market (no simulator, but for the candles test of a simulated
+//! past): every RPC through a tonic client on loopback, the error statuses, resume,
+//! cancel-on-disconnect, health, reflection and a hand-framed gRPC-Web call over HTTP/1.1.
 
 use bytes::{Buf, BufMut, Bytes};
 use prost::Message;
@@ -33,11 +33,15 @@ impl Rig {
 
     /// A rig on `config` with the test's traders.
     async fn start_with(config: GrpcConfig) -> Rig {
-        let market = Market::start(MarketConfig {
+        let market = MarketConfig {
             simulator: None,
             ..MarketConfig::default()
-        })
-        .unwrap();
+        };
+        Rig::start_on(market, config).await
+    }
+
+    async fn start_on(market: MarketConfig, config: GrpcConfig) -> Rig {
+        let market = Market::start(market).unwrap();
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let config = GrpcConfig {
             auth: AuthConfig::traders([(ALICE, 1), (BOB, 2)]),
@@ -1250,5 +1254,55 @@ async fn oversized_request_metadata_is_resource_exhausted_with_its_size() {
         .get_depth_snapshot(req)
         .await
         .expect("12 KB of metadata is served");
+    rig.stop().await;
+}
+
+/// A candles snapshot holds the newest `candles_kept` candles of its interval, the simulated
+/// past of a fresh start included: a chart has its history at once.
+#[tokio::test]
+async fn a_candles_snapshot_carries_the_simulated_past() {
+    use pb::market_data_message::Payload;
+    let mut market = MarketConfig::default();
+    market.simulator.as_mut().unwrap().history_secs = 300;
+    market.feeds.candles_kept = 100;
+    let opened = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64;
+    let rig = Rig::start_on(market, GrpcConfig::default()).await;
+    let snapshot = |interval: pb::CandleInterval| {
+        let mut client = rig.market_data();
+        async move {
+            let mut stream = client
+                .subscribe(pb::SubscribeRequest {
+                    instruments: vec!["BTC-USD".into()],
+                    channels: vec![pb::Channel::Candles as i32],
+                    candle_interval: interval as i32,
+                    ..Default::default()
+                })
+                .await
+                .unwrap()
+                .into_inner();
+            let m = stream.message().await.unwrap().unwrap();
+            assert_eq!(m.delivery(), pb::Delivery::Snapshot);
+            match m.payload {
+                Some(Payload::Candles(c)) => c.candles,
+                other => panic!("a candles snapshot, not {other:?}"),
+            }
+        }
+    };
+    // Trades in most of the 300 seconds: capped at 100, the newest.
+    let seconds = snapshot(pb::CandleInterval::CandleInterval1s).await;
+    assert_eq!(seconds.len(), 100);
+    assert!(seconds.windows(2).all(|w| w[0].start_ns < w[1].start_ns));
+    // Five minutes: five or six one-minute candles, the first from the past.
+    let minutes = snapshot(pb::CandleInterval::CandleInterval1m).await;
+    assert!(
+        (5..=7).contains(&minutes.len()),
+        "{} candles",
+        minutes.len()
+    );
+    assert!(minutes[0].start_ns <= opened - 240_000_000_000);
+    assert!(minutes.iter().all(|c| c.trades > 0 && !c.volume.is_empty()));
     rig.stop().await;
 }
