@@ -33,8 +33,8 @@ const SWEEP_ONE_IN: u64 = 100;
 /// Mix of the commands that are not market orders, in thousandths: re-quotes, then passive
 /// orders, the rest cancels of passive orders. More adds than cancels keeps a deep book; the
 /// [`PASSIVE_KEPT`] cap cancels the oldest.
-const REQUOTE_PER_MILLE: u64 = 550;
-const PASSIVE_PER_MILLE: u64 = 300;
+const REQUOTE_PER_MILLE: u64 = 650;
+const PASSIVE_PER_MILLE: u64 = 250;
 /// Accounts of one instrument's block by role: makers from 0, passive traders and takers
 /// from these offsets.
 const PASSIVE_ACCOUNTS: std::ops::Range<u64> = 10..30;
@@ -200,8 +200,28 @@ struct Market {
     /// Client ids of the makers' live quotes: (account, bid id, ask id).
     quotes: Vec<(AccountId, ClientOrderId, ClientOrderId)>,
     /// Recent passive orders that may be cancelled: (account, client id).
-    passive: VecDeque<(AccountId, ClientOrderId)>,
+    passive: VecDeque<Resting>,
     accounts: AccountId,
+}
+
+/// A passive order the simulator may cancel.
+#[derive(Debug, Clone, Copy)]
+struct Resting {
+    account: AccountId,
+    id: ClientOrderId,
+    side: Side,
+    price: Ticks,
+}
+
+impl Resting {
+    /// How far the order's price is on the market's side of `fair` (ticks): positive once the
+    /// fair price has moved through it.
+    fn through(&self, fair: Ticks) -> Ticks {
+        match self.side {
+            Side::Buy => self.price - fair,
+            Side::Sell => fair - self.price,
+        }
+    }
 }
 
 /// Where a resumed simulator starts an instrument's fair price: the last trade, else the middle
@@ -367,7 +387,12 @@ impl Simulator {
                 continue;
             }
             if mk.passive.len() < PASSIVE_KEPT {
-                mk.passive.push_front((o.account, o.client_id));
+                mk.passive.push_front(Resting {
+                    account: o.account,
+                    id: o.client_id,
+                    side: o.side,
+                    price: o.price,
+                });
             }
         }
         sim
@@ -478,39 +503,55 @@ impl Simulator {
         base + jitter
     }
 
+    /// A maker moves one side of its quote: cancels that side's order and quotes it again
+    /// around the fair price now.
     fn requote(&mut self, m: usize) {
         let makers = self.config.makers.max(1);
         let k = self.rng.below(makers) as usize;
+        let side = if self.rng.chance(500) {
+            Side::Buy
+        } else {
+            Side::Sell
+        };
         let (account, fair, step) = {
             let mk = &self.markets[m];
             (mk.accounts + k as u64, mk.fair, mk.step)
         };
-        let half_spread = step * (1 + k as i64);
-        let (bid_id, ask_id) = (self.client_id(), self.client_id());
+        // Makers compete at the touch, inside the resting orders (the nearest of which rest
+        // half a step from the fair price), each re-quote a little nearer or further: the best
+        // quote changes hands and most re-quotes move the ticker, as on a real book.
+        let half_spread = (step / 8 + self.rng.below(step as u64 / 4 + 1) as i64).max(1);
+        let id = self.client_id();
         let size = self.lots(m, &QUOTE_SIZES);
         let mk = &mut self.markets[m];
-        if let Some(q) = mk.quotes.iter_mut().find(|q| q.0 == account) {
-            // A resumed maker may have had only one side live (id 0 for the other).
-            for old in [q.1, q.2].into_iter().filter(|id| *id != 0) {
-                self.queue.push_back(CommandKind::Cancel(Cancel {
-                    account,
-                    order: OrderRef::Client(old),
-                }));
+        let q = match mk.quotes.iter().position(|q| q.0 == account) {
+            Some(i) => &mut mk.quotes[i],
+            None => {
+                mk.quotes.push((account, 0, 0));
+                mk.quotes.last_mut().expect("just pushed")
             }
-            *q = (account, bid_id, ask_id);
-        } else {
-            mk.quotes.push((account, bid_id, ask_id));
-        }
-        for (side, price, id) in [
-            (Side::Buy, fair - half_spread, bid_id),
-            (Side::Sell, fair + half_spread, ask_id),
-        ] {
-            self.queue.push_back(CommandKind::Place(Place {
-                client_id: id,
-                post_only: true,
-                ..Place::limit(account, mk.id, side, price.clamp(mk.low, mk.high), size)
+        };
+        let slot = match side {
+            Side::Buy => &mut q.1,
+            Side::Sell => &mut q.2,
+        };
+        // A resumed maker may have had only one side live (id 0 for the other).
+        if *slot != 0 {
+            self.queue.push_back(CommandKind::Cancel(Cancel {
+                account,
+                order: OrderRef::Client(*slot),
             }));
         }
+        *slot = id;
+        let price = match side {
+            Side::Buy => fair - half_spread,
+            Side::Sell => fair + half_spread,
+        };
+        self.queue.push_back(CommandKind::Place(Place {
+            client_id: id,
+            post_only: true,
+            ..Place::limit(account, mk.id, side, price.clamp(mk.low, mk.high), size)
+        }));
     }
 
     fn passive(&mut self, m: usize) {
@@ -532,14 +573,19 @@ impl Simulator {
         .clamp(mk.low, mk.high);
         if mk.passive.len() == PASSIVE_KEPT {
             // Forgetting it would leave it resting for ever.
-            if let Some((old_account, old)) = mk.passive.pop_front() {
+            if let Some(old) = mk.passive.pop_front() {
                 self.queue.push_back(CommandKind::Cancel(Cancel {
-                    account: old_account,
-                    order: OrderRef::Client(old),
+                    account: old.account,
+                    order: OrderRef::Client(old.id),
                 }));
             }
         }
-        mk.passive.push_back((account, id));
+        mk.passive.push_back(Resting {
+            account,
+            id,
+            side,
+            price,
+        });
         self.queue.push_back(CommandKind::Place(Place {
             client_id: id,
             ..Place::limit(account, mk.id, side, price, size)
@@ -551,8 +597,22 @@ impl Simulator {
         if mk.passive.is_empty() {
             return self.passive(m);
         }
-        let i = self.rng.below(mk.passive.len() as u64) as usize;
-        let (account, id) = mk.passive.remove(i).expect("index in range");
+        // The order the market has come nearest (or moved through) is pulled first, once it is
+        // as near as the makers' quotes: a resting order left behind by a move would sit at
+        // the touch, ahead of the makers, until a taker came. Otherwise any one.
+        let (nearest, through) = mk
+            .passive
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (i, r.through(mk.fair)))
+            .max_by_key(|&(_, t)| t)
+            .expect("not empty");
+        let i = if through > -(mk.step / 4) {
+            nearest
+        } else {
+            self.rng.below(mk.passive.len() as u64) as usize
+        };
+        let Resting { account, id, .. } = mk.passive.remove(i).expect("index in range");
         self.queue.push_back(CommandKind::Cancel(Cancel {
             account,
             order: OrderRef::Client(id),
