@@ -224,8 +224,8 @@ impl Resting {
     }
 }
 
-/// Where a resumed simulator starts an instrument's fair price: the last trade, else the middle
-/// of the best bid and ask (or whichever exists), else the reference price.
+/// Where a resumed simulator starts an instrument's fair price: the middle of the best bid and
+/// ask, else the last trade, else whichever side exists, else the reference price.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct LastPrices {
     pub last_trade: Option<Ticks>,
@@ -245,9 +245,10 @@ impl From<&TickerState> for LastPrices {
 
 impl LastPrices {
     fn fair(&self) -> Option<Ticks> {
+        // The book is current; the last trade may be minutes old (market orders are rare).
         match (self.last_trade, self.bid, self.ask) {
+            (_, Some(bid), Some(ask)) => Some(bid + (ask - bid) / 2),
             (Some(last), _, _) => Some(last),
-            (None, Some(bid), Some(ask)) => Some(bid + (ask - bid) / 2),
             (None, bid, ask) => bid.or(ask),
         }
     }
