@@ -242,6 +242,22 @@ impl Instrument {
     }
 }
 
+/// The instrument of the engine's unit tests: tick 1, lot 1, sizes 1..=1000, reference price
+/// 100, band ±10% (90..=110), so every price and size in a test reads as itself. (The
+/// integration tests have the same one in `tests/instrument`.)
+#[cfg(test)]
+pub(crate) fn whole_units(symbol: &str) -> InstrumentSpec {
+    InstrumentSpec {
+        symbol: symbol.into(),
+        tick_size: Decimal::ONE,
+        lot_size: Decimal::ONE,
+        min_size: Decimal::ONE,
+        max_size: Decimal::new(1000, 0),
+        reference_price: Decimal::new(100, 0),
+        band: Decimal::new(1, 1),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -537,19 +537,10 @@ mod tests {
     use crate::event::*;
     use crate::instrument::InstrumentSpec;
     use crate::Engine;
-    use rust_decimal::Decimal;
 
-    /// Instrument `k`: ticks and lots of 1, reference price 100, band ±10% (90..=110).
+    /// Instrument `k`, "R{k}", of whole units ([`crate::instrument::whole_units`]).
     fn spec(k: usize) -> InstrumentSpec {
-        InstrumentSpec {
-            symbol: format!("R{k}"),
-            tick_size: Decimal::ONE,
-            lot_size: Decimal::ONE,
-            min_size: Decimal::ONE,
-            max_size: Decimal::new(1000, 0),
-            reference_price: Decimal::new(100, 0),
-            band: Decimal::new(1, 1),
-        }
+        crate::instrument::whole_units(&format!("R{k}"))
     }
 
     struct Venue {

@@ -1122,19 +1122,7 @@ fn link(
 mod tests {
     use super::*;
     use crate::command::*;
-    use rust_decimal::Decimal;
-
-    fn spec(symbol: &str) -> InstrumentSpec {
-        InstrumentSpec {
-            symbol: symbol.into(),
-            tick_size: Decimal::ONE,
-            lot_size: Decimal::ONE,
-            min_size: Decimal::ONE,
-            max_size: Decimal::new(1000, 0),
-            reference_price: Decimal::new(100, 0),
-            band: Decimal::new(1, 1),
-        }
-    }
+    use crate::instrument::whole_units as spec;
 
     /// An engine with two instruments and a bit of everything: queues of several orders,
     /// icebergs, armed stops on both sides, sessions, client ids, GTD orders (one of which

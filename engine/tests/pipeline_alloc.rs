@@ -4,40 +4,13 @@
 //!
 //! Its own test binary (one test) because it counts every allocation of the process.
 
-use std::alloc::{GlobalAlloc, Layout, System};
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 use ticker_engine::pipeline::RecvTimeoutError;
 use ticker_engine::ring::WaitStrategy;
 use ticker_engine::*;
 
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: same contract as ours.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: same contract as ours.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
+mod counting_alloc;
 
 const DEADLINE: Duration = Duration::from_secs(20);
 
@@ -98,7 +71,7 @@ fn steady_state_allocates_nothing_on_the_pipeline_path() {
         received += recv(&mut egress).len() as u64;
     }
 
-    let before = ALLOCATIONS.load(Ordering::Relaxed);
+    let before = counting_alloc::allocations();
     let mut last_seq = 0;
     let mut paused = false;
     while received < WARM_UP + MEASURED {
@@ -117,7 +90,7 @@ fn steady_state_allocates_nothing_on_the_pipeline_path() {
         received += batch.len() as u64;
         last_seq = batch.last().map_or(last_seq, |e| e.seq);
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = counting_alloc::allocations() - before;
 
     assert_eq!(last_seq, WARM_UP + MEASURED);
     producer.join().unwrap();

@@ -4,50 +4,12 @@
 //!
 //! Its own test binary (one test) because it counts every allocation of the process.
 
-use rust_decimal::Decimal;
-use std::alloc::{GlobalAlloc, Layout, System};
+use instrument::spec;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicU64, Ordering};
 use ticker_engine::*;
 
-struct CountingAllocator;
-
-static ALLOCATIONS: AtomicU64 = AtomicU64::new(0);
-
-// SAFETY: forwards every call to the system allocator unchanged; it only counts.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on unchanged.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: the caller's contract is passed on unchanged.
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        ALLOCATIONS.fetch_add(1, Ordering::Relaxed);
-        // SAFETY: the caller's contract is passed on unchanged.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
-
-fn spec(symbol: &str) -> InstrumentSpec {
-    InstrumentSpec {
-        symbol: symbol.into(),
-        tick_size: Decimal::ONE,
-        lot_size: Decimal::ONE,
-        min_size: Decimal::ONE,
-        max_size: Decimal::new(1000, 0),
-        reference_price: Decimal::new(100, 0),
-        band: Decimal::new(1, 1),
-    }
-}
+mod counting_alloc;
+mod instrument;
 
 /// Command `i` of a steady flow on two instruments from four accounts: resting buys and sells
 /// a few ticks apart, market orders that fill against them, and cancels of the oldest live
@@ -129,7 +91,7 @@ fn limits_on_allocate_nothing_per_order_in_steady_state() {
     let (mut trades, mut before) = (0, 0);
     for i in 0..WARM_UP + MEASURED {
         if i == WARM_UP {
-            before = ALLOCATIONS.load(Ordering::Relaxed);
+            before = counting_alloc::allocations();
         }
         let oldest = if live.len() > 200 {
             live.pop_front()
@@ -150,7 +112,7 @@ fn limits_on_allocate_nothing_per_order_in_steady_state() {
             }
         }
     }
-    let allocations = ALLOCATIONS.load(Ordering::Relaxed) - before;
+    let allocations = counting_alloc::allocations() - before;
     assert!(trades > 10_000, "the flow trades ({trades} trades)");
     assert!(engine.net_position(1, 0) != 0 || engine.net_position(2, 1) != 0);
     assert_eq!(

@@ -3,23 +3,14 @@
 //! Every scenario trades instrument 0 ("ABC": tick 1, lot 1, sizes 1..=1000, reference price
 //! 100 ticks, band ±10% = 90..=110) unless it says otherwise. Accounts are small numbers.
 
+use instrument::spec;
 use rust_decimal::Decimal;
 use ticker_engine::*;
 
+mod instrument;
+
 const BUY: Side = Side::Buy;
 const SELL: Side = Side::Sell;
-
-fn spec(symbol: &str) -> InstrumentSpec {
-    InstrumentSpec {
-        symbol: symbol.into(),
-        tick_size: Decimal::ONE,
-        lot_size: Decimal::ONE,
-        min_size: Decimal::ONE,
-        max_size: Decimal::new(1000, 0),
-        reference_price: Decimal::new(100, 0),
-        band: Decimal::new(1, 1),
-    }
-}
 
 /// An engine with one instrument, a clock and the events of the last command.
 struct Venue {

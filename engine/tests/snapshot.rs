@@ -10,8 +10,10 @@
 //!   order, expiries, list order) on a book small enough to check by hand.
 //! - Corrupt snapshots are edited by hand, and fuzzed as bytes.
 
+mod instrument;
 mod streams;
 
+use instrument::spec;
 use proptest::prelude::*;
 use proptest::sample::Index;
 use proptest::test_runner::TestCaseError;
@@ -423,19 +425,6 @@ fn cuts_in_the_property_test_hold_every_kind_of_state() {
 // ---------------------------------------------------------------------------------------------
 // Each thing a snapshot keeps, by hand
 // ---------------------------------------------------------------------------------------------
-
-/// Instrument 0, "ABC": tick 1, lot 1, sizes 1..=1000, reference price 100, band 90..=110.
-fn spec(symbol: &str) -> InstrumentSpec {
-    InstrumentSpec {
-        symbol: symbol.into(),
-        tick_size: Decimal::ONE,
-        lot_size: Decimal::ONE,
-        min_size: Decimal::ONE,
-        max_size: Decimal::new(1000, 0),
-        reference_price: Decimal::new(100, 0),
-        band: Decimal::new(1, 1),
-    }
-}
 
 fn config() -> EngineConfig {
     EngineConfig {

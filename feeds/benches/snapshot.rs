@@ -7,36 +7,22 @@
 //!
 //! `cargo bench -p ticker-feeds --bench snapshot` (`-- 200000` for fewer commands)
 
-use rust_decimal::Decimal;
 use std::hint::black_box;
-use std::str::FromStr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use ticker_engine::*;
 use ticker_feeds::sim::{SimConfig, Simulator};
 use ticker_feeds::*;
 
+/// The tests' event streams; the bench takes their instruments (`specs`).
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::specs;
+
 const RUNS: usize = 5;
 /// Commands the engine applies into one batch for the feeds, as the pipeline's default.
 const BATCH: usize = 256;
-
-fn specs() -> Vec<InstrumentSpec> {
-    let d = |s: &str| Decimal::from_str(s).unwrap();
-    let spec = |symbol: &str, tick, lot, min, max, reference| InstrumentSpec {
-        symbol: symbol.into(),
-        tick_size: d(tick),
-        lot_size: d(lot),
-        min_size: d(min),
-        max_size: d(max),
-        reference_price: d(reference),
-        band: d("0.10"),
-    };
-    vec![
-        spec("BTC-USD", "0.01", "0.00001", "0.00001", "100", "65000"),
-        spec("ETH-USD", "0.01", "0.0001", "0.0001", "1000", "3200"),
-        spec("SOL-USD", "0.001", "0.01", "0.01", "100000", "150"),
-    ]
-}
 
 /// The least time of `RUNS` runs of `f`, and its last result.
 fn least<T>(mut f: impl FnMut() -> T) -> (Duration, T) {

@@ -8,101 +8,39 @@ use std::sync::Arc;
 use std::time::Duration;
 use ticker_proto::v1 as pb;
 use ticker_proto::v1::market_data_service_client::MarketDataServiceClient;
-use ticker_proto::v1::order_service_client::OrderServiceClient;
 use ticker_servers::grpc::{AuthConfig, GrpcConfig, GrpcServer, TlsFiles};
 use ticker_servers::market::{Market, MarketConfig};
 use tokio::net::TcpListener;
 use tokio_stream::wrappers::ReceiverStream;
-use tonic::transport::Channel;
 use tonic::{Code, Request, Streaming};
 use tonic_types::StatusExt;
+
+mod grpc_rig;
+
+use grpc_rig::{authed, bad_fields, limit, place, Rig};
 
 const ALICE: &str = "alice-token";
 const BOB: &str = "bob-token";
 
-struct Rig {
-    market: Arc<Market>,
-    server: GrpcServer,
-    channel: Channel,
+/// A rig on `config` with the test's traders.
+async fn start_rig_with(config: GrpcConfig) -> Rig {
+    Rig::start_with(with_traders(config)).await
 }
 
-impl Rig {
-    async fn start() -> Rig {
-        Rig::start_with(GrpcConfig::default()).await
-    }
+/// A rig on `market` and `config` with the test's traders.
+async fn start_rig_on(market: MarketConfig, config: GrpcConfig) -> Rig {
+    Rig::start_on(market, with_traders(config)).await
+}
 
-    /// A rig on `config` with the test's traders.
-    async fn start_with(config: GrpcConfig) -> Rig {
-        let market = MarketConfig {
-            simulator: None,
-            ..MarketConfig::default()
-        };
-        Rig::start_on(market, config).await
-    }
-
-    async fn start_on(market: MarketConfig, config: GrpcConfig) -> Rig {
-        let market = Market::start(market).unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let config = GrpcConfig {
-            auth: AuthConfig::traders([(ALICE, 1), (BOB, 2)]),
-            ..config
-        };
-        let server = GrpcServer::start_on(listener, market.clone(), config)
-            .await
-            .unwrap();
-        let channel = Channel::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Rig {
-            market,
-            server,
-            channel,
-        }
-    }
-
-    fn orders(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channel.clone())
-    }
-
-    fn market_data(&self) -> MarketDataServiceClient<Channel> {
-        MarketDataServiceClient::new(self.channel.clone())
-    }
-
-    async fn stop(self) {
-        self.server.shutdown(Duration::from_secs(1)).await;
-        let market = self.market;
-        tokio::task::spawn_blocking(move || market.shutdown())
-            .await
-            .unwrap();
+fn with_traders(config: GrpcConfig) -> GrpcConfig {
+    GrpcConfig {
+        auth: AuthConfig::traders([(ALICE, 1), (BOB, 2)]),
+        ..config
     }
 }
 
-fn authed<T>(message: T, token: &str) -> Request<T> {
-    let mut r = Request::new(message);
-    r.metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse().unwrap());
-    r
-}
-
-fn limit(instrument: &str, side: pb::Side, price: &str, size: &str) -> pb::PlaceOrderRequest {
-    pb::PlaceOrderRequest {
-        instrument: instrument.into(),
-        side: side as i32,
-        order_type: pb::OrderType::Limit as i32,
-        price: price.into(),
-        size: size.into(),
-        ..Default::default()
-    }
-}
-
-async fn place(rig: &Rig, token: &str, req: pb::PlaceOrderRequest) -> pb::PlaceOrderResponse {
-    rig.orders()
-        .place_order(authed(req, token))
-        .await
-        .unwrap()
-        .into_inner()
+async fn start_rig() -> Rig {
+    start_rig_with(GrpcConfig::default()).await
 }
 
 /// The next order update that is not a snapshot.
@@ -117,7 +55,7 @@ async fn next_update(stream: &mut Streaming<pb::OrderUpdate>) -> pb::OrderUpdate
 
 #[tokio::test]
 async fn a_resting_order_is_filled_by_a_crossing_one() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let ask = place(
         &rig,
         ALICE,
@@ -150,7 +88,7 @@ async fn a_resting_order_is_filled_by_a_crossing_one() {
 
 #[tokio::test]
 async fn order_rpcs_need_a_known_bearer_token() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let req = limit("BTC-USD", pb::Side::Buy, "65000.00", "1");
     let none = rig.orders().place_order(req.clone()).await.unwrap_err();
     assert_eq!(none.code(), Code::Unauthenticated);
@@ -184,7 +122,7 @@ async fn order_rpcs_need_a_known_bearer_token() {
 
 #[tokio::test]
 async fn an_account_cannot_touch_another_accounts_order() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let ask = place(
         &rig,
         ALICE,
@@ -245,7 +183,7 @@ async fn an_account_cannot_touch_another_accounts_order() {
 
 #[tokio::test]
 async fn a_malformed_order_is_invalid_argument_and_an_engine_reject_is_an_answer() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let err = rig
         .orders()
         .place_order(authed(
@@ -255,13 +193,8 @@ async fn a_malformed_order_is_invalid_argument_and_an_engine_reject_is_an_answer
         .await
         .unwrap_err();
     assert_eq!(err.code(), Code::InvalidArgument);
+    assert_eq!(bad_fields(&err), ["price", "size"]);
     let bad = err.get_details_bad_request().expect("BadRequest detail");
-    let fields: Vec<&str> = bad
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(fields, ["price", "size"]);
     assert!(bad.field_violations[0]
         .description
         .contains("tick size 0.01"));
@@ -271,10 +204,7 @@ async fn a_malformed_order_is_invalid_argument_and_an_engine_reject_is_an_answer
         .place_order(authed(limit("DOGE-USD", pb::Side::Buy, "1", "1"), ALICE))
         .await
         .unwrap_err();
-    assert_eq!(
-        err.get_details_bad_request().unwrap().field_violations[0].field,
-        "instrument"
-    );
+    assert_eq!(bad_fields(&err)[0], "instrument");
 
     // One decimal form on the wire: "65000." and ".5" are refused, each field named.
     let err = rig
@@ -285,13 +215,8 @@ async fn a_malformed_order_is_invalid_argument_and_an_engine_reject_is_an_answer
         ))
         .await
         .unwrap_err();
+    assert_eq!(bad_fields(&err), ["price", "size"]);
     let bad = err.get_details_bad_request().expect("BadRequest detail");
-    let fields: Vec<&str> = bad
-        .field_violations
-        .iter()
-        .map(|v| v.field.as_str())
-        .collect();
-    assert_eq!(fields, ["price", "size"]);
     assert!(bad.field_violations[1]
         .description
         .contains("not a decimal number"));
@@ -307,7 +232,7 @@ async fn a_malformed_order_is_invalid_argument_and_an_engine_reject_is_an_answer
 
 #[tokio::test]
 async fn amend_reprices_and_mass_cancel_cancels_the_rest() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut a = limit("SOL-USD", pb::Side::Buy, "150.000", "2");
     a.client_order_id = 77;
     place(&rig, ALICE, a).await;
@@ -363,7 +288,7 @@ async fn amend_reprices_and_mass_cancel_cancels_the_rest() {
 
 #[tokio::test]
 async fn bulk_place_answers_each_order_in_its_slot() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let orders = vec![
         limit("ETH-USD", pb::Side::Buy, "3100.00", "1"),
         limit("ETH-USD", pb::Side::Buy, "3100.00", "0.00001"),
@@ -398,7 +323,7 @@ async fn bulk_place_answers_each_order_in_its_slot() {
 
 #[tokio::test]
 async fn bulk_place_submits_each_order_as_it_arrives_and_answers_in_order() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     // More orders than the engine answers one round trip at a time in the test's guard.
     let orders: Vec<_> = (0..500)
         .map(|i| {
@@ -436,7 +361,7 @@ async fn bulk_place_submits_each_order_as_it_arrives_and_answers_in_order() {
 
 #[tokio::test]
 async fn order_updates_start_from_a_snapshot_and_resume_from_a_sequence_number() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut updates = rig
         .orders()
         .subscribe_order_updates(authed(pb::SubscribeOrderUpdatesRequest::default(), ALICE))
@@ -502,7 +427,7 @@ async fn session_request(
 async fn an_order_session_pipelines_requests_and_keeps_their_order() {
     use pb::session_request::Action;
     use pb::session_response::Event;
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     const PAIRS: u64 = 200;
     // Every request is sent before any answer is read: place then cancel of the same client
     // order id, so a cancel that overtook its place would be refused as unknown.
@@ -543,7 +468,7 @@ async fn an_order_session_pipelines_requests_and_keeps_their_order() {
 async fn an_order_session_answers_each_request_and_cancels_on_disconnect() {
     use pb::session_request::Action;
     use pb::session_response::Event;
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut watch = rig
         .orders()
         .subscribe_order_updates(authed(pb::SubscribeOrderUpdatesRequest::default(), ALICE))
@@ -625,7 +550,7 @@ async fn an_order_session_answers_each_request_and_cancels_on_disconnect() {
 
 #[tokio::test]
 async fn a_request_past_its_deadline_is_not_executed() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut updates = rig
         .orders()
         .subscribe_order_updates(authed(pb::SubscribeOrderUpdatesRequest::default(), ALICE))
@@ -663,7 +588,7 @@ async fn a_request_past_its_deadline_is_not_executed() {
 #[tokio::test]
 async fn market_data_streams_snapshots_updates_trades_and_resumes() {
     use pb::market_data_message::Payload;
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let subscribe = pb::SubscribeRequest {
         instruments: vec!["BTC-USD".into()],
         channels: vec![pb::Channel::Depth as i32, pb::Channel::Trades as i32],
@@ -754,10 +679,7 @@ async fn market_data_streams_snapshots_updates_trades_and_resumes() {
         })
         .await
         .unwrap_err();
-    assert_eq!(
-        err.get_details_bad_request().unwrap().field_violations[0].field,
-        "channels[0]"
-    );
+    assert_eq!(bad_fields(&err)[0], "channels[0]");
     rig.stop().await;
 }
 
@@ -776,7 +698,7 @@ fn crc32(bytes: &[u8]) -> u32 {
 #[tokio::test]
 async fn depth_snapshot_and_instruments_are_unary() {
     use pb::market_data_message::Payload;
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     place(
         &rig,
         ALICE,
@@ -828,7 +750,7 @@ async fn depth_snapshot_and_instruments_are_unary() {
 async fn health_and_both_reflection_versions_list_the_services() {
     use tonic_health::pb::health_client::HealthClient;
     use tonic_health::pb::HealthCheckRequest;
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut health = HealthClient::new(rig.channel.clone());
     for service in [
         "",
@@ -1000,7 +922,7 @@ async fn grpc_web_answer(resp: http::Response<hyper::body::Incoming>) -> WebAnsw
 
 #[tokio::test]
 async fn a_grpc_web_call_over_http1_gets_a_correct_answer() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let request = pb::GetDepthSnapshotRequest {
         instrument: "BTC-USD".into(),
     };
@@ -1065,7 +987,7 @@ async fn grpc_web_answers_pages_of_the_configured_origins_only() {
             .map(|v| v.to_str().unwrap().to_string())
     };
 
-    let rig = Rig::start_with(GrpcConfig {
+    let rig = start_rig_with(GrpcConfig {
         cors_origins: vec![DESK.into()],
         ..GrpcConfig::default()
     })
@@ -1103,7 +1025,7 @@ async fn grpc_web_answers_pages_of_the_configured_origins_only() {
     rig.stop().await;
 
     // By default no origin but the page's own.
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let addr = rig.server.local_addr();
     let call = client.request(call_from_desk(addr)).await.unwrap();
     assert_eq!(allowed_origin(&call), None);
@@ -1113,7 +1035,7 @@ async fn grpc_web_answers_pages_of_the_configured_origins_only() {
 #[tokio::test]
 async fn gzip_is_used_when_the_client_asks_for_it() {
     use tonic::codec::CompressionEncoding;
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut client = MarketDataServiceClient::new(rig.channel.clone())
         .accept_compressed(CompressionEncoding::Gzip)
         .send_compressed(CompressionEncoding::Gzip);
@@ -1199,7 +1121,7 @@ async fn tls_serves_the_configured_certificate() {
 /// UNKNOWN; metadata within the limit is served.
 #[tokio::test]
 async fn oversized_request_metadata_is_resource_exhausted_with_its_size() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let depth = || pb::GetDepthSnapshotRequest {
         instrument: "BTC-USD".into(),
     };
@@ -1269,7 +1191,7 @@ async fn a_candles_snapshot_carries_the_simulated_past() {
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
         .as_nanos() as u64;
-    let rig = Rig::start_on(market, GrpcConfig::default()).await;
+    let rig = start_rig_on(market, GrpcConfig::default()).await;
     let snapshot = |interval: pb::CandleInterval| {
         let mut client = rig.market_data();
         async move {

@@ -5,20 +5,16 @@
 //! entry, `ListInstruments` and market-data subscriptions know at once, halting and resuming
 //! one.
 
-use std::sync::Arc;
 use std::time::Duration;
 use ticker_proto::v1 as pb;
-use ticker_proto::v1::admin_service_client::AdminServiceClient;
-use ticker_proto::v1::market_data_service_client::MarketDataServiceClient;
-use ticker_proto::v1::order_service_client::OrderServiceClient;
-use ticker_proto::v1::risk_service_client::RiskServiceClient;
 use ticker_servers::auth::{Principal, Role};
-use ticker_servers::grpc::{AuthConfig, GrpcConfig, GrpcServer};
+use ticker_servers::grpc::{AuthConfig, GrpcConfig};
 use ticker_servers::market::{Market, MarketConfig};
-use tokio::net::TcpListener;
-use tonic::transport::Channel;
 use tonic::{Code, Request};
-use tonic_types::StatusExt;
+
+mod grpc_rig;
+
+use grpc_rig::{bad_fields, limit, place, Rig};
 
 const TRADER: &str = "trader-token";
 const RISK: &str = "risk-token";
@@ -26,92 +22,30 @@ const ADMIN: &str = "admin-token";
 const ADMIN_TRADING: &str = "admin-trading-token";
 const BOB: &str = "bob-token";
 
-struct Rig {
-    market: Arc<Market>,
-    server: GrpcServer,
-    channel: Channel,
+async fn start_rig() -> Rig {
+    let mut auth = AuthConfig::traders([(TRADER, 1), (BOB, 3)]);
+    let role = |role, account| Principal { role, account };
+    auth.tokens.insert(RISK.into(), role(Role::Risk, None));
+    auth.tokens.insert(ADMIN.into(), role(Role::Admin, None));
+    auth.tokens
+        .insert(ADMIN_TRADING.into(), role(Role::Admin, Some(2)));
+    Rig::start_with(GrpcConfig {
+        auth,
+        ..GrpcConfig::default()
+    })
+    .await
 }
 
-impl Rig {
-    async fn start() -> Rig {
-        let market = Market::start(MarketConfig {
-            simulator: None,
-            ..MarketConfig::default()
-        })
-        .unwrap();
-        let mut auth = AuthConfig::traders([(TRADER, 1), (BOB, 3)]);
-        let role = |role, account| Principal { role, account };
-        auth.tokens.insert(RISK.into(), role(Role::Risk, None));
-        auth.tokens.insert(ADMIN.into(), role(Role::Admin, None));
-        auth.tokens
-            .insert(ADMIN_TRADING.into(), role(Role::Admin, Some(2)));
-        let config = GrpcConfig {
-            auth,
-            ..GrpcConfig::default()
-        };
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let server = GrpcServer::start_on(listener, market.clone(), config)
-            .await
-            .unwrap();
-        let channel = Channel::from_shared(format!("http://{}", server.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Rig {
-            market,
-            server,
-            channel,
-        }
-    }
-
-    fn orders(&self) -> OrderServiceClient<Channel> {
-        OrderServiceClient::new(self.channel.clone())
-    }
-
-    fn market_data(&self) -> MarketDataServiceClient<Channel> {
-        MarketDataServiceClient::new(self.channel.clone())
-    }
-
-    fn admin(&self) -> AdminServiceClient<Channel> {
-        AdminServiceClient::new(self.channel.clone())
-    }
-
-    fn risk(&self) -> RiskServiceClient<Channel> {
-        RiskServiceClient::new(self.channel.clone())
-    }
-
-    async fn stop(self) {
-        self.server.shutdown(Duration::from_secs(1)).await;
-        let market = self.market;
-        tokio::task::spawn_blocking(move || market.shutdown())
-            .await
-            .unwrap();
-    }
-}
-
+/// `message` with `token` as its bearer token, or with none.
 fn authed<T>(message: T, token: Option<&str>) -> Request<T> {
-    let mut r = Request::new(message);
-    if let Some(token) = token {
-        r.metadata_mut()
-            .insert("authorization", format!("Bearer {token}").parse().unwrap());
+    match token {
+        Some(token) => grpc_rig::authed(message, token),
+        None => Request::new(message),
     }
-    r
 }
 
 fn code<T>(r: Result<tonic::Response<T>, tonic::Status>) -> Code {
     r.map_or_else(|s| s.code(), |_| Code::Ok)
-}
-
-fn limit(instrument: &str, side: pb::Side, price: &str, size: &str) -> pb::PlaceOrderRequest {
-    pb::PlaceOrderRequest {
-        instrument: instrument.into(),
-        side: side as i32,
-        order_type: pb::OrderType::Limit as i32,
-        price: price.into(),
-        size: size.into(),
-        ..Default::default()
-    }
 }
 
 /// The status code of every RPC called with `token` (a well-formed request each).
@@ -321,7 +255,7 @@ async fn codes(rig: &Rig, token: Option<&str>) -> Vec<(&'static str, Code)> {
 
 #[tokio::test]
 async fn every_rpc_checks_the_callers_role() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let trading = |name: &str| name.starts_with("OrderService/");
     let admin = |name: &str| name.starts_with("AdminService/") || name == "RiskService/SetLimits";
     let risk = |name: &str| name.starts_with("RiskService/") && !admin(name);
@@ -406,7 +340,7 @@ fn doge() -> pb::AddInstrumentRequest {
 
 #[tokio::test]
 async fn an_added_instrument_trades_and_streams_at_once() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let added = rig
         .admin()
         .add_instrument(authed(doge(), Some(ADMIN)))
@@ -486,20 +420,13 @@ async fn an_added_instrument_trades_and_streams_at_once() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|f| f.field)
-        .collect();
-    assert_eq!(fields, ["reference_price"]);
+    assert_eq!(bad_fields(&status), ["reference_price"]);
     rig.stop().await;
 }
 
 #[tokio::test]
 async fn a_halted_instrument_rejects_orders_until_resumed() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let halt = rig
         .admin()
         .halt_instrument(authed(
@@ -554,14 +481,6 @@ async fn a_halted_instrument_rejects_orders_until_resumed() {
     rig.stop().await;
 }
 
-async fn place(rig: &Rig, token: &str, req: pb::PlaceOrderRequest) -> pb::PlaceOrderResponse {
-    rig.orders()
-        .place_order(authed(req, Some(token)))
-        .await
-        .unwrap()
-        .into_inner()
-}
-
 /// The next message of a stream, bounded: a missing message fails the test, never hangs it.
 async fn next<T>(stream: &mut tonic::Streaming<T>) -> T {
     tokio::time::timeout(Duration::from_secs(10), stream.message())
@@ -577,7 +496,7 @@ fn is_snapshot(u: &pb::OrderUpdate) -> bool {
 
 #[tokio::test]
 async fn the_drop_copy_follows_two_traders_and_resumes_by_sequence() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     // Alice rests before the risk client connects: its first message is her open order.
     let resting = place(
         &rig,
@@ -699,7 +618,7 @@ async fn the_drop_copy_follows_two_traders_and_resumes_by_sequence() {
 
 #[tokio::test]
 async fn positions_follow_the_fills() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     place(
         &rig,
         TRADER,
@@ -775,7 +694,7 @@ async fn positions_follow_the_fills() {
 
 #[tokio::test]
 async fn limits_set_by_an_admin_are_enforced_with_typed_rejects() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let limits = pb::AccountLimits {
         max_open_orders: Some(2),
         max_orders_per_sec: None,
@@ -868,20 +787,16 @@ async fn limits_set_by_an_admin_are_enforced_with_typed_rejects() {
         .await
         .unwrap_err();
     assert_eq!(status.code(), Code::InvalidArgument);
-    let fields: Vec<String> = status
-        .get_details_bad_request()
-        .unwrap()
-        .field_violations
-        .into_iter()
-        .map(|f| f.field)
-        .collect();
-    assert_eq!(fields, ["limits.instruments[BTC-USD].max_order_size"]);
+    assert_eq!(
+        bad_fields(&status),
+        ["limits.instruments[BTC-USD].max_order_size"]
+    );
     rig.stop().await;
 }
 
 #[tokio::test]
 async fn the_kill_switch_stops_a_trader_mid_flow_and_cancels_its_orders() {
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let mut resting = Vec::new();
     for (instrument, price, size) in [
         ("BTC-USD", "63000.00", "0.01"),
@@ -1058,7 +973,7 @@ async fn the_longest_inputs_on_every_rpc_get_short_answers() {
             );
         }
     };
-    let rig = Rig::start().await;
+    let rig = start_rig().await;
     let place = pb::PlaceOrderRequest {
         instrument: long(5, 'X'),
         side: pb::Side::Buy as i32,
