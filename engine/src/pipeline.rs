@@ -48,8 +48,8 @@ use crate::event::Event;
 use crate::journal::sync::{Durability, GroupSync, SyncDuty};
 use crate::journal::{FsyncMode, JournalWriter, Storage, StorageFile, SyncFile};
 use crate::ring::{
-    mpsc, spsc, Doorbell, MpscConsumer, MpscProducer, MpscQueue, MpscRing, PopError, PushError,
-    QueueConsumer, QueueProducer, SpscConsumer, SpscProducer, WaitStrategy,
+    mpsc, spsc, Doorbell, MpscConsumer, MpscProducer, MpscQueue, MpscRing, Occupancy, PopError,
+    PushError, QueueConsumer, QueueProducer, SpscConsumer, SpscProducer, WaitStrategy,
 };
 use crate::snapshot::EngineSnapshot;
 use std::fmt;
@@ -139,6 +139,26 @@ pub struct Pipeline {
     shared: Arc<Shared>,
     /// With a journal: its progress.
     durability: Option<Arc<Durability>>,
+    /// Its rings, by name, for [`Pipeline::rings`].
+    rings: Vec<(&'static str, Occupancy)>,
+}
+
+/// The ring of commands from producers to the engine thread.
+pub const INGRESS_RING: &str = "ingress";
+/// The ring of event batches from the engine thread to the consumer.
+pub const EGRESS_RING: &str = "egress";
+/// The ring that takes emptied batch buffers back to the engine thread for reuse.
+pub const BATCH_RETURN_RING: &str = "batch_return";
+/// With a journal in `batch` mode: new segments waiting for the consumer's sync to take them.
+pub const JOURNAL_ROTATIONS_RING: &str = "journal_rotations";
+
+/// How full one ring is at a moment (see [`Pipeline::rings`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RingFill {
+    pub ring: &'static str,
+    /// Items in it: commands, batches, buffers or segments, as the ring carries.
+    pub len: usize,
+    pub capacity: usize,
 }
 
 /// A journal for the engine thread to write every command to before its events are
@@ -215,9 +235,16 @@ impl Pipeline {
                 )
             }
         };
+        let rotations = match &stage.segments {
+            Segments::ToConsumer(rotations) => Some(rotations.occupancy()),
+            Segments::Kept(_) => None,
+        };
         let (mut pipeline, ingress, egress) =
             Self::spawn_inner::<MpscRing>(engine, config, Some(Box::new(stage)), gate)?;
         pipeline.durability = Some(durability);
+        pipeline
+            .rings
+            .extend(rotations.map(|r| (JOURNAL_ROTATIONS_RING, r)));
         Ok((pipeline, ingress, egress))
     }
 
@@ -252,6 +279,11 @@ impl Pipeline {
             }
         }
         let (wakers_tx, wakers_rx) = spsc::bounded(WAKER_MAILBOX);
+        let rings = vec![
+            (INGRESS_RING, commands_tx.occupancy()),
+            (EGRESS_RING, batches_tx.occupancy()),
+            (BATCH_RETURN_RING, recycle_tx.occupancy()),
+        ];
         let shared = Arc::new(Shared::default());
         let engine_thread = EngineThread::<Q> {
             engine,
@@ -290,6 +322,7 @@ impl Pipeline {
                 thread,
                 shared,
                 durability: None,
+                rings,
             },
             ingress,
             egress,
@@ -308,6 +341,21 @@ impl Pipeline {
     /// consumer: the back-pressure a slow consumer puts on matching.
     pub fn egress_stalls(&self) -> u64 {
         self.shared.egress_stalls.load(Ordering::Relaxed)
+    }
+
+    /// How full each ring is now: [`INGRESS_RING`] (commands), [`EGRESS_RING`] (event
+    /// batches), [`BATCH_RETURN_RING`] (empty buffers going back: how many the engine can
+    /// still reuse) and, with a journal in `batch` mode, [`JOURNAL_ROTATIONS_RING`]. Reading
+    /// costs the rings nothing (see [`crate::ring::occupancy`]).
+    pub fn rings(&self) -> Vec<RingFill> {
+        self.rings
+            .iter()
+            .map(|&(ring, ref o)| RingFill {
+                ring,
+                len: o.len(),
+                capacity: o.capacity(),
+            })
+            .collect()
     }
 
     /// Whether the engine thread has stopped.

@@ -417,8 +417,23 @@ fn a_consumer_that_stops_reading_makes_the_engine_wait_and_loses_no_event() {
         );
         thread::yield_now();
     }
+    // The rings say so: the egress is full while the engine waits on it.
+    let rings = pipeline.rings();
+    let ring = |name| *rings.iter().find(|r| r.ring == name).unwrap();
+    assert_eq!(ring(pipeline::EGRESS_RING).len, 4, "{rings:?}");
+    assert_eq!(ring(pipeline::EGRESS_RING).capacity, 4);
+    assert_eq!(ring(pipeline::INGRESS_RING).capacity, 64);
+    assert!(ring(pipeline::INGRESS_RING).len <= 64, "{rings:?}");
     events.extend(receive_all(&mut egress));
     producer.join().unwrap();
+    let drained = pipeline.rings();
+    assert!(
+        drained
+            .iter()
+            .filter(|r| r.ring != pipeline::BATCH_RETURN_RING)
+            .all(|r| r.len == 0),
+        "{drained:?}"
+    );
     let engine = pipeline.join();
     assert_gap_free(&events);
     assert!(

@@ -150,6 +150,8 @@ pub struct MarketStats {
     /// Events stamped before this (ns) are the simulated past run at start: their age is not
     /// a latency [0].
     pub latency_from: AtomicU64,
+    /// The gRPC front's calls against this market, by method and status.
+    pub grpc: crate::metrics::grpc::GrpcStats,
 }
 
 // By hand: `Default` is derived for arrays of at most 32 elements, and there are more reasons.
@@ -165,6 +167,7 @@ impl Default for MarketStats {
             rejects: std::array::from_fn(|_| AtomicU64::default()),
             engine_latency: crate::metrics::Histogram::default(),
             latency_from: AtomicU64::default(),
+            grpc: crate::metrics::grpc::GrpcStats::default(),
         }
     }
 }
@@ -837,6 +840,22 @@ impl Market {
 
     pub fn stats(&self) -> &Arc<MarketStats> {
         &self.stats
+    }
+
+    /// How full the engine's rings are now (see [`Pipeline::rings`]); on a gateway, its queue
+    /// of commands for the matcher. None while the market shuts down.
+    pub fn rings(&self) -> Vec<ticker_engine::pipeline::RingFill> {
+        // `try_lock`: shutdown holds the lock while the engine drains, and a scrape need not
+        // wait for that.
+        let mut rings = self
+            .pipeline
+            .try_lock()
+            .and_then(|p| p.as_ref().map(Pipeline::rings))
+            .unwrap_or_default();
+        if let Entry::Remote(forwarder) = &self.entry {
+            rings.push(forwarder.fill());
+        }
+        rings
     }
 
     fn command(&self, kind: CommandKind) -> Command {

@@ -325,12 +325,16 @@ fn chained(trades: &[Trade], after: u64) {
 }
 
 async fn healthz(http: &str) -> (u16, String) {
+    get(http, "/healthz").await
+}
+
+async fn get(http: &str, path: &str) -> (u16, String) {
     let tcp = TcpStream::connect(http).await.expect("HTTP accepts");
     let (mut send, conn) = hyper::client::conn::http1::handshake(hyper_util::rt::TokioIo::new(tcp))
         .await
         .unwrap();
     tokio::spawn(conn);
-    let request = http::Request::get("/healthz")
+    let request = http::Request::get(path)
         .header("host", http)
         .body(http_body_util::Empty::<bytes::Bytes>::new())
         .unwrap();
@@ -413,6 +417,28 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
         "gateway 2's gRPC"
     );
     chained(&t1[1..], t1[0].0);
+    // Each process meters its own front; a gateway's only ring is its queue to the matcher.
+    let (_, metrics) = get(&g1.http, "/metrics").await;
+    for sample in [
+        "tickerd_grpc_requests_total{method=\"/ticker.v1.OrderService/PlaceOrder\",code=\"OK\"} 6\n",
+        "tickerd_ring_depth{ring=\"bus_commands\"} ",
+        "tickerd_ring_capacity{ring=\"bus_commands\"} 65536\n",
+        "tickerd_bus_connected{role=\"gateway\"} 1\n",
+    ] {
+        assert!(metrics.contains(sample), "{sample} in gateway 1's\n{metrics}");
+    }
+    assert!(!metrics.contains("ring=\"ingress\""), "{metrics}");
+    let (_, metrics) = get(&m.http, "/metrics").await;
+    for sample in [
+        "tickerd_ring_capacity{ring=\"ingress\"} 65536\n",
+        "tickerd_ring_capacity{ring=\"egress\"} 256\n",
+        "tickerd_ring_capacity{ring=\"journal_rotations\"} 8\n",
+    ] {
+        assert!(
+            metrics.contains(sample),
+            "{sample} in the matcher's\n{metrics}"
+        );
+    }
     // Depth: the same updates and checksums on two gateways (each cross rests and takes).
     let d1 = next_depth(&mut depth1, 12).await;
     assert_eq!(

@@ -137,7 +137,7 @@ async fn a_clean_restart_continues_books_ids_and_every_sequence() {
     );
     assert_eq!(recovery.replayed, 0, "and nothing to replay after it");
     assert_eq!(m.instruments().all().len(), 4, "no instrument added twice");
-    let metrics = ticker_servers::metrics::render(&m, &[]);
+    let metrics = ticker_servers::metrics::render(&m);
     let durable = format!(
         "tickerd_journal_durable_index {}",
         m.journal().unwrap().durability.synced()

@@ -8,6 +8,7 @@
 //! measured as such by the `rings` bench (which also measures the bare `ArrayQueue`).
 
 use super::error::{PopError, PushError};
+use super::occupancy::{Fill, Occupancy};
 use super::queue::{QueueConsumer, QueueProducer};
 use crossbeam_queue::ArrayQueue;
 use crossbeam_utils::CachePadded;
@@ -25,6 +26,12 @@ struct Shared<T> {
 impl<T> Shared<T> {
     fn close(&self) {
         self.closed.store(true, Ordering::SeqCst);
+    }
+}
+
+impl<T: Send> Fill for Shared<T> {
+    fn len(&self) -> usize {
+        self.queue.len()
     }
 }
 
@@ -82,6 +89,11 @@ impl<T: Send + 'static> QueueProducer<T> for ArrayQueueProducer<T> {
 
     fn capacity(&self) -> usize {
         self.shared.queue.capacity()
+    }
+
+    fn occupancy(&self) -> Occupancy {
+        let weak = Arc::downgrade(&self.shared);
+        Occupancy::new(weak, self.shared.queue.capacity())
     }
 }
 

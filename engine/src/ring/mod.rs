@@ -9,6 +9,8 @@
 //!   consumer, and the buffer-return path back);
 //! - [`wait`] and [`doorbell`]: how a thread waits when its ring is empty or full, and how a
 //!   publisher wakes a parked waiter;
+//! - [`occupancy`]: how full a ring is, read from any thread for metrics at no cost to
+//!   pushes and pops;
 //! - [`queue`]: the MPSC contract the pipeline is generic over, implemented by our ring and by
 //!   `crossbeam_queue::ArrayQueue` ([`array_queue`]) so the two can be measured side by side.
 //!
@@ -19,6 +21,7 @@ pub mod array_queue;
 pub mod doorbell;
 pub mod error;
 pub mod mpsc;
+pub mod occupancy;
 pub mod queue;
 mod sequencer;
 mod slots;
@@ -30,6 +33,7 @@ pub mod wait;
 pub use doorbell::Doorbell;
 pub use error::{PopError, PushError};
 pub use mpsc::{MpscConsumer, MpscProducer};
+pub use occupancy::Occupancy;
 pub use queue::{ArrayQueueRing, MpscQueue, MpscRing, QueueConsumer, QueueProducer};
 pub use spsc::{SpscConsumer, SpscProducer};
 pub use wait::WaitStrategy;

@@ -10,6 +10,7 @@
 //! dropped; items pushed before the close are still delivered.
 
 use super::error::{PopError, PushError};
+use super::occupancy::{Fill, Occupancy};
 use super::sequencer::{ClaimError, Sequencer};
 use super::slots::Slots;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,6 +21,35 @@ struct Shared<T> {
     slots: Slots<T>,
     /// Live producer handles; the last one to go closes the ring.
     producers: AtomicUsize,
+}
+
+impl<T: Send> Fill for Shared<T> {
+    /// The consumer keeps its cursor to itself, so the head is found from the slots: of the
+    /// last `capacity` positions claimed, those already popped (slot released for a later lap,
+    /// `seq >= pos + capacity`) come first, then those still held. A binary search over them
+    /// reads a few sequence numbers at scrape time and adds nothing to a push or a pop. Slots
+    /// only move forward, so a race with pushes and pops gives a figure between the before and
+    /// the after.
+    fn len(&self) -> usize {
+        let capacity = self.slots.capacity() as u64;
+        let tail = self.sequencer.claimed();
+        // A position is claimed only once the one a lap before it was popped.
+        let (mut lo, mut hi) = (tail.saturating_sub(capacity), tail);
+        while lo < hi {
+            let mid = lo + (hi - lo) / 2;
+            if self.slots.at(mid).seq.load(Ordering::Acquire) >= mid + capacity {
+                lo = mid + 1;
+            } else {
+                hi = mid;
+            }
+        }
+        (tail - lo) as usize
+    }
+}
+
+fn occupancy<T: Send + 'static>(shared: &Arc<Shared<T>>) -> Occupancy {
+    let weak = Arc::downgrade(shared);
+    Occupancy::new(weak, shared.slots.capacity())
 }
 
 /// Creates a ring of at least `capacity` slots (rounded up to a power of two, minimum 2).
@@ -65,6 +95,14 @@ impl<T: Send> MpscProducer<T> {
 
     pub fn capacity(&self) -> usize {
         self.shared.slots.capacity()
+    }
+
+    /// A handle that reads how full the ring is, from any thread.
+    pub fn occupancy(&self) -> Occupancy
+    where
+        T: 'static,
+    {
+        occupancy(&self.shared)
     }
 
     pub fn is_closed(&self) -> bool {
@@ -132,6 +170,14 @@ impl<T: Send> MpscConsumer<T> {
     pub fn capacity(&self) -> usize {
         self.shared.slots.capacity()
     }
+
+    /// A handle that reads how full the ring is, from any thread.
+    pub fn occupancy(&self) -> Occupancy
+    where
+        T: 'static,
+    {
+        occupancy(&self.shared)
+    }
 }
 
 impl<T> Drop for MpscConsumer<T> {
@@ -168,6 +214,62 @@ mod tests {
         assert_eq!(bounded::<u8>(1).0.capacity(), 2);
         assert_eq!(bounded::<u8>(5).0.capacity(), 8);
         assert_eq!(bounded::<u8>(64).1.capacity(), 64);
+    }
+
+    #[test]
+    fn occupancy_counts_items_pushed_and_not_popped_across_laps() {
+        let (tx, mut rx) = bounded::<u32>(8);
+        let fill = tx.occupancy();
+        assert_eq!((fill.len(), fill.capacity()), (0, 8));
+        // Every fill level, starting at every offset of the lap.
+        for start in 0..8 {
+            for level in 0..=8 {
+                for i in 0..level {
+                    tx.try_push(i).unwrap();
+                }
+                assert_eq!(fill.len(), level as usize, "{level} items after {start}");
+                for _ in 0..level {
+                    rx.try_pop().unwrap();
+                }
+                assert_eq!(rx.occupancy().len(), 0);
+            }
+            tx.try_push(0).unwrap();
+            rx.try_pop().unwrap();
+        }
+        tx.try_push(1).unwrap();
+        drop((tx, rx));
+        assert_eq!(fill.len(), 0, "a ring whose ends are gone reads as empty");
+    }
+
+    /// Read while producers and the consumer race, the figure stays within the capacity and
+    /// ends at what is left.
+    #[test]
+    fn occupancy_read_during_pushes_and_pops_stays_within_bounds() {
+        let (tx, mut rx) = bounded::<u64>(16);
+        let fill = tx.occupancy();
+        let producers: Vec<_> = (0..2)
+            .map(|_| {
+                let tx = tx.clone();
+                thread::spawn(move || {
+                    for i in 0..20_000 {
+                        while tx.try_push(i).is_err() {
+                            std::hint::spin_loop();
+                        }
+                    }
+                })
+            })
+            .collect();
+        let mut popped = 0;
+        while popped < 40_000 - 5 {
+            if rx.try_pop().is_ok() {
+                popped += 1;
+            }
+            assert!(fill.len() <= 16);
+        }
+        for p in producers {
+            p.join().unwrap();
+        }
+        assert_eq!(fill.len(), 5);
     }
 
     #[test]

@@ -4,6 +4,7 @@
 use super::array_queue::{ArrayQueueConsumer, ArrayQueueProducer};
 use super::error::{PopError, PushError};
 use super::mpsc::{self, MpscConsumer, MpscProducer};
+use super::occupancy::Occupancy;
 
 /// A family of bounded MPSC queues: the marker type picks the implementation.
 pub trait MpscQueue<T: Send>: 'static {
@@ -20,6 +21,8 @@ pub trait QueueProducer<T>: Clone + Send + Sync + 'static {
     /// Pushes without waiting, handing the item back on `Full` or `Closed`.
     fn try_push(&self, item: T) -> Result<(), PushError<T>>;
     fn capacity(&self) -> usize;
+    /// A handle that reads how full the queue is, from any thread (for metrics).
+    fn occupancy(&self) -> Occupancy;
 }
 
 /// The single consumer end. Dropping it closes the queue.
@@ -51,6 +54,10 @@ impl<T: Send + 'static> QueueProducer<T> for MpscProducer<T> {
 
     fn capacity(&self) -> usize {
         MpscProducer::capacity(self)
+    }
+
+    fn occupancy(&self) -> Occupancy {
+        MpscProducer::occupancy(self)
     }
 }
 
@@ -89,13 +96,17 @@ mod tests {
     fn fifo_full_and_close<Q: MpscQueue<u32>>() {
         let (tx, mut rx) = Q::bounded(4);
         assert!(tx.capacity() >= 4);
+        let fill = tx.occupancy();
+        assert_eq!(fill.capacity(), tx.capacity(), "{}", Q::NAME);
         let mut pushed = 0;
         while tx.try_push(pushed).is_ok() {
             pushed += 1;
         }
         assert_eq!(pushed as usize, tx.capacity(), "{}", Q::NAME);
+        assert_eq!(fill.len(), tx.capacity(), "{}", Q::NAME);
         assert_eq!(tx.try_push(99), Err(PushError::Full(99)), "{}", Q::NAME);
         assert_eq!(rx.try_pop(), Ok(0));
+        assert_eq!(fill.len(), tx.capacity() - 1, "{}", Q::NAME);
         rx.close();
         assert_eq!(tx.try_push(99), Err(PushError::Closed(99)), "{}", Q::NAME);
         for i in 1..pushed {

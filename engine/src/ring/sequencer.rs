@@ -76,6 +76,11 @@ impl Sequencer {
         was_open
     }
 
+    /// Positions claimed so far (the tail without the closed mark).
+    pub(crate) fn claimed(&self) -> u64 {
+        self.tail.load(Ordering::Relaxed) & !CLOSED
+    }
+
     pub(crate) fn is_closed(&self) -> bool {
         self.tail.load(Ordering::Relaxed) & CLOSED != 0
     }

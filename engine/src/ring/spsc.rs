@@ -9,6 +9,7 @@
 //! still drains what was pushed before it sees [`PopError::Closed`].
 
 use super::error::{PopError, PushError};
+use super::occupancy::{Fill, Occupancy};
 use crossbeam_utils::CachePadded;
 use std::cell::UnsafeCell;
 use std::mem::MaybeUninit;
@@ -41,6 +42,16 @@ impl<T> Shared<T> {
 
     fn capacity(&self) -> u64 {
         self.buffer.len() as u64
+    }
+}
+
+impl<T: Send> Fill for Shared<T> {
+    fn len(&self) -> usize {
+        // Head first: the tail read after it is at least as far on, so the difference is
+        // never negative.
+        let head = self.head.load(Ordering::Acquire);
+        let tail = self.tail.load(Ordering::Acquire);
+        tail.saturating_sub(head) as usize
     }
 }
 
@@ -118,6 +129,14 @@ impl<T: Send> SpscProducer<T> {
         self.shared.buffer.len()
     }
 
+    /// A handle that reads how full the ring is, from any thread.
+    pub fn occupancy(&self) -> Occupancy
+    where
+        T: 'static,
+    {
+        occupancy(&self.shared)
+    }
+
     /// Whether the consumer end is gone.
     pub fn is_closed(&self) -> bool {
         self.shared.closed.load(Ordering::Relaxed)
@@ -171,6 +190,19 @@ impl<T: Send> SpscConsumer<T> {
     pub fn capacity(&self) -> usize {
         self.shared.buffer.len()
     }
+
+    /// A handle that reads how full the ring is, from any thread.
+    pub fn occupancy(&self) -> Occupancy
+    where
+        T: 'static,
+    {
+        occupancy(&self.shared)
+    }
+}
+
+fn occupancy<T: Send + 'static>(shared: &Arc<Shared<T>>) -> Occupancy {
+    let weak = Arc::downgrade(shared);
+    Occupancy::new(weak, shared.buffer.len())
 }
 
 impl<T> Drop for SpscConsumer<T> {
@@ -198,6 +230,26 @@ mod tests {
             assert_eq!(rx.try_pop(), Ok(i));
         }
         assert_eq!(rx.try_pop(), Err(PopError::Empty));
+    }
+
+    #[test]
+    fn occupancy_counts_items_pushed_and_not_popped_across_laps() {
+        let (mut tx, mut rx) = bounded::<u32>(4);
+        let fill = tx.occupancy();
+        assert_eq!((fill.len(), fill.capacity()), (0, 4));
+        for lap in 0..3 {
+            for i in 0..4 {
+                tx.try_push(i).unwrap();
+                assert_eq!(fill.len(), i as usize + 1, "lap {lap}");
+            }
+            for i in 0..4 {
+                rx.try_pop().unwrap();
+                assert_eq!(rx.occupancy().len(), 3 - i, "lap {lap}");
+            }
+        }
+        tx.try_push(9).unwrap();
+        drop((tx, rx));
+        assert_eq!(fill.len(), 0, "a ring whose ends are gone reads as empty");
     }
 
     #[test]

@@ -19,6 +19,9 @@ use ticker_engine::{Command, CommandKind, SessionId};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
+/// The name of a gateway's command queue among the rings on `/metrics`.
+pub const BUS_COMMANDS_RING: &str = "bus_commands";
+
 /// A gateway's way to the matcher (see [`Market`]'s remote entry).
 pub struct Forwarder {
     tx: mpsc::Sender<(Command, Reply)>,
@@ -35,6 +38,16 @@ impl Forwarder {
             rx,
         ));
         Forwarder { tx }
+    }
+
+    /// How full its queue of commands waiting to be sent is (`/metrics`: ring `bus_commands`).
+    pub fn fill(&self) -> ticker_engine::pipeline::RingFill {
+        let capacity = self.tx.max_capacity();
+        ticker_engine::pipeline::RingFill {
+            ring: BUS_COMMANDS_RING,
+            len: capacity - self.tx.capacity(),
+            capacity,
+        }
     }
 
     /// Queues a command for the matcher; never waits (a full queue is busy).

@@ -13,6 +13,8 @@
 //!   `admin` tokens.
 //! - [`frames`] — streams of the feeds' pre-encoded protobuf, written as they are to every
 //!   subscriber.
+//! - [`metering`] — the layer that counts every call by method and status and times it to its
+//!   first response (`tickerd_grpc_*` on `/metrics`).
 
 pub mod admin;
 pub mod auth;
@@ -20,6 +22,7 @@ pub mod convert;
 pub mod frames;
 pub mod market_data;
 pub mod metadata_limit;
+pub mod metering;
 pub mod orders;
 pub mod report;
 pub mod risk;

@@ -13,6 +13,7 @@ use super::auth::{Auth, AuthConfig, AuthConfigError};
 use super::frames::{CodecSettings, Handler, Streams};
 use super::market_data::{MarketDataApi, MarketDataConfig, MarketDataRpc};
 use super::metadata_limit::{transport_ceiling, MetadataLimitLayer};
+use super::metering::MeteringLayer;
 use super::orders::{OrderApi, OrderConfig, OrderRpc};
 use super::risk::{RiskApi, RiskRpc};
 use crate::market::Market;
@@ -383,7 +384,13 @@ impl GrpcServer {
         let limit = MetadataLimitLayer {
             limit: config.max_header_bytes,
         };
-        let routes = tower::Layer::layer(&limit, routes(market, &config).await?);
+        // Metering sees every call as plain gRPC (inside gRPC-Web), the ones the metadata
+        // limit refuses included.
+        let metering = MeteringLayer::new(market.stats().clone());
+        let routes = tower::Layer::layer(
+            &metering,
+            tower::Layer::layer(&limit, routes(market, &config).await?),
+        );
         let service: HttpService = if config.grpc_web {
             let web = tower::Layer::layer(&tonic_web::GrpcWebLayer::new(), routes);
             match cors_layer(&config.cors_origins)? {
@@ -391,9 +398,13 @@ impl GrpcServer {
                 None => BoxCloneSyncService::new(web),
             }
         } else {
-            BoxCloneSyncService::new(routes.map_request(
-                |r: http::Request<hyper::body::Incoming>| r.map(tonic::body::Body::new),
-            ))
+            BoxCloneSyncService::new(
+                routes
+                    .map_request(|r: http::Request<hyper::body::Incoming>| {
+                        r.map(tonic::body::Body::new)
+                    })
+                    .map_response(|r| r.map(tonic::body::Body::new)),
+            )
         };
         let mut builder = auto::Builder::new(TokioExecutor::new());
         builder

@@ -166,93 +166,65 @@ fn health(front: &Front) -> Response<Full<Bytes>> {
 }
 
 /// `/metrics`: the market's and this front's counters, Prometheus text format.
-fn metrics(front: &Front, connections: &Connections) -> Response<Full<Bytes>> {
-    let ws = WsMetrics { front, connections };
-    let body = crate::metrics::render(&front.market, &[&ws]);
+fn metrics(front: &Arc<Front>, connections: &Arc<Connections>) -> Response<Full<Bytes>> {
+    let mut metrics = crate::metrics::Metrics::new(front.market.clone());
+    metrics.register(WsMetrics {
+        front: front.clone(),
+        connections: connections.clone(),
+    });
     text(
         StatusCode::OK,
-        "text/plain; version=0.0.4; charset=utf-8",
-        Bytes::from(body),
+        crate::metrics::CONTENT_TYPE,
+        Bytes::from(metrics.encode()),
     )
 }
 
-struct WsMetrics<'a> {
-    front: &'a Front,
-    connections: &'a Connections,
+/// This front's families.
+struct WsMetrics {
+    front: Arc<Front>,
+    connections: Arc<Connections>,
 }
 
-impl crate::metrics::MetricSource for WsMetrics<'_> {
-    fn write_metrics(&self, out: &mut String) {
-        use crate::metrics::{family, sample};
+impl std::fmt::Debug for WsMetrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("WsMetrics")
+    }
+}
+
+impl prometheus_client::collector::Collector for WsMetrics {
+    fn encode(&self, encoder: prometheus_client::encoding::DescriptorEncoder) -> std::fmt::Result {
+        let mut f = crate::metrics::Families::new(encoder);
         let w = self.front.writers.wire();
-        family(
-            out,
+        f.gauge(
             "tickerd_ws_connections",
-            "gauge",
             "Open WebSocket connections.",
-        );
-        sample(
-            out,
-            "tickerd_ws_connections",
-            "",
             self.connections.open() as u64,
-        );
-        family(
-            out,
+        )?;
+        f.gauge(
             "tickerd_ws_blocked_connections",
-            "gauge",
             "WebSocket connections whose socket refuses bytes now (clients that do not keep up).",
-        );
-        sample(
-            out,
-            "tickerd_ws_blocked_connections",
-            "",
             self.front.writers.blocked() as u64,
-        );
-        family(
-            out,
+        )?;
+        f.counters(
             "tickerd_ws_messages_out_total",
-            "counter",
             "WebSocket messages written, by compression.",
-        );
-        let compressed = w.compressed_messages;
-        sample(
-            out,
-            "tickerd_ws_messages_out_total",
-            "compressed=\"true\"",
-            compressed,
-        );
-        sample(
-            out,
-            "tickerd_ws_messages_out_total",
-            "compressed=\"false\"",
-            w.messages.saturating_sub(compressed),
-        );
-        family(
-            out,
+            "compressed",
+            [
+                ("true", w.compressed_messages),
+                ("false", w.messages.saturating_sub(w.compressed_messages)),
+            ],
+        )?;
+        f.counters(
             "tickerd_ws_bytes_out_total",
-            "counter",
             "WebSocket payload bytes: before compression (raw) and as written (wire).",
-        );
-        sample(
-            out,
-            "tickerd_ws_bytes_out_total",
-            "kind=\"raw\"",
-            w.raw_bytes,
-        );
-        sample(
-            out,
-            "tickerd_ws_bytes_out_total",
-            "kind=\"wire\"",
-            w.wire_bytes,
-        );
-        family(
-            out,
+            "kind",
+            [("raw", w.raw_bytes), ("wire", w.wire_bytes)],
+        )?;
+        f.counter(
             "tickerd_ws_writes_total",
-            "counter",
             "Vectored socket writes of the WebSocket writers (messages per write: how well \
              writes are batched).",
-        );
-        sample(out, "tickerd_ws_writes_total", "", w.writes);
+            w.writes,
+        )
     }
 }
