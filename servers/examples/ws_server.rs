@@ -40,6 +40,9 @@ struct Flags {
     /// hour).
     #[arg(long, value_name = "SECONDS", default_value_t = 0)]
     sim_history_s: u64,
+    /// Simulated market orders per second per instrument (the simulator's default: 2).
+    #[arg(long, value_name = "N")]
+    sim_takes_per_sec: Option<u64>,
     /// permessage-deflate [default: the server's own, shared].
     #[arg(long, value_enum, value_name = "MODE")]
     deflate: Option<common::Deflate>,
@@ -65,6 +68,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if let Some(sim) = &mut market_config.simulator {
         sim.history_secs = flags.sim_history_s;
+        if let Some(n) = flags.sim_takes_per_sec {
+            sim.takes_per_sec = n;
+        }
     }
     let market = Market::start(market_config)?;
     let server = WsServer::start(market.clone(), config).await?;

@@ -30,8 +30,12 @@ else
         deflate=(--deflate "$TICKER_DEFLATE")
     fi
     server_bin="$(server_example ws_server)"
-    # An hour of simulated past, as tickerd's fresh start has: the chart is full on open.
-    server_start ws_server "$server_bin" --token alice-token=1 --sim-history-s 3600 "${deflate[@]}"
+    # An hour of simulated past, as tickerd's fresh start has: the chart is full on open. A
+    # busier market than the default's two market orders a second per instrument: the debug
+    # server on a loaded machine runs its simulated time slower than the clock, and the resync
+    # step waits for the trade after one it drops.
+    server_start ws_server "$server_bin" --token alice-token=1 --sim-history-s 3600 \
+        --sim-takes-per-sec 20 "${deflate[@]}"
     addr="$server_addr"
 fi
 echo "browser tests against http://$addr/ (chromium $(/usr/bin/chromium --version 2>/dev/null | awk '{print $2}'))"

@@ -256,8 +256,17 @@ step("a limit order away from the market appears in my orders", async () => {
   await page.selectOption("#order-type", "limit");
   await page.fill("#order-price", orderPrice);
   await page.fill("#order-size", spec.min_size);
+  // The ticket still shows the market order's result: wait for this order's own.
+  const previous = await page.textContent("#order-result");
   await page.click("#place");
-  await until(() => /^place /.test(document.getElementById("order-result").textContent), null, "the place result");
+  await until(
+    (previous) => {
+      const text = document.getElementById("order-result").textContent;
+      return text !== previous && /^place /.test(text);
+    },
+    previous,
+    "the place result",
+  );
   const result = await page.textContent("#order-result");
   const accepted = /^place accepted: order (\d+) resting$/.exec(result);
   assert.ok(accepted, `the order rests: ${result}`);
@@ -422,14 +431,14 @@ function addDecimals(a, b) {
 }
 
 /**
- * A buy price 5% under the best bid (kept inside the instrument's price band), on the tick
- * grid: exact decimal arithmetic on BigInts, as the page itself does.
+ * A buy price `percentOfBid`% of the best bid (kept a tick inside the instrument's price band),
+ * on the tick grid: exact decimal arithmetic on BigInts, as the page itself does.
  */
-function awayFromMarket(bid, spec) {
+function awayFromMarket(bid, spec, percentOfBid = 95n) {
   const scale = Math.max(decimals(bid), decimals(spec.tick_size));
   const units = (s) => BigInt(s.replace(".", "") + "0".repeat(scale - decimals(s)));
   const tick = units(spec.tick_size);
-  let price = (units(bid) * 95n) / 100n;
+  let price = (units(bid) * percentOfBid) / 100n;
   if (spec.band_low) {
     const low = units(spec.band_low);
     if (price <= low) price = low + tick;
