@@ -418,6 +418,15 @@ impl Simulator {
         self.rate = rate.max(1);
     }
 
+    /// Buy or sell, even odds.
+    fn side(&mut self) -> Side {
+        if self.rng.chance(500) {
+            Side::Buy
+        } else {
+            Side::Sell
+        }
+    }
+
     fn client_id(&mut self) -> ClientOrderId {
         self.next_client_id += 1;
         self.next_client_id
@@ -509,11 +518,7 @@ impl Simulator {
     fn requote(&mut self, m: usize) {
         let makers = self.config.makers.max(1);
         let k = self.rng.below(makers) as usize;
-        let side = if self.rng.chance(500) {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = self.side();
         let (account, fair, step) = {
             let mk = &self.markets[m];
             (mk.accounts + k as u64, mk.fair, mk.step)
@@ -556,11 +561,7 @@ impl Simulator {
     }
 
     fn passive(&mut self, m: usize) {
-        let side = if self.rng.chance(500) {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = self.side();
         let depth = self.rng.range(1, 30) * self.markets[m].step / 2 + 1;
         let size = self.lots(m, &PASSIVE_SIZES);
         let id = self.client_id();
@@ -639,11 +640,7 @@ impl Simulator {
     }
 
     fn market_order(&mut self, m: usize, sweep: bool) -> CommandKind {
-        let side = if self.rng.chance(500) {
-            Side::Buy
-        } else {
-            Side::Sell
-        };
+        let side = self.side();
         let size = if sweep {
             self.lots(m, &SWEEP_SIZES)
         } else {
