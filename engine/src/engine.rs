@@ -17,6 +17,7 @@ use crate::event::*;
 use crate::instrument::Instrument;
 use crate::order::*;
 use crate::risk::{Limits, Position, Risk};
+use crate::shard::Shard;
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use std::cmp::Reverse;
@@ -48,6 +49,10 @@ pub struct EngineConfig {
     /// `order_capacity × 128` bytes and about `index_capacity × 16` bytes of memory up front.
     /// Default off.
     pub prefault: bool,
+    /// Which shard this engine is, of how many ([`crate::shard`]): decides the order ids and
+    /// trade ids it gives, the instruments it matches and its part of account-wide limits.
+    /// Default [`Shard::SOLE`]: one engine for every instrument.
+    pub shard: Shard,
 }
 
 impl Default for EngineConfig {
@@ -58,6 +63,7 @@ impl Default for EngineConfig {
             ladder_ticks: 1 << 18,
             index_capacity: 1 << 16,
             prefault: false,
+            shard: Shard::SOLE,
         }
     }
 }
@@ -109,6 +115,8 @@ pub struct Engine {
 pub(crate) struct State {
     pub(crate) seq: u64,
     pub(crate) trade_seq: u64,
+    /// From the config: trade ids interleave with the other shards'.
+    pub(crate) shard: Shard,
     pub(crate) pool: OrderPool,
     /// Head slot of each account's list of live orders.
     pub(crate) accounts: FxHashMap<AccountId, u32>,
@@ -156,14 +164,15 @@ impl Engine {
             st: State {
                 seq: 0,
                 trade_seq: 0,
-                pool: pool(&config),
+                shard: config.shard,
+                pool: pool(&config).for_shard(config.shard),
                 accounts: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 sessions: FxHashMap::with_capacity_and_hasher(cap, hasher),
                 client_ids: ClientIndex::with_capacity(cap, config.prefault),
                 expiries: BinaryHeap::with_capacity(cap),
                 dirty: Vec::with_capacity(256),
                 triggered: VecDeque::with_capacity(64),
-                risk: Risk::new(cap),
+                risk: Risk::new(cap, config.shard),
             },
             config,
         }

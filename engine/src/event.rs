@@ -1,5 +1,5 @@
-//! Events: the engine's only output. Each carries a global sequence number (no gaps) and the
-//! ingress timestamp of the command that caused it. They are rich enough for the feeds to build
+//! Events: the engine's only output. Each carries its engine's sequence number (no gaps; with
+//! several shards each numbers its own, see [`crate::shard`]) and the ingress timestamp of the command that caused it. They are rich enough for the feeds to build
 //! L1, L2 and L3 views and per-account order updates without ever reading the engine's book.
 //!
 //! For every command but [`crate::CommandKind::Heartbeat`] and [`crate::CommandKind::Snapshot`] the engine emits exactly one outcome
@@ -153,6 +153,19 @@ pub enum EventKind {
     /// The account's kill switch changed: `disabled` accounts may only cancel. Follows the
     /// `Accepted` of `DisableAccount` / `EnableAccount`, before the cancels a disable causes.
     AccountStatus { account: AccountId, disabled: bool },
+}
+
+impl EventKind {
+    /// The correlation id of an outcome (`Accepted`, `PlaceAccepted`, `Rejected`); `None` for
+    /// every other event.
+    pub fn outcome_corr(&self) -> Option<Correlation> {
+        match self {
+            EventKind::Accepted { corr, .. }
+            | EventKind::PlaceAccepted { corr, .. }
+            | EventKind::Rejected { corr, .. } => Some(*corr),
+            _ => None,
+        }
+    }
 }
 
 /// Why a command was rejected.

@@ -51,6 +51,7 @@ mod order;
 pub mod pipeline;
 pub mod ring;
 pub mod risk;
+pub mod shard;
 pub mod snapshot;
 pub mod types;
 
@@ -62,5 +63,6 @@ pub use instrument::{Instrument, InstrumentSpec, SpecError};
 pub use levels::Level;
 pub use pipeline::{Batch, Clock, Egress, Ingress, Pipeline, PipelineConfig, SubmitError};
 pub use risk::{InstrumentLimits, Limits, Position};
+pub use shard::{FanIn, Offered, Route, Shard};
 pub use snapshot::{EngineSnapshot, RestoreError};
 pub use types::*;

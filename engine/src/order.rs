@@ -3,6 +3,7 @@
 //! allocates after construction; a slot is recycled through a free list and its generation
 //! counter makes every [`OrderId`] unique.
 
+use crate::shard::Shard;
 use crate::types::*;
 
 /// "No slot" in the intrusive links.
@@ -141,6 +142,10 @@ pub(crate) struct OrderPool {
     free_head: u32,
     capacity: u32,
     live: usize,
+    /// The shard's bits, set in every id this pool gives ([`Shard::order_tag`]).
+    tag: u64,
+    /// The generation bits ids keep beside the tag ([`Shard::generation_mask`]).
+    generation_mask: u32,
 }
 
 impl OrderPool {
@@ -154,6 +159,8 @@ impl OrderPool {
             free_head: NIL,
             capacity,
             live: 0,
+            tag: 0,
+            generation_mask: u32::MAX,
         };
         if prefault {
             pool.slots
@@ -164,6 +171,13 @@ impl OrderPool {
             }
         }
         pool
+    }
+
+    /// This pool gives the order ids of `shard`.
+    pub fn for_shard(mut self, shard: Shard) -> Self {
+        self.tag = shard.order_tag();
+        self.generation_mask = shard.generation_mask();
+        self
     }
 
     /// The capacity a pool asked for `capacity` gets: slot numbers stop short of [`NIL`].
@@ -198,9 +212,9 @@ impl OrderPool {
             return None;
         };
         let o = &mut self.slots[slot as usize];
-        let generation = o.generation.wrapping_add(1).max(1);
+        let generation = (o.generation.wrapping_add(1) & self.generation_mask).max(1);
         *o = Order::vacant(generation);
-        o.id = OrderId::new(slot, generation);
+        o.id = OrderId(self.tag | OrderId::new(slot, generation).0);
         o.flags = FLAG_LIVE;
         self.live += 1;
         Some(slot)

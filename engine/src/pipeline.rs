@@ -60,6 +60,9 @@ use std::sync::Arc;
 use std::thread::{self, JoinHandle, Thread, ThreadId};
 use std::time::{Duration, Instant};
 
+mod sharded;
+pub use sharded::{ShardedEgress, ShardedIngress, ShardedPipeline};
+
 /// Sizes and waiting of the pipeline. Capacities are rounded up to powers of two.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct PipelineConfig {

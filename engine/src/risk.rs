@@ -26,6 +26,7 @@
 //!   one that changes the price against the notional limit.
 
 use crate::event::RejectReason;
+use crate::shard::Shard;
 use crate::types::*;
 use rustc_hash::FxHashMap;
 use serde::{Deserialize, Serialize};
@@ -163,6 +164,8 @@ impl Position {
 #[derive(Debug)]
 pub(crate) struct Risk {
     pub active: bool,
+    /// Account-wide limits count this shard's share ([`Shard::share`]).
+    pub shard: Shard,
     pub default_limits: Option<Limits>,
     pub accounts: FxHashMap<AccountId, AccountRisk>,
 }
@@ -182,10 +185,11 @@ pub(crate) struct Ask {
 }
 
 impl Risk {
-    pub(crate) fn new(capacity: usize) -> Self {
+    pub(crate) fn new(capacity: usize, shard: Shard) -> Self {
         let hasher = rustc_hash::FxBuildHasher;
         Risk {
             active: false,
+            shard,
             default_limits: None,
             accounts: FxHashMap::with_capacity_and_hasher(capacity, hasher),
         }
@@ -203,13 +207,13 @@ impl Risk {
     ) -> Result<(), RejectReason> {
         let default = self.default_limits.as_ref();
         if let Some(a) = self.accounts.get_mut(&ask.account) {
-            check_place(default, Some(a), ask, ts)?;
+            check_place(self.shard, default, Some(a), ask, ts)?;
             if commit {
                 a.open(ask.instrument, ask.side, ask.size, Some(ts));
             }
             return Ok(());
         }
-        check_place(default, None, ask, ts)?;
+        check_place(self.shard, default, None, ask, ts)?;
         if commit {
             // The account's first order since risk is on.
             let a = self.accounts.entry(ask.account).or_default();
@@ -350,6 +354,7 @@ fn limits_of<'a>(
 /// order rate.
 #[inline]
 fn check_place(
+    shard: Shard,
     default: Option<&Limits>,
     account: Option<&AccountRisk>,
     ask: &Ask,
@@ -362,10 +367,16 @@ fn check_place(
     let (open, used) = account.map_or((0, 0), |a| {
         (a.open_orders, a.orders_in(ts / RATE_WINDOW_NANOS))
     });
-    if limits.max_open_orders.is_some_and(|max| open >= max) {
+    if limits
+        .max_open_orders
+        .is_some_and(|max| open >= shard.share(max))
+    {
         return Err(RejectReason::MaxOpenOrders);
     }
-    if limits.max_orders_per_sec.is_some_and(|max| used >= max) {
+    if limits
+        .max_orders_per_sec
+        .is_some_and(|max| used >= shard.share(max))
+    {
         return Err(RejectReason::MaxOrderRate);
     }
     Ok(())
@@ -440,7 +451,7 @@ mod tests {
     }
 
     fn risk_with(limits: InstrumentLimits) -> Risk {
-        let mut risk = Risk::new(16);
+        let mut risk = Risk::new(16, Shard::SOLE);
         risk.active = true;
         risk.default_limits = Some(Limits {
             instruments: vec![(0, limits)],
@@ -510,7 +521,7 @@ mod tests {
 
     #[test]
     fn the_rate_window_is_the_calendar_second_of_the_timestamp() {
-        let mut risk = Risk::new(16);
+        let mut risk = Risk::new(16, Shard::SOLE);
         risk.active = true;
         risk.default_limits = Some(Limits {
             max_orders_per_sec: Some(2),

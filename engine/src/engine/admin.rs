@@ -41,14 +41,17 @@ impl Engine {
                     ts,
                     accepted(corr, CommandTag::AddInstrument, 0, OrderId::NONE, Some(id)),
                 );
-                self.st.emit(
-                    out,
-                    ts,
-                    EventKind::InstrumentAdded {
-                        instrument: id,
-                        spec: Arc::new(spec.clone()),
-                    },
-                );
+                // Every shard adds it (so ids stay dense and equal); its own shard tells.
+                if self.config.shard.owns(id) {
+                    self.st.emit(
+                        out,
+                        ts,
+                        EventKind::InstrumentAdded {
+                            instrument: id,
+                            spec: Arc::new(spec.clone()),
+                        },
+                    );
+                }
             }
         }
     }
@@ -124,8 +127,11 @@ impl Engine {
         self.st.risk.accounts.entry(account).or_default().disabled = disabled;
         self.st
             .emit(out, ts, accepted(corr, tag, 0, OrderId::NONE, None));
-        self.st
-            .emit(out, ts, EventKind::AccountStatus { account, disabled });
+        // Every shard switches the account; one tells.
+        if self.config.shard.publishes_global() {
+            self.st
+                .emit(out, ts, EventKind::AccountStatus { account, disabled });
+        }
         if !disabled {
             return;
         }

@@ -339,7 +339,7 @@ impl State {
             }
             self.trade_seq += 1;
             let kind = EventKind::Trade {
-                trade_id: self.trade_seq,
+                trade_id: self.shard.trade_id(self.trade_seq),
                 instrument,
                 price,
                 size: q,

@@ -33,6 +33,10 @@ impl Engine {
             .books
             .get(p.instrument as usize)
             .ok_or(UnknownInstrument)?;
+        // Another shard's instrument is not one this engine trades (routing never sends it).
+        if !self.config.shard.owns(p.instrument) {
+            return Err(UnknownInstrument);
+        }
         let ins = &book.instrument;
         if book.halted {
             return Err(Halted);

@@ -53,3 +53,10 @@ impl Doorbell {
         }
     }
 }
+
+/// So a wait can take its bells by reference or inside what owns them.
+impl AsRef<Doorbell> for Doorbell {
+    fn as_ref(&self) -> &Doorbell {
+        self
+    }
+}

@@ -66,7 +66,7 @@ impl WaitStrategy {
     /// `bell`, if given, is the doorbell publishers ring when `poll` may have become ready;
     /// without one a parked waiter wakes only on its timeout.
     pub fn wait_for<T>(&self, bell: Option<&Doorbell>, poll: impl FnMut() -> Option<T>) -> T {
-        match self.wait(bell, None, poll) {
+        match self.wait(bell.as_slice(), None, poll) {
             Some(value) => value,
             // Without a deadline `wait` only returns once `poll` gave a value.
             None => unreachable!("wait without deadline returned without a value"),
@@ -80,12 +80,24 @@ impl WaitStrategy {
         deadline: Instant,
         poll: impl FnMut() -> Option<T>,
     ) -> Option<T> {
-        self.wait(bell, Some(deadline), poll)
+        self.wait(bell.as_slice(), Some(deadline), poll)
     }
 
-    fn wait<T>(
+    /// Like [`WaitStrategy::wait_until`] (no deadline: `None`) for a `poll` that looks at
+    /// several rings: a publisher to any of them rings its own bell of `bells`, and each wakes
+    /// the waiter.
+    pub fn wait_any<T, B: AsRef<Doorbell>>(
         &self,
-        bell: Option<&Doorbell>,
+        bells: &[B],
+        deadline: Option<Instant>,
+        poll: impl FnMut() -> Option<T>,
+    ) -> Option<T> {
+        self.wait(bells, deadline, poll)
+    }
+
+    fn wait<T, B: AsRef<Doorbell>>(
+        &self,
+        bells: &[B],
         deadline: Option<Instant>,
         mut poll: impl FnMut() -> Option<T>,
     ) -> Option<T> {
@@ -123,7 +135,7 @@ impl WaitStrategy {
                             Some((deadline, now)) => timeout.min(deadline - now),
                             None => timeout,
                         };
-                        if let Some(value) = park(bell, timeout, &mut poll) {
+                        if let Some(value) = park(bells, timeout, &mut poll) {
                             return Some(value);
                         }
                     }
@@ -141,27 +153,28 @@ impl Default for WaitStrategy {
     }
 }
 
-/// One park: announce on the bell, poll a last time (closing the lost-wake-up window), sleep.
-fn park<T>(
-    bell: Option<&Doorbell>,
+/// One park: announce on every bell, poll a last time (closing the lost-wake-up window for
+/// each: a publisher either sees its bell raised or its item is found), sleep.
+fn park<T, B: AsRef<Doorbell>>(
+    bells: &[B],
     timeout: Duration,
     poll: &mut impl FnMut() -> Option<T>,
 ) -> Option<T> {
-    match bell {
-        Some(bell) => {
-            bell.announce_sleep();
-            let value = poll();
-            if value.is_none() {
-                thread::park_timeout(timeout);
-            }
-            bell.withdraw();
-            value
-        }
-        None => {
-            thread::park_timeout(timeout);
-            None
-        }
+    if bells.is_empty() {
+        thread::park_timeout(timeout);
+        return None;
     }
+    for bell in bells {
+        bell.as_ref().announce_sleep();
+    }
+    let value = poll();
+    if value.is_none() {
+        thread::park_timeout(timeout);
+    }
+    for bell in bells {
+        bell.as_ref().withdraw();
+    }
+    value
 }
 
 #[cfg(test)]

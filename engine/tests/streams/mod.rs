@@ -362,6 +362,7 @@ pub fn scenario_with(
                     ladder_ticks,
                     index_capacity: 16,
                     prefault,
+                    shard: Shard::SOLE,
                 },
             );
         // Now and then a second passes (an order-rate window; every GTD order expires).

@@ -1,0 +1,658 @@
+//! Shards give the same market as one engine: the random command streams of the property
+//! tests, run on 1, 2 and 4 shards, give the same events for every instrument and the same
+//! reply to every command, and the threaded [`ShardedPipeline`] gives, shard by shard, exactly
+//! the events its engines give applied one command at a time.
+//!
+//! The streams are the property tests' ([`streams`]) with three things kept out that shards
+//! decide differently by design (`ticker_engine::shard`): account-wide limits (split between
+//! shards), a client order id live on two shards at once (unique per shard), and a full order
+//! pool (one per shard). Every command is preceded by a heartbeat to every shard at its
+//! timestamp, as the server's clock does, so GTD orders expire at the same point of each
+//! instrument's stream however the instruments are spread.
+
+mod streams;
+
+use proptest::prelude::*;
+use proptest::strategy::ValueTree;
+use proptest::test_runner::TestRunner;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use streams::*;
+use ticker_engine::codec::encode_event;
+use ticker_engine::pipeline::{PipelineConfig, ShardedPipeline};
+use ticker_engine::shard::{fold, route, Route};
+use ticker_engine::*;
+
+/// Shard engines applied one command at a time in this thread, routed as [`ShardedIngress`]
+/// routes.
+struct ShardSet {
+    engines: Vec<Engine>,
+    /// Every event of each shard, in its order.
+    streams: Vec<Vec<Event>>,
+    /// Order id → the correlation id of the place that made it.
+    names: HashMap<OrderId, Correlation>,
+    /// And back.
+    ids: HashMap<Correlation, OrderId>,
+}
+
+/// What one command did, with order ids named by the place that made them and trade ids left
+/// out (they interleave between shards).
+#[derive(Debug, PartialEq, Eq)]
+struct Observed {
+    reply: Option<EventKind>,
+    instruments: BTreeMap<InstrumentId, Vec<EventKind>>,
+    /// Events of no instrument (`AccountStatus`).
+    global: Vec<EventKind>,
+}
+
+impl ShardSet {
+    fn new(config: &EngineConfig, count: usize) -> Self {
+        let engines = Shard::all(count)
+            .unwrap()
+            .into_iter()
+            .map(|shard| {
+                Engine::new(EngineConfig {
+                    shard,
+                    ..config.clone()
+                })
+            })
+            .collect();
+        ShardSet {
+            engines,
+            streams: vec![Vec::new(); count],
+            names: HashMap::new(),
+            ids: HashMap::new(),
+        }
+    }
+
+    fn count(&self) -> usize {
+        self.engines.len()
+    }
+
+    fn apply(&mut self, command: &Command) -> Observed {
+        let targets: Vec<usize> = match route(self.count(), &command.kind) {
+            Route::One(shard) => vec![shard],
+            Route::All => (0..self.count()).collect(),
+        };
+        let mut outcomes = Vec::new();
+        let mut caused = Vec::new();
+        for shard in targets {
+            let events = self.engines[shard].apply_collect(command);
+            for e in &events {
+                if let EventKind::PlaceAccepted { corr, order } = &e.kind {
+                    assert_eq!(
+                        Shard::of_order(self.count(), order.order_id),
+                        shard,
+                        "order id {} names its shard",
+                        order.order_id
+                    );
+                    self.names.insert(order.order_id, *corr);
+                    self.ids.insert(*corr, order.order_id);
+                }
+                match e.kind.outcome_corr() {
+                    Some(_) => outcomes.push(e.kind.clone()),
+                    None => caused.push(e.kind.clone()),
+                }
+            }
+            self.streams[shard].extend(events);
+        }
+        let mut observed = Observed {
+            reply: fold(&outcomes).map(|o| self.named(&o)),
+            instruments: BTreeMap::new(),
+            global: Vec::new(),
+        };
+        for kind in caused {
+            let kind = self.named(&kind);
+            match instrument_of(&kind) {
+                Some(i) => observed.instruments.entry(i).or_default().push(kind),
+                None => observed.global.push(kind),
+            }
+        }
+        observed
+    }
+
+    /// `kind` with each order id this set assigned replaced by the correlation id of its place,
+    /// and no trade id.
+    fn named(&self, kind: &EventKind) -> EventKind {
+        let m = |id: &mut OrderId| {
+            if let Some(&corr) = self.names.get(id) {
+                *id = OrderId(corr);
+            }
+        };
+        let mut kind = kind.clone();
+        match &mut kind {
+            EventKind::PlaceAccepted { order, .. } => m(&mut order.order_id),
+            EventKind::Accepted { order_id, .. }
+            | EventKind::Rejected { order_id, .. }
+            | EventKind::OrderRested { order_id, .. }
+            | EventKind::StopArmed { order_id, .. }
+            | EventKind::StopTriggered { order_id, .. }
+            | EventKind::OrderAmended { order_id, .. }
+            | EventKind::OrderDone { order_id, .. } => m(order_id),
+            EventKind::Trade {
+                trade_id,
+                taker_order,
+                maker_order,
+                ..
+            } => {
+                *trade_id = 0;
+                m(taker_order);
+                m(maker_order);
+            }
+            EventKind::LevelChanged { .. }
+            | EventKind::InstrumentAdded { .. }
+            | EventKind::TradingStatus { .. }
+            | EventKind::AccountStatus { .. } => {}
+        }
+        kind
+    }
+
+    /// This set's id for the order the place `corr` made (an unknown one if it made none).
+    fn id(&self, corr: Option<Correlation>) -> OrderId {
+        corr.and_then(|c| self.ids.get(&c).copied())
+            .unwrap_or(NO_SUCH_ORDER)
+    }
+
+    /// Trade ids are unique across the shards, and each shard's go up.
+    fn check_trade_ids(&self) {
+        let mut seen = HashSet::new();
+        for stream in &self.streams {
+            let mut last = 0;
+            for e in stream {
+                if let EventKind::Trade { trade_id, .. } = e.kind {
+                    assert!(
+                        trade_id > last && seen.insert(trade_id),
+                        "trade id {trade_id}"
+                    );
+                    last = trade_id;
+                }
+            }
+        }
+    }
+}
+
+fn instrument_of(kind: &EventKind) -> Option<InstrumentId> {
+    match kind {
+        EventKind::OrderRested { instrument, .. }
+        | EventKind::StopArmed { instrument, .. }
+        | EventKind::StopTriggered { instrument, .. }
+        | EventKind::Trade { instrument, .. }
+        | EventKind::OrderAmended { instrument, .. }
+        | EventKind::OrderDone { instrument, .. }
+        | EventKind::LevelChanged { instrument, .. }
+        | EventKind::InstrumentAdded { instrument, .. }
+        | EventKind::TradingStatus { instrument, .. } => Some(*instrument),
+        EventKind::PlaceAccepted { order, .. } => Some(order.instrument),
+        EventKind::Accepted { instrument, .. } => *instrument,
+        EventKind::Rejected { .. } | EventKind::AccountStatus { .. } => None,
+    }
+}
+
+/// Runs one scenario on sets of several shard counts side by side, choosing the orders that
+/// cancels and amends name from the first set's live orders.
+struct Runs {
+    sets: Vec<ShardSet>,
+    /// Correlation ids of every place accepted, with the owner.
+    accepted: Vec<(Correlation, AccountId)>,
+    /// Every command given, in order (heartbeats included), for the first set's ids.
+    commands: Vec<Vec<Command>>,
+    ts: Timestamp,
+    corr: Correlation,
+}
+
+impl Runs {
+    fn new(config: &EngineConfig, counts: &[usize]) -> Self {
+        Runs {
+            sets: counts.iter().map(|&n| ShardSet::new(config, n)).collect(),
+            accepted: Vec::new(),
+            commands: vec![Vec::new(); counts.len()],
+            ts: 1_000,
+            corr: 0,
+        }
+    }
+
+    /// The place (by correlation id) a cancel or amend names, and the account sending it.
+    fn target(&self, c: &OrderCommand) -> (Option<Result<Correlation, ClientOrderId>>, AccountId) {
+        let owner = |account: AccountId| if c.foreign { c.account } else { account };
+        match &c.target {
+            Target::Live(ix) => {
+                let first = &self.sets[0];
+                let live: Vec<OrderView> = first.engines[0].live_orders().collect();
+                if live.is_empty() {
+                    return (None, c.account);
+                }
+                let o = live[ix.index(live.len())];
+                (Some(Ok(first.names[&o.id])), owner(o.account))
+            }
+            Target::Any(ix) if !self.accepted.is_empty() => {
+                let (corr, account) = self.accepted[ix.index(self.accepted.len())];
+                (Some(Ok(corr)), owner(account))
+            }
+            Target::Client(cid) => (Some(Err(*cid)), c.account),
+            Target::Any(_) | Target::Unknown => (None, c.account),
+        }
+    }
+
+    fn kind(&self, set: &ShardSet, action: &Action) -> CommandKind {
+        let order = |t: Option<Result<Correlation, ClientOrderId>>| match t {
+            Some(Err(cid)) => OrderRef::Client(cid),
+            Some(Ok(corr)) => OrderRef::Id(set.id(Some(corr))),
+            None => OrderRef::Id(NO_SUCH_ORDER),
+        };
+        match action {
+            Action::Place(p, expiry_in) => {
+                let mut p = *p;
+                p.expiry = (self.ts as i64 + expiry_in).max(0) as u64;
+                // A client id is only ever used on instruments of one residue mod 4, so it is
+                // never live on two shards of 1, 2 or 4.
+                if p.client_id % 4 != p.instrument as u64 % 4 {
+                    p.client_id = 0;
+                }
+                CommandKind::Place(p)
+            }
+            Action::Cancel(c) => {
+                let (t, account) = self.target(c);
+                CommandKind::Cancel(Cancel {
+                    account,
+                    order: order(t),
+                })
+            }
+            Action::Amend {
+                order: c,
+                price,
+                size,
+                trigger,
+                ..
+            } => {
+                let (t, account) = self.target(c);
+                CommandKind::Amend(Amend {
+                    account,
+                    order: order(t),
+                    price: *price,
+                    size: *size,
+                    trigger: *trigger,
+                })
+            }
+            Action::MassCancel(m) => CommandKind::MassCancel(*m),
+            Action::SessionClosed(s) => CommandKind::SessionClosed { session: *s },
+            Action::Halt(i) => CommandKind::Halt { instrument: *i },
+            Action::Resume(i) => CommandKind::Resume { instrument: *i },
+            Action::AddInstrument(spec) => CommandKind::AddInstrument(Box::new(spec.clone())),
+            Action::Heartbeat => CommandKind::Heartbeat,
+            Action::SetLimits(account, limits) => CommandKind::SetLimits {
+                account: *account,
+                limits: limits.clone().map(|l| {
+                    Box::new(Limits {
+                        max_open_orders: None,
+                        max_orders_per_sec: None,
+                        ..l
+                    })
+                }),
+            },
+            Action::DisableAccount(account) => CommandKind::DisableAccount { account: *account },
+            Action::EnableAccount(account) => CommandKind::EnableAccount { account: *account },
+        }
+    }
+
+    fn step(&mut self, step_no: usize, step: &Step) -> Result<(), TestCaseError> {
+        self.ts += step.dt;
+        self.corr += 1;
+        let beat = Command::new(self.ts, self.corr, CommandKind::Heartbeat);
+        self.corr += 1;
+        let deadline = match self.corr {
+            c if c % 23 == 0 => self.ts - 1,
+            c if c % 5 == 0 => self.ts + 1_000,
+            _ => 0,
+        };
+        let kinds: Vec<CommandKind> = self
+            .sets
+            .iter()
+            .map(|set| self.kind(set, &step.action))
+            .collect();
+        let mut observed = Vec::new();
+        for (k, kind) in kinds.into_iter().enumerate() {
+            let command = Command {
+                ts: self.ts,
+                corr: self.corr,
+                deadline,
+                kind,
+            };
+            let set = &mut self.sets[k];
+            let expired = set.apply(&beat);
+            let did = set.apply(&command);
+            self.commands[k].extend([beat.clone(), command]);
+            observed.push((expired, did));
+        }
+        if let Some((
+            _,
+            Observed {
+                reply: Some(EventKind::PlaceAccepted { order, .. }),
+                ..
+            },
+        )) = observed.first()
+        {
+            self.accepted.push((self.corr, order.account));
+        }
+        for (k, o) in observed.iter().enumerate().skip(1) {
+            prop_assert_eq!(
+                &observed[0],
+                o,
+                "step {}: {:?} on {} shard(s) and on {}",
+                step_no,
+                step.action,
+                self.sets[0].count(),
+                self.sets[k].count()
+            );
+        }
+        Ok(())
+    }
+
+    fn run(&mut self, scenario: &Scenario) -> Result<(), TestCaseError> {
+        for k in 0..scenario.instruments {
+            let add = Step {
+                dt: 0,
+                action: Action::AddInstrument(instrument_spec(k)),
+            };
+            self.step(0, &add)?;
+        }
+        for (n, step) in scenario.steps.iter().enumerate() {
+            self.step(n + 1, step)?;
+        }
+        for set in &self.sets {
+            set.check_trade_ids();
+        }
+        self.same_books()
+    }
+
+    /// Every book ends the same on its shard as in the one engine.
+    fn same_books(&self) -> Result<(), TestCaseError> {
+        let one = &self.sets[0].engines[0];
+        for set in &self.sets[1..] {
+            for (i, book) in one.books().iter().enumerate() {
+                let i = i as InstrumentId;
+                let owner = &set.engines[Shard::of_instrument(set.count(), i)];
+                let theirs = owner.book(i).expect("every shard knows every instrument");
+                for side in [Side::Buy, Side::Sell] {
+                    // Levels name their queues' slots, which differ between shard sets.
+                    let levels = |b: &Book| -> Vec<(Ticks, Lots, u32)> {
+                        b.depth(side)
+                            .map(|(p, l)| (p, l.visible, l.orders))
+                            .collect()
+                    };
+                    let (a, b) = (levels(book), levels(theirs));
+                    prop_assert_eq!(
+                        a,
+                        b,
+                        "instrument {} {:?} on {} shards",
+                        i,
+                        side,
+                        set.count()
+                    );
+                }
+                prop_assert_eq!(book.is_halted(), theirs.is_halted());
+                prop_assert_eq!(book.last_price(), theirs.last_price());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The property tests' scenarios with an order pool no shard fills.
+fn sharded_scenario() -> impl Strategy<Value = Scenario> {
+    scenario_with(Just(4096usize))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig {
+        cases: 200,
+        max_shrink_iters: 2048,
+        failure_persistence: None,
+        ..ProptestConfig::default()
+    })]
+
+    #[test]
+    fn one_two_and_four_shards_give_every_instrument_the_same_events(
+        scenario in sharded_scenario()
+    ) {
+        Runs::new(&scenario.config, &[1, 2, 4]).run(&scenario)?;
+    }
+}
+
+/// A long stream: many scenarios' steps over four instruments, from a fixed seed.
+fn long_stream(steps: usize) -> Scenario {
+    let mut runner = TestRunner::deterministic();
+    let mut scenario = sharded_scenario().new_tree(&mut runner).unwrap().current();
+    scenario.instruments = 4;
+    scenario.config.max_instruments = 8;
+    let step = (0u64..40, action(4)).prop_map(|(dt, action)| Step { dt, action });
+    let steps = prop::collection::vec(step, steps);
+    scenario.steps = steps.new_tree(&mut runner).unwrap().current();
+    scenario
+}
+
+/// Events of one shard as bytes, for exact comparison.
+fn bytes(events: &[Event]) -> Vec<u8> {
+    let mut out = Vec::new();
+    for e in events {
+        encode_event(e, &mut out);
+    }
+    out
+}
+
+#[test]
+fn the_threaded_shards_give_exactly_what_their_engines_give() {
+    let scenario = long_stream(6_000);
+    let mut runs = Runs::new(&scenario.config, &[1, 2, 4]);
+    runs.run(&scenario).unwrap();
+    for (k, set) in runs.sets.iter().enumerate() {
+        let count = set.count();
+        let config = PipelineConfig {
+            engine: scenario.config.clone(),
+            max_batch: 7, // batches end mid-stream, often
+            ..PipelineConfig::default()
+        };
+        let (pipeline, ingress, mut egress) = ShardedPipeline::spawn(config, count).unwrap();
+        let commands = runs.commands[k].clone();
+        let producer = std::thread::spawn(move || {
+            for command in commands {
+                ingress.submit(command).unwrap();
+            }
+        });
+        let mut streams = vec![Vec::new(); count];
+        while let Some((shard, batch)) = egress.recv() {
+            streams[shard].extend(batch.iter().cloned());
+        }
+        producer.join().unwrap();
+        let engines = pipeline.join();
+        for shard in 0..count {
+            assert_eq!(
+                bytes(&streams[shard]),
+                bytes(&set.streams[shard]),
+                "shard {shard} of {count}"
+            );
+            assert_eq!(engines[shard].last_seq(), set.engines[shard].last_seq());
+        }
+        assert!(streams.iter().all(|s| !s.is_empty()), "every shard worked");
+    }
+}
+
+#[test]
+fn a_kill_switch_reaches_every_shard_and_gives_one_reply() {
+    let config = EngineConfig {
+        order_capacity: 1024,
+        ..EngineConfig::default()
+    };
+    let (pipeline, ingress, mut egress) = ShardedPipeline::spawn(
+        PipelineConfig {
+            engine: config,
+            ..PipelineConfig::default()
+        },
+        3,
+    )
+    .unwrap();
+    let mut fan = FanIn::new();
+    let mut corr = 0;
+    let mut submit = |kind: CommandKind, fan: &mut FanIn| {
+        corr += 1;
+        fan.expect_command(corr, &kind, 3);
+        ingress.submit(Command::new(corr, corr, kind)).unwrap();
+    };
+    for k in 0..3 {
+        submit(
+            CommandKind::AddInstrument(Box::new(instrument_spec(k))),
+            &mut fan,
+        );
+    }
+    for k in 0..3 {
+        submit(
+            CommandKind::Place(Place::limit(7, k, Side::Buy, CENTRE, 10)),
+            &mut fan,
+        );
+    }
+    submit(CommandKind::DisableAccount { account: 7 }, &mut fan);
+    drop(ingress);
+    let mut replies = BTreeMap::new();
+    let mut cancelled = Vec::new();
+    let mut added = Vec::new();
+    let mut status = 0;
+    while let Some((shard, batch)) = egress.recv() {
+        for e in batch.iter() {
+            match fan.offer(&e.kind) {
+                Offered::Held => continue,
+                Offered::Folded(reply) => {
+                    replies.insert(reply.outcome_corr().unwrap(), reply);
+                    continue;
+                }
+                Offered::Pass => {}
+            }
+            match &e.kind {
+                k if k.outcome_corr().is_some() => {
+                    replies.insert(k.outcome_corr().unwrap(), k.clone());
+                }
+                EventKind::OrderDone {
+                    instrument, reason, ..
+                } => {
+                    assert_eq!(*reason, DoneReason::AccountDisabled);
+                    assert_eq!(Shard::of_instrument(3, *instrument), shard);
+                    cancelled.push(*instrument);
+                }
+                EventKind::InstrumentAdded { instrument, .. } => {
+                    assert_eq!(Shard::of_instrument(3, *instrument), shard);
+                    added.push(*instrument);
+                }
+                EventKind::AccountStatus { .. } => {
+                    assert_eq!(shard, 0);
+                    status += 1;
+                }
+                _ => {}
+            }
+        }
+    }
+    pipeline.join();
+    assert_eq!(fan.pending(), 0);
+    assert_eq!(replies.len(), 7, "one reply per command: {replies:?}");
+    assert!(matches!(
+        replies[&7],
+        EventKind::Accepted {
+            command: CommandTag::DisableAccount,
+            ..
+        }
+    ));
+    for k in 1..=3 {
+        assert!(matches!(
+            replies[&k],
+            EventKind::Accepted { command: CommandTag::AddInstrument, instrument: Some(i), .. } if i == k as u32 - 1
+        ));
+    }
+    cancelled.sort_unstable();
+    added.sort_unstable();
+    assert_eq!(cancelled, [0, 1, 2]);
+    assert_eq!(added, [0, 1, 2]);
+    assert_eq!(status, 1, "one AccountStatus");
+}
+
+#[test]
+fn account_wide_limits_are_split_so_the_shards_never_exceed_them() {
+    let mut set = ShardSet::new(
+        &EngineConfig {
+            order_capacity: 1024,
+            ..EngineConfig::default()
+        },
+        2,
+    );
+    let mut corr = 0;
+    let mut apply = |set: &mut ShardSet, kind| {
+        corr += 1;
+        set.apply(&Command::new(corr, corr, kind)).reply
+    };
+    for k in 0..2 {
+        apply(
+            &mut set,
+            CommandKind::AddInstrument(Box::new(instrument_spec(k))),
+        );
+    }
+    let limits = Limits {
+        max_open_orders: Some(3),
+        ..Limits::default()
+    };
+    apply(
+        &mut set,
+        CommandKind::SetLimits {
+            account: 7,
+            limits: Some(Box::new(limits)),
+        },
+    );
+    let mut accepted = 0;
+    for n in 0..10 {
+        let place = Place::limit(7, n % 2, Side::Buy, CENTRE - 1, 10);
+        match apply(&mut set, CommandKind::Place(place)) {
+            Some(EventKind::PlaceAccepted { .. }) => accepted += 1,
+            Some(EventKind::Rejected { reason, .. }) => {
+                assert_eq!(reason, RejectReason::MaxOpenOrders)
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+    // Shard 0 takes 2 of the 3, shard 1 one: never more than the limit.
+    assert_eq!(accepted, 3);
+    assert_eq!(set.engines[0].open_orders(7), 2);
+    assert_eq!(set.engines[1].open_orders(7), 1);
+}
+
+#[test]
+fn a_shard_restored_from_its_snapshot_goes_on_as_the_original() {
+    let scenario = long_stream(3_000);
+    let mut runs = Runs::new(&scenario.config, &[4]);
+    runs.run(&scenario).unwrap();
+    let commands = &runs.commands[0];
+    let (before, after) = commands.split_at(commands.len() / 2);
+    let mut originals = ShardSet::new(&scenario.config, 4);
+    for command in before {
+        originals.apply(command);
+    }
+    let mut restored: Vec<Engine> = originals
+        .engines
+        .iter()
+        .map(|e| Engine::restore(e.config().clone(), &e.snapshot()).unwrap())
+        .collect();
+    let mut live = 0;
+    for command in after {
+        match route(4, &command.kind) {
+            Route::One(shard) => {
+                let a = originals.engines[shard].apply_collect(command);
+                let b = restored[shard].apply_collect(command);
+                assert_eq!(bytes(&a), bytes(&b), "shard {shard} after {command:?}");
+            }
+            Route::All => {
+                for (original, copy) in originals.engines.iter_mut().zip(&mut restored) {
+                    let a = original.apply_collect(command);
+                    assert_eq!(bytes(&a), bytes(&copy.apply_collect(command)));
+                }
+            }
+        }
+        live += restored
+            .iter()
+            .map(|e| e.live_orders().count())
+            .sum::<usize>();
+    }
+    assert!(live > 0, "the restored shards held orders");
+}
