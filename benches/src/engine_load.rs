@@ -95,6 +95,10 @@ pub struct EngineArgs {
     /// throughput pass's ops_per_sec].
     #[arg(long)]
     pub pipeline_rate: Option<f64>,
+    /// Pipeline mode: engine threads the instruments are spread over (`instrument % shards`).
+    /// With more than one, a cancel by client id goes to every shard.
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
     /// Pre-trade limits in the engine: `off`; `on` (generous limits on every account, so the
     /// engine tracks positions and checks every limit on every order but rejects nothing);
     /// `compare`: book-mode throughput with limits off and on in alternating rounds.
@@ -203,6 +207,13 @@ fn run_mix(
             bail!("--pipeline-rate must be a positive number of ops a second, got {rate}");
         }
     }
+    if !(1..=ticker_engine::shard::MAX_SHARDS).contains(&args.shards) {
+        bail!(
+            "--shards must be 1..={}, got {}",
+            ticker_engine::shard::MAX_SHARDS,
+            args.shards
+        );
+    }
     let mut workload = Workload::generate(&args.workload_config(mix));
     match args.limits {
         LimitsMode::Off => {}
@@ -228,6 +239,7 @@ fn run_mix(
                 let load = PipelineLoad {
                     wait: args.wait.strategy(),
                     latency_rate: args.pipeline_rate,
+                    shards: args.shards,
                 };
                 (pipeline_load::measure(&workload, &load)?, None)
             }
@@ -475,25 +487,31 @@ pub fn compare_limits(
 /// cause (only cancels of orders that are gone may be rejected).
 pub(crate) fn tally(events: &[Event], outcomes: &mut Outcomes) -> anyhow::Result<()> {
     outcomes.events += events.len() as u64;
-    for e in events {
-        match &e.kind {
-            EventKind::Trade { .. } => outcomes.trades += 1,
-            EventKind::Rejected {
-                command: CommandTag::Cancel,
-                reason: RejectReason::UnknownOrder,
-                ..
-            } => outcomes.rejected += 1,
-            EventKind::Rejected {
-                corr,
-                command,
-                reason,
-                ..
-            } => bail!(
-                "the workload's command {corr} ({command:?}) was rejected with {reason}; only \
-                 cancels of orders already gone should be"
-            ),
-            _ => {}
-        }
+    events
+        .iter()
+        .try_for_each(|e| tally_kind(&e.kind, outcomes))
+}
+
+/// Counts one event's trade or reject (not the event itself); fails on a reject the workload
+/// does not expect.
+pub(crate) fn tally_kind(kind: &EventKind, outcomes: &mut Outcomes) -> anyhow::Result<()> {
+    match kind {
+        EventKind::Trade { .. } => outcomes.trades += 1,
+        EventKind::Rejected {
+            command: CommandTag::Cancel,
+            reason: RejectReason::UnknownOrder,
+            ..
+        } => outcomes.rejected += 1,
+        EventKind::Rejected {
+            corr,
+            command,
+            reason,
+            ..
+        } => bail!(
+            "the workload's command {corr} ({command:?}) was rejected with {reason}; only \
+             cancels of orders already gone should be"
+        ),
+        _ => {}
     }
     Ok(())
 }

@@ -13,7 +13,7 @@
 //! [`Ingress`]: ticker_engine::Ingress
 //! [`Batch`]: ticker_engine::Batch
 
-use crate::engine_load::tally;
+use crate::engine_load::{tally, tally_kind};
 use crate::report::{latency_histogram, record_ns, LatencySummary, ModeReport, Outcomes};
 use crate::workload::Workload;
 use anyhow::{anyhow, bail, Context};
@@ -22,9 +22,11 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::thread;
 use std::time::{Duration, Instant};
 use ticker_engine::journal::{DirStorage, Journal, JournalConfig, OpenOptions};
-use ticker_engine::pipeline::{JournalSetup, Pipeline, PipelineConfig, RecvTimeoutError};
+use ticker_engine::pipeline::{
+    JournalSetup, Pipeline, PipelineConfig, RecvTimeoutError, ShardedPipeline,
+};
 use ticker_engine::ring::WaitStrategy;
-use ticker_engine::{Command, Correlation, EventKind};
+use ticker_engine::{Command, Engine, FanIn, Offered};
 
 /// A paced producer ahead of schedule by more than this sleeps instead of yielding.
 const PACING_SLEEP_THRESHOLD: Duration = Duration::from_micros(200);
@@ -41,6 +43,9 @@ pub struct PipelineLoad {
     /// Submission rate of the latency pass in operations a second; `None` for
     /// [`DEFAULT_LOAD_PERCENT`] of the throughput pass's rate.
     pub latency_rate: Option<f64>,
+    /// Engine threads the instruments are spread over ([`ticker_engine::shard`]); 1 runs the
+    /// plain pipeline.
+    pub shards: usize,
 }
 
 /// What one pass through the pipeline saw.
@@ -66,7 +71,11 @@ pub struct JournalPass {
 
 /// Both passes of pipeline mode.
 pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeReport> {
-    let throughput = run_pass(workload, load.wait, None, None)?;
+    let pass = |rate| match load.shards {
+        0 | 1 => run_pass(workload, load.wait, rate, None),
+        n => run_sharded_pass(workload, load.wait, rate, n),
+    };
+    let throughput = pass(None)?;
     let ops = workload.ops.len() as u64;
     let ops_per_sec = ops as f64 / throughput.elapsed.as_secs_f64();
     let rate = load
@@ -75,7 +84,7 @@ pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeR
     if !(rate.is_finite() && rate > 0.0) {
         bail!("the latency pass needs a positive submission rate, got {rate} ops/s");
     }
-    let latency = run_pass(workload, load.wait, Some(rate), None)?;
+    let latency = pass(Some(rate))?;
     if latency.last_seq != throughput.last_seq {
         bail!(
             "the two passes diverged: last event seq {} in the throughput pass, {} in the \
@@ -98,8 +107,15 @@ pub fn measure(workload: &Workload, load: &PipelineLoad) -> anyhow::Result<ModeR
              consumer saw the last outcome; latency percentiles from a separate pass on a fresh \
              engine submitting open-loop at {rate:.0} ops/s, from each op's scheduled send time \
              to the consumer seeing its outcome event (Instant reads included); wait strategy \
-             {:?}; 1 producer, engine and 1 consumer thread",
-            load.wait
+             {:?}; 1 producer, {} and 1 consumer thread",
+            load.wait,
+            match load.shards {
+                0 | 1 => "engine".to_string(),
+                n => format!(
+                    "{n} engine threads (shards; cancels by client id go to every shard, \
+                     their replies folded)"
+                ),
+            }
         ),
         workload: workload.config.describe(),
     })
@@ -188,7 +204,7 @@ pub fn run_pass(
                 let now = base.elapsed().as_nanos() as u64;
                 let mut last = false;
                 for e in batch.iter() {
-                    if let Some(corr) = outcome_corr(&e.kind) {
+                    if let Some(corr) = e.kind.outcome_corr() {
                         seen += 1;
                         last |= corr == last_corr;
                         if let Some(histogram) = histogram.as_mut() {
@@ -237,14 +253,112 @@ pub fn run_pass(
     })
 }
 
-/// The correlation id of an outcome event (the first event of every command).
-fn outcome_corr(kind: &EventKind) -> Option<Correlation> {
-    match kind {
-        EventKind::PlaceAccepted { corr, .. }
-        | EventKind::Accepted { corr, .. }
-        | EventKind::Rejected { corr, .. } => Some(*corr),
-        _ => None,
+/// [`run_pass`] through `shards` engine threads ([`ShardedPipeline`]): an operation's latency
+/// ends when the consumer has every shard's outcome of it (a cancel by client id goes to
+/// every shard; [`FanIn`] folds the replies).
+pub fn run_sharded_pass(
+    workload: &Workload,
+    wait: WaitStrategy,
+    rate: Option<f64>,
+    shards: usize,
+) -> anyhow::Result<Pass> {
+    let config = PipelineConfig {
+        wait,
+        engine: workload.engine_config(),
+        ..PipelineConfig::default()
+    };
+    let engines = workload.prepared_shards(shards)?;
+    let commands: Vec<Command> = workload.ops.clone();
+    let first_corr = commands.first().map_or(0, |c| c.corr);
+    let last_corr = commands.last().map_or(0, |c| c.corr);
+    // Told before the clock starts which operations fan out, so the consumer folds them.
+    let mut fan = FanIn::with_capacity(commands.len());
+    for c in &commands {
+        fan.expect_command(c.corr, &c.kind, shards);
     }
+    let sent: Vec<AtomicU64> = (0..commands.len()).map(|_| AtomicU64::new(0)).collect();
+    let interval_ns = rate.map(|r| 1e9 / r);
+    let (pipeline, ingress, mut egress) =
+        ShardedPipeline::spawn_with(engines, config).context("starting the engine threads")?;
+    let base = Instant::now();
+    let (consumed, submitted) = thread::scope(|s| {
+        let sent = &sent;
+        let producer = s.spawn(move || -> anyhow::Result<()> {
+            for (i, command) in commands.into_iter().enumerate() {
+                if let Some(interval) = interval_ns {
+                    let due = (i as f64 * interval) as u64;
+                    wait_until(base, due);
+                    sent[i].store(due, Ordering::Relaxed);
+                }
+                ingress
+                    .submit(command)
+                    .map_err(|e| anyhow!("submitting to the shards: {e}"))?;
+            }
+            Ok(())
+        });
+        let egress = &mut egress;
+        let consumer = s.spawn(move || -> anyhow::Result<_> {
+            let mut histogram = interval_ns.map(|_| latency_histogram());
+            let mut outcomes = Outcomes::default();
+            let mut seen: u64 = 0;
+            // Shards run apart: the last operation's reply can come before earlier ones'.
+            let ops = last_corr + 1 - first_corr;
+            loop {
+                let batch = match egress.recv_deadline(Instant::now() + STALL_TIMEOUT) {
+                    Ok((_, batch)) => batch,
+                    Err(e) => bail!(
+                        "the shards gave no more events ({e}) after the outcomes of {seen} of {} \
+                         operations",
+                        last_corr + 1 - first_corr
+                    ),
+                };
+                let now = base.elapsed().as_nanos() as u64;
+                if histogram.is_some() {
+                    outcomes.events += batch.len() as u64;
+                }
+                for e in batch.iter() {
+                    let folded;
+                    let kind = match fan.offer(&e.kind) {
+                        Offered::Held => continue,
+                        Offered::Folded(reply) => {
+                            folded = reply;
+                            &folded
+                        }
+                        Offered::Pass => &e.kind,
+                    };
+                    // Rejects counted from the replies, not from each shard's outcome.
+                    if histogram.is_some() {
+                        tally_kind(kind, &mut outcomes)?;
+                    }
+                    let Some(corr) = kind.outcome_corr() else {
+                        continue;
+                    };
+                    seen += 1;
+                    if let Some(histogram) = histogram.as_mut() {
+                        let due = sent[(corr - first_corr) as usize].load(Ordering::Relaxed);
+                        record_ns(histogram, now.saturating_sub(due));
+                    }
+                }
+                if seen == ops {
+                    return Ok((histogram, outcomes, now));
+                }
+            }
+        });
+        (consumer.join(), producer.join())
+    });
+    pipeline.shutdown();
+    drop(egress);
+    let engines = pipeline.join();
+    submitted.map_err(|_| anyhow!("the producer thread panicked"))??;
+    let (histogram, outcomes, last_seen) =
+        consumed.map_err(|_| anyhow!("the consumer thread panicked"))??;
+    Ok(Pass {
+        elapsed: Duration::from_nanos(last_seen),
+        last_seq: engines.iter().map(Engine::last_seq).sum(),
+        histogram,
+        outcomes,
+        journal: None,
+    })
 }
 
 /// Waits until `due_ns` after `base`: sleeping while far ahead, then yielding so the engine

@@ -18,6 +18,7 @@
 
 use crate::rng::SplitMix64;
 use rust_decimal::Decimal;
+use ticker_engine::shard::{route, Route, Shard};
 use ticker_engine::{
     AccountId, Cancel, Command, CommandKind, Engine, EngineConfig, InstrumentId, InstrumentLimits,
     InstrumentSpec, Limits, Lots, OrderRef, Place, Side, Ticks,
@@ -303,6 +304,29 @@ impl Workload {
             events.clear();
         }
         engine
+    }
+
+    /// `count` fresh shard engines, each sized as [`Workload::engine_config`] says, with
+    /// `setup`, `risk` and `warmup` applied to the shards they are routed to.
+    pub fn prepared_shards(&self, count: usize) -> anyhow::Result<Vec<Engine>> {
+        let mut engines: Vec<Engine> = Shard::all(count)?
+            .into_iter()
+            .map(|shard| {
+                Engine::new(EngineConfig {
+                    shard,
+                    ..self.engine_config()
+                })
+            })
+            .collect();
+        let mut events = Vec::new();
+        for cmd in self.setup.iter().chain(&self.risk).chain(&self.warmup) {
+            match route(count, &cmd.kind) {
+                Route::One(shard) => engines[shard].apply(cmd, &mut events),
+                Route::All => engines.iter_mut().for_each(|e| e.apply(cmd, &mut events)),
+            }
+            events.clear();
+        }
+        Ok(engines)
     }
 
     /// The default engine configuration with an order pool large enough for every limit order

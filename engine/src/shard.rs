@@ -229,8 +229,8 @@ pub fn route(count: usize, kind: &CommandKind) -> Route {
 /// Folds the outcomes of one command sent to several shards into the reply its caller gets:
 ///
 /// - one shard accepted (a cancel or amend by client order id: the shard holding the order)
-///   or all did (a command every shard carries out): that accept — the one naming an order or
-///   instrument if there is one, else the first;
+///   or all did (a command every shard carries out): that accept — the first one naming an
+///   order or instrument if there is one, else the first;
 /// - otherwise the first reject for another reason than an unknown order (e.g. a risk limit
 ///   refusing an amend on the shard holding the order), else the first reject.
 ///
@@ -238,48 +238,53 @@ pub fn route(count: usize, kind: &CommandKind) -> Route {
 /// the same command and the same account state), so mixed outcomes only come from commands
 /// naming an order by client id.
 pub fn fold(outcomes: &[EventKind]) -> Option<EventKind> {
-    let accepted = outcomes.iter().filter(|o| {
-        matches!(
-            o,
-            EventKind::Accepted { .. } | EventKind::PlaceAccepted { .. }
-        )
-    });
-    let named = |o: &&EventKind| match o {
+    let mut best: Option<(u8, &EventKind)> = None;
+    for o in outcomes {
+        keep_better(&mut best, o);
+    }
+    best.map(|(_, o)| o.clone())
+}
+
+/// How much an outcome says, for [`fold`]: higher wins, the first of equals stays.
+fn rank(outcome: &EventKind) -> u8 {
+    match outcome {
+        EventKind::PlaceAccepted { .. } => 3,
         EventKind::Accepted {
             order_id,
             instrument,
             ..
-        } => !order_id.is_none() || instrument.is_some(),
-        _ => true,
-    };
-    if let Some(best) = accepted.clone().find(named).or(accepted.clone().next()) {
-        return Some(best.clone());
+        } if !order_id.is_none() || instrument.is_some() => 3,
+        EventKind::Accepted { .. } => 2,
+        EventKind::Rejected {
+            reason: RejectReason::UnknownOrder,
+            ..
+        } => 0,
+        _ => 1,
     }
-    let rejected = |o: &&EventKind| matches!(o, EventKind::Rejected { .. });
-    outcomes
-        .iter()
-        .filter(rejected)
-        .find(|o| {
-            !matches!(
-                o,
-                EventKind::Rejected {
-                    reason: RejectReason::UnknownOrder,
-                    ..
-                }
-            )
-        })
-        .or_else(|| outcomes.iter().find(rejected))
-        .cloned()
+}
+
+fn keep_better<'a>(best: &mut Option<(u8, &'a EventKind)>, outcome: &'a EventKind) {
+    let r = rank(outcome);
+    if best.as_ref().is_none_or(|(b, _)| r > *b) {
+        *best = Some((r, outcome));
+    }
 }
 
 /// Collects the outcomes of commands sent to several shards until each has all of them, then
 /// gives the folded reply ([`fold`]). Whoever reads the merged shard streams keeps one; whoever
 /// submits tells it first how many outcomes a command's reply needs ([`FanIn::expect`]), or the
 /// reader learns it from the command ([`FanIn::expect_command`]) when both are one thread.
+/// Outcomes are folded as they come, so a command in flight costs one map entry.
 #[derive(Debug, Default)]
 pub struct FanIn {
-    pending: FxHashMap<Correlation, Vec<EventKind>>,
-    expected: FxHashMap<Correlation, usize>,
+    pending: FxHashMap<Correlation, Pending>,
+}
+
+#[derive(Debug)]
+struct Pending {
+    /// Outcomes still to come.
+    remaining: usize,
+    best: Option<(u8, EventKind)>,
 }
 
 /// What [`FanIn::offer`] made of an event.
@@ -298,11 +303,22 @@ impl FanIn {
         Self::default()
     }
 
+    /// Room for `commands` commands in flight without growing.
+    pub fn with_capacity(commands: usize) -> Self {
+        FanIn {
+            pending: FxHashMap::with_capacity_and_hasher(commands, Default::default()),
+        }
+    }
+
     /// The reply to `corr` folds `outcomes` outcomes (1 or 0: nothing to fold, the outcome
     /// passes).
     pub fn expect(&mut self, corr: Correlation, outcomes: usize) {
         if outcomes > 1 {
-            self.expected.insert(corr, outcomes);
+            let pending = Pending {
+                remaining: outcomes,
+                best: None,
+            };
+            self.pending.insert(corr, pending);
         }
     }
 
@@ -313,7 +329,7 @@ impl FanIn {
 
     /// Commands whose reply still waits for a shard.
     pub fn pending(&self) -> usize {
-        self.expected.len()
+        self.pending.len()
     }
 
     /// Looks at one event of a merged stream.
@@ -321,18 +337,18 @@ impl FanIn {
         let Some(corr) = event.outcome_corr() else {
             return Offered::Pass;
         };
-        let Some(&needed) = self.expected.get(&corr) else {
+        let Some(pending) = self.pending.get_mut(&corr) else {
             return Offered::Pass;
         };
-        let held = self.pending.entry(corr).or_default();
-        held.push(event.clone());
-        if held.len() < needed {
+        if pending.best.as_ref().is_none_or(|(b, _)| rank(event) > *b) {
+            pending.best = Some((rank(event), event.clone()));
+        }
+        pending.remaining -= 1;
+        if pending.remaining > 0 {
             return Offered::Held;
         }
-        let outcomes = self.pending.remove(&corr).unwrap_or_default();
-        self.expected.remove(&corr);
-        match fold(&outcomes) {
-            Some(reply) => Offered::Folded(reply),
+        match self.pending.remove(&corr).and_then(|p| p.best) {
+            Some((_, reply)) => Offered::Folded(reply),
             None => Offered::Pass,
         }
     }
