@@ -127,6 +127,12 @@ impl Shard {
         self.count == 1 || Self::of_instrument(self.count(), instrument) == self.index()
     }
 
+    /// Whether `order` is an id this shard could have given (any id, for a shard of one).
+    #[inline]
+    pub fn assigned(self, order: OrderId) -> bool {
+        self.count == 1 || (order.0 >> (64 - SHARD_BITS)) as usize == self.index()
+    }
+
     /// The bits every order id this shard assigns carries (none for a shard of one).
     pub(crate) fn order_tag(self) -> u64 {
         if self.count == 1 {

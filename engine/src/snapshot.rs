@@ -31,6 +31,7 @@ use crate::engine::{Engine, EngineConfig};
 use crate::instrument::{Instrument, InstrumentSpec, SpecError};
 use crate::order::*;
 use crate::risk::{AccountRisk, Limits, Risk};
+use crate::shard::Shard;
 use crate::types::*;
 use rustc_hash::{FxHashMap, FxHashSet};
 use serde::{Deserialize, Serialize};
@@ -286,6 +287,16 @@ pub enum RestoreError {
     CapacityExceeded { high_water: u32, capacity: u32 },
     #[error("order id {id} is not one the engine assigns (generation 0)")]
     InvalidOrderId { id: OrderId },
+    #[error(
+        "order {id} on instrument {instrument} is not one shard {shard} of {count} holds: the \
+         snapshot is another shard's"
+    )]
+    WrongShard {
+        id: OrderId,
+        instrument: InstrumentId,
+        shard: usize,
+        count: usize,
+    },
     #[error("slot {slot} is beyond the {high_water} slots the snapshot used")]
     SlotBeyondHighWater { slot: u32, high_water: u32 },
     #[error("slot {slot} is listed twice among live orders and freed slots")]
@@ -584,10 +595,11 @@ impl Engine {
                 capacity,
             });
         }
+        let config_shard = config.shard;
         let mut engine = Engine::with_pool(config, |c| {
             OrderPool::restored(c.order_capacity, c.prefault, high_water)
         });
-        let mut slots = SlotUse::new(high_water);
+        let mut slots = SlotUse::new(high_water, config_shard);
         let mut symbols: FxHashMap<&str, InstrumentId> = FxHashMap::default();
         for (id, b) in snapshot.books.iter().enumerate() {
             let id = id as InstrumentId;
@@ -791,6 +803,8 @@ fn restore_risk(engine: &mut Engine, r: &RiskSnapshot) -> Result<(), RestoreErro
 struct SlotUse {
     state: Vec<u8>,
     high_water: u32,
+    /// The shard being restored: its live orders carry its ids and trade its instruments.
+    shard: Shard,
 }
 
 const SLOT_LIVE: u8 = 1;
@@ -799,17 +813,27 @@ const SLOT_IN_ACCOUNT: u8 = 4;
 const SLOT_IN_SESSION: u8 = 8;
 
 impl SlotUse {
-    fn new(high_water: u32) -> Self {
+    fn new(high_water: u32, shard: Shard) -> Self {
         SlotUse {
             state: vec![0; high_water as usize],
             high_water,
+            shard,
         }
     }
 
-    /// Claims the slot of a live order's id.
-    fn claim_live(&mut self, id: OrderId) -> Result<u32, RestoreError> {
+    /// Claims the slot of a live order's id, on `instrument`.
+    fn claim_live(&mut self, id: OrderId, instrument: InstrumentId) -> Result<u32, RestoreError> {
         if id.generation() == 0 {
             return Err(RestoreError::InvalidOrderId { id });
+        }
+        let (shard, count) = (self.shard.index(), self.shard.count());
+        if !self.shard.owns(instrument) || !self.shard.assigned(id) {
+            return Err(RestoreError::WrongShard {
+                id,
+                instrument,
+                shard,
+                count,
+            });
         }
         self.claim(id.slot(), SLOT_LIVE)?;
         Ok(id.slot())
@@ -884,7 +908,7 @@ fn restore_book(
                 total = total
                     .checked_add(o.visible)
                     .ok_or_else(|| bad("visible size overflows"))?;
-                let slot = slots.claim_live(o.id)?;
+                let slot = slots.claim_live(o.id, id)?;
                 pool.occupy(slot, o.to_order(id, side, FLAG_RESTING));
                 book.side_mut(side).push_back(pool, slot);
             }
@@ -909,7 +933,7 @@ fn restore_book(
                 });
             }
             previous = Some(key);
-            let slot = slots.claim_live(o.id)?;
+            let slot = slots.claim_live(o.id, id)?;
             pool.occupy(slot, o.to_order(id, side, FLAG_STOP_ARMED));
             entries.push(StopEntry {
                 trigger: o.trigger,

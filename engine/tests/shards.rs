@@ -656,3 +656,45 @@ fn a_shard_restored_from_its_snapshot_goes_on_as_the_original() {
     }
     assert!(live > 0, "the restored shards held orders");
 }
+
+#[test]
+fn a_snapshot_restores_only_into_its_own_shard() {
+    let mut set = ShardSet::new(
+        &EngineConfig {
+            order_capacity: 64,
+            ..EngineConfig::default()
+        },
+        2,
+    );
+    for (corr, kind) in [
+        CommandKind::AddInstrument(Box::new(instrument_spec(0))),
+        CommandKind::AddInstrument(Box::new(instrument_spec(1))),
+        CommandKind::Place(Place::limit(7, 1, Side::Buy, CENTRE, 10)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        set.apply(&Command::new(1, corr as u64 + 1, kind));
+    }
+    let theirs = set.engines[1].snapshot();
+    let as_shard = |index| EngineConfig {
+        shard: Shard::new(index, 2).unwrap(),
+        ..set.engines[1].config().clone()
+    };
+    assert!(Engine::restore(as_shard(1), &theirs).is_ok());
+    let refused = Engine::restore(as_shard(0), &theirs)
+        .map(|_| ())
+        .unwrap_err();
+    assert!(
+        matches!(
+            refused,
+            RestoreError::WrongShard {
+                instrument: 1,
+                shard: 0,
+                count: 2,
+                ..
+            }
+        ),
+        "{refused}"
+    );
+}
