@@ -698,3 +698,45 @@ fn a_snapshot_restores_only_into_its_own_shard() {
         "{refused}"
     );
 }
+
+#[test]
+fn the_merged_egress_waits_times_out_and_ends_with_its_shards() {
+    use std::time::{Duration, Instant};
+    use ticker_engine::pipeline::RecvTimeoutError;
+    let config = PipelineConfig {
+        engine: EngineConfig {
+            order_capacity: 64,
+            ..EngineConfig::default()
+        },
+        ..PipelineConfig::default()
+    };
+    let (pipeline, ingress, mut egress) = ShardedPipeline::spawn(config, 2).unwrap();
+    assert_eq!(
+        (pipeline.count(), ingress.count(), egress.count()),
+        (2, 2, 2)
+    );
+    assert!(matches!(egress.try_recv(), Ok(None)));
+    let soon = Instant::now() + Duration::from_millis(20);
+    assert!(matches!(
+        egress.recv_deadline(soon),
+        Err(RecvTimeoutError::Timeout)
+    ));
+    // A parked consumer wakes for whichever shard publishes.
+    let producer = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(20));
+        ingress
+            .submit(Command::new(1, 1, CommandKind::Halt { instrument: 1 }))
+            .unwrap();
+        ingress
+    });
+    let (shard, batch) = egress.recv().unwrap();
+    assert_eq!(shard, 1, "instrument 1 lives on shard 1");
+    assert!(matches!(batch[0].kind, EventKind::Rejected { corr: 1, .. }));
+    drop(batch);
+    let ingress = producer.join().unwrap();
+    pipeline.shutdown();
+    assert!(egress.recv().is_none(), "every shard stopped");
+    let refused = ingress.submit(Command::new(2, 2, CommandKind::Heartbeat));
+    assert!(matches!(refused, Err(SubmitError::Closed(_))));
+    assert_eq!(pipeline.join().len(), 2);
+}
