@@ -170,18 +170,12 @@ pub fn run_pass(
     let base = Instant::now();
     let (consumed, submitted) = thread::scope(|s| {
         let sent = &sent;
-        let producer = s.spawn(move || -> anyhow::Result<()> {
-            for (i, command) in commands.into_iter().enumerate() {
-                if let Some(interval) = interval_ns {
-                    let due = (i as f64 * interval) as u64;
-                    wait_until(base, due);
-                    sent[i].store(due, Ordering::Relaxed);
-                }
+        let producer = s.spawn(move || {
+            produce(commands, base, interval_ns, sent, |command| {
                 ingress
                     .submit(command)
-                    .map_err(|e| anyhow!("submitting to the pipeline: {e}"))?;
-            }
-            Ok(())
+                    .map_err(|e| anyhow!("submitting to the pipeline: {e}"))
+            })
         });
         let egress = &mut egress;
         let consumer = s.spawn(move || -> anyhow::Result<_> {
@@ -283,18 +277,13 @@ pub fn run_sharded_pass(
     let base = Instant::now();
     let (consumed, submitted) = thread::scope(|s| {
         let sent = &sent;
-        let producer = s.spawn(move || -> anyhow::Result<()> {
-            for (i, command) in commands.into_iter().enumerate() {
-                if let Some(interval) = interval_ns {
-                    let due = (i as f64 * interval) as u64;
-                    wait_until(base, due);
-                    sent[i].store(due, Ordering::Relaxed);
-                }
+        let producer = s.spawn(move || {
+            produce(commands, base, interval_ns, sent, |command| {
                 ingress
                     .submit(command)
-                    .map_err(|e| anyhow!("submitting to the shards: {e}"))?;
-            }
-            Ok(())
+                    .map(drop)
+                    .map_err(|e| anyhow!("submitting to the shards: {e}"))
+            })
         });
         let egress = &mut egress;
         let consumer = s.spawn(move || -> anyhow::Result<_> {
@@ -359,6 +348,26 @@ pub fn run_sharded_pass(
         outcomes,
         journal: None,
     })
+}
+
+/// Submits `commands` in order; when paced, each at its due time (`interval_ns` apart from
+/// `base`), recorded in `sent` before the submit.
+fn produce(
+    commands: Vec<Command>,
+    base: Instant,
+    interval_ns: Option<f64>,
+    sent: &[AtomicU64],
+    mut submit: impl FnMut(Command) -> anyhow::Result<()>,
+) -> anyhow::Result<()> {
+    for (i, command) in commands.into_iter().enumerate() {
+        if let Some(interval) = interval_ns {
+            let due = (i as f64 * interval) as u64;
+            wait_until(base, due);
+            sent[i].store(due, Ordering::Relaxed);
+        }
+        submit(command)?;
+    }
+    Ok(())
 }
 
 /// Waits until `due_ns` after `base`: sleeping while far ahead, then yielding so the engine

@@ -166,6 +166,25 @@ impl EventKind {
             _ => None,
         }
     }
+
+    /// The instrument an event is about, if any (an outcome names one only when its command
+    /// did; `Rejected` and `AccountStatus` never do).
+    pub fn instrument(&self) -> Option<InstrumentId> {
+        match self {
+            EventKind::PlaceAccepted { order, .. } => Some(order.instrument),
+            EventKind::Accepted { instrument, .. } => *instrument,
+            EventKind::Rejected { .. } | EventKind::AccountStatus { .. } => None,
+            EventKind::OrderRested { instrument, .. }
+            | EventKind::StopArmed { instrument, .. }
+            | EventKind::StopTriggered { instrument, .. }
+            | EventKind::Trade { instrument, .. }
+            | EventKind::OrderAmended { instrument, .. }
+            | EventKind::OrderDone { instrument, .. }
+            | EventKind::LevelChanged { instrument, .. }
+            | EventKind::InstrumentAdded { instrument, .. }
+            | EventKind::TradingStatus { instrument, .. } => Some(*instrument),
+        }
+    }
 }
 
 /// Why a command was rejected.

@@ -352,30 +352,10 @@ fn listing(events: &[Event]) -> String {
 
 /// The event with every order id translated through `ids` (unknown ids become `u64::MAX - 1`).
 fn map_ids(e: &Event, ids: &HashMap<OrderId, OrderId>) -> Event {
-    let m = |id: &mut OrderId| *id = ids.get(id).copied().unwrap_or(OrderId(u64::MAX - 1));
     let mut e = e.clone();
-    match &mut e.kind {
-        EventKind::PlaceAccepted { order, .. } => m(&mut order.order_id),
-        EventKind::Accepted { order_id, .. }
-        | EventKind::Rejected { order_id, .. }
-        | EventKind::OrderRested { order_id, .. }
-        | EventKind::StopArmed { order_id, .. }
-        | EventKind::StopTriggered { order_id, .. }
-        | EventKind::OrderAmended { order_id, .. }
-        | EventKind::OrderDone { order_id, .. } => m(order_id),
-        EventKind::Trade {
-            taker_order,
-            maker_order,
-            ..
-        } => {
-            m(taker_order);
-            m(maker_order);
-        }
-        EventKind::LevelChanged { .. }
-        | EventKind::InstrumentAdded { .. }
-        | EventKind::TradingStatus { .. }
-        | EventKind::AccountStatus { .. } => {}
-    }
+    each_order_id(&mut e.kind, |id| {
+        *id = ids.get(id).copied().unwrap_or(OrderId(u64::MAX - 1))
+    });
     e
 }
 

@@ -102,7 +102,7 @@ impl ShardSet {
         };
         for kind in caused {
             let kind = self.named(&kind);
-            match instrument_of(&kind) {
+            match kind.instrument() {
                 Some(i) => observed.instruments.entry(i).or_default().push(kind),
                 None => observed.global.push(kind),
             }
@@ -113,35 +113,14 @@ impl ShardSet {
     /// `kind` with each order id this set assigned replaced by the correlation id of its place,
     /// and no trade id.
     fn named(&self, kind: &EventKind) -> EventKind {
-        let m = |id: &mut OrderId| {
+        let mut kind = kind.clone();
+        each_order_id(&mut kind, |id| {
             if let Some(&corr) = self.names.get(id) {
                 *id = OrderId(corr);
             }
-        };
-        let mut kind = kind.clone();
-        match &mut kind {
-            EventKind::PlaceAccepted { order, .. } => m(&mut order.order_id),
-            EventKind::Accepted { order_id, .. }
-            | EventKind::Rejected { order_id, .. }
-            | EventKind::OrderRested { order_id, .. }
-            | EventKind::StopArmed { order_id, .. }
-            | EventKind::StopTriggered { order_id, .. }
-            | EventKind::OrderAmended { order_id, .. }
-            | EventKind::OrderDone { order_id, .. } => m(order_id),
-            EventKind::Trade {
-                trade_id,
-                taker_order,
-                maker_order,
-                ..
-            } => {
-                *trade_id = 0;
-                m(taker_order);
-                m(maker_order);
-            }
-            EventKind::LevelChanged { .. }
-            | EventKind::InstrumentAdded { .. }
-            | EventKind::TradingStatus { .. }
-            | EventKind::AccountStatus { .. } => {}
+        });
+        if let EventKind::Trade { trade_id, .. } = &mut kind {
+            *trade_id = 0;
         }
         kind
     }
@@ -167,23 +146,6 @@ impl ShardSet {
                 }
             }
         }
-    }
-}
-
-fn instrument_of(kind: &EventKind) -> Option<InstrumentId> {
-    match kind {
-        EventKind::OrderRested { instrument, .. }
-        | EventKind::StopArmed { instrument, .. }
-        | EventKind::StopTriggered { instrument, .. }
-        | EventKind::Trade { instrument, .. }
-        | EventKind::OrderAmended { instrument, .. }
-        | EventKind::OrderDone { instrument, .. }
-        | EventKind::LevelChanged { instrument, .. }
-        | EventKind::InstrumentAdded { instrument, .. }
-        | EventKind::TradingStatus { instrument, .. } => Some(*instrument),
-        EventKind::PlaceAccepted { order, .. } => Some(order.instrument),
-        EventKind::Accepted { instrument, .. } => *instrument,
-        EventKind::Rejected { .. } | EventKind::AccountStatus { .. } => None,
     }
 }
 

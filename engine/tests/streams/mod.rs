@@ -375,3 +375,29 @@ pub fn scenario_with(
         })
     })
 }
+
+/// Calls `f` on every order id an event names (the order's own, a trade's two).
+pub fn each_order_id(kind: &mut EventKind, mut f: impl FnMut(&mut OrderId)) {
+    match kind {
+        EventKind::PlaceAccepted { order, .. } => f(&mut order.order_id),
+        EventKind::Accepted { order_id, .. }
+        | EventKind::Rejected { order_id, .. }
+        | EventKind::OrderRested { order_id, .. }
+        | EventKind::StopArmed { order_id, .. }
+        | EventKind::StopTriggered { order_id, .. }
+        | EventKind::OrderAmended { order_id, .. }
+        | EventKind::OrderDone { order_id, .. } => f(order_id),
+        EventKind::Trade {
+            taker_order,
+            maker_order,
+            ..
+        } => {
+            f(taker_order);
+            f(maker_order);
+        }
+        EventKind::LevelChanged { .. }
+        | EventKind::InstrumentAdded { .. }
+        | EventKind::TradingStatus { .. }
+        | EventKind::AccountStatus { .. } => {}
+    }
+}

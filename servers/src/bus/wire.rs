@@ -3,7 +3,7 @@
 //! so the bus adds no second encoding of the engine's types.
 
 use ticker_engine::codec::{decode_command, decode_event, encode_command, encode_event};
-use ticker_engine::{Command, Event, EventKind, InstrumentId};
+use ticker_engine::{Command, Event, InstrumentId};
 
 /// The first byte of every payload: the bus format's version.
 pub const VERSION: u8 = 1;
@@ -17,31 +17,6 @@ pub const SNAPSHOT_OBJECT: &str = "feeds";
 pub const SNAPSHOT_SEQ: &str = "seq";
 pub const SNAPSHOT_STREAM_SEQ: &str = "stream_seq";
 
-fn is_outcome(kind: &EventKind) -> bool {
-    matches!(
-        kind,
-        EventKind::PlaceAccepted { .. } | EventKind::Accepted { .. } | EventKind::Rejected { .. }
-    )
-}
-
-/// The instrument an event is about, if any.
-pub fn instrument_of(kind: &EventKind) -> Option<InstrumentId> {
-    match kind {
-        EventKind::PlaceAccepted { order, .. } => Some(order.instrument),
-        EventKind::Accepted { instrument, .. } => *instrument,
-        EventKind::Rejected { .. } | EventKind::AccountStatus { .. } => None,
-        EventKind::OrderRested { instrument, .. }
-        | EventKind::StopArmed { instrument, .. }
-        | EventKind::StopTriggered { instrument, .. }
-        | EventKind::Trade { instrument, .. }
-        | EventKind::OrderAmended { instrument, .. }
-        | EventKind::OrderDone { instrument, .. }
-        | EventKind::LevelChanged { instrument, .. }
-        | EventKind::InstrumentAdded { instrument, .. }
-        | EventKind::TradingStatus { instrument, .. } => Some(*instrument),
-    }
-}
-
 /// Splits a batch into one slice per command: each outcome event starts one, and the events
 /// before a batch's first outcome (a heartbeat's expiries) are one of their own. The engine
 /// never splits a command across batches, so the split depends only on the events.
@@ -53,7 +28,7 @@ pub fn per_command(events: &[Event]) -> impl Iterator<Item = &[Event]> {
         }
         let end = rest[1..]
             .iter()
-            .position(|e| is_outcome(&e.kind))
+            .position(|e| e.kind.outcome_corr().is_some())
             .map_or(rest.len(), |p| p + 1);
         let (head, tail) = rest.split_at(end);
         rest = tail;
@@ -66,7 +41,7 @@ pub fn per_command(events: &[Event]) -> impl Iterator<Item = &[Event]> {
 pub fn subject_instrument(events: &[Event]) -> Option<InstrumentId> {
     let mut found = None;
     for e in events {
-        match (instrument_of(&e.kind), found) {
+        match (e.kind.instrument(), found) {
             (Some(i), None) => found = Some(i),
             (Some(i), Some(f)) if i != f => return None,
             _ => {}
@@ -157,7 +132,9 @@ fn versioned(payload: &[u8]) -> Result<&[u8], String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticker_engine::{CommandKind, Engine, EngineConfig, InstrumentSpec, Place, Side};
+    use ticker_engine::{
+        CommandKind, Engine, EngineConfig, EventKind, InstrumentSpec, Place, Side,
+    };
 
     fn market_events() -> Vec<Event> {
         let spec = crate::defaults::instruments()[0].clone();
