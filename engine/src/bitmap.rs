@@ -29,6 +29,13 @@ impl Bitmap {
         self.len
     }
 
+    /// Starts fetching the bottom word that holds bit `i` (what [`Bitmap::set`] and
+    /// [`Bitmap::clear`] touch first).
+    #[inline]
+    pub(crate) fn prefetch(&self, i: usize) {
+        crate::prefetch::prefetch(self.layers[0].as_ptr().wrapping_add(i / 64));
+    }
+
     pub(crate) fn set(&mut self, i: usize) {
         debug_assert!(i < self.len);
         let mut i = i;

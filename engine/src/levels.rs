@@ -124,6 +124,19 @@ impl PriceLevels {
         level.filter(|l| l.orders > 0)
     }
 
+    /// Starts fetching the level at `price` and its bit, when both are on the ladder: an
+    /// order about to rest there touches them at the end of its command, cold on a book
+    /// that has not traded for a while.
+    #[inline]
+    pub fn prefetch(&self, price: Ticks) {
+        if let Some(i) = self.ladder_index(self.key(price)) {
+            if let Some(Some(page)) = self.pages.get(i / PAGE) {
+                crate::prefetch::prefetch(page.as_ptr().wrapping_add(i % PAGE));
+            }
+            self.bits.prefetch(i);
+        }
+    }
+
     #[inline]
     fn level_mut(&mut self, key: i64) -> &mut Level {
         match self.ladder_index(key) {

@@ -135,6 +135,12 @@ impl Engine {
         if let Err(reason) = self.validate_place(p, ts) {
             return self.st.emit(out, ts, reject(reason));
         }
+        if p.order_type == OrderType::Limit {
+            // Where it would rest: fetched while the command does everything else.
+            self.books[p.instrument as usize]
+                .side(p.side)
+                .prefetch(p.price);
+        }
         if self.st.risk.active {
             let ins = &self.books[p.instrument as usize].instrument;
             let ask = Ask {
