@@ -321,17 +321,9 @@ impl OrderPool {
             return;
         };
         let line = (o as *const Order)
-            .cast::<i8>()
+            .cast::<u8>()
             .wrapping_add(if second { 64 } else { 0 });
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: `_mm_prefetch` is a hint that never faults and reads nothing the program can
-        // observe; the address is inside the slot (an `Order` is 128 bytes, checked above) and
-        // SSE, the only feature it needs, is part of every x86_64 target.
-        unsafe {
-            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(line);
-        }
-        #[cfg(not(target_arch = "x86_64"))]
-        let _ = line;
+        crate::prefetch::prefetch(line);
     }
 }
 

@@ -1,5 +1,6 @@
 //! A hint that asks the CPU to start fetching a cache line the engine will touch a little
 //! later, so that the miss overlaps other work of the same command instead of stalling it.
+//! The one place the engine issues the instruction (orders, levels and bitmap words use it).
 
 /// Starts fetching the cache line holding `at` into every cache level. Never reads memory
 /// into the program and never faults, so any address is fine; a no-op off x86_64.
