@@ -13,7 +13,7 @@
 //! [`Ingress`]: ticker_engine::Ingress
 //! [`Batch`]: ticker_engine::Batch
 
-use crate::engine_load::{tally, tally_kind};
+use crate::engine_load::tally_kind;
 use crate::report::{latency_histogram, record_ns, LatencySummary, ModeReport, Outcomes};
 use crate::workload::Workload;
 use anyhow::{anyhow, bail, Context};
@@ -26,7 +26,7 @@ use ticker_engine::pipeline::{
     JournalSetup, Pipeline, PipelineConfig, RecvTimeoutError, ShardedPipeline,
 };
 use ticker_engine::ring::WaitStrategy;
-use ticker_engine::{Command, Engine, FanIn, Offered};
+use ticker_engine::{Batch, Command, Engine, FanIn, Offered};
 
 /// A paced producer ahead of schedule by more than this sleeps instead of yielding.
 const PACING_SLEEP_THRESHOLD: Duration = Duration::from_micros(200);
@@ -178,42 +178,27 @@ pub fn run_pass(
             })
         });
         let egress = &mut egress;
-        let consumer = s.spawn(move || -> anyhow::Result<_> {
-            let mut histogram = interval_ns.map(|_| latency_histogram());
-            let mut outcomes = Outcomes::default();
-            let mut seen: u64 = 0;
-            loop {
-                let batch = match egress.recv_deadline(Instant::now() + STALL_TIMEOUT) {
-                    Ok(batch) => batch,
-                    Err(RecvTimeoutError::Timeout) => bail!(
-                        "the pipeline stalled: no events for {STALL_TIMEOUT:?} after the outcomes \
-                         of {seen} of {} operations",
-                        last_corr + 1 - first_corr
-                    ),
-                    Err(RecvTimeoutError::Closed) => bail!(
-                        "the engine thread stopped after the outcomes of {seen} of {} operations",
-                        last_corr + 1 - first_corr
-                    ),
-                };
-                let now = base.elapsed().as_nanos() as u64;
-                let mut last = false;
-                for e in batch.iter() {
-                    if let Some(corr) = e.kind.outcome_corr() {
-                        seen += 1;
-                        last |= corr == last_corr;
-                        if let Some(histogram) = histogram.as_mut() {
-                            let due = sent[(corr - first_corr) as usize].load(Ordering::Relaxed);
-                            record_ns(histogram, now.saturating_sub(due));
+        let consumer = s.spawn(move || {
+            let recv = || {
+                egress
+                    .recv_deadline(Instant::now() + STALL_TIMEOUT)
+                    .map_err(|e| match e {
+                        RecvTimeoutError::Timeout => {
+                            format!("the pipeline stalled: no events for {STALL_TIMEOUT:?}")
                         }
-                    }
-                }
-                if histogram.is_some() {
-                    tally(&batch, &mut outcomes)?;
-                }
-                if last {
-                    return Ok((histogram, outcomes, now));
-                }
-            }
+                        RecvTimeoutError::Closed => "the engine thread stopped".to_string(),
+                    })
+            };
+            let ops = last_corr + 1 - first_corr;
+            consume(
+                recv,
+                FanIn::new(),
+                base,
+                sent,
+                first_corr,
+                ops,
+                interval_ns.is_some(),
+            )
         });
         (consumer.join(), producer.join())
     });
@@ -286,52 +271,23 @@ pub fn run_sharded_pass(
             })
         });
         let egress = &mut egress;
-        let consumer = s.spawn(move || -> anyhow::Result<_> {
-            let mut histogram = interval_ns.map(|_| latency_histogram());
-            let mut outcomes = Outcomes::default();
-            let mut seen: u64 = 0;
-            // Shards run apart: the last operation's reply can come before earlier ones'.
+        let consumer = s.spawn(move || {
+            let recv = || {
+                egress
+                    .recv_deadline(Instant::now() + STALL_TIMEOUT)
+                    .map(|(_, batch)| batch)
+                    .map_err(|e| format!("the shards gave no more events ({e})"))
+            };
             let ops = last_corr + 1 - first_corr;
-            loop {
-                let batch = match egress.recv_deadline(Instant::now() + STALL_TIMEOUT) {
-                    Ok((_, batch)) => batch,
-                    Err(e) => bail!(
-                        "the shards gave no more events ({e}) after the outcomes of {seen} of {} \
-                         operations",
-                        last_corr + 1 - first_corr
-                    ),
-                };
-                let now = base.elapsed().as_nanos() as u64;
-                if histogram.is_some() {
-                    outcomes.events += batch.len() as u64;
-                }
-                for e in batch.iter() {
-                    let folded;
-                    let kind = match fan.offer(&e.kind) {
-                        Offered::Held => continue,
-                        Offered::Folded(reply) => {
-                            folded = reply;
-                            &folded
-                        }
-                        Offered::Pass => &e.kind,
-                    };
-                    // Rejects counted from the replies, not from each shard's outcome.
-                    if histogram.is_some() {
-                        tally_kind(kind, &mut outcomes)?;
-                    }
-                    let Some(corr) = kind.outcome_corr() else {
-                        continue;
-                    };
-                    seen += 1;
-                    if let Some(histogram) = histogram.as_mut() {
-                        let due = sent[(corr - first_corr) as usize].load(Ordering::Relaxed);
-                        record_ns(histogram, now.saturating_sub(due));
-                    }
-                }
-                if seen == ops {
-                    return Ok((histogram, outcomes, now));
-                }
-            }
+            consume(
+                recv,
+                fan,
+                base,
+                sent,
+                first_corr,
+                ops,
+                interval_ns.is_some(),
+            )
         });
         (consumer.join(), producer.join())
     });
@@ -348,6 +304,60 @@ pub fn run_sharded_pass(
         outcomes,
         journal: None,
     })
+}
+
+/// The consumer of a pass: takes batches from `recv` until every one of the `ops` operations
+/// (correlation ids from `first_corr`) has its reply, folding the outcomes of commands sent to
+/// several shards with `fan` (with one engine nothing is folded). When `timed`, records each
+/// reply's latency from its due time in `sent` and counts events, trades and rejects (from the
+/// replies, not from each shard's outcome). Returns the histogram, the counts and the time of
+/// the last reply after `base`.
+fn consume(
+    mut recv: impl FnMut() -> Result<Batch, String>,
+    mut fan: FanIn,
+    base: Instant,
+    sent: &[AtomicU64],
+    first_corr: u64,
+    ops: u64,
+    timed: bool,
+) -> anyhow::Result<(Option<Histogram<u64>>, Outcomes, u64)> {
+    let mut histogram = timed.then(latency_histogram);
+    let mut outcomes = Outcomes::default();
+    let mut seen: u64 = 0;
+    loop {
+        let batch = recv()
+            .map_err(|why| anyhow!("{why} after the outcomes of {seen} of {ops} operations"))?;
+        let now = base.elapsed().as_nanos() as u64;
+        if timed {
+            outcomes.events += batch.len() as u64;
+        }
+        for e in batch.iter() {
+            let folded;
+            let kind = match fan.offer(&e.kind) {
+                Offered::Held => continue,
+                Offered::Folded(reply) => {
+                    folded = reply;
+                    &folded
+                }
+                Offered::Pass => &e.kind,
+            };
+            if timed {
+                tally_kind(kind, &mut outcomes)?;
+            }
+            let Some(corr) = kind.outcome_corr() else {
+                continue;
+            };
+            seen += 1;
+            if let Some(histogram) = histogram.as_mut() {
+                let due = sent[(corr - first_corr) as usize].load(Ordering::Relaxed);
+                record_ns(histogram, now.saturating_sub(due));
+            }
+        }
+        // Shards run apart: the last operation's reply can come before earlier ones'.
+        if seen == ops {
+            return Ok((histogram, outcomes, now));
+        }
+    }
 }
 
 /// Submits `commands` in order; when paced, each at its due time (`interval_ns` apart from

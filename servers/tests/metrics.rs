@@ -3,17 +3,15 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
 use ticker_proto::v1 as pb;
 use ticker_proto::v1::market_data_service_client::MarketDataServiceClient;
 use ticker_proto::v1::order_service_client::OrderServiceClient;
-use ticker_servers::grpc::{AuthConfig, GrpcConfig, GrpcServer};
-use ticker_servers::market::{Market, MarketConfig};
+use ticker_servers::grpc::{AuthConfig, GrpcConfig};
+use ticker_servers::market::MarketConfig;
 use ticker_servers::ws::{WsConfig, WsServer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
-use tonic::transport::Channel;
 use tonic::{Code, Request};
 
 const ALICE: &str = "alice-token";
@@ -24,60 +22,43 @@ const PLACE: &str = "/ticker.v1.OrderService/PlaceOrder";
 const UPDATES: &str = "/ticker.v1.OrderService/SubscribeOrderUpdates";
 const INSTRUMENTS: &str = "/ticker.v1.MarketDataService/ListInstruments";
 
+mod grpc_rig;
+
+/// The gRPC rig, plus the HTTP side (`/metrics`) of the WebSocket server on the same market.
 struct Rig {
-    market: Arc<Market>,
-    grpc: GrpcServer,
+    grpc: grpc_rig::Rig,
     http: WsServer,
-    channel: Channel,
 }
 
 impl Rig {
     async fn start() -> Rig {
-        let market = Market::start(MarketConfig {
+        let market = MarketConfig {
             simulator: None,
             // No heartbeat passes through the rings while the test reads them.
             heartbeat: Duration::from_secs(3600),
             ..MarketConfig::default()
-        })
-        .unwrap();
-        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        };
         let config = GrpcConfig {
             auth: AuthConfig::traders([(ALICE, 1)]),
             ..GrpcConfig::default()
         };
-        let grpc = GrpcServer::start_on(listener, market.clone(), config)
-            .await
-            .unwrap();
+        let grpc = grpc_rig::Rig::start_on(market, config).await;
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let http = WsServer::start_on(
             listener,
-            market.clone(),
+            grpc.market.clone(),
             WsConfig {
                 listen: "127.0.0.1:0".parse().unwrap(),
                 ..WsConfig::default()
             },
         )
         .unwrap();
-        let channel = Channel::from_shared(format!("http://{}", grpc.local_addr()))
-            .unwrap()
-            .connect()
-            .await
-            .unwrap();
-        Rig {
-            market,
-            grpc,
-            http,
-            channel,
-        }
+        Rig { grpc, http }
     }
 
     async fn stop(self) {
-        self.grpc.shutdown(Duration::from_secs(1)).await;
         self.http.shutdown(Duration::from_secs(1)).await;
-        let market = self.market;
-        tokio::task::spawn_blocking(move || market.shutdown())
-            .await
-            .unwrap();
+        self.grpc.stop().await;
     }
 
     async fn scrape(&self) -> Scrape {
@@ -197,7 +178,7 @@ fn bid(price: &str) -> pb::PlaceOrderRequest {
 #[tokio::test]
 async fn rpc_calls_are_counted_by_method_and_code_and_rings_by_name() {
     let rig = Rig::start().await;
-    let mut orders = OrderServiceClient::new(rig.channel.clone());
+    let mut orders = OrderServiceClient::new(rig.grpc.channel.clone());
 
     // Two orders accepted, one off the tick grid (INVALID_ARGUMENT), one without a token.
     for price in ["65000.00", "64990.00"] {
@@ -214,13 +195,13 @@ async fn rpc_calls_are_counted_by_method_and_code_and_rings_by_name() {
         .await
         .unwrap_err();
     assert_eq!(anonymous.code(), Code::Unauthenticated, "{anonymous:?}");
-    MarketDataServiceClient::new(rig.channel.clone())
+    MarketDataServiceClient::new(rig.grpc.channel.clone())
         .list_instruments(pb::ListInstrumentsRequest {})
         .await
         .unwrap();
 
     // A path no service serves.
-    let mut raw = tonic::client::Grpc::new(rig.channel.clone());
+    let mut raw = tonic::client::Grpc::new(rig.grpc.channel.clone());
     raw.ready().await.unwrap();
     let unknown = raw
         .unary::<_, pb::ListInstrumentsResponse, _>(
