@@ -2,9 +2,16 @@
 //!
 //! A seeded stream of 100,000 random commands of every kind is applied to two fresh engines
 //! and their encoded events are compared command by command. The engine's layout choices (how
-//! wide the dense price ladder is) must not show in its output either.
+//! wide the dense price ladder is) must not show in its output either. Spread over 1, 2 and 4
+//! shards, the same stream gives every instrument the same events (order ids named by the
+//! place that made them, trade ids left out: those are the shard's), and two runs on the same
+//! number of shards give each shard the same bytes.
+
+mod shard_set;
+mod streams;
 
 use rust_decimal::Decimal;
+use shard_set::{Observed, ShardSet};
 use ticker_engine::codec::encode_event;
 use ticker_engine::*;
 
@@ -58,8 +65,9 @@ struct Stream {
     rng: SplitMix64,
     ts: Timestamp,
     corr: Correlation,
-    /// Recently accepted orders and their accounts (most are still live).
-    recent: Vec<(OrderId, AccountId)>,
+    /// Recently accepted orders, named by the correlation id of their place (engines and shard
+    /// sets map the name to their own id: `ShardSet::resolve`), and their accounts.
+    recent: Vec<(Correlation, AccountId)>,
 }
 
 impl Stream {
@@ -95,7 +103,7 @@ impl Stream {
         if !self.recent.is_empty() && self.rng.chance(85) {
             let (id, owner) = self.recent[self.rng.below(self.recent.len() as u64) as usize];
             let account = if self.rng.chance(95) { owner } else { account };
-            (account, OrderRef::Id(id))
+            (account, OrderRef::Id(OrderId(id)))
         } else {
             (account, OrderRef::Client(self.rng.below(20)))
         }
@@ -106,6 +114,11 @@ impl Stream {
         let price = self.price();
         let trigger = self.price();
         let r = &mut self.rng;
+        let instrument = if r.chance(2) {
+            INSTRUMENTS
+        } else {
+            r.below(INSTRUMENTS as u64) as u32
+        };
         let order_type = r.pick(&[
             OrderType::Limit,
             OrderType::Limit,
@@ -131,12 +144,14 @@ impl Stream {
         Place {
             account,
             session: r.below(5),
-            client_id: if r.chance(30) { r.below(20) } else { 0 },
-            instrument: if r.chance(2) {
-                INSTRUMENTS
+            // A client id is only ever used on instruments of one residue mod 4, so it is never
+            // live on two shards of 1, 2 or 4 (where shards differ by design).
+            client_id: if r.chance(30) {
+                4 * r.below(5) + u64::from(instrument % 4)
             } else {
-                r.below(INSTRUMENTS as u64) as u32
+                0
             },
+            instrument,
             side: r.pick(&[Side::Buy, Side::Sell]),
             order_type,
             price,
@@ -211,30 +226,31 @@ impl Stream {
         }
     }
 
-    /// Remembers the orders a command's events put in the book or armed.
-    fn observe(&mut self, events: &[Event]) {
-        for e in events {
+    /// Remembers the orders a command put in the book or armed (`observed` names them).
+    fn observe(&mut self, observed: &Observed) {
+        for kind in observed.instruments.values().flatten() {
             if let EventKind::OrderRested {
                 order_id, account, ..
             }
             | EventKind::StopArmed {
                 order_id, account, ..
-            } = e.kind
+            } = *kind
             {
                 if self.recent.len() == 256 {
                     self.recent.remove(0);
                 }
-                self.recent.push((order_id, account));
+                self.recent.push((order_id.0, account));
             }
         }
     }
 }
 
-fn encode(events: &[Event], bytes: &mut Vec<u8>) {
-    bytes.clear();
+fn encode(events: &[Event]) -> Vec<u8> {
+    let mut bytes = Vec::new();
     for e in events {
-        encode_event(e, bytes);
+        encode_event(e, &mut bytes);
     }
+    bytes
 }
 
 /// What a run produced, to check the stream exercised the engine.
@@ -247,55 +263,89 @@ struct Tally {
     stops_triggered: u64,
 }
 
-/// Applies `commands` random commands after adding the instruments to one engine per config
-/// and asserts their encoded events are identical after every command.
-fn run_identically(seed: u64, commands: usize, configs: [EngineConfig; 2]) -> Tally {
-    let [a, b] = configs;
-    let (mut a, mut b) = (Engine::new(a), Engine::new(b));
-    let mut stream = Stream::new(seed);
-    let (mut ea, mut eb) = (Vec::new(), Vec::new());
-    let (mut ba, mut bb) = (Vec::new(), Vec::new());
-    let mut tally = Tally::default();
-    for k in 0..INSTRUMENTS {
-        let cmd = Command {
-            deadline: 0,
-            ts: 0,
-            corr: 0,
-            kind: CommandKind::AddInstrument(Box::new(spec(k))),
-        };
-        a.apply(&cmd, &mut ea);
-        b.apply(&cmd, &mut eb);
-    }
-    assert_eq!(ea, eb);
-    for n in 0..commands {
-        let cmd = stream.next_command();
-        ea.clear();
-        eb.clear();
-        a.apply(&cmd, &mut ea);
-        b.apply(&cmd, &mut eb);
-        encode(&ea, &mut ba);
-        encode(&eb, &mut bb);
-        assert!(
-            ba == bb,
-            "command {n} ({cmd:?}) gave different events:\n{ea:#?}\nvs\n{eb:#?}"
-        );
-        stream.observe(&ea);
-        tally.events += ea.len() as u64;
-        for e in &ea {
-            match e.kind {
-                EventKind::Trade { .. } => tally.trades += 1,
-                EventKind::Rejected { .. } => tally.rejects += 1,
-                EventKind::StopTriggered { .. } => tally.stops_triggered += 1,
+impl Tally {
+    fn count(&mut self, observed: &Observed) {
+        if let Some(reply) = &observed.reply {
+            self.events += 1;
+            if let EventKind::Rejected { .. } = reply {
+                self.rejects += 1;
+            }
+        }
+        for kind in observed.instruments.values().flatten() {
+            self.events += 1;
+            match kind {
+                EventKind::Trade { .. } => self.trades += 1,
+                EventKind::StopTriggered { .. } => self.stops_triggered += 1,
                 EventKind::OrderDone {
                     reason: DoneReason::Expired,
                     ..
-                } => tally.expirations += 1,
+                } => self.expirations += 1,
                 _ => {}
             }
         }
+        self.events += observed.global.len() as u64;
     }
-    assert_eq!(a.last_seq(), b.last_seq());
-    assert_eq!(a.live_order_count(), b.live_order_count());
+}
+
+/// Applies `commands` random commands after adding the instruments to every set and asserts
+/// after each command that every set did the same with it and that sets of as many shards
+/// gave each shard the same bytes. With `beats`, every command follows a heartbeat at its
+/// time to every shard, as the server's clock does, so GTD orders expire at the same point of
+/// each instrument's stream however the instruments are spread.
+fn run_identically(seed: u64, commands: usize, mut sets: Vec<ShardSet>, beats: bool) -> Tally {
+    let mut stream = Stream::new(seed);
+    let mut tally = Tally::default();
+    let apply = |sets: &mut Vec<ShardSet>, cmd: &Command, n: usize| -> Observed {
+        let before: Vec<Vec<usize>> = sets
+            .iter()
+            .map(|s| s.streams.iter().map(Vec::len).collect())
+            .collect();
+        let observed: Vec<Observed> = sets.iter_mut().map(|s| s.apply(&s.resolve(cmd))).collect();
+        for (k, o) in observed.iter().enumerate().skip(1) {
+            assert!(
+                observed[0] == *o,
+                "command {n} ({cmd:?}) on {} shard(s) and on {}:\n{:#?}\nvs\n{o:#?}",
+                sets[0].count(),
+                sets[k].count(),
+                observed[0]
+            );
+        }
+        for (a, b) in (0..sets.len()).flat_map(|a| (a + 1..sets.len()).map(move |b| (a, b))) {
+            if sets[a].count() != sets[b].count() {
+                continue;
+            }
+            for shard in 0..sets[a].count() {
+                let new = |k: usize| encode(&sets[k].streams[shard][before[k][shard]..]);
+                assert!(
+                    new(a) == new(b),
+                    "command {n} ({cmd:?}) gave shard {shard} of {} different bytes",
+                    sets[a].count()
+                );
+            }
+        }
+        observed.into_iter().next().expect("at least one set")
+    };
+    for k in 0..INSTRUMENTS {
+        let add = Command::new(0, 0, CommandKind::AddInstrument(Box::new(spec(k))));
+        apply(&mut sets, &add, 0);
+    }
+    for n in 0..commands {
+        let cmd = stream.next_command();
+        if beats {
+            let expired = apply(
+                &mut sets,
+                &Command::new(cmd.ts, 0, CommandKind::Heartbeat),
+                n,
+            );
+            tally.count(&expired);
+        }
+        let observed = apply(&mut sets, &cmd, n);
+        stream.observe(&observed);
+        tally.count(&observed);
+    }
+    for set in &sets {
+        set.check_trade_ids();
+    }
     tally
 }
 
@@ -312,10 +362,12 @@ fn assert_rich(tally: &Tally) {
 
 #[test]
 fn same_commands_give_byte_identical_events() {
+    let config = EngineConfig::default();
     let tally = run_identically(
         0x5EED_71C4_E7D0_0001,
         100_000,
-        [EngineConfig::default(), EngineConfig::default()],
+        vec![ShardSet::new(&config, 1), ShardSet::new(&config, 1)],
+        false,
     );
     assert_rich(&tally);
 }
@@ -330,7 +382,21 @@ fn events_do_not_depend_on_the_width_of_the_price_ladder() {
     let tally = run_identically(
         0x5EED_71C4_E7D0_0002,
         100_000,
-        [EngineConfig::default(), narrow],
+        vec![
+            ShardSet::new(&EngineConfig::default(), 1),
+            ShardSet::new(&narrow, 1),
+        ],
+        false,
     );
+    assert_rich(&tally);
+}
+
+#[test]
+fn one_two_and_four_shards_give_every_instrument_the_same_events() {
+    let config = EngineConfig::default();
+    let sets = [1, 2, 4, 4]
+        .map(|count| ShardSet::new(&config, count))
+        .into();
+    let tally = run_identically(0x5EED_71C4_E7D0_0003, 100_000, sets, true);
     assert_rich(&tally);
 }

@@ -10,144 +10,19 @@
 //! timestamp, as the server's clock does, so GTD orders expire at the same point of each
 //! instrument's stream however the instruments are spread.
 
+mod shard_set;
 mod streams;
 
 use proptest::prelude::*;
 use proptest::strategy::ValueTree;
 use proptest::test_runner::TestRunner;
-use std::collections::{BTreeMap, HashMap, HashSet};
+use shard_set::*;
+use std::collections::BTreeMap;
 use streams::*;
 use ticker_engine::codec::encode_event;
 use ticker_engine::pipeline::{PipelineConfig, ShardedPipeline};
-use ticker_engine::shard::{fold, route, Route};
+use ticker_engine::shard::{route, Route};
 use ticker_engine::*;
-
-/// Shard engines applied one command at a time in this thread, routed as [`ShardedIngress`]
-/// routes.
-struct ShardSet {
-    engines: Vec<Engine>,
-    /// Every event of each shard, in its order.
-    streams: Vec<Vec<Event>>,
-    /// Order id → the correlation id of the place that made it.
-    names: HashMap<OrderId, Correlation>,
-    /// And back.
-    ids: HashMap<Correlation, OrderId>,
-}
-
-/// What one command did, with order ids named by the place that made them and trade ids left
-/// out (they interleave between shards).
-#[derive(Debug, PartialEq, Eq)]
-struct Observed {
-    reply: Option<EventKind>,
-    instruments: BTreeMap<InstrumentId, Vec<EventKind>>,
-    /// Events of no instrument (`AccountStatus`).
-    global: Vec<EventKind>,
-}
-
-impl ShardSet {
-    fn new(config: &EngineConfig, count: usize) -> Self {
-        let engines = Shard::all(count)
-            .unwrap()
-            .into_iter()
-            .map(|shard| {
-                Engine::new(EngineConfig {
-                    shard,
-                    ..config.clone()
-                })
-            })
-            .collect();
-        ShardSet {
-            engines,
-            streams: vec![Vec::new(); count],
-            names: HashMap::new(),
-            ids: HashMap::new(),
-        }
-    }
-
-    fn count(&self) -> usize {
-        self.engines.len()
-    }
-
-    fn apply(&mut self, command: &Command) -> Observed {
-        let targets: Vec<usize> = match route(self.count(), &command.kind) {
-            Route::One(shard) => vec![shard],
-            Route::All => (0..self.count()).collect(),
-        };
-        let mut outcomes = Vec::new();
-        let mut caused = Vec::new();
-        for shard in targets {
-            let events = self.engines[shard].apply_collect(command);
-            for e in &events {
-                if let EventKind::PlaceAccepted { corr, order } = &e.kind {
-                    assert_eq!(
-                        Shard::of_order(self.count(), order.order_id),
-                        shard,
-                        "order id {} names its shard",
-                        order.order_id
-                    );
-                    self.names.insert(order.order_id, *corr);
-                    self.ids.insert(*corr, order.order_id);
-                }
-                match e.kind.outcome_corr() {
-                    Some(_) => outcomes.push(e.kind.clone()),
-                    None => caused.push(e.kind.clone()),
-                }
-            }
-            self.streams[shard].extend(events);
-        }
-        let mut observed = Observed {
-            reply: fold(&outcomes).map(|o| self.named(&o)),
-            instruments: BTreeMap::new(),
-            global: Vec::new(),
-        };
-        for kind in caused {
-            let kind = self.named(&kind);
-            match kind.instrument() {
-                Some(i) => observed.instruments.entry(i).or_default().push(kind),
-                None => observed.global.push(kind),
-            }
-        }
-        observed
-    }
-
-    /// `kind` with each order id this set assigned replaced by the correlation id of its place,
-    /// and no trade id.
-    fn named(&self, kind: &EventKind) -> EventKind {
-        let mut kind = kind.clone();
-        each_order_id(&mut kind, |id| {
-            if let Some(&corr) = self.names.get(id) {
-                *id = OrderId(corr);
-            }
-        });
-        if let EventKind::Trade { trade_id, .. } = &mut kind {
-            *trade_id = 0;
-        }
-        kind
-    }
-
-    /// This set's id for the order the place `corr` made (an unknown one if it made none).
-    fn id(&self, corr: Option<Correlation>) -> OrderId {
-        corr.and_then(|c| self.ids.get(&c).copied())
-            .unwrap_or(NO_SUCH_ORDER)
-    }
-
-    /// Trade ids are unique across the shards, and each shard's go up.
-    fn check_trade_ids(&self) {
-        let mut seen = HashSet::new();
-        for stream in &self.streams {
-            let mut last = 0;
-            for e in stream {
-                if let EventKind::Trade { trade_id, .. } = e.kind {
-                    assert!(
-                        trade_id > last && seen.insert(trade_id),
-                        "trade id {trade_id}"
-                    );
-                    last = trade_id;
-                }
-            }
-        }
-    }
-}
 
 /// Runs one scenario on sets of several shard counts side by side, choosing the orders that
 /// cancels and amends name from the first set's live orders.
