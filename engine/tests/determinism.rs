@@ -310,15 +310,23 @@ fn run_identically(seed: u64, commands: usize, mut sets: Vec<ShardSet>, beats: b
                 observed[0]
             );
         }
+        // What each shard of each set was given by this command, as bytes.
+        let new: Vec<Vec<Vec<u8>>> = sets
+            .iter()
+            .zip(&before)
+            .map(|(set, before)| {
+                set.streams
+                    .iter()
+                    .zip(before)
+                    .map(|(stream, &from)| encode(&stream[from..]))
+                    .collect()
+            })
+            .collect();
         for (a, b) in (0..sets.len()).flat_map(|a| (a + 1..sets.len()).map(move |b| (a, b))) {
-            if sets[a].count() != sets[b].count() {
-                continue;
-            }
-            for shard in 0..sets[a].count() {
-                let new = |k: usize| encode(&sets[k].streams[shard][before[k][shard]..]);
+            if sets[a].count() == sets[b].count() {
                 assert!(
-                    new(a) == new(b),
-                    "command {n} ({cmd:?}) gave shard {shard} of {} different bytes",
+                    new[a] == new[b],
+                    "command {n} ({cmd:?}) gave the shards of two {}-shard sets different bytes",
                     sets[a].count()
                 );
             }
