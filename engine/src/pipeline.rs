@@ -54,7 +54,7 @@ use crate::ring::{
 use crate::snapshot::EngineSnapshot;
 use std::fmt;
 use std::io;
-use std::ops::Deref;
+use std::ops::{Deref, DerefMut};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::{self, JoinHandle, Thread, ThreadId};
@@ -688,6 +688,14 @@ impl Deref for Batch {
 
     fn deref(&self) -> &[Event] {
         &self.events
+    }
+}
+
+/// The consumer may rewrite events before passing them on (a market of several shards
+/// renumbers their `seq` into one merged sequence).
+impl DerefMut for Batch {
+    fn deref_mut(&mut self) -> &mut [Event] {
+        &mut self.events
     }
 }
 

@@ -7,7 +7,8 @@
 //! [`config`] is tickerd's configuration over the embedded [`defaults`]; [`metrics`] and
 //! [`logging`] are what an operator watches. [`recovery`] rebuilds the market from the data
 //! directory at start, [`snapshot_writer`] writes snapshots beside the journal, and
-//! [`journal_tool`] is `tickerd journal verify | inspect | replay`.
+//! [`journal_tool`] is `tickerd journal verify | inspect | replay`. `reply_routing` hands each
+//! caller its command's events, folded from every shard the command went to.
 
 pub mod auth;
 pub mod bus;
@@ -22,5 +23,6 @@ pub mod market;
 pub mod metrics;
 pub mod order_entry;
 pub mod recovery;
+mod reply_routing;
 pub mod snapshot_writer;
 pub mod ws;

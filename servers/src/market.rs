@@ -17,6 +17,7 @@ use crate::bus::{BusConfig, BusStats};
 use crate::limits::{LimitsTable, RiskLimits};
 use crate::order_entry::Violations;
 use crate::recovery::{self, RecoveryReport};
+use crate::reply_routing::{route_replies, Replies, Waiting};
 use crate::snapshot_writer::{SnapshotJob, SnapshotStats, SnapshotWriter};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -26,7 +27,10 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use ticker_engine::journal::sync::Durability;
 use ticker_engine::journal::{DirLock, JournalConfig};
-use ticker_engine::pipeline::{Clock, JournalSetup, Pipeline, PipelineConfig, SubmitError};
+use ticker_engine::pipeline::{
+    Clock, JournalSetup, PipelineConfig, RingFill, ShardedIngress, ShardedPipeline, SubmitError,
+};
+use ticker_engine::shard::route;
 use ticker_engine::*;
 use ticker_feeds::orders::Accounts;
 use ticker_feeds::positions::Positions;
@@ -51,6 +55,10 @@ pub struct MarketConfig {
     pub journal: Option<JournalConfig>,
     /// Pre-trade limits applied at start, after the instruments [none].
     pub risk: RiskLimits,
+    /// Engine threads, each holding the instruments `id % shards` names
+    /// ([`ticker_engine::shard`]) [1]. Several shards run without a journal and without the
+    /// bus for now: [`Market::start`] refuses them otherwise.
+    pub shards: usize,
 }
 
 impl Default for MarketConfig {
@@ -68,6 +76,7 @@ impl Default for MarketConfig {
             heartbeat: Duration::from_millis(100),
             journal: None,
             risk: RiskLimits::default(),
+            shards: 1,
         }
     }
 }
@@ -125,11 +134,9 @@ impl Reply {
 
 /// Where commands go: this process's engine, or (on a gateway) the matcher over the bus.
 enum Entry {
-    Local(Ingress),
+    Local(ShardedIngress),
     Remote(crate::bus::commands::Forwarder),
 }
-
-type Replies = Mutex<HashMap<Correlation, Reply>>;
 
 /// Counters of the running market, read by `/metrics`.
 #[derive(Debug)]
@@ -218,6 +225,14 @@ pub struct JournalState {
     _lock: DirLock,
 }
 
+/// One of the market's rings and how full it is.
+#[derive(Debug, Clone)]
+pub struct MarketRing {
+    /// The shard whose ring it is, when there are several.
+    pub shard: Option<usize>,
+    pub fill: RingFill,
+}
+
 /// Where a simulator resumes after a restart.
 struct SimResume {
     /// Above every client id the simulator could have used (one per command at most).
@@ -241,7 +256,7 @@ pub struct Market {
     stop: Arc<AtomicBool>,
     stats: Arc<MarketStats>,
     threads: Mutex<Vec<JoinHandle<()>>>,
-    pipeline: Mutex<Option<Pipeline>>,
+    pipeline: Mutex<Option<ShardedPipeline>>,
     journal: Option<JournalState>,
     bus: Option<BusState>,
 }
@@ -296,11 +311,28 @@ impl Market {
         config: MarketConfig,
         bus: Option<(BusConfig, Publisher)>,
     ) -> std::io::Result<Arc<Market>> {
+        if config.shards > 1 && (config.journal.is_some() || bus.is_some()) {
+            return Err(std::io::Error::other(format!(
+                "{} shards run without a journal and without the bus for now (recovery and \
+                 publishing of several shards' streams are not built): set journal.enabled = \
+                 false (--no-journal) and bus.role = \"all\", or market.shards = 1",
+                config.shards
+            )));
+        }
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
         let instruments = Arc::new(Instruments::default());
-        let (engine, mut md, journal) = match &config.journal {
+        let (engines, mut md, journal) = match &config.journal {
             None => (
-                Engine::new(config.pipeline.engine.clone()),
+                Shard::all(config.shards)
+                    .map_err(std::io::Error::other)?
+                    .into_iter()
+                    .map(|shard| {
+                        Engine::new(EngineConfig {
+                            shard,
+                            ..config.pipeline.engine.clone()
+                        })
+                    })
+                    .collect::<Vec<_>>(),
                 MarketData::new(config.feeds.clone(), hub.clone(), instruments.clone()),
                 None,
             ),
@@ -337,7 +369,7 @@ impl Market {
                 }
                 tracing::info!("recovered {}: {}", j.dir.display(), r.report);
                 (
-                    r.engine,
+                    vec![r.engine],
                     r.feeds,
                     Some((r.writer, r.lock, r.report, j.clone())),
                 )
@@ -358,6 +390,8 @@ impl Market {
         }
         // What the restored engine says about the time before this start. Sessions a gateway
         // opened are its own to close (it may still be up): only this process's are stale.
+        // Every shard knows every instrument and session; a recovered market is one shard.
+        let engine = &engines[0];
         let (stale_sessions, foreign_sessions): (Vec<SessionId>, Vec<SessionId>) = engine
             .sessions()
             .partition(|s| bus.is_none() || crate::bus::session_node(*s) == 0);
@@ -397,26 +431,27 @@ impl Market {
         let risk_active = engine.risk_active();
         let (pipeline, ingress, mut egress, journaled) = match journal {
             None => {
-                let (p, i, e) = Pipeline::spawn_with(engine, config.pipeline.clone())?;
+                let (p, i, e) = ShardedPipeline::spawn_with(engines, config.pipeline.clone())?;
                 (p, i, e, None)
             }
             Some((writer, lock, report, j)) => {
                 let storage = writer.storage().clone();
-                let (p, i, e) = Pipeline::spawn_journaled(
-                    engine,
+                let (p, i, e) = ShardedPipeline::spawn_journaled(
+                    engines,
                     config.pipeline.clone(),
-                    JournalSetup {
+                    vec![JournalSetup {
                         writer,
                         fsync: j.fsync,
                         group_commit_bytes: j.group_commit_bytes,
                         group_commit_delay: j.group_commit_delay,
-                    },
+                    }],
                 )?;
                 let writer = SnapshotWriter::spawn(storage, j.keep_snapshots)?;
                 (p, i, e, Some((writer, lock, report, j)))
             }
         };
-        let durability = pipeline.durability().cloned();
+        // Only a market of one shard journals (checked above).
+        let durability = pipeline.shards()[0].durability().cloned();
         let accounts = md.accounts().clone();
         let positions = md.positions().clone();
         let replies: Arc<Replies> = Arc::new(Mutex::new(HashMap::new()));
@@ -455,7 +490,18 @@ impl Market {
                     // No wall-clock `md.tick`: the views take time from event timestamps
                     // only, so a replay of the journal after a restart publishes what this
                     // thread published (see `ticker_feeds::snapshot`).
-                    while let Some(mut batch) = egress.recv() {
+                    // Several shards' streams are merged in the order this thread takes their
+                    // batches, and renumbered: the views, topics and replies see one `seq`
+                    // that goes up by one per event, as from one engine.
+                    let renumber = egress.count() > 1;
+                    let mut merged_seq = 0;
+                    while let Some((_, mut batch)) = egress.recv() {
+                        if renumber {
+                            for e in batch.iter_mut() {
+                                merged_seq += 1;
+                                e.seq = merged_seq;
+                            }
+                        }
                         md.apply(&batch);
                         if let Some(p) = &publisher {
                             let p = p.lock();
@@ -842,18 +888,32 @@ impl Market {
         &self.stats
     }
 
-    /// How full the engine's rings are now (see [`Pipeline::rings`]); on a gateway, its queue
+    /// How full the engine's rings are now (see [`ShardedPipeline::rings`]); on a gateway, its queue
     /// of commands for the matcher. None while the market shuts down.
-    pub fn rings(&self) -> Vec<ticker_engine::pipeline::RingFill> {
+    pub fn rings(&self) -> Vec<MarketRing> {
         // `try_lock`: shutdown holds the lock while the engine drains, and a scrape need not
         // wait for that.
         let mut rings = self
             .pipeline
             .try_lock()
-            .and_then(|p| p.as_ref().map(Pipeline::rings))
+            .and_then(|p| {
+                p.as_ref().map(|p| {
+                    let several = p.count() > 1;
+                    p.rings()
+                        .into_iter()
+                        .map(|(shard, fill)| MarketRing {
+                            shard: several.then_some(shard),
+                            fill,
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
             .unwrap_or_default();
         if let Entry::Remote(forwarder) = &self.entry {
-            rings.push(forwarder.fill());
+            rings.push(MarketRing {
+                shard: None,
+                fill: forwarder.fill(),
+            });
         }
         rings
     }
@@ -923,7 +983,9 @@ impl Market {
             }
         };
         let corr = cmd.corr;
-        self.replies.lock().insert(corr, reply);
+        let shards = ingress.count();
+        let runs = route(shards, &cmd.kind).outcomes(&cmd.kind, shards);
+        self.replies.lock().insert(corr, Waiting::new(reply, runs));
         let submitted = if wait_for_room {
             ingress.submit(cmd).map_err(|_| ExecuteError::ShuttingDown)
         } else {
@@ -938,7 +1000,7 @@ impl Market {
         if submitted.is_err() {
             self.replies.lock().remove(&corr);
         }
-        submitted
+        submitted.map(drop)
     }
 
     /// [`execute`](Self::execute) for threads outside an async runtime (start-up, tools);
@@ -956,7 +1018,7 @@ impl Market {
     pub fn submit_detached(&self, kind: CommandKind) -> Result<(), ExecuteError> {
         let cmd = self.command(kind);
         match &self.entry {
-            Entry::Local(ingress) => ingress.try_submit(cmd).map_err(|e| match e {
+            Entry::Local(ingress) => ingress.try_submit(cmd).map(drop).map_err(|e| match e {
                 SubmitError::IngressFull(_) => {
                     self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
                     ExecuteError::Busy
@@ -1183,31 +1245,6 @@ fn keep_alive(
             let _ = client.publish(subject.clone(), payload.clone()).await;
         }
     })
-}
-
-/// Hands each waiting caller the events of its command.
-fn route_replies(replies: &Replies, events: &[Event]) {
-    let outcome_corr = |e: &Event| match e.kind {
-        EventKind::PlaceAccepted { corr, .. }
-        | EventKind::Accepted { corr, .. }
-        | EventKind::Rejected { corr, .. } => Some(corr),
-        _ => None,
-    };
-    let mut i = 0;
-    while i < events.len() {
-        let Some(corr) = outcome_corr(&events[i]) else {
-            i += 1;
-            continue;
-        };
-        let end = events[i + 1..]
-            .iter()
-            .position(|e| outcome_corr(e).is_some())
-            .map_or(events.len(), |p| i + 1 + p);
-        if let Some(reply) = replies.lock().remove(&corr) {
-            reply.send(Ok(events[i..end].to_vec()));
-        }
-        i = end;
-    }
 }
 
 #[cfg(test)]

@@ -32,6 +32,7 @@ impl TickerdConfig {
         m.pipeline.egress_capacity = self.market.egress_capacity;
         m.feeds.depth_levels = self.market.depth_levels;
         m.feeds.candles_kept = self.market.candles_history;
+        m.shards = self.market.shards;
         m.journal = self.journal.enabled.then(|| self.journal_config());
         m.risk = RiskLimits {
             default: self.risk.default_limits.clone(),

@@ -45,6 +45,7 @@ impl Default for TickerdConfig {
                 egress_capacity: market.pipeline.egress_capacity,
                 depth_levels: market.feeds.depth_levels,
                 candles_history: market.feeds.candles_kept,
+                shards: market.shards,
             },
             journal: {
                 let j = JournalConfig::default();
@@ -165,6 +166,10 @@ pub struct MarketSection {
     /// Candles of each interval a candles snapshot sends (the newest, the open one last),
     /// over WebSocket and gRPC [300].
     pub candles_history: usize,
+    /// Engine threads; instrument `id` is matched by shard `id % shards`, a rule that holds
+    /// across restarts (docs/engine.md, "Shards") [1]. More than one runs without a journal
+    /// and with `bus.role = "all"` for now.
+    pub shards: usize,
 }
 
 impl Default for MarketSection {

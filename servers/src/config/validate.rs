@@ -2,6 +2,7 @@
 
 use super::*;
 use crate::bus::Role as BusRole;
+use ticker_engine::shard::MAX_SHARDS;
 use ticker_engine::AccountId;
 
 impl TickerdConfig {
@@ -30,6 +31,21 @@ impl TickerdConfig {
         }
         if self.market.heartbeat_ms == 0 {
             return Err(("market.heartbeat_ms", "must be > 0".into()));
+        }
+        if !(1..=MAX_SHARDS).contains(&self.market.shards) {
+            return Err((
+                "market.shards",
+                format!("{} is not in 1..={MAX_SHARDS}", self.market.shards),
+            ));
+        }
+        if self.market.shards > 1 && (self.journal.enabled || self.bus.role != "all") {
+            return Err((
+                "market.shards",
+                "more than one shard runs without a journal and without the bus for now \
+                 (recovery and publishing of several shards' streams are not built): set \
+                 journal.enabled = false (--no-journal) and bus.role = \"all\""
+                    .into(),
+            ));
         }
         if self.market.depth_levels == 0 {
             return Err(("market.depth_levels", "must be > 0".into()));

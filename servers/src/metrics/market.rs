@@ -4,10 +4,13 @@
 use super::Families;
 use crate::market::{BusState, JournalState, Market, MarketStats};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::DescriptorEncoder;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use ticker_engine::pipeline::RingFill;
 use ticker_engine::RejectReason;
 use ticker_feeds::{Channel, HubStats, Topic};
 
@@ -89,24 +92,45 @@ fn write_market(f: &mut Families, s: &MarketStats) -> fmt::Result {
     )
 }
 
-/// Each ring's depth and capacity (none once the market has shut down).
+/// Each ring's depth and capacity (none once the market has shut down), with a `shard` label
+/// when the market runs several.
 fn write_rings(f: &mut Families, market: &Market) -> fmt::Result {
     let rings = market.rings();
-    f.gauges(
-        "tickerd_ring_depth",
-        "Items in each of the engine's rings now: commands (ingress), event batches (egress), \
-         empty batch buffers on their way back to the engine (batch_return), journal segments \
-         waiting for their sync (journal_rotations); on a gateway, commands waiting to be \
-         forwarded to the matcher (bus_commands).",
-        "ring",
-        rings.iter().map(|r| (r.ring, r.len as u64)),
-    )?;
-    f.gauges(
-        "tickerd_ring_capacity",
-        "Items each ring holds at most.",
-        "ring",
-        rings.iter().map(|r| (r.ring, r.capacity as u64)),
-    )
+    let shards: Vec<String> = rings
+        .iter()
+        .map(|r| r.shard.map(|s| s.to_string()).unwrap_or_default())
+        .collect();
+    let labels = |i: usize| {
+        let r = &rings[i];
+        let mut labels = vec![("ring", r.fill.ring)];
+        if r.shard.is_some() {
+            labels.push(("shard", shards[i].as_str()));
+        }
+        labels
+    };
+    for (name, help, figure) in [
+        (
+            "tickerd_ring_depth",
+            "Items in each of the engine's rings now: commands (ingress), event batches \
+             (egress), empty batch buffers on their way back to the engine (batch_return), \
+             journal segments waiting for their sync (journal_rotations); on a gateway, \
+             commands waiting to be forwarded to the matcher (bus_commands).",
+            (|r: &RingFill| r.len) as fn(&RingFill) -> usize,
+        ),
+        (
+            "tickerd_ring_capacity",
+            "Items each ring holds at most.",
+            |r: &RingFill| r.capacity,
+        ),
+    ] {
+        let mut metric = f
+            .encoder()
+            .encode_descriptor(name, help, None, MetricType::Gauge)?;
+        for (i, r) in rings.iter().enumerate() {
+            ConstGauge::new(figure(&r.fill) as i64).encode(metric.encode_family(&labels(i))?)?;
+        }
+    }
+    Ok(())
 }
 
 fn write_hub(f: &mut Families, market: &Market) -> fmt::Result {
