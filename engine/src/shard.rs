@@ -333,6 +333,11 @@ impl FanIn {
         self.expect(corr, route(count, kind).outcomes(kind, count));
     }
 
+    /// Drops what was expected of `corr` (its command could not be submitted after all).
+    pub fn forget(&mut self, corr: Correlation) {
+        self.pending.remove(&corr);
+    }
+
     /// Commands whose reply still waits for a shard.
     pub fn pending(&self) -> usize {
         self.pending.len()

@@ -8,7 +8,8 @@
 //! [`logging`] are what an operator watches. [`recovery`] rebuilds the market from the data
 //! directory at start, [`snapshot_writer`] writes snapshots beside the journal, and
 //! [`journal_tool`] is `tickerd journal verify | inspect | replay`. `reply_routing` hands each
-//! caller its command's events, folded from every shard the command went to.
+//! caller its command's events, folded from every shard the command went to; `shard_merge`
+//! makes one stream of a sharded market's shards for the views.
 
 pub mod auth;
 pub mod bus;
@@ -24,5 +25,6 @@ pub mod metrics;
 pub mod order_entry;
 pub mod recovery;
 mod reply_routing;
+mod shard_merge;
 pub mod snapshot_writer;
 pub mod ws;

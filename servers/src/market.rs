@@ -18,6 +18,7 @@ use crate::limits::{LimitsTable, RiskLimits};
 use crate::order_entry::Violations;
 use crate::recovery::{self, RecoveryReport};
 use crate::reply_routing::{route_replies, Replies, Waiting};
+use crate::shard_merge::{self, ShardMerge, SharedFanIn};
 use crate::snapshot_writer::{SnapshotJob, SnapshotStats, SnapshotWriter};
 use parking_lot::Mutex;
 use std::collections::HashMap;
@@ -243,6 +244,8 @@ struct SimResume {
 
 pub struct Market {
     entry: Entry,
+    /// With several shards: how many outcomes each command sent to all of them gives.
+    fan_in: Option<SharedFanIn>,
     replies: Arc<Replies>,
     next_corr: Arc<AtomicU64>,
     next_session: AtomicU64,
@@ -476,7 +479,9 @@ impl Market {
             Some((c, p)) => (Some(c), Some(Arc::new(Mutex::new(p)))),
             None => (None, None),
         };
+        let fan_in: Option<SharedFanIn> = (ingress.count() > 1).then(SharedFanIn::default);
         let feeds = {
+            let fan_in = fan_in.clone();
             let replies = replies.clone();
             let stats = stats.clone();
             let publisher = publisher.clone();
@@ -491,21 +496,17 @@ impl Market {
                     // only, so a replay of the journal after a restart publishes what this
                     // thread published (see `ticker_feeds::snapshot`).
                     // Several shards' streams are merged in the order this thread takes their
-                    // batches, and renumbered: the views, topics and replies see one `seq`
-                    // that goes up by one per event, as from one engine.
-                    let renumber = egress.count() > 1;
-                    let mut merged_seq = 0;
+                    // batches (crate::shard_merge); replies are folded from the raw batches.
+                    let mut merge = fan_in.map(ShardMerge::new);
                     while let Some((_, mut batch)) = egress.recv() {
-                        if renumber {
-                            for e in batch.iter_mut() {
-                                merged_seq += 1;
-                                e.seq = merged_seq;
-                            }
-                        }
-                        md.apply(&batch);
+                        let events: &[Event] = match &mut merge {
+                            Some(m) => m.merge(&mut batch),
+                            None => &batch,
+                        };
+                        md.apply(events);
                         if let Some(p) = &publisher {
                             let p = p.lock();
-                            p.events(&batch);
+                            p.events(events);
                             if let Some((at, every)) = &mut next_bus_snapshot {
                                 if md.last_seq() >= *at {
                                     p.snapshot(md.snapshot());
@@ -513,7 +514,7 @@ impl Market {
                                 }
                             }
                         }
-                        stats.observe(&batch, now_ns());
+                        stats.observe(events, now_ns());
                         route_replies(&replies, &batch);
                         if let (Some(cut), Some(writer)) = (batch.take_cut(), &snapshots) {
                             writer.submit(SnapshotJob {
@@ -557,6 +558,7 @@ impl Market {
         });
         let market = Arc::new(Market {
             entry: Entry::Local(ingress),
+            fan_in,
             replies,
             next_corr: Arc::new(AtomicU64::new(1)),
             next_session: AtomicU64::new(max_stale_session + 1),
@@ -711,6 +713,7 @@ impl Market {
             count_tx.send_replace(n);
         });
         Ok(Arc::new(Market {
+            fan_in: None,
             entry: Entry::Remote(forwarder),
             replies: Arc::new(Mutex::new(HashMap::new())),
             next_corr: Arc::new(AtomicU64::new(1)),
@@ -986,6 +989,7 @@ impl Market {
         let shards = ingress.count();
         let runs = route(shards, &cmd.kind).outcomes(&cmd.kind, shards);
         self.replies.lock().insert(corr, Waiting::new(reply, runs));
+        let folded = self.expect(&cmd, shards);
         let submitted = if wait_for_room {
             ingress.submit(cmd).map_err(|_| ExecuteError::ShuttingDown)
         } else {
@@ -999,8 +1003,26 @@ impl Market {
         };
         if submitted.is_err() {
             self.replies.lock().remove(&corr);
+            if folded {
+                self.forget(corr);
+            }
         }
         submitted.map(drop)
+    }
+
+    /// With several shards, tells the feeds thread's merge how many outcomes `cmd` gives
+    /// before it is submitted (see [`crate::shard_merge`]); true if it must be forgotten
+    /// should the submission fail.
+    fn expect(&self, cmd: &Command, shards: usize) -> bool {
+        self.fan_in
+            .as_ref()
+            .is_some_and(|f| shard_merge::expect(f, cmd, shards))
+    }
+
+    fn forget(&self, corr: Correlation) {
+        if let Some(f) = &self.fan_in {
+            shard_merge::forget(f, corr);
+        }
     }
 
     /// [`execute`](Self::execute) for threads outside an async runtime (start-up, tools);
@@ -1018,13 +1040,21 @@ impl Market {
     pub fn submit_detached(&self, kind: CommandKind) -> Result<(), ExecuteError> {
         let cmd = self.command(kind);
         match &self.entry {
-            Entry::Local(ingress) => ingress.try_submit(cmd).map(drop).map_err(|e| match e {
-                SubmitError::IngressFull(_) => {
-                    self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
-                    ExecuteError::Busy
-                }
-                SubmitError::Closed(_) => ExecuteError::ShuttingDown,
-            }),
+            Entry::Local(ingress) => {
+                let (corr, folded) = (cmd.corr, self.expect(&cmd, ingress.count()));
+                ingress.try_submit(cmd).map(drop).map_err(|e| {
+                    if folded {
+                        self.forget(corr);
+                    }
+                    match e {
+                        SubmitError::IngressFull(_) => {
+                            self.stats.busy_rejects.fetch_add(1, Ordering::Relaxed);
+                            ExecuteError::Busy
+                        }
+                        SubmitError::Closed(_) => ExecuteError::ShuttingDown,
+                    }
+                })
+            }
             Entry::Remote(_) => {
                 let (tx, _rx) = oneshot::channel();
                 self.submit(cmd, Reply::Async(tx), false)

@@ -76,25 +76,23 @@ pub(crate) fn route_replies(replies: &Replies, events: &[Event]) {
     }
 }
 
-/// The runs of one command's shards as one reply: the outcome [`fold`] picks first, the other
-/// outcomes left out, every other event in the order it came.
+/// The runs of one command's shards as one reply: the outcome [`fold`] picks first, stamped
+/// with the `seq` and time of the last outcome to arrive (where the merged stream publishes it:
+/// `ticker_engine::shard::FanIn`), the other outcomes left out, every other event in the order
+/// it came.
 fn folded(runs: Vec<Event>) -> Vec<Event> {
-    let outcomes: Vec<_> = runs
+    let outcomes: Vec<&Event> = runs
         .iter()
         .filter(|e| e.kind.outcome_corr().is_some())
-        .map(|e| e.kind.clone())
         .collect();
-    let chosen = fold(&outcomes).expect("every run starts with an outcome");
-    let mut reply = Vec::with_capacity(runs.len() - outcomes.len() + 1);
-    let mut rest = Vec::with_capacity(runs.len());
-    for e in runs {
-        if e.kind.outcome_corr().is_none() {
-            rest.push(e);
-        } else if reply.is_empty() && e.kind == chosen {
-            reply.push(e);
-        }
-    }
-    reply.extend(rest);
+    let kinds: Vec<_> = outcomes.iter().map(|e| e.kind.clone()).collect();
+    let last = outcomes.last().expect("every run starts with an outcome");
+    let mut reply = vec![Event {
+        seq: last.seq,
+        ts: last.ts,
+        kind: fold(&kinds).expect("every run starts with an outcome"),
+    }];
+    reply.extend(runs.into_iter().filter(|e| e.kind.outcome_corr().is_none()));
     reply
 }
 
@@ -202,8 +200,9 @@ mod tests {
                 caused(22, 2),
             ],
         );
-        // The first accept, then what both shards did, in arrival order.
-        assert_eq!(seqs(&mut mass), [10, 11, 21, 22]);
+        // One accept, numbered as the last shard's (where the merged stream has it), then what
+        // both shards did, in arrival order.
+        assert_eq!(seqs(&mut mass), [20, 11, 21, 22]);
         assert!(replies.lock().is_empty());
     }
 
@@ -228,7 +227,7 @@ mod tests {
             ),
             "{events:?}"
         );
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [9, 6]);
     }
 
     #[test]
@@ -237,6 +236,6 @@ mod tests {
         let mut cancel = wait(&replies, 3, 2);
         route_replies(&replies, &[unknown_order(1, 3)]);
         route_replies(&replies, &[unknown_order(2, 3)]);
-        assert_eq!(seqs(&mut cancel), [1]);
+        assert_eq!(seqs(&mut cancel), [2]);
     }
 }

@@ -224,6 +224,82 @@ async fn the_kill_switch_and_a_mass_cancel_reach_every_shard_and_answer_once() {
     rig.stop().await;
 }
 
+/// A cancel by client order id goes to every shard and one of them holds the order: the
+/// caller, the account's stream, the drop copy and the reject counters see one accept, never
+/// the other shards' `unknown_order`.
+#[tokio::test]
+async fn a_cancel_by_client_id_shows_once_as_the_holding_shards_accept() {
+    let rig = start(2).await;
+    let mut updates = rig
+        .orders()
+        .subscribe_order_updates(authed(pb::SubscribeOrderUpdatesRequest::default(), ALICE))
+        .await
+        .unwrap()
+        .into_inner();
+    let mut drop_copy = rig
+        .risk()
+        .stream_drop_copy(authed(pb::StreamDropCopyRequest::default(), RISK))
+        .await
+        .unwrap()
+        .into_inner();
+    let rejects = |rig: &Rig| -> u64 {
+        let stats = rig.market.stats();
+        stats
+            .rejects
+            .iter()
+            .map(|r| r.load(std::sync::atomic::Ordering::Relaxed))
+            .sum()
+    };
+    let rejects_before = rejects(&rig);
+    for symbol in ["ETH-USD", "BTC-USD"] {
+        let (_, low, size) = prices(symbol);
+        let req = pb::PlaceOrderRequest {
+            client_order_id: 77,
+            ..limit(symbol, pb::Side::Buy, low, size)
+        };
+        assert!(place(&rig, ALICE, req).await.result.unwrap().accepted);
+        let cancelled = rig
+            .orders()
+            .cancel_order(authed(
+                pb::CancelOrderRequest {
+                    order: Some(pb::cancel_order_request::Order::ClientOrderId(77)),
+                },
+                ALICE,
+            ))
+            .await
+            .unwrap()
+            .into_inner();
+        assert!(cancelled.result.unwrap().accepted, "{symbol}");
+    }
+    assert_eq!(rejects(&rig), rejects_before, "no reject counted");
+    // Per order: accepted, rested, the cancel's ack, done; nothing rejected.
+    for stream in [&mut updates, &mut drop_copy] {
+        let mut seen = Vec::new();
+        tokio::time::timeout(GUARD, async {
+            while seen.iter().filter(|e| **e == "done").count() < 2 {
+                let u = stream.next().await.expect("updates go on").unwrap();
+                let name = match u.event {
+                    Some(pb::order_update::Event::Snapshot(_)) => continue,
+                    Some(pb::order_update::Event::Accepted(_)) => "accepted",
+                    Some(pb::order_update::Event::Rested(_)) => "rested",
+                    Some(pb::order_update::Event::Ack(_)) => "ack",
+                    Some(pb::order_update::Event::Done(_)) => "done",
+                    Some(pb::order_update::Event::Rejected(r)) => panic!("rejected: {r:?}"),
+                    other => panic!("unexpected {other:?}"),
+                };
+                seen.push(name);
+            }
+        })
+        .await
+        .expect("both orders done");
+        assert_eq!(
+            seen,
+            ["accepted", "rested", "ack", "done", "accepted", "rested", "ack", "done"]
+        );
+    }
+    rig.stop().await;
+}
+
 #[test]
 fn several_shards_with_a_journal_are_refused_with_the_reason() {
     let market = MarketConfig {

@@ -61,12 +61,27 @@ impl Rig {
     /// A rig serving on `listener` if given (with socket options of the test's choosing),
     /// else on a port `WsServer::start` binds.
     async fn start_on(listener: Option<TcpListener>, limits: WsLimits, hub: HubConfig) -> Rig {
+        Rig::start_market(listener, limits, hub, 1).await
+    }
+
+    /// A rig whose market runs `shards` engine threads.
+    async fn start_sharded(limits: WsLimits, shards: usize) -> Rig {
+        Rig::start_market(None, limits, HubConfig::default(), shards).await
+    }
+
+    async fn start_market(
+        listener: Option<TcpListener>,
+        limits: WsLimits,
+        hub: HubConfig,
+        shards: usize,
+    ) -> Rig {
         let market = Market::start(MarketConfig {
             simulator: None,
             feeds: FeedsConfig {
                 hub,
                 ..FeedsConfig::default()
             },
+            shards,
             ..MarketConfig::default()
         })
         .unwrap();
@@ -419,7 +434,18 @@ async fn a_decimal_takes_one_form() {
 
 #[tokio::test]
 async fn every_order_command_gets_exactly_one_reply_in_order() {
-    let rig = Rig::start(limits()).await;
+    one_reply_each_in_order(1).await;
+}
+
+/// On two shards the amend and the cancels by client order id go to both (one holds the
+/// order): each still gets one reply, in order, behind and ahead of commands of one shard.
+#[tokio::test]
+async fn every_order_command_gets_exactly_one_reply_in_order_on_two_shards() {
+    one_reply_each_in_order(2).await;
+}
+
+async fn one_reply_each_in_order(shards: usize) {
+    let rig = Rig::start_sharded(limits(), shards).await;
     let mut alice = rig.trader(ALICE).await;
     // Sent back to back without waiting: a mix of good, malformed and engine-rejected commands.
     let commands = [
@@ -798,6 +824,56 @@ async fn resuming_from_seq_replays_what_was_missed_without_a_gap() {
         }
     }
     assert_eq!(prices, ["65001.00", "65002.00"]);
+    rig.stop().await;
+}
+
+/// Two shards (BTC-USD on one, ETH-USD on the other): an account's order updates from both
+/// come as one chain of `seq`s, and a mass cancel of every instrument answers once with the
+/// orders of both.
+#[tokio::test]
+async fn an_accounts_updates_from_two_shards_are_one_stream() {
+    let rig = Rig::start_sharded(limits(), 2).await;
+    let mut alice = rig.trader(ALICE).await;
+    // Another of alice's connections watches (a request skips what is not its reply).
+    let mut watch = rig.trader(ALICE).await;
+    let r = watch
+        .request(json!({"op":"subscribe","channels":[{"name":"orders"}]}))
+        .await;
+    assert_eq!(r["type"], "subscribed", "{r}");
+    let mut ids = Vec::new();
+    for (instrument, price) in [("BTC-USD", "60000.00"), ("ETH-USD", "3000.00")] {
+        for _ in 0..2 {
+            let r = alice
+                .request(json!({"op":"place","instrument":instrument,"side":"buy","price":price,"size":"0.01"}))
+                .await;
+            assert_eq!(r["accepted"], true, "{r}");
+            ids.push(r["order"]["order_id"].clone());
+        }
+    }
+    let r = alice.request(json!({"op":"mass_cancel"})).await;
+    let mut cancelled = r["cancelled"].as_array().unwrap().clone();
+    let key = |v: &Value| v.as_str().unwrap().to_string();
+    cancelled.sort_by_key(key);
+    ids.sort_by_key(key);
+    assert_eq!(cancelled, ids, "{r}");
+    // Four orders accepted, rested and done after the snapshot: one chain.
+    let mut last: Option<u64> = None;
+    let mut done = 0;
+    while done < 4 {
+        let m = watch.recv().await;
+        if m["type"] != "order" {
+            continue;
+        }
+        let seq = m["seq"].as_u64().unwrap();
+        if let Some(last) = last {
+            assert_eq!(m["prev_seq"].as_u64().unwrap(), last, "no gap: {m}");
+            assert_eq!(seq, last + 1, "{m}");
+        }
+        last = Some(seq);
+        if m["event"] == "done" {
+            done += 1;
+        }
+    }
     rig.stop().await;
 }
 

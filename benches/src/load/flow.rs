@@ -112,6 +112,7 @@ impl Server {
                     nats_server: args.nats_server.clone(),
                     gateways: args.gateways,
                 }),
+                shards: args.shards,
             })?;
             Ok(Server {
                 ws_fronts: spawned.ws_shared_all.clone(),

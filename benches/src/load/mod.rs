@@ -165,6 +165,9 @@ pub struct TargetArgs {
     /// afterwards) with this fsync mode [default: no journal].
     #[arg(long, value_enum)]
     pub journal: Option<JournalArg>,
+    /// Engine threads of the spawned tickerd (`market.shards`; more than one cannot journal).
+    #[arg(long, default_value_t = 1)]
+    pub shards: usize,
 }
 
 /// `--via`: how the spawned tickerd is deployed.

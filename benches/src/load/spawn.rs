@@ -37,6 +37,8 @@ pub struct SpawnOptions {
     pub journal: Option<FsyncMode>,
     /// Serve the fronts from gateways over NATS JetStream instead of the matching process.
     pub bus: Option<BusSpawn>,
+    /// Engine threads (`market.shards`).
+    pub shards: usize,
 }
 
 /// The scale-out setting of a spawned tickerd.
@@ -95,6 +97,7 @@ impl Spawned {
                     fsync,
                     ..JournalConfig::default()
                 }),
+            shards: options.shards,
             ..MarketConfig::default()
         };
         let (matcher, nats, serving) = match &options.bus {

@@ -1,0 +1,161 @@
+//! One stream out of several shards' (`market.shards`): what the views, topics and metrics of a
+//! sharded market read.
+//!
+//! The feeds thread takes the shards' batches in turn ([`ticker_engine::pipeline::ShardedEgress`])
+//! and renumbers every event with one `seq` that goes up by one per event, so everything
+//! downstream sees the stream of one engine. A command sent to every shard gives an outcome on
+//! each; the merged stream carries one, folded by [`FanIn`] where the last shard's outcome
+//! arrives (`seq`s of the outcomes left out are skipped, as topics skip `seq`s anyway): a
+//! cancel by client order id that one shard carried out is its accept, not an accept and
+//! `unknown_order`s, and a kill switch is one accept, not one per shard. Whoever submits a
+//! command tells the [`FanIn`] first ([`expect`]), so it is known before any outcome arrives.
+
+use parking_lot::Mutex;
+use std::sync::Arc;
+use ticker_engine::shard::{route, FanIn, Offered, Route};
+use ticker_engine::{Command, Correlation, Event};
+
+/// The fan-in a sharded market's submitters and its feeds thread share.
+pub(crate) type SharedFanIn = Arc<Mutex<FanIn>>;
+
+/// Tells `fan_in` how many outcomes `command` gives when it goes to `shards` shards; true if it
+/// goes to more than one (then [`forget`] it if it cannot be submitted).
+pub(crate) fn expect(fan_in: &SharedFanIn, command: &Command, shards: usize) -> bool {
+    if route(shards, &command.kind) != Route::All {
+        return false;
+    }
+    fan_in
+        .lock()
+        .expect_command(command.corr, &command.kind, shards);
+    true
+}
+
+/// Undoes [`expect`] for the command `corr` that was not submitted.
+pub(crate) fn forget(fan_in: &SharedFanIn, corr: Correlation) {
+    fan_in.lock().forget(corr);
+}
+
+/// The feeds thread's side: renumbers and folds each batch.
+pub(crate) struct ShardMerge {
+    fan_in: SharedFanIn,
+    seq: u64,
+    /// The last batch as the views see it (reused: no allocation once grown).
+    merged: Vec<Event>,
+}
+
+impl ShardMerge {
+    pub(crate) fn new(fan_in: SharedFanIn) -> Self {
+        ShardMerge {
+            fan_in,
+            seq: 0,
+            merged: Vec::with_capacity(1024),
+        }
+    }
+
+    /// Gives every event of `batch` its merged `seq` (in place: replies carry it too) and
+    /// returns the batch as the views see it.
+    pub(crate) fn merge(&mut self, batch: &mut [Event]) -> &[Event] {
+        self.merged.clear();
+        let mut fan_in = self.fan_in.lock();
+        for e in batch.iter_mut() {
+            self.seq += 1;
+            e.seq = self.seq;
+            match fan_in.offer(&e.kind) {
+                Offered::Pass => self.merged.push(e.clone()),
+                Offered::Held => {}
+                Offered::Folded(kind) => self.merged.push(Event {
+                    seq: e.seq,
+                    ts: e.ts,
+                    kind,
+                }),
+            }
+        }
+        &self.merged
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use ticker_engine::{
+        Cancel, CommandKind, CommandTag, EventKind, OrderId, OrderRef, RejectReason,
+    };
+
+    fn outcome(corr: u64, accepted: bool) -> Event {
+        let kind = if accepted {
+            EventKind::Accepted {
+                corr,
+                command: CommandTag::Cancel,
+                account: 1,
+                order_id: OrderId(42),
+                instrument: None,
+            }
+        } else {
+            EventKind::Rejected {
+                corr,
+                command: CommandTag::Cancel,
+                account: 1,
+                client_id: 9,
+                order_id: OrderId(0),
+                reason: RejectReason::UnknownOrder,
+            }
+        };
+        Event {
+            seq: 0,
+            ts: 0,
+            kind,
+        }
+    }
+
+    fn cancel_by_client_id(corr: u64) -> Command {
+        Command::new(
+            0,
+            corr,
+            CommandKind::Cancel(Cancel {
+                account: 1,
+                order: OrderRef::Client(9),
+            }),
+        )
+    }
+
+    #[test]
+    fn a_command_of_every_shard_shows_once_where_its_last_outcome_arrives() {
+        let fan_in = SharedFanIn::default();
+        assert!(expect(&fan_in, &cancel_by_client_id(7), 2));
+        let by_id = Command::new(
+            0,
+            8,
+            CommandKind::Cancel(Cancel {
+                account: 1,
+                order: OrderRef::Id(OrderId(42)),
+            }),
+        );
+        assert!(!expect(&fan_in, &by_id, 2), "an order id names its shard");
+        let mut merge = ShardMerge::new(fan_in.clone());
+        let mut first = vec![outcome(7, true), outcome(8, false)];
+        let seen: Vec<_> = merge.merge(&mut first).to_vec();
+        // The held accept is left out; the one-shard command passes.
+        assert_eq!(seen.len(), 1);
+        assert_eq!((seen[0].seq, seen[0].kind.outcome_corr()), (2, Some(8)));
+        let mut second = vec![outcome(7, false)];
+        let seen: Vec<_> = merge.merge(&mut second).to_vec();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].seq, 3);
+        assert!(
+            matches!(seen[0].kind, EventKind::Accepted { corr: 7, .. }),
+            "the shard that held the order answers: {seen:?}"
+        );
+        // Every event was renumbered in place, held ones too.
+        assert_eq!((first[0].seq, first[1].seq, second[0].seq), (1, 2, 3));
+        assert_eq!(fan_in.lock().pending(), 0);
+    }
+
+    #[test]
+    fn a_command_that_was_not_submitted_is_forgotten() {
+        let fan_in = SharedFanIn::default();
+        let cancel = cancel_by_client_id(7);
+        assert!(expect(&fan_in, &cancel, 4));
+        forget(&fan_in, cancel.corr);
+        assert_eq!(fan_in.lock().pending(), 0);
+    }
+}
