@@ -291,6 +291,8 @@ struct Pending {
     /// Outcomes still to come.
     remaining: usize,
     best: Option<(u8, EventKind)>,
+    /// [`FanIn::offer_first_accept`] gave the command's outcome already.
+    given: bool,
 }
 
 /// What [`FanIn::offer`] made of an event.
@@ -323,6 +325,7 @@ impl FanIn {
             let pending = Pending {
                 remaining: outcomes,
                 best: None,
+                given: false,
             };
             self.pending.insert(corr, pending);
         }
@@ -362,6 +365,44 @@ impl FanIn {
             Some((_, reply)) => Offered::Folded(reply),
             None => Offered::Pass,
         }
+    }
+}
+
+impl FanIn {
+    /// [`FanIn::offer`] for a merged stream that must show a command's outcome before the
+    /// events it caused: an accept is given at once, and the command's later outcomes are
+    /// `Held` (dropped); rejects are held and folded when the last arrives. The accept given is
+    /// the one [`fold`] keeps: a command every shard carries out is accepted alike by each,
+    /// and an accept of a command naming an order by client id names the order.
+    pub fn offer_first_accept(&mut self, event: &EventKind) -> Offered {
+        let Some(corr) = event.outcome_corr() else {
+            return Offered::Pass;
+        };
+        let Some(pending) = self.pending.get_mut(&corr) else {
+            return Offered::Pass;
+        };
+        pending.remaining -= 1;
+        let offered = if pending.given {
+            Offered::Held
+        } else if rank(event) >= 2 {
+            pending.given = true;
+            Offered::Folded(event.clone())
+        } else {
+            if pending.best.as_ref().is_none_or(|(b, _)| rank(event) > *b) {
+                pending.best = Some((rank(event), event.clone()));
+            }
+            match (pending.remaining, pending.best.take()) {
+                (0, Some((_, best))) => Offered::Folded(best),
+                (_, best) => {
+                    pending.best = best;
+                    Offered::Held
+                }
+            }
+        };
+        if pending.remaining == 0 {
+            self.pending.remove(&corr);
+        }
+        offered
     }
 }
 
@@ -526,5 +567,41 @@ mod tests {
             disabled: true,
         };
         assert_eq!(fan.offer(&status), Offered::Pass);
+    }
+
+    #[test]
+    fn a_merged_stream_gets_the_first_accept_at_once_and_rejects_at_the_end() {
+        let mut fan = FanIn::new();
+        let unknown = rejected(5, RejectReason::UnknownOrder);
+        fan.expect(5, 3);
+        assert_eq!(fan.offer_first_accept(&unknown), Offered::Held);
+        assert_eq!(
+            fan.offer_first_accept(&accepted(5, 77)),
+            Offered::Folded(accepted(5, 77))
+        );
+        assert_eq!(fan.offer_first_accept(&unknown), Offered::Held);
+        assert_eq!(fan.pending(), 0);
+        // Every shard refusing: one reject, the one fold keeps, when the last arrives.
+        let refused = rejected(6, RejectReason::MaxPositionLong);
+        let unknown = rejected(6, RejectReason::UnknownOrder);
+        fan.expect(6, 3);
+        assert_eq!(fan.offer_first_accept(&unknown), Offered::Held);
+        assert_eq!(fan.offer_first_accept(&refused), Offered::Held);
+        assert_eq!(
+            fan.offer_first_accept(&unknown),
+            Offered::Folded(refused.clone())
+        );
+        assert_eq!(
+            fold(&[unknown.clone(), refused.clone(), unknown]),
+            Some(refused)
+        );
+        // A kill switch: the first shard's accept, at once.
+        fan.expect(7, 2);
+        assert_eq!(
+            fan.offer_first_accept(&accepted(7, 0)),
+            Offered::Folded(accepted(7, 0))
+        );
+        assert_eq!(fan.offer_first_accept(&accepted(7, 0)), Offered::Held);
+        assert_eq!(fan.pending(), 0);
     }
 }

@@ -13,7 +13,7 @@ use crate::market::Reply;
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use ticker_engine::shard::fold;
-use ticker_engine::{Correlation, Event};
+use ticker_engine::{Correlation, Event, EventKind};
 
 /// A caller waiting for its command's events.
 pub(crate) struct Waiting {
@@ -76,21 +76,26 @@ pub(crate) fn route_replies(replies: &Replies, events: &[Event]) {
     }
 }
 
-/// The runs of one command's shards as one reply: the outcome [`fold`] picks first, stamped
-/// with the `seq` and time of the last outcome to arrive (where the merged stream publishes it:
-/// `ticker_engine::shard::FanIn`), the other outcomes left out, every other event in the order
-/// it came.
+/// The runs of one command's shards as one reply: the outcome [`fold`] picks first, numbered
+/// as the merged stream shows it (`crate::shard_merge`: an accept where it arrived, a reject
+/// where the last outcome arrived), the other outcomes left out, every other event in the
+/// order it came.
 fn folded(runs: Vec<Event>) -> Vec<Event> {
     let outcomes: Vec<&Event> = runs
         .iter()
         .filter(|e| e.kind.outcome_corr().is_some())
         .collect();
     let kinds: Vec<_> = outcomes.iter().map(|e| e.kind.clone()).collect();
-    let last = outcomes.last().expect("every run starts with an outcome");
+    let chosen = fold(&kinds).expect("every run starts with an outcome");
+    let at = match chosen {
+        EventKind::Rejected { .. } => outcomes.last(),
+        _ => outcomes.iter().find(|e| e.kind == chosen),
+    }
+    .expect("the chosen outcome is one of them");
     let mut reply = vec![Event {
-        seq: last.seq,
-        ts: last.ts,
-        kind: fold(&kinds).expect("every run starts with an outcome"),
+        seq: at.seq,
+        ts: at.ts,
+        kind: chosen,
     }];
     reply.extend(runs.into_iter().filter(|e| e.kind.outcome_corr().is_none()));
     reply
@@ -99,7 +104,7 @@ fn folded(runs: Vec<Event>) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticker_engine::{AccountId, CommandTag, EventKind, OrderId, RejectReason};
+    use ticker_engine::{AccountId, CommandTag, OrderId, RejectReason};
 
     fn event(seq: u64, kind: EventKind) -> Event {
         Event { seq, ts: 0, kind }
@@ -200,9 +205,9 @@ mod tests {
                 caused(22, 2),
             ],
         );
-        // One accept, numbered as the last shard's (where the merged stream has it), then what
-        // both shards did, in arrival order.
-        assert_eq!(seqs(&mut mass), [20, 11, 21, 22]);
+        // The first accept (where the merged stream has it), then what both shards did, in
+        // arrival order.
+        assert_eq!(seqs(&mut mass), [10, 11, 21, 22]);
         assert!(replies.lock().is_empty());
     }
 
@@ -227,7 +232,7 @@ mod tests {
             ),
             "{events:?}"
         );
-        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [9, 6]);
+        assert_eq!(events.iter().map(|e| e.seq).collect::<Vec<_>>(), [5, 6]);
     }
 
     #[test]

@@ -4,10 +4,11 @@
 //! The feeds thread takes the shards' batches in turn ([`ticker_engine::pipeline::ShardedEgress`])
 //! and renumbers every event with one `seq` that goes up by one per event, so everything
 //! downstream sees the stream of one engine. A command sent to every shard gives an outcome on
-//! each; the merged stream carries one, folded by [`FanIn`] where the last shard's outcome
-//! arrives (`seq`s of the outcomes left out are skipped, as topics skip `seq`s anyway): a
-//! cancel by client order id that one shard carried out is its accept, not an accept and
-//! `unknown_order`s, and a kill switch is one accept, not one per shard. Whoever submits a
+//! each; the merged stream carries one ([`FanIn::offer_first_accept`]): the first accept where
+//! it arrives, before the events it caused, or when every shard refused, the folded reject
+//! where the last arrives (`seq`s of the outcomes left out are skipped, as topics skip `seq`s
+//! anyway). A cancel by client order id that one shard carried out is its accept, not an accept
+//! and `unknown_order`s, and a kill switch is one accept, not one per shard. Whoever submits a
 //! command tells the [`FanIn`] first ([`expect`]), so it is known before any outcome arrives.
 
 use parking_lot::Mutex;
@@ -60,7 +61,7 @@ impl ShardMerge {
         for e in batch.iter_mut() {
             self.seq += 1;
             e.seq = self.seq;
-            match fan_in.offer(&e.kind) {
+            match fan_in.offer_first_accept(&e.kind) {
                 Offered::Pass => self.merged.push(e.clone()),
                 Offered::Held => {}
                 Offered::Folded(kind) => self.merged.push(Event {
@@ -132,12 +133,12 @@ mod tests {
         );
         assert!(!expect(&fan_in, &by_id, 2), "an order id names its shard");
         let mut merge = ShardMerge::new(fan_in.clone());
-        let mut first = vec![outcome(7, true), outcome(8, false)];
+        let mut first = vec![outcome(7, false), outcome(8, false)];
         let seen: Vec<_> = merge.merge(&mut first).to_vec();
-        // The held accept is left out; the one-shard command passes.
+        // The held unknown_order is left out; the one-shard command passes.
         assert_eq!(seen.len(), 1);
         assert_eq!((seen[0].seq, seen[0].kind.outcome_corr()), (2, Some(8)));
-        let mut second = vec![outcome(7, false)];
+        let mut second = vec![outcome(7, true)];
         let seen: Vec<_> = merge.merge(&mut second).to_vec();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].seq, 3);

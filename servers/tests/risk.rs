@@ -23,16 +23,29 @@ const ADMIN_TRADING: &str = "admin-trading-token";
 const BOB: &str = "bob-token";
 
 async fn start_rig() -> Rig {
+    start_rig_on(1).await
+}
+
+/// The rig on a market of `shards` engine threads.
+async fn start_rig_on(shards: usize) -> Rig {
     let mut auth = AuthConfig::traders([(TRADER, 1), (BOB, 3)]);
     let role = |role, account| Principal { role, account };
     auth.tokens.insert(RISK.into(), role(Role::Risk, None));
     auth.tokens.insert(ADMIN.into(), role(Role::Admin, None));
     auth.tokens
         .insert(ADMIN_TRADING.into(), role(Role::Admin, Some(2)));
-    Rig::start_with(GrpcConfig {
-        auth,
-        ..GrpcConfig::default()
-    })
+    let market = MarketConfig {
+        simulator: None,
+        shards,
+        ..MarketConfig::default()
+    };
+    Rig::start_on(
+        market,
+        GrpcConfig {
+            auth,
+            ..GrpcConfig::default()
+        },
+    )
     .await
 }
 
@@ -340,7 +353,17 @@ fn doge() -> pb::AddInstrumentRequest {
 
 #[tokio::test]
 async fn an_added_instrument_trades_and_streams_at_once() {
-    let rig = start_rig().await;
+    added_instrument_trades(1).await;
+}
+
+/// Every shard adds it; the shard its id names (4 % 2 = 0) trades it.
+#[tokio::test]
+async fn an_added_instrument_trades_and_streams_at_once_on_two_shards() {
+    added_instrument_trades(2).await;
+}
+
+async fn added_instrument_trades(shards: usize) {
+    let rig = start_rig_on(shards).await;
     let added = rig
         .admin()
         .add_instrument(authed(doge(), Some(ADMIN)))
@@ -796,7 +819,18 @@ async fn limits_set_by_an_admin_are_enforced_with_typed_rejects() {
 
 #[tokio::test]
 async fn the_kill_switch_stops_a_trader_mid_flow_and_cancels_its_orders() {
-    let rig = start_rig().await;
+    kill_switch_mid_flow(1).await;
+}
+
+/// On two shards (the flow on BTC-USD's, the resting orders on both) the switch is one command
+/// per shard with one reply.
+#[tokio::test]
+async fn the_kill_switch_stops_a_trader_mid_flow_and_cancels_its_orders_on_two_shards() {
+    kill_switch_mid_flow(2).await;
+}
+
+async fn kill_switch_mid_flow(shards: usize) {
+    let rig = start_rig_on(shards).await;
     let mut resting = Vec::new();
     for (instrument, price, size) in [
         ("BTC-USD", "63000.00", "0.01"),
@@ -837,10 +871,17 @@ async fn the_kill_switch_stops_a_trader_mid_flow_and_cancels_its_orders() {
     assert!(decision.accepted);
     let results = flow.await.unwrap();
     // Every order the engine took before the switch is cancelled by it; every one after is
-    // refused by name.
+    // refused by name. With one engine "before" is by `seq`; shards' events have no order
+    // between them (the reply's `seq` is where the last shard's outcome merged), so there the
+    // orders taken are those not refused.
     let mut accepted: Vec<u64> = resting.clone();
     for (seq, reason, id) in &results {
-        if *seq < decision.engine_seq {
+        let taken = if shards == 1 {
+            *seq < decision.engine_seq
+        } else {
+            *reason != pb::RejectReason::AccountDisabled
+        };
+        if taken {
             assert_eq!(*reason, pb::RejectReason::Unspecified);
             accepted.push(id.unwrap());
         } else {
