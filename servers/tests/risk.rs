@@ -34,17 +34,12 @@ async fn start_rig_on(shards: usize) -> Rig {
     auth.tokens.insert(ADMIN.into(), role(Role::Admin, None));
     auth.tokens
         .insert(ADMIN_TRADING.into(), role(Role::Admin, Some(2)));
-    let market = MarketConfig {
-        simulator: None,
-        shards,
-        ..MarketConfig::default()
-    };
-    Rig::start_on(
-        market,
+    Rig::start_sharded(
         GrpcConfig {
             auth,
             ..GrpcConfig::default()
         },
+        shards,
     )
     .await
 }

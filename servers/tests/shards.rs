@@ -31,19 +31,28 @@ async fn start(shards: usize) -> Rig {
             account: None,
         },
     );
-    let market = MarketConfig {
-        simulator: None,
-        shards,
-        ..MarketConfig::default()
-    };
-    Rig::start_on(
-        market,
+    Rig::start_sharded(
         GrpcConfig {
             auth,
             ..GrpcConfig::default()
         },
+        shards,
     )
     .await
+}
+
+/// The trades channel of `symbol`.
+async fn trades(rig: &Rig, symbol: &str) -> tonic::Streaming<pb::MarketDataMessage> {
+    let request = pb::SubscribeRequest {
+        instruments: vec![symbol.into()],
+        channels: vec![pb::Channel::Trades as i32],
+        ..Default::default()
+    };
+    rig.market_data()
+        .subscribe(request)
+        .await
+        .unwrap()
+        .into_inner()
 }
 
 /// The default instruments, with the shard of two holding each (ids in listing order).
@@ -83,20 +92,9 @@ async fn two_shards_trade_side_by_side_and_an_account_sees_one_sequence() {
         .await
         .unwrap()
         .into_inner();
-    let mut trades = Vec::new();
+    let mut streams = Vec::new();
     for symbol in ["BTC-USD", "ETH-USD"] {
-        let request = pb::SubscribeRequest {
-            instruments: vec![symbol.into()],
-            channels: vec![pb::Channel::Trades as i32],
-            ..Default::default()
-        };
-        trades.push(
-            rig.market_data()
-                .subscribe(request)
-                .await
-                .unwrap()
-                .into_inner(),
-        );
+        streams.push(trades(&rig, symbol).await);
     }
     let mut placed = Vec::new();
     for symbol in ["BTC-USD", "ETH-USD"] {
@@ -110,7 +108,7 @@ async fn two_shards_trade_side_by_side_and_an_account_sees_one_sequence() {
     // Each shard gives its order ids its own tag.
     assert_ne!(placed[0] >> 58, placed[1] >> 58, "{placed:x?}");
     // A trade on each instrument's channel.
-    for stream in &mut trades {
+    for stream in &mut streams {
         tokio::time::timeout(GUARD, async {
             while let Some(m) = stream.next().await {
                 if let Some(Payload::Trade(_)) = m.unwrap().payload {
@@ -325,18 +323,7 @@ async fn the_simulator_trades_every_shard() {
     let rig = Rig::start_on(market, GrpcConfig::default()).await;
     let mut streams = Vec::new();
     for symbol in ["BTC-USD", "ETH-USD"] {
-        let request = pb::SubscribeRequest {
-            instruments: vec![symbol.into()],
-            channels: vec![pb::Channel::Trades as i32],
-            ..Default::default()
-        };
-        streams.push(
-            rig.market_data()
-                .subscribe(request)
-                .await
-                .unwrap()
-                .into_inner(),
-        );
+        streams.push(trades(&rig, symbol).await);
     }
     for stream in &mut streams {
         tokio::time::timeout(GUARD, async {

@@ -27,8 +27,14 @@ impl Rig {
     /// A market without simulator served on `config` (its `listen` aside: the rig binds a free
     /// loopback port), and a channel connected to it.
     pub async fn start_with(config: GrpcConfig) -> Rig {
+        Rig::start_sharded(config, 1).await
+    }
+
+    /// As [`Rig::start_with`], on a market of `shards` engine threads.
+    pub async fn start_sharded(config: GrpcConfig, shards: usize) -> Rig {
         let market = MarketConfig {
             simulator: None,
+            shards,
             ..MarketConfig::default()
         };
         Rig::start_on(market, config).await
