@@ -10,7 +10,9 @@
 //! Each command gets a correlation id from one counter. The feeds thread applies every batch to
 //! the views first, then hands each waiting caller the events of its command: the outcome
 //! event and everything up to the next command's outcome (a command's events are contiguous and
-//! never span batches).
+//! never span batches). With `shards` > 1 there is one engine thread per shard, each with its
+//! rings; the feeds thread merges their streams (`shard_merge`) and a command sent to
+//! every shard is answered once all of them gave their part (`reply_routing`).
 
 use crate::bus::publisher::Publisher;
 use crate::bus::{BusConfig, BusStats};
