@@ -316,13 +316,8 @@ impl Market {
         config: MarketConfig,
         bus: Option<(BusConfig, Publisher)>,
     ) -> std::io::Result<Arc<Market>> {
-        if config.shards > 1 && (config.journal.is_some() || bus.is_some()) {
-            return Err(std::io::Error::other(format!(
-                "{} shards run without a journal and without the bus for now (recovery and \
-                 publishing of several shards' streams are not built): set journal.enabled = \
-                 false (--no-journal) and bus.role = \"all\", or market.shards = 1",
-                config.shards
-            )));
+        if let Some(why) = shards_refused(config.shards, config.journal.is_some(), bus.is_some()) {
+            return Err(std::io::Error::other(why));
         }
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
         let instruments = Arc::new(Instruments::default());
@@ -988,10 +983,11 @@ impl Market {
             }
         };
         let corr = cmd.corr;
-        let shards = ingress.count();
-        let runs = route(shards, &cmd.kind).outcomes(&cmd.kind, shards);
-        self.replies.lock().insert(corr, Waiting::new(reply, runs));
-        let folded = self.expect(&cmd, shards);
+        let outcomes = outcomes(ingress, &cmd);
+        self.replies
+            .lock()
+            .insert(corr, Waiting::new(reply, outcomes));
+        let folded = self.expect(corr, outcomes);
         let submitted = if wait_for_room {
             ingress.submit(cmd).map_err(|_| ExecuteError::ShuttingDown)
         } else {
@@ -1012,13 +1008,13 @@ impl Market {
         submitted.map(drop)
     }
 
-    /// With several shards, tells the feeds thread's merge how many outcomes `cmd` gives
-    /// before it is submitted (see [`crate::shard_merge`]); true if it must be forgotten
-    /// should the submission fail.
-    fn expect(&self, cmd: &Command, shards: usize) -> bool {
+    /// With several shards, tells the feeds thread's merge that the command `corr` gives
+    /// `outcomes` outcomes before it is submitted (see [`crate::shard_merge`]); true if it
+    /// must be forgotten should the submission fail.
+    fn expect(&self, corr: Correlation, outcomes: usize) -> bool {
         self.fan_in
             .as_ref()
-            .is_some_and(|f| shard_merge::expect(f, cmd, shards))
+            .is_some_and(|f| shard_merge::expect(f, corr, outcomes))
     }
 
     fn forget(&self, corr: Correlation) {
@@ -1043,7 +1039,7 @@ impl Market {
         let cmd = self.command(kind);
         match &self.entry {
             Entry::Local(ingress) => {
-                let (corr, folded) = (cmd.corr, self.expect(&cmd, ingress.count()));
+                let (corr, folded) = (cmd.corr, self.expect(cmd.corr, outcomes(ingress, &cmd)));
                 ingress.try_submit(cmd).map(drop).map_err(|e| {
                     if folded {
                         self.forget(corr);
@@ -1277,6 +1273,26 @@ fn keep_alive(
             let _ = client.publish(subject.clone(), payload.clone()).await;
         }
     })
+}
+
+/// Why a market of `shards` shards cannot run with the journal or on the bus, if it cannot:
+/// the merge order of several shards is not recorded, so neither a replay nor a restarted
+/// matcher would number events as they were.
+pub fn shards_refused(shards: usize, journaled: bool, on_bus: bool) -> Option<String> {
+    (shards > 1 && (journaled || on_bus)).then(|| {
+        format!(
+            "{shards} shards run without a journal and without the bus for now (recovery and \
+             publishing of several shards' streams are not built): set journal.enabled = false \
+             (--no-journal) and bus.role = \"all\", or market.shards = 1"
+        )
+    })
+}
+
+/// How many outcomes `cmd` gives: one per shard `ingress` sends it to (none for time-only
+/// commands).
+fn outcomes(ingress: &ShardedIngress, cmd: &Command) -> usize {
+    let shards = ingress.count();
+    route(shards, &cmd.kind).outcomes(&cmd.kind, shards)
 }
 
 #[cfg(test)]

@@ -5,15 +5,15 @@
 //! outcome (`PlaceAccepted`, `Accepted`, `Rejected`) first, then everything up to the next
 //! outcome. A command sent to every shard (`ticker_engine::shard::Route::All`: a mass cancel,
 //! a kill switch, an instrument added) has one such run per shard; the caller gets one reply
-//! once every shard gave its run: the outcome [`fold`] picks, then the other events of every
-//! run in the order they arrived. With one shard every command has one run and is answered as
+//! once every shard gave its run: the outcome the merged stream shows, then the other events of
+//! every run in the order they arrived. With one shard every command has one run and is answered as
 //! soon as it arrives.
 
 use crate::market::Reply;
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use ticker_engine::shard::fold;
-use ticker_engine::{Correlation, Event, EventKind};
+use ticker_engine::shard::{FanIn, Offered};
+use ticker_engine::{Correlation, Event};
 
 /// A caller waiting for its command's events.
 pub(crate) struct Waiting {
@@ -76,27 +76,30 @@ pub(crate) fn route_replies(replies: &Replies, events: &[Event]) {
     }
 }
 
-/// The runs of one command's shards as one reply: the outcome [`fold`] picks first, numbered
-/// as the merged stream shows it (`crate::shard_merge`: an accept where it arrived, a reject
-/// where the last outcome arrived), the other outcomes left out, every other event in the
-/// order it came.
+/// The runs of one command's shards as one reply: the outcome the merged stream shows, by the
+/// same rule and with the same `seq` (`FanIn::offer_first_accept`, `crate::shard_merge`: the
+/// first accept where it arrived, else the folded reject where the last arrived), the other
+/// outcomes left out, every other event in the order it came.
 fn folded(runs: Vec<Event>) -> Vec<Event> {
     let outcomes: Vec<&Event> = runs
         .iter()
         .filter(|e| e.kind.outcome_corr().is_some())
         .collect();
-    let kinds: Vec<_> = outcomes.iter().map(|e| e.kind.clone()).collect();
-    let chosen = fold(&kinds).expect("every run starts with an outcome");
-    let at = match chosen {
-        EventKind::Rejected { .. } => outcomes.last(),
-        _ => outcomes.iter().find(|e| e.kind == chosen),
-    }
-    .expect("the chosen outcome is one of them");
-    let mut reply = vec![Event {
-        seq: at.seq,
-        ts: at.ts,
-        kind: chosen,
-    }];
+    let corr = outcomes[0].kind.outcome_corr().expect("an outcome");
+    let mut fan_in = FanIn::new();
+    fan_in.expect(corr, outcomes.len());
+    let shown = outcomes
+        .iter()
+        .find_map(|e| match fan_in.offer_first_accept(&e.kind) {
+            Offered::Folded(kind) => Some(Event {
+                seq: e.seq,
+                ts: e.ts,
+                kind,
+            }),
+            Offered::Held | Offered::Pass => None,
+        })
+        .expect("the last outcome at the latest");
+    let mut reply = vec![shown];
     reply.extend(runs.into_iter().filter(|e| e.kind.outcome_corr().is_none()));
     reply
 }
@@ -104,7 +107,7 @@ fn folded(runs: Vec<Event>) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticker_engine::{AccountId, CommandTag, OrderId, RejectReason};
+    use ticker_engine::{AccountId, CommandTag, EventKind, OrderId, RejectReason};
 
     fn event(seq: u64, kind: EventKind) -> Event {
         Event { seq, ts: 0, kind }

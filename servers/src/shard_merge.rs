@@ -13,21 +13,20 @@
 
 use parking_lot::Mutex;
 use std::sync::Arc;
-use ticker_engine::shard::{route, FanIn, Offered, Route};
-use ticker_engine::{Command, Correlation, Event};
+use ticker_engine::shard::{FanIn, Offered};
+use ticker_engine::{Correlation, Event};
 
 /// The fan-in a sharded market's submitters and its feeds thread share.
 pub(crate) type SharedFanIn = Arc<Mutex<FanIn>>;
 
-/// Tells `fan_in` how many outcomes `command` gives when it goes to `shards` shards; true if it
-/// goes to more than one (then [`forget`] it if it cannot be submitted).
-pub(crate) fn expect(fan_in: &SharedFanIn, command: &Command, shards: usize) -> bool {
-    if route(shards, &command.kind) != Route::All {
+/// Tells `fan_in` that the command `corr` gives `outcomes` outcomes (one per shard it goes to,
+/// `ticker_engine::shard::Route::outcomes`); true if it goes to more than one (then
+/// [`forget`] it if it cannot be submitted). Locks only then.
+pub(crate) fn expect(fan_in: &SharedFanIn, corr: Correlation, outcomes: usize) -> bool {
+    if outcomes <= 1 {
         return false;
     }
-    fan_in
-        .lock()
-        .expect_command(command.corr, &command.kind, shards);
+    fan_in.lock().expect(corr, outcomes);
     true
 }
 
@@ -78,9 +77,15 @@ impl ShardMerge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ticker_engine::shard::route;
     use ticker_engine::{
-        Cancel, CommandKind, CommandTag, EventKind, OrderId, OrderRef, RejectReason,
+        Cancel, Command, CommandKind, CommandTag, EventKind, OrderId, OrderRef, RejectReason,
     };
+
+    /// What the market computes when it submits `command` to `shards` shards.
+    fn outcomes(command: &Command, shards: usize) -> usize {
+        route(shards, &command.kind).outcomes(&command.kind, shards)
+    }
 
     fn outcome(corr: u64, accepted: bool) -> Event {
         let kind = if accepted {
@@ -120,9 +125,9 @@ mod tests {
     }
 
     #[test]
-    fn a_command_of_every_shard_shows_once_where_its_last_outcome_arrives() {
+    fn a_command_of_every_shard_shows_once_in_the_merged_stream() {
         let fan_in = SharedFanIn::default();
-        assert!(expect(&fan_in, &cancel_by_client_id(7), 2));
+        assert!(expect(&fan_in, 7, outcomes(&cancel_by_client_id(7), 2)));
         let by_id = Command::new(
             0,
             8,
@@ -131,7 +136,10 @@ mod tests {
                 order: OrderRef::Id(OrderId(42)),
             }),
         );
-        assert!(!expect(&fan_in, &by_id, 2), "an order id names its shard");
+        assert!(
+            !expect(&fan_in, 8, outcomes(&by_id, 2)),
+            "an order id names its shard"
+        );
         let mut merge = ShardMerge::new(fan_in.clone());
         let mut first = vec![outcome(7, false), outcome(8, false)];
         let seen: Vec<_> = merge.merge(&mut first).to_vec();
@@ -155,7 +163,7 @@ mod tests {
     fn a_command_that_was_not_submitted_is_forgotten() {
         let fan_in = SharedFanIn::default();
         let cancel = cancel_by_client_id(7);
-        assert!(expect(&fan_in, &cancel, 4));
+        assert!(expect(&fan_in, cancel.corr, outcomes(&cancel, 4)));
         forget(&fan_in, cancel.corr);
         assert_eq!(fan_in.lock().pending(), 0);
     }

@@ -38,14 +38,12 @@ impl TickerdConfig {
                 format!("{} is not in 1..={MAX_SHARDS}", self.market.shards),
             ));
         }
-        if self.market.shards > 1 && (self.journal.enabled || self.bus.role != "all") {
-            return Err((
-                "market.shards",
-                "more than one shard runs without a journal and without the bus for now \
-                 (recovery and publishing of several shards' streams are not built): set \
-                 journal.enabled = false (--no-journal) and bus.role = \"all\""
-                    .into(),
-            ));
+        if let Some(why) = crate::market::shards_refused(
+            self.market.shards,
+            self.journal.enabled,
+            self.bus.role != "all",
+        ) {
+            return Err(("market.shards", why));
         }
         if self.market.depth_levels == 0 {
             return Err(("market.depth_levels", "must be > 0".into()));

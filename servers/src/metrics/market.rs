@@ -96,18 +96,6 @@ fn write_market(f: &mut Families, s: &MarketStats) -> fmt::Result {
 /// when the market runs several.
 fn write_rings(f: &mut Families, market: &Market) -> fmt::Result {
     let rings = market.rings();
-    let shards: Vec<String> = rings
-        .iter()
-        .map(|r| r.shard.map(|s| s.to_string()).unwrap_or_default())
-        .collect();
-    let labels = |i: usize| {
-        let r = &rings[i];
-        let mut labels = vec![("ring", r.fill.ring)];
-        if r.shard.is_some() {
-            labels.push(("shard", shards[i].as_str()));
-        }
-        labels
-    };
     for (name, help, figure) in [
         (
             "tickerd_ring_depth",
@@ -126,8 +114,13 @@ fn write_rings(f: &mut Families, market: &Market) -> fmt::Result {
         let mut metric = f
             .encoder()
             .encode_descriptor(name, help, None, MetricType::Gauge)?;
-        for (i, r) in rings.iter().enumerate() {
-            ConstGauge::new(figure(&r.fill) as i64).encode(metric.encode_family(&labels(i))?)?;
+        for r in &rings {
+            let shard = r.shard.map(|s| s.to_string());
+            let mut labels = vec![("ring", r.fill.ring)];
+            if let Some(shard) = &shard {
+                labels.push(("shard", shard));
+            }
+            ConstGauge::new(figure(&r.fill) as i64).encode(metric.encode_family(&labels)?)?;
         }
     }
     Ok(())
