@@ -214,7 +214,7 @@ fn append(
             writer.push(c);
         }
         let durable = if sync { records_synced } else { 0 };
-        let commit = writer.commit(durable)?.expect("commands were pushed");
+        let commit = writer.commit(durable, None)?.expect("commands were pushed");
         bytes += commit.bytes;
         records += 1;
         if sync {

@@ -218,11 +218,11 @@ fn build(
                 feeds.apply(&events);
                 total_events += events.len() as u64;
                 events.clear();
-                bytes += writer.commit(index)?.map_or(0, |c| c.bytes);
+                bytes += writer.commit(index, None)?.map_or(0, |c| c.bytes);
                 write_snapshot(&storage, index, &engine.snapshot(), &feeds.snapshot())?;
             }
         }
-        bytes += writer.commit(index)?.map_or(0, |c| c.bytes);
+        bytes += writer.commit(index, None)?.map_or(0, |c| c.bytes);
         feeds.apply(&events);
         total_events += events.len() as u64;
         events.clear();

@@ -61,7 +61,7 @@ use std::thread::{self, JoinHandle, Thread, ThreadId};
 use std::time::{Duration, Instant};
 
 mod sharded;
-pub use sharded::{ShardedEgress, ShardedIngress, ShardedPipeline};
+pub use sharded::{ShardedEgress, ShardedIngress, ShardedPipeline, FIRST_TICKET};
 
 /// Sizes and waiting of the pipeline. Capacities are rounded up to powers of two.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -134,6 +134,9 @@ struct Shared {
     egress_stalls: AtomicU64,
     /// [`Ingress::set_backfill`]: a [`Clock::Wall`] pipeline keeps the producers' stamps.
     backfill: AtomicBool,
+    /// The engine thread stopped on a journal failure (a merge ticket it took may never be
+    /// published: see [`ShardedEgress`]).
+    failed: AtomicBool,
 }
 
 /// A running engine thread. See the [module docs](self).
@@ -203,6 +206,17 @@ impl Pipeline {
         config: PipelineConfig,
         journal: JournalSetup<S>,
     ) -> io::Result<(Pipeline, Ingress, Egress)> {
+        Self::spawn_journaled_on(engine, config, journal, None)
+    }
+
+    /// [`Pipeline::spawn_journaled`] for one shard of several: each run it publishes takes a
+    /// merge ticket from `tickets`, journaled with the run (see [`ShardedEgress`]).
+    fn spawn_journaled_on<S: Storage>(
+        engine: Engine,
+        config: PipelineConfig,
+        journal: JournalSetup<S>,
+        tickets: Option<Arc<AtomicU64>>,
+    ) -> io::Result<(Pipeline, Ingress, Egress)> {
         let start = journal.writer.next_index() - 1;
         let durability = Durability::new(start);
         let (stage, gate) = match journal.fsync {
@@ -243,7 +257,7 @@ impl Pipeline {
             Segments::Kept(_) => None,
         };
         let (mut pipeline, ingress, egress) =
-            Self::spawn_inner::<MpscRing>(engine, config, Some(Box::new(stage)), gate)?;
+            Self::spawn_inner::<MpscRing>(engine, config, Some(Box::new(stage)), gate, tickets)?;
         pipeline.durability = Some(durability);
         pipeline
             .rings
@@ -257,7 +271,7 @@ impl Pipeline {
         engine: Engine,
         config: PipelineConfig,
     ) -> io::Result<(Pipeline, Ingress<Q>, Egress)> {
-        Self::spawn_inner(engine, config, None, None)
+        Self::spawn_inner(engine, config, None, None, None)
     }
 
     fn spawn_inner<Q: MpscQueue<Command>>(
@@ -265,6 +279,7 @@ impl Pipeline {
         config: PipelineConfig,
         journal: Option<Box<dyn Journaling>>,
         gate: Option<Gate>,
+        tickets: Option<Arc<AtomicU64>>,
     ) -> io::Result<(Pipeline, Ingress<Q>, Egress)> {
         let max_batch = config.max_batch.max(1);
         let (commands_tx, commands_rx) = Q::bounded(config.ingress_capacity);
@@ -300,6 +315,7 @@ impl Pipeline {
             clock: config.clock,
             last_stamp: 0,
             journal,
+            tickets,
         };
         let thread = thread::Builder::new()
             .name(ENGINE_THREAD_NAME.into())
@@ -623,6 +639,7 @@ impl Egress {
         Batch {
             events: published.events,
             journal_index: published.index,
+            ticket: published.ticket,
             cut: published.cut,
             recycle: Some(self.recycle.clone()),
         }
@@ -658,6 +675,7 @@ impl fmt::Debug for Egress {
 pub struct Batch {
     events: Vec<Event>,
     journal_index: u64,
+    ticket: u64,
     cut: Option<Box<Cut>>,
     /// `None` once the buffer has been taken out.
     recycle: Option<MpscProducer<Vec<Event>>>,
@@ -672,6 +690,11 @@ impl Batch {
 
     /// The engine's state cut at this batch's end, if a snapshot command ended it (only when
     /// the pipeline journals: a cut needs a journal index). Taken once.
+    /// The run's place in a sharded market's merged stream (0 with one shard).
+    pub fn ticket(&self) -> u64 {
+        self.ticket
+    }
+
     pub fn take_cut(&mut self) -> Option<Box<Cut>> {
         self.cut.take()
     }
@@ -733,10 +756,13 @@ impl Drop for Gate {
 }
 
 /// What the engine thread publishes for one run of commands.
+#[derive(Debug)]
 struct Published {
     events: Vec<Event>,
     /// Journal index of the run's last command (0 without a journal).
     index: u64,
+    /// The run's merge ticket, for a shard of several (else 0).
+    ticket: u64,
     /// The engine's state after the run's last command, when that was a snapshot command.
     cut: Option<Box<Cut>>,
 }
@@ -755,7 +781,7 @@ trait Journaling: Send {
     fn push(&mut self, command: &Command) -> u64;
     /// Writes the run; waits first if too much is written but not yet durable. Returns the
     /// index of the run's last command, or 0 if nothing was pending.
-    fn commit(&mut self, wait: &WaitStrategy) -> Result<u64, String>;
+    fn commit(&mut self, wait: &WaitStrategy, ticket: Option<u64>) -> Result<u64, String>;
     /// A clean stop: everything written is made durable, whatever the mode.
     fn finish(&mut self);
     fn fail(&self, why: String);
@@ -784,7 +810,7 @@ impl<S: Storage> Journaling for JournalStage<S> {
         self.writer.push(command)
     }
 
-    fn commit(&mut self, wait: &WaitStrategy) -> Result<u64, String> {
+    fn commit(&mut self, wait: &WaitStrategy, ticket: Option<u64>) -> Result<u64, String> {
         if self.writer.pending() == 0 {
             return Ok(0);
         }
@@ -797,7 +823,7 @@ impl<S: Storage> Journaling for JournalStage<S> {
         if let Some(why) = d.failure() {
             return Err(why.to_string());
         }
-        let commit = match self.writer.commit(d.synced()) {
+        let commit = match self.writer.commit(d.synced(), ticket) {
             Ok(Some(commit)) => commit,
             Ok(None) => return Ok(0),
             Err(e) => return Err(format!("journal write failed: {e}")),
@@ -867,6 +893,8 @@ struct EngineThread<Q: MpscQueue<Command>> {
     /// Last wall-clock stamp given, so stamps never go backwards.
     last_stamp: u64,
     journal: Option<Box<dyn Journaling>>,
+    /// A shard of several: the merge tickets all shards take from.
+    tickets: Option<Arc<AtomicU64>>,
 }
 
 impl<Q: MpscQueue<Command>> EngineThread<Q> {
@@ -904,22 +932,36 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
                     next = self.commands.try_pop().ok();
                 }
             }
+            // A run that publishes takes its place in the merged stream now, before its
+            // record is written with it: shards take tickets in the order they publish.
+            let publishes = !events.is_empty() || cut.is_some();
+            let ticket = match &self.tickets {
+                Some(tickets) if publishes => Some(tickets.fetch_add(1, Ordering::AcqRel)),
+                _ => None,
+            };
             let index = match &mut self.journal {
                 None => 0,
-                Some(journal) => match journal.commit(&self.wait) {
+                Some(journal) => match journal.commit(&self.wait, ticket) {
                     Ok(index) => index,
                     Err(why) => {
                         // Nothing of this run may leave: its commands are not in the journal.
                         journal.fail(why);
+                        self.shared.failed.store(true, Ordering::Release);
                         break;
                     }
                 },
             };
-            if events.is_empty() && cut.is_none() {
+            if !publishes {
                 spare = Some(events);
                 continue;
             }
-            if !self.publish(Published { events, index, cut }) {
+            let ticket = ticket.unwrap_or(0);
+            if !self.publish(Published {
+                events,
+                index,
+                ticket,
+                cut,
+            }) {
                 break;
             }
             self.wake_consumer(&mut consumer);

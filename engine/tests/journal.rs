@@ -58,7 +58,7 @@ fn write(
             assert_eq!(w.push(&command(i - 1)), i);
             i += 1;
         }
-        w.commit(durable).unwrap();
+        w.commit(durable, None).unwrap();
     }
     w
 }
@@ -139,7 +139,7 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
     for i in 8..=12 {
         w.push(&command(i - 1));
     }
-    w.commit(7).unwrap();
+    w.commit(7, None).unwrap();
     let record_len = disk.unsynced(&name);
     assert!(record_len > 32);
     for keep in 0..=record_len {
@@ -167,7 +167,7 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
             // Repair, append, and the journal reads whole again.
             let mut w = journal.into_writer(8, 1 << 20).unwrap();
             w.push(&command(7));
-            w.commit(7).unwrap();
+            w.commit(7, None).unwrap();
             w.sync().unwrap();
             let back = read_all(&after);
             assert_eq!(back.len(), 8);
@@ -268,7 +268,7 @@ fn a_crash_loses_nothing_that_was_synced() {
             let i = w.next_index();
             w.push(&command(i - 1));
         }
-        let commit = w.commit(synced).unwrap().unwrap();
+        let commit = w.commit(synced, None).unwrap().unwrap();
         if let Some(h) = commit.rotated {
             handles.push(h);
         }
@@ -678,7 +678,7 @@ mod crashes {
                             let i = w.next_index();
                             w.push(&command(i - 1));
                         }
-                        let commit = w.commit(synced).unwrap().unwrap();
+                        let commit = w.commit(synced, None).unwrap().unwrap();
                         handles.extend(commit.rotated);
                         written = commit.last;
                     }
@@ -703,7 +703,7 @@ mod crashes {
             let next = last + 1;
             let mut w = journal.into_writer(next, segment_bytes).unwrap();
             w.push(&command(next - 1));
-            w.commit(last).unwrap();
+            w.commit(last, None).unwrap();
             w.sync().unwrap();
             let back = read_all(&after);
             prop_assert_eq!(back.len() as u64, next);
@@ -765,7 +765,7 @@ fn trailing_segments_whose_data_never_became_durable_are_a_torn_tail() {
         for k in 0..10 {
             w.push(&command(i - 1 + k));
         }
-        w.commit(kept).unwrap();
+        w.commit(kept, None).unwrap();
     }
     disk.sync_dir().unwrap();
     let after = disk.crash(|_| Tear::Lose);

@@ -74,7 +74,7 @@ mod tests {
             for c in run {
                 writer.push(c);
             }
-            writer.commit(0).unwrap();
+            writer.commit(0, None).unwrap();
         }
         writer.sync().unwrap();
         let journal = Journal::open(disk, OpenOptions::default()).unwrap();

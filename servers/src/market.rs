@@ -445,6 +445,7 @@ impl Market {
                         group_commit_bytes: j.group_commit_bytes,
                         group_commit_delay: j.group_commit_delay,
                     }],
+                    ticker_engine::pipeline::FIRST_TICKET,
                 )?;
                 let writer = SnapshotWriter::spawn(storage, j.keep_snapshots)?;
                 (p, i, e, Some((writer, lock, report, j)))

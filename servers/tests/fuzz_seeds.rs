@@ -156,7 +156,7 @@ fn the_hand_made_seeds_are_todays_encodings() {
     for (i, c) in commands.iter().enumerate() {
         builder.begin(i as u64 + 1);
         builder.push(c);
-        records.extend_from_slice(builder.finish(i as u64));
+        records.extend_from_slice(builder.finish(i as u64, None));
     }
     write("journal_reader", "segment", records);
     let engine = Engine::new(EngineConfig {

@@ -19,9 +19,16 @@
 //! | 4 | 4 | payload length `len` |
 //! | 8 | 8 | journal index of the record's first command |
 //! | 16 | 4 | commands in the record (≥ 1) |
-//! | 20 | 4 | record kind: 1 = commands |
+//! | 20 | 4 | record kind: 1 = commands, 2 = a shard's commands with a merge ticket |
 //! | 24 | 8 | journal index known durable (synced) when the record was written |
-//! | 32 | len | the commands, each in the engine's binary codec, back to back |
+//! | 32 | len | the commands, each in the engine's binary codec, back to back; in a kind 2 record followed by the 8-byte merge ticket |
+//!
+//! A shard of a sharded market (`market.shards` > 1) writes kind 2 for every run whose events
+//! it publishes: the ticket is the place of that run's events in the one merged stream
+//! (`crate::pipeline::ShardedEgress`), taken from a counter all shards share, so recovery
+//! interleaves the shards' journals exactly as the market published them. A run that
+//! published nothing (a heartbeat) is kind 1: its place among other shards' runs changes no
+//! event.
 //!
 //! Every integer is little-endian. One record holds the commands of one engine run (one group
 //! of commands applied together), so a record is also the unit that becomes durable at once.
@@ -37,8 +44,12 @@ pub const SEGMENT_MAGIC: [u8; 8] = *b"TICKJRNL";
 pub const FORMAT_VERSION: u16 = 1;
 pub const SEGMENT_HEADER_LEN: usize = 32;
 pub const RECORD_HEADER_LEN: usize = 32;
-/// The only record kind so far.
+/// A record of commands.
 pub const RECORD_COMMANDS: u32 = 1;
+/// A record of a shard's commands whose payload ends with the run's merge ticket.
+pub const RECORD_TICKETED_COMMANDS: u32 = 2;
+/// Bytes of the merge ticket at the end of a [`RECORD_TICKETED_COMMANDS`] payload.
+const TICKET_LEN: usize = 8;
 /// Largest payload a reader accepts. A record holds one engine run (at most `max_batch`
 /// commands of at most a few hundred bytes), so anything near this is a damaged length.
 pub const MAX_RECORD_PAYLOAD: u32 = 64 << 20;
@@ -146,13 +157,20 @@ impl RecordBuilder {
     }
 
     /// Fills in the header and returns the whole record; `durable` is the journal index
-    /// known durable now.
-    pub fn finish(&mut self, durable: u64) -> &[u8] {
+    /// known durable now, `ticket` the run's merge ticket if it has one (a kind 2 record).
+    pub fn finish(&mut self, durable: u64, ticket: Option<u64>) -> &[u8] {
+        let kind = match ticket {
+            None => RECORD_COMMANDS,
+            Some(ticket) => {
+                self.buf.extend_from_slice(&ticket.to_le_bytes());
+                RECORD_TICKETED_COMMANDS
+            }
+        };
         let len = (self.buf.len() - RECORD_HEADER_LEN) as u32;
         self.buf[4..8].copy_from_slice(&len.to_le_bytes());
         self.buf[8..16].copy_from_slice(&self.first.to_le_bytes());
         self.buf[16..20].copy_from_slice(&self.count.to_le_bytes());
-        self.buf[20..24].copy_from_slice(&RECORD_COMMANDS.to_le_bytes());
+        self.buf[20..24].copy_from_slice(&kind.to_le_bytes());
         self.buf[24..32].copy_from_slice(&durable.to_le_bytes());
         let crc = crc32c::crc32c(&self.buf[4..]);
         self.buf[0..4].copy_from_slice(&crc.to_le_bytes());
@@ -167,6 +185,9 @@ pub struct Record<'a> {
     pub count: u32,
     /// Journal index known durable when it was written.
     pub durable: u64,
+    /// The run's place in a sharded market's merged stream (kind 2 records only).
+    pub ticket: Option<u64>,
+    /// The commands' bytes (without the ticket).
     pub payload: &'a [u8],
     /// Offset just past the record.
     pub end: usize,
@@ -276,11 +297,22 @@ pub fn parse_record(buf: &[u8], at: usize) -> Parsed<'_> {
     if crc32c::crc32c(&rest[4..end]) != u32_at(rest, 0) {
         return Parsed::BadChecksum;
     }
-    if kind != RECORD_COMMANDS {
-        return Parsed::BadHeader {
-            reason: "unknown record kind",
-        };
-    }
+    let (ticket, commands_end) = match kind {
+        RECORD_COMMANDS => (None, end),
+        RECORD_TICKETED_COMMANDS if len as usize >= TICKET_LEN => {
+            (Some(u64_at(rest, end - TICKET_LEN)), end - TICKET_LEN)
+        }
+        RECORD_TICKETED_COMMANDS => {
+            return Parsed::BadHeader {
+                reason: "a ticketed record too short for its ticket",
+            }
+        }
+        _ => {
+            return Parsed::BadHeader {
+                reason: "unknown record kind",
+            }
+        }
+    };
     if count == 0 {
         return Parsed::BadHeader {
             reason: "a record with no commands",
@@ -290,7 +322,8 @@ pub fn parse_record(buf: &[u8], at: usize) -> Parsed<'_> {
         first: u64_at(rest, 8),
         count,
         durable: u64_at(rest, 24),
-        payload: &rest[RECORD_HEADER_LEN..end],
+        ticket,
+        payload: &rest[RECORD_HEADER_LEN..commands_end],
         end: at + end,
     })
 }
@@ -323,7 +356,7 @@ mod tests {
         for i in 0..n {
             b.push(&command(first + i));
         }
-        b.finish(0).to_vec()
+        b.finish(0, None).to_vec()
     }
 
     #[test]
@@ -335,6 +368,40 @@ mod tests {
         assert_eq!((r.first, r.count, r.last(), r.end), (7, 3, 9, bytes.len()));
         let back: Vec<Command> = r.commands().collect::<Result<_, _>>().unwrap();
         assert_eq!(back, (7..10).map(command).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_ticketed_record_reads_back_its_ticket_and_commands() {
+        let mut b = RecordBuilder::default();
+        b.begin(7);
+        b.push(&command(7));
+        b.push(&command(8));
+        let bytes = b.finish(3, Some(0xDEAD_BEEF_0042)).to_vec();
+        let Parsed::Record(r) = parse_record(&bytes, 0) else {
+            panic!("a whole record parses")
+        };
+        assert_eq!(
+            (r.ticket, r.durable, r.end),
+            (Some(0xDEAD_BEEF_0042), 3, bytes.len())
+        );
+        let back: Vec<Command> = r.commands().collect::<Result<_, _>>().unwrap();
+        assert_eq!(back, vec![command(7), command(8)]);
+        // The builder starts the next record without the last one's ticket.
+        b.begin(9);
+        b.push(&command(9));
+        let plain = b.finish(3, None).to_vec();
+        let Parsed::Record(r) = parse_record(&plain, 0) else {
+            panic!("parses")
+        };
+        assert_eq!((r.ticket, r.commands().count()), (None, 1));
+        // A kind 2 record too short to hold a ticket is refused, not misread.
+        let mut short = plain.clone();
+        short[20..24].copy_from_slice(&RECORD_TICKETED_COMMANDS.to_le_bytes());
+        short.truncate(RECORD_HEADER_LEN + 4);
+        short[4..8].copy_from_slice(&4u32.to_le_bytes());
+        let crc = crc32c::crc32c(&short[4..]);
+        short[0..4].copy_from_slice(&crc.to_le_bytes());
+        assert!(matches!(parse_record(&short, 0), Parsed::BadHeader { .. }));
     }
 
     #[test]
@@ -392,7 +459,7 @@ mod tests {
         b.begin(1);
         b.push(&command(1));
         b.push(&command(2));
-        let mut bytes = b.finish(0).to_vec();
+        let mut bytes = b.finish(0, None).to_vec();
         // Claim one command: the second one is then trailing bytes.
         bytes[16..20].copy_from_slice(&1u32.to_le_bytes());
         let crc = crc32c::crc32c(&bytes[4..]);

@@ -32,7 +32,7 @@ pub mod storage;
 pub mod sync;
 mod writer;
 
-pub use scan::{CommandsFrom, Journal, OpenOptions, SegmentInfo, TornTail};
+pub use scan::{CommandsFrom, Journal, OpenOptions, RecordsFrom, Run, SegmentInfo, TornTail};
 pub use snapshot_file::{SnapshotFile, SnapshotSection};
 pub use storage::{DirLock, DirStorage, SimStorage, Storage, StorageFile, SyncFile, Tear};
 pub use writer::{Commit, JournalWriter};

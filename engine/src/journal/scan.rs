@@ -319,7 +319,14 @@ impl<S: Storage> Journal<S> {
             pos: 0,
             loaded: false,
             pending: std::collections::VecDeque::new(),
+            ticket: None,
         }
+    }
+
+    /// The records from the one holding index `from` on, each with its merge ticket (the
+    /// first holds only the commands from `from`).
+    pub fn records_from(&self, from: u64) -> RecordsFrom<'_, S> {
+        RecordsFrom(self.commands_from(from))
     }
 
     /// Makes the repairs found by [`Journal::open`] (cuts the torn tail, deletes interrupted
@@ -430,7 +437,9 @@ fn find_claim(bytes: &[u8], start: usize, expected: u64) -> Option<(usize, u64)>
     let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
     let mut pos = start;
     while pos + super::format::RECORD_HEADER_LEN <= bytes.len() {
-        let plausible = u32_at(pos + 20) == super::format::RECORD_COMMANDS
+        let kind = u32_at(pos + 20);
+        let plausible = (kind == super::format::RECORD_COMMANDS
+            || kind == super::format::RECORD_TICKETED_COMMANDS)
             && u32_at(pos + 16) != 0
             && u64_at(pos + 8) >= expected
             && u64_at(pos + 24) >= expected;
@@ -470,6 +479,38 @@ pub struct CommandsFrom<'a, S: Storage> {
     pos: usize,
     loaded: bool,
     pending: std::collections::VecDeque<(u64, Command)>,
+    /// The merge ticket of the record `pending` came from.
+    ticket: Option<u64>,
+}
+
+/// One record read back by [`Journal::records_from`]: a run of commands and, in a sharded
+/// market's journal, its merge ticket.
+#[derive(Debug)]
+pub struct Run {
+    pub ticket: Option<u64>,
+    /// `(index, command)`, from the first index asked for on.
+    pub commands: Vec<(u64, Command)>,
+}
+
+/// Iterator of [`Journal::records_from`].
+pub struct RecordsFrom<'a, S: Storage>(CommandsFrom<'a, S>);
+
+impl<S: Storage> Iterator for RecordsFrom<'_, S> {
+    type Item = Result<Run, JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        match self.0.next_record() {
+            Ok(true) => Some(Ok(Run {
+                ticket: self.0.ticket,
+                commands: self.0.pending.drain(..).collect(),
+            })),
+            Ok(false) => None,
+            Err(e) => {
+                self.0.segment = None;
+                Some(Err(e))
+            }
+        }
+    }
 }
 
 impl<S: Storage> CommandsFrom<'_, S> {
@@ -518,6 +559,7 @@ impl<S: Storage> CommandsFrom<'_, S> {
             if record.last() < self.from {
                 continue;
             }
+            self.ticket = record.ticket;
             for (k, command) in record.commands().enumerate() {
                 let command = command.map_err(|e| self.corrupt(info, at, e.to_string()))?;
                 let index = record.first + k as u64;

@@ -112,15 +112,17 @@ impl<S: Storage> JournalWriter<S> {
 
     /// Writes the pending commands as one record (nothing if none are pending), then starts a
     /// new segment if this one is full. `durable` is the index known durable now (written into
-    /// the record for recovery; see [`super::format`]).
+    /// the record for recovery; see [`super::format`]); `ticket` the run's merge ticket in a
+    /// sharded market.
     pub fn commit(
         &mut self,
         durable: u64,
+        ticket: Option<u64>,
     ) -> io::Result<Option<Commit<<S::File as StorageFile>::Sync>>> {
         if self.record.count() == 0 {
             return Ok(None);
         }
-        let record = self.record.finish(durable);
+        let record = self.record.finish(durable, ticket);
         self.file.append(record)?;
         let mut bytes = record.len() as u64;
         self.segment_len += bytes;

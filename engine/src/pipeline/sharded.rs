@@ -9,10 +9,18 @@
 //!
 //! Each shard is a whole [`Pipeline`]: its own rings, its own engine thread, its own journal.
 //! [`ShardedIngress`] sends a command to the shard [`route`] names, or a copy to every shard.
-//! [`ShardedEgress`] hands out each shard's batches in that shard's order, taking from the
-//! shards in turn, and parks on all of their doorbells at once when none has a batch. The
-//! outcomes of a command sent to every shard are folded by a [`crate::FanIn`] the consumer
-//! keeps.
+//!
+//! With several shards, every run of commands an engine thread publishes takes a **merge
+//! ticket** from a counter the shards share, at the moment it is ready to publish; a
+//! journaled shard writes the ticket into the run's journal record
+//! ([`crate::journal::format`]). [`ShardedEgress`] hands batches out in ticket order — one
+//! stream, the order in which the shards finished their runs — so the order is known to the
+//! journals and a recovery interleaves the shards' runs exactly as they were handed out. It
+//! waits for the next ticket when a shard took it but has not pushed its batch yet (a few
+//! instructions later, or a journal write later); it cannot wait on a full ring, since a
+//! shard pushes in ticket order and everything before the next ticket was handed out
+//! already. It parks on all of the shards' doorbells at once. The outcomes of a command sent
+//! to every shard are folded by a [`crate::FanIn`] the consumer keeps.
 
 use super::{
     Egress, Ingress, JournalSetup, Pipeline, PipelineConfig, RecvTimeoutError, RingFill,
@@ -21,9 +29,11 @@ use super::{
 use crate::command::Command;
 use crate::engine::Engine;
 use crate::journal::Storage;
+use crate::ring::MpscRing;
 use crate::ring::{Doorbell, PopError};
 use crate::shard::{route, Route, Shard, ShardError};
 use std::io;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -45,8 +55,10 @@ pub struct ShardedEgress {
     shards: Vec<Egress>,
     /// Shards whose engine thread stopped and whose batches were all received.
     closed: Vec<bool>,
-    /// The shard looked at first next time, so no shard's batches wait behind a busy one's.
-    next: usize,
+    /// Each shard's next batch, popped while looking for the next ticket.
+    heads: Vec<Option<super::Published>>,
+    /// The merge ticket handed out next.
+    next_ticket: u64,
     /// Each shard's consumer doorbell, rung when it publishes: a wait raises them all.
     bells: Vec<ConsumerBell>,
 }
@@ -96,18 +108,31 @@ impl ShardedPipeline {
         config: PipelineConfig,
     ) -> io::Result<(ShardedPipeline, ShardedIngress, ShardedEgress)> {
         check_shards(&engines)?;
+        let tickets = Tickets::new(engines.len(), FIRST_TICKET);
         let parts = engines
             .into_iter()
-            .map(|engine| Pipeline::spawn_with(engine, config.clone()))
+            .map(|engine| {
+                Pipeline::spawn_inner::<MpscRing>(
+                    engine,
+                    config.clone(),
+                    None,
+                    None,
+                    tickets.shared.clone(),
+                )
+            })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(Self::assemble(parts))
+        Ok(Self::assemble(parts, tickets))
     }
 
     /// Starts given engines, each journaling to its own journal (`journals[i]` for shard `i`).
+    /// `first_ticket` is the merge ticket the first published run takes: one past the
+    /// highest in the journals (a recovery's [`ShardedEgress`] order continues), or
+    /// [`FIRST_TICKET`].
     pub fn spawn_journaled<S: Storage>(
         engines: Vec<Engine>,
         config: PipelineConfig,
         journals: Vec<JournalSetup<S>>,
+        first_ticket: u64,
     ) -> io::Result<(ShardedPipeline, ShardedIngress, ShardedEgress)> {
         check_shards(&engines)?;
         if journals.len() != engines.len() {
@@ -120,16 +145,25 @@ impl ShardedPipeline {
                 ),
             ));
         }
+        let tickets = Tickets::new(engines.len(), first_ticket.max(FIRST_TICKET));
         let parts = engines
             .into_iter()
             .zip(journals)
-            .map(|(engine, journal)| Pipeline::spawn_journaled(engine, config.clone(), journal))
+            .map(|(engine, journal)| {
+                Pipeline::spawn_journaled_on(
+                    engine,
+                    config.clone(),
+                    journal,
+                    tickets.shared.clone(),
+                )
+            })
             .collect::<io::Result<Vec<_>>>()?;
-        Ok(Self::assemble(parts))
+        Ok(Self::assemble(parts, tickets))
     }
 
     fn assemble(
         parts: Vec<(Pipeline, Ingress, Egress)>,
+        tickets: Tickets,
     ) -> (ShardedPipeline, ShardedIngress, ShardedEgress) {
         let count = parts.len();
         let mut pipelines = Vec::with_capacity(count);
@@ -150,7 +184,8 @@ impl ShardedPipeline {
                     .collect(),
                 shards: egresses,
                 closed: vec![false; count],
-                next: 0,
+                heads: (0..count).map(|_| None).collect(),
+                next_ticket: tickets.first,
             },
         )
     }
@@ -195,6 +230,24 @@ impl ShardedPipeline {
     /// the egress while joining, as with [`Pipeline::join`]).
     pub fn join(self) -> Vec<Engine> {
         self.shards.into_iter().map(Pipeline::join).collect()
+    }
+}
+
+/// The merge ticket of the first run a fresh sharded market publishes (0 is no ticket).
+pub const FIRST_TICKET: u64 = 1;
+
+/// The merge tickets of a market's shards: none with one shard, whose batches need no merge.
+struct Tickets {
+    shared: Option<Arc<AtomicU64>>,
+    first: u64,
+}
+
+impl Tickets {
+    fn new(shards: usize, first: u64) -> Tickets {
+        Tickets {
+            shared: (shards > 1).then(|| Arc::new(AtomicU64::new(first))),
+            first,
+        }
     }
 }
 
@@ -313,10 +366,15 @@ impl ShardedEgress {
         }
     }
 
-    /// One look at every open shard, starting after the last one served: `Some(Ok)` a batch,
-    /// `Some(Err)` every shard closed, `None` nothing ready.
+    /// One look for the batch with the next ticket: `Some(Ok)` found, `Some(Err)` no more
+    /// will come, `None` not ready yet.
     fn poll(&mut self) -> Option<Result<(usize, super::Published), ()>> {
-        poll_shards(&mut self.shards, &mut self.closed, &mut self.next)
+        poll_shards(
+            &mut self.shards,
+            &mut self.closed,
+            &mut self.heads,
+            &mut self.next_ticket,
+        )
     }
 
     fn wait(
@@ -327,9 +385,16 @@ impl ShardedEgress {
             egress.register_waiter();
         }
         let wait = self.shards[0].wait;
-        let (shards, closed, next) = (&mut self.shards, &mut self.closed, &mut self.next);
-        wait.wait_any(&self.bells, deadline, || poll_shards(shards, closed, next))
-            .ok_or(RecvTimeoutError::Timeout)
+        let (shards, closed, heads, next) = (
+            &mut self.shards,
+            &mut self.closed,
+            &mut self.heads,
+            &mut self.next_ticket,
+        );
+        wait.wait_any(&self.bells, deadline, || {
+            poll_shards(shards, closed, heads, next)
+        })
+        .ok_or(RecvTimeoutError::Timeout)
     }
 
     /// Makes a popped batch durable on its shard and hands it out.
@@ -346,25 +411,37 @@ impl ShardedEgress {
     }
 }
 
+/// Pops each shard's next batch into `heads` and hands out the one with ticket `next` (a
+/// single shard's batches have no tickets: each is next). `Some(Err)` once every shard is
+/// closed and drained, or one stopped on a journal failure holding a ticket it never
+/// published.
 fn poll_shards(
     shards: &mut [Egress],
     closed: &mut [bool],
-    next: &mut usize,
+    heads: &mut [Option<super::Published>],
+    next: &mut u64,
 ) -> Option<Result<(usize, super::Published), ()>> {
-    let count = shards.len();
-    for k in 0..count {
-        let shard = (*next + k) % count;
-        if closed[shard] {
-            continue;
-        }
-        match shards[shard].batches.try_pop() {
-            Ok(published) => {
-                *next = (shard + 1) % count;
-                return Some(Ok((shard, published)));
+    let single = shards.len() == 1;
+    for (shard, egress) in shards.iter_mut().enumerate() {
+        if heads[shard].is_none() && !closed[shard] {
+            match egress.batches.try_pop() {
+                Ok(published) => heads[shard] = Some(published),
+                Err(PopError::Closed) => closed[shard] = true,
+                Err(PopError::Empty) => {}
             }
-            Err(PopError::Closed) => closed[shard] = true,
-            Err(PopError::Empty) => {}
+        }
+        if heads[shard]
+            .as_ref()
+            .is_some_and(|p| single || p.ticket == *next)
+        {
+            *next += 1;
+            return heads[shard].take().map(|p| Ok((shard, p)));
         }
     }
-    closed.iter().all(|&c| c).then_some(Err(()))
+    let drained = closed.iter().all(|&c| c) && heads.iter().all(Option::is_none);
+    let failed = shards
+        .iter()
+        .zip(closed.iter())
+        .any(|(egress, &closed)| closed && egress.shared.failed.load(Ordering::Acquire));
+    (drained || failed).then_some(Err(()))
 }
