@@ -219,7 +219,7 @@ fn build(
                 total_events += events.len() as u64;
                 events.clear();
                 bytes += writer.commit(index, None)?.map_or(0, |c| c.bytes);
-                write_snapshot(&storage, index, &engine.snapshot(), &feeds.snapshot())?;
+                write_snapshot(&storage, index, &engine.snapshot(), &feeds.snapshot(), None)?;
             }
         }
         bytes += writer.commit(index, None)?.map_or(0, |c| c.bytes);

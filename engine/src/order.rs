@@ -275,8 +275,11 @@ impl OrderPool {
     }
 
     /// Puts a live order in a vacant slot below the high-water mark.
-    pub fn occupy(&mut self, slot: u32, order: Order) {
+    pub fn occupy(&mut self, slot: u32, mut order: Order) {
         debug_assert!(order.is(FLAG_LIVE) && !self.slots[slot as usize].is(FLAG_LIVE));
+        // The id's generation field carries a shard's tag in its top bits; the slot keeps the
+        // bare generation, as `alloc` gives it, so a slot freed later is as in the original.
+        order.generation &= self.generation_mask;
         self.slots[slot as usize] = order;
         self.live += 1;
     }

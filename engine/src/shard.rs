@@ -39,6 +39,7 @@ use crate::command::{Amend, Cancel, CommandKind, MassCancel, OrderRef};
 use crate::event::{EventKind, RejectReason};
 use crate::types::*;
 use rustc_hash::FxHashMap;
+use serde::{Deserialize, Serialize};
 
 /// Bits at the top of an [`OrderId`] that name the shard that assigned it.
 pub const SHARD_BITS: u32 = 6;
@@ -280,13 +281,14 @@ fn keep_better<'a>(best: &mut Option<(u8, &'a EventKind)>, outcome: &'a EventKin
 /// gives the folded reply ([`fold`]). Whoever reads the merged shard streams keeps one; whoever
 /// submits tells it first how many outcomes a command's reply needs ([`FanIn::expect`]), or the
 /// reader learns it from the command ([`FanIn::expect_command`]) when both are one thread.
-/// Outcomes are folded as they come, so a command in flight costs one map entry.
-#[derive(Debug, Default)]
+/// Outcomes are folded as they come, so a command in flight costs one map entry. It
+/// serializes, so a snapshot cut while commands are in flight continues folding them.
+#[derive(Debug, Default, Serialize, Deserialize)]
 pub struct FanIn {
     pending: FxHashMap<Correlation, Pending>,
 }
 
-#[derive(Debug)]
+#[derive(Debug, Serialize, Deserialize)]
 struct Pending {
     /// Outcomes still to come.
     remaining: usize,
@@ -344,6 +346,21 @@ impl FanIn {
     /// Commands whose reply still waits for a shard.
     pub fn pending(&self) -> usize {
         self.pending.len()
+    }
+
+    /// Whether the reply to `corr` still waits for a shard.
+    pub fn is_pending(&self, corr: Correlation) -> bool {
+        self.pending.contains_key(&corr)
+    }
+
+    /// The highest correlation id still waiting, if any.
+    pub fn max_pending(&self) -> Option<Correlation> {
+        self.pending.keys().copied().max()
+    }
+
+    /// Forgets every command in flight (their submitters are gone: a restart).
+    pub fn clear(&mut self) {
+        self.pending.clear();
     }
 
     /// Looks at one event of a merged stream.

@@ -6,7 +6,8 @@
 //! [`limits`] (pre-trade limits in decimals, and the table of those in force);
 //! [`config`] is tickerd's configuration over the embedded [`defaults`]; [`metrics`] and
 //! [`logging`] are what an operator watches. [`recovery`] rebuilds the market from the data
-//! directory at start, [`snapshot_writer`] writes snapshots beside the journal, and
+//! directory at start ([`shard_recovery`] a sharded market's), [`snapshot_writer`] writes
+//! snapshots beside the journal, and
 //! [`journal_tool`] is `tickerd journal verify | inspect | replay`. `reply_routing` hands each
 //! caller its command's events, folded from every shard the command went to; `shard_merge`
 //! makes one stream of a sharded market's shards for the views.
@@ -26,5 +27,6 @@ pub mod order_entry;
 pub mod recovery;
 mod reply_routing;
 mod shard_merge;
+pub mod shard_recovery;
 pub mod snapshot_writer;
 pub mod ws;

@@ -18,10 +18,10 @@ use crate::bus::publisher::Publisher;
 use crate::bus::{BusConfig, BusStats};
 use crate::limits::{LimitsTable, RiskLimits};
 use crate::order_entry::Violations;
-use crate::recovery::{self, RecoveryReport};
+use crate::recovery::{self, RecoveryReport, Restored};
 use crate::reply_routing::{route_replies, Replies, Waiting};
 use crate::shard_merge::{self, ShardMerge, SharedFanIn};
-use crate::snapshot_writer::{SnapshotJob, SnapshotStats, SnapshotWriter};
+use crate::snapshot_writer::{CutRounds, OtherShards, SnapshotJob, SnapshotStats, SnapshotWriter};
 use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -59,8 +59,9 @@ pub struct MarketConfig {
     /// Pre-trade limits applied at start, after the instruments [none].
     pub risk: RiskLimits,
     /// Engine threads, each holding the instruments `id % shards` names
-    /// ([`ticker_engine::shard`]) [1]. Several shards run without a journal and without the
-    /// bus for now: [`Market::start`] refuses them otherwise.
+    /// ([`ticker_engine::shard`]) [1]. Each shard journals to its own directory
+    /// (`journal.dir/shard-K`, [`crate::shard_recovery`]). Several shards run without the bus
+    /// for now: [`Market::start_matcher`] refuses them.
     pub shards: usize,
 }
 
@@ -220,12 +221,14 @@ impl MarketStats {
 
 /// The journal of a running market (see [`crate::recovery`] and `docs/journal.md`).
 pub struct JournalState {
-    pub durability: Arc<Durability>,
+    /// Each shard's journal, in shard order.
+    pub durability: Vec<Arc<Durability>>,
     pub snapshots: Arc<SnapshotStats>,
+    /// With several shards, its indexes are totals over the shards' journals.
     pub recovery: RecoveryReport,
     pub config: JournalConfig,
-    /// The data directory's lock, held while the market runs.
-    _lock: DirLock,
+    /// The data directory's locks (one per shard), held while the market runs.
+    _locks: Vec<DirLock>,
 }
 
 /// One of the market's rings and how full it is.
@@ -316,7 +319,7 @@ impl Market {
         config: MarketConfig,
         bus: Option<(BusConfig, Publisher)>,
     ) -> std::io::Result<Arc<Market>> {
-        if let Some(why) = shards_refused(config.shards, config.journal.is_some(), bus.is_some()) {
+        if let Some(why) = shards_refused(config.shards, bus.is_some()) {
             return Err(std::io::Error::other(why));
         }
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
@@ -342,8 +345,9 @@ impl Market {
                         p.events(events);
                     }
                 };
-                let r = recovery::recover_with(
+                let r = recovery::recover_market(
                     j,
+                    config.shards,
                     &config.pipeline.engine,
                     &config.feeds,
                     hub.clone(),
@@ -351,10 +355,11 @@ impl Market {
                     &mut republish,
                 )
                 .map_err(std::io::Error::other)?;
-                for skipped in &r.report.skipped {
+                let report = &r.restored.report;
+                for skipped in &report.skipped {
                     tracing::warn!("snapshot skipped: {skipped}");
                 }
-                if let Some(t) = &r.report.torn {
+                if let Some(t) = &report.torn {
                     if t.deliberate {
                         tracing::warn!(
                             "journal cut on purpose at byte {} of {} ({}): {} bytes and {} later segments dropped",
@@ -367,12 +372,8 @@ impl Market {
                         );
                     }
                 }
-                tracing::info!("recovered {}: {}", j.dir.display(), r.report);
-                (
-                    vec![r.engine],
-                    r.feeds,
-                    Some((r.writer, r.lock, r.report, j.clone())),
-                )
+                tracing::info!("recovered {}: {}", j.dir.display(), report);
+                (r.engines, r.feeds, Some((r.restored, j.clone())))
             }
         };
         if let Some((_, p)) = &bus {
@@ -388,9 +389,10 @@ impl Market {
             // Gateways start from here (and after a gap, only from here).
             p.snapshot(md.snapshot());
         }
-        // What the restored engine says about the time before this start. Sessions a gateway
+        // What the restored engines say about the time before this start. Sessions a gateway
         // opened are its own to close (it may still be up): only this process's are stale.
-        // Every shard knows every instrument and session; a recovered market is one shard.
+        // Every shard knows every instrument, session and account's limits; each instrument's
+        // prices and live orders are on its own shard.
         let engine = &engines[0];
         let (stale_sessions, foreign_sessions): (Vec<SessionId>, Vec<SessionId>) = engine
             .sessions()
@@ -400,21 +402,29 @@ impl Market {
             .iter()
             .map(|b| b.instrument().spec.symbol.clone())
             .collect();
-        let resume_from = (engine.last_seq() > 0).then(|| SimResume {
-            position: engine.last_seq(),
-            live: engine.live_orders().collect(),
-            prices: engine
-                .books()
+        let position: u64 = engines.iter().map(Engine::last_seq).sum();
+        let resume_from = (position > 0).then(|| SimResume {
+            position,
+            live: engines.iter().flat_map(Engine::live_orders).collect(),
+            prices: engines
                 .iter()
-                .map(|b| {
-                    (
-                        b.instrument().id,
-                        LastPrices {
-                            last_trade: b.last_price(),
-                            bid: b.best_bid(),
-                            ask: b.best_ask(),
-                        },
-                    )
+                .enumerate()
+                .flat_map(|(k, engine)| {
+                    let count = engines.len();
+                    engine
+                        .books()
+                        .iter()
+                        .filter(move |b| Shard::of_instrument(count, b.instrument().id) == k)
+                        .map(|b| {
+                            (
+                                b.instrument().id,
+                                LastPrices {
+                                    last_trade: b.last_price(),
+                                    bid: b.best_bid(),
+                                    ask: b.best_ask(),
+                                },
+                            )
+                        })
                 })
                 .collect(),
         });
@@ -429,30 +439,47 @@ impl Market {
             limits.set_disabled(recovered_seq, account, disabled);
         }
         let risk_active = engine.risk_active();
+        let (merged_seq, next_corr) = journal
+            .as_ref()
+            .map_or((0, 1), |(r, _)| (r.merged_seq, r.next_corr));
         let (pipeline, ingress, mut egress, journaled) = match journal {
             None => {
                 let (p, i, e) = ShardedPipeline::spawn_with(engines, config.pipeline.clone())?;
                 (p, i, e, None)
             }
-            Some((writer, lock, report, j)) => {
-                let storage = writer.storage().clone();
-                let (p, i, e) = ShardedPipeline::spawn_journaled(
-                    engines,
-                    config.pipeline.clone(),
-                    vec![JournalSetup {
+            Some((restored, j)) => {
+                let Restored {
+                    writers,
+                    locks,
+                    report,
+                    next_ticket,
+                    ..
+                } = restored;
+                let storages = writers.iter().map(|w| w.storage().clone()).collect();
+                let setups = writers
+                    .into_iter()
+                    .map(|writer| JournalSetup {
                         writer,
                         fsync: j.fsync,
                         group_commit_bytes: j.group_commit_bytes,
                         group_commit_delay: j.group_commit_delay,
-                    }],
-                    ticker_engine::pipeline::FIRST_TICKET,
+                    })
+                    .collect();
+                let (p, i, e) = ShardedPipeline::spawn_journaled(
+                    engines,
+                    config.pipeline.clone(),
+                    setups,
+                    next_ticket,
                 )?;
-                let writer = SnapshotWriter::spawn(storage, j.keep_snapshots)?;
-                (p, i, e, Some((writer, lock, report, j)))
+                let writer = SnapshotWriter::spawn(storages, j.keep_snapshots)?;
+                (p, i, e, Some((writer, locks, report, j)))
             }
         };
-        // Only a market of one shard journals (checked above).
-        let durability = pipeline.shards()[0].durability().cloned();
+        let durability: Vec<Arc<Durability>> = pipeline
+            .shards()
+            .iter()
+            .filter_map(|p| p.durability().cloned())
+            .collect();
         let accounts = md.accounts().clone();
         let positions = md.positions().clone();
         let replies: Arc<Replies> = Arc::new(Mutex::new(HashMap::new()));
@@ -460,15 +487,13 @@ impl Market {
         let stats = Arc::new(MarketStats::default());
         let (mut snapshots, journal) = match journaled {
             None => (None, None),
-            Some((writer, lock, report, config)) => {
+            Some((writer, locks, report, config)) => {
                 let state = JournalState {
-                    durability: durability
-                        .clone()
-                        .expect("a journaled pipeline has durability"),
+                    durability,
                     snapshots: writer.stats().clone(),
                     recovery: report,
                     config,
-                    _lock: lock,
+                    _locks: locks,
                 };
                 (Some(writer), Some(state))
             }
@@ -483,6 +508,7 @@ impl Market {
             let replies = replies.clone();
             let stats = stats.clone();
             let publisher = publisher.clone();
+            let shards = ingress.count();
             let mut next_bus_snapshot = publisher.as_ref().map(|p| {
                 let every = p.lock().snapshot_every();
                 (md.last_seq() + every, every)
@@ -493,12 +519,13 @@ impl Market {
                     // No wall-clock `md.tick`: the views take time from event timestamps
                     // only, so a replay of the journal after a restart publishes what this
                     // thread published (see `ticker_feeds::snapshot`).
-                    // Several shards' streams are merged in the order this thread takes their
-                    // batches (crate::shard_merge); replies are folded from the raw batches.
-                    let mut merge = fan_in.map(ShardMerge::new);
-                    while let Some((_, mut batch)) = egress.recv() {
+                    // Several shards' streams are merged in the order of their merge tickets
+                    // (crate::shard_merge); replies are folded from the raw batches.
+                    let mut merge = fan_in.map(|f| ShardMerge::resume(f, merged_seq, 0));
+                    let mut rounds = CutRounds::new(shards);
+                    while let Some((shard, mut batch)) = egress.recv() {
                         let events: &[Event] = match &mut merge {
-                            Some(m) => m.merge(&mut batch),
+                            Some(m) => m.merge(batch.ticket(), &mut batch),
                             None => &batch,
                         };
                         md.apply(events);
@@ -514,12 +541,30 @@ impl Market {
                         }
                         stats.observe(events, now_ns());
                         route_replies(&replies, &batch);
-                        if let (Some(cut), Some(writer)) = (batch.take_cut(), &snapshots) {
-                            writer.submit(SnapshotJob {
-                                index: cut.index,
-                                engine: cut.engine,
-                                feeds: md.snapshot(),
-                            });
+                        let cut = batch.take_cut();
+                        if let (Some(cut), Some(writer)) = (cut, &snapshots) {
+                            // A sharded snapshot is whole once every shard has cut.
+                            if let Some(mut round) = rounds.add(shard, *cut) {
+                                let first = round.remove(0);
+                                let shards = merge.as_ref().map(|m| {
+                                    let cuts: Vec<u64> = std::iter::once(first.index)
+                                        .chain(round.iter().map(|c| c.index))
+                                        .collect();
+                                    OtherShards {
+                                        merge: m.encode_state(&cuts),
+                                        cuts: round
+                                            .into_iter()
+                                            .map(|c| (c.index, c.engine))
+                                            .collect(),
+                                    }
+                                });
+                                writer.submit(SnapshotJob {
+                                    index: first.index,
+                                    engine: first.engine,
+                                    feeds: md.snapshot(),
+                                    shards,
+                                });
+                            }
                         }
                     }
                     // Whatever cut is queued is written before the feeds thread ends.
@@ -558,7 +603,7 @@ impl Market {
             entry: Entry::Local(ingress),
             fan_in,
             replies,
-            next_corr: Arc::new(AtomicU64::new(1)),
+            next_corr: Arc::new(AtomicU64::new(next_corr)),
             next_session: AtomicU64::new(max_stale_session + 1),
             hub,
             instruments,
@@ -747,9 +792,11 @@ impl Market {
     /// Why the journal stopped the market, if it did (a failed write or sync): the engine
     /// then takes no more commands, and the process should exit.
     pub fn journal_failure(&self) -> Option<String> {
-        self.journal
-            .as_ref()
-            .and_then(|j| j.durability.failure().map(str::to_string))
+        self.journal.as_ref().and_then(|j| {
+            j.durability
+                .iter()
+                .find_map(|d| d.failure().map(str::to_string))
+        })
     }
 
     /// The bus, on a matcher or a gateway.
@@ -1009,6 +1056,19 @@ impl Market {
         submitted.map(drop)
     }
 
+    /// Hands `cmd`, whose events nobody waits for (the simulator's, a snapshot cut), to the
+    /// local engine, waiting for room. The merge of several shards is told its outcomes first,
+    /// as for every command: a replay folds them, so the live stream must too.
+    fn submit_unanswered(&self, ingress: &ShardedIngress, cmd: Command) -> Result<(), SubmitError> {
+        let corr = cmd.corr;
+        let folded = self.expect(corr, outcomes(ingress, &cmd));
+        ingress.submit(cmd).map(drop).inspect_err(|_| {
+            if folded {
+                self.forget(corr);
+            }
+        })
+    }
+
     /// With several shards, tells the feeds thread's merge that the command `corr` gives
     /// `outcomes` outcomes before it is submitted (see [`crate::shard_merge`]); true if it
     /// must be forgotten should the submission fail.
@@ -1066,7 +1126,7 @@ impl Market {
         // Snapshots are cut by command count, checked on the heartbeat's beat. The count runs
         // from the snapshot recovery started from, not from this start: a market that crashes
         // before its own count comes round would otherwise never cut one, and each start would
-        // replay a longer tail.
+        // replay a longer tail. With several shards the count is over all their journals.
         let mut next_cut = self.journal.as_ref().map(|j| {
             (
                 j.durability.clone(),
@@ -1087,7 +1147,7 @@ impl Market {
                     market.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                 }
                 if let Some((durability, at, every)) = &mut next_cut {
-                    let written = durability.written();
+                    let written: u64 = durability.iter().map(|d| d.written()).sum();
                     if written >= *at && market.submit_detached(CommandKind::Snapshot).is_ok() {
                         market.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
                         *at = written + *every;
@@ -1145,7 +1205,7 @@ impl Market {
                 rx.recv().map_err(|_| closed())?.map_err(|_| closed())?;
                 break next;
             }
-            ingress.submit(cmd).map_err(|_| closed())?;
+            self.submit_unanswered(ingress, cmd).map_err(|_| closed())?;
             pending = next;
         };
         ingress.set_backfill(false);
@@ -1188,7 +1248,7 @@ impl Market {
                     let Entry::Local(ingress) = &market.entry else {
                         return;
                     };
-                    if ingress.submit(cmd).is_err() {
+                    if market.submit_unanswered(ingress, cmd).is_err() {
                         return;
                     }
                 }
@@ -1205,7 +1265,7 @@ impl Market {
             // A last snapshot, so the next start replays nothing; the pipeline applies every
             // command accepted before its shutdown, this one included.
             let cut = self.command(CommandKind::Snapshot);
-            if matches!(&self.entry, Entry::Local(i) if i.submit(cut).is_ok()) {
+            if matches!(&self.entry, Entry::Local(i) if self.submit_unanswered(i, cut).is_ok()) {
                 self.stats.heartbeats.fetch_add(1, Ordering::Relaxed);
             }
         }
@@ -1276,15 +1336,14 @@ fn keep_alive(
     })
 }
 
-/// Why a market of `shards` shards cannot run with the journal or on the bus, if it cannot:
-/// the merge order of several shards is not recorded, so neither a replay nor a restarted
-/// matcher would number events as they were.
-pub fn shards_refused(shards: usize, journaled: bool, on_bus: bool) -> Option<String> {
-    (shards > 1 && (journaled || on_bus)).then(|| {
+/// Why a market of `shards` shards cannot run on the bus, if it cannot: the bus publisher
+/// and gateways follow one engine's stream and snapshots, not yet a merged one.
+pub fn shards_refused(shards: usize, on_bus: bool) -> Option<String> {
+    (shards > 1 && on_bus).then(|| {
         format!(
-            "{shards} shards run without a journal and without the bus for now (recovery and \
-             publishing of several shards' streams are not built): set journal.enabled = false \
-             (--no-journal) and bus.role = \"all\", or market.shards = 1"
+            "{shards} shards run without the bus for now (publishing a sharded market's \
+             merged stream to gateways is not built): set bus.role = \"all\", or \
+             market.shards = 1"
         )
     })
 }

@@ -63,7 +63,88 @@ impl std::fmt::Display for RecoveryReport {
     }
 }
 
-/// The recovered market, ready to run.
+/// A recovered market of any number of shards, ready to run.
+pub struct RecoveredMarket {
+    /// In shard order.
+    pub engines: Vec<Engine>,
+    pub feeds: MarketData,
+    pub restored: Restored,
+}
+
+/// What a recovered market goes on from besides its engines and feeds.
+pub struct Restored {
+    /// Each shard's journal, positioned after its last command.
+    pub writers: Vec<JournalWriter<DirStorage>>,
+    /// Held while the market runs: no other process may use the directories.
+    pub locks: Vec<DirLock>,
+    pub report: RecoveryReport,
+    /// Several shards: the merged `seq` of the last event (0 with one shard: the engine's
+    /// own `seq`s are the stream's).
+    pub merged_seq: u64,
+    /// The merge ticket the next published run takes.
+    pub next_ticket: u64,
+    /// The correlation id the next command gets.
+    pub next_corr: u64,
+}
+
+/// Recovers a market of `shards` shards from `config.dir` (`crate::shard_recovery` for
+/// several), refusing a directory written with another number of shards.
+pub fn recover_market(
+    config: &JournalConfig,
+    shards: usize,
+    engine_config: &EngineConfig,
+    feeds_config: &FeedsConfig,
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+    replayed: &mut dyn FnMut(&[Event]),
+) -> Result<RecoveredMarket, JournalError> {
+    if shards > 1 {
+        let r = crate::shard_recovery::recover_shards(
+            config,
+            shards,
+            engine_config,
+            feeds_config,
+            hub,
+            instruments,
+            replayed,
+        )?;
+        return Ok(RecoveredMarket {
+            engines: r.engines,
+            feeds: r.feeds,
+            restored: Restored {
+                writers: r.writers,
+                locks: r.locks,
+                report: r.report,
+                merged_seq: r.seq,
+                next_ticket: r.next_ticket,
+                next_corr: r.next_corr,
+            },
+        });
+    }
+    crate::shard_recovery::check_layout(&config.dir, 1)?;
+    let r = recover_with(
+        config,
+        engine_config,
+        feeds_config,
+        hub,
+        instruments,
+        replayed,
+    )?;
+    Ok(RecoveredMarket {
+        engines: vec![r.engine],
+        feeds: r.feeds,
+        restored: Restored {
+            writers: vec![r.writer],
+            locks: vec![r.lock],
+            report: r.report,
+            merged_seq: 0,
+            next_ticket: ticker_engine::pipeline::FIRST_TICKET,
+            next_corr: 1,
+        },
+    })
+}
+
+/// The recovered market of one engine, ready to run.
 pub struct Recovered {
     pub engine: Engine,
     pub feeds: MarketData,

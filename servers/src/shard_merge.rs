@@ -10,8 +10,13 @@
 //! anyway). A cancel by client order id that one shard carried out is its accept, not an accept
 //! and `unknown_order`s, and a kill switch is one accept, not one per shard. Whoever submits a
 //! command tells the [`FanIn`] first ([`expect`]), so it is known before any outcome arrives.
+//!
+//! The order of the batches is the shards' merge tickets (`ticker_engine::pipeline::ShardedEgress`),
+//! which their journals record, so a recovery merges the replayed runs into the same stream
+//! (`crate::shard_recovery`); a snapshot keeps where the merge stood ([`MergeState`]).
 
 use parking_lot::Mutex;
+use serde::{Deserialize, Serialize};
 use std::sync::Arc;
 use ticker_engine::shard::{FanIn, Offered};
 use ticker_engine::{Correlation, Event};
@@ -39,22 +44,78 @@ pub(crate) fn forget(fan_in: &SharedFanIn, corr: Correlation) {
 pub(crate) struct ShardMerge {
     fan_in: SharedFanIn,
     seq: u64,
+    /// The merge ticket of the last batch merged.
+    ticket: u64,
     /// The last batch as the views see it (reused: no allocation once grown).
     merged: Vec<Event>,
 }
 
+/// Where a sharded market's merged stream stood at a snapshot: kept beside the feeds so a
+/// recovery goes on numbering and folding exactly as the market did.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct MergeState {
+    /// The merge ticket of the last batch the feeds had taken.
+    pub ticket: u64,
+    /// The merged `seq` of the last event.
+    pub seq: u64,
+    /// Each shard's snapshot: the journal index it was cut at.
+    pub cuts: Vec<u64>,
+    /// Commands of several shards not all of whose outcomes were merged yet.
+    pub fan_in: FanIn,
+}
+
+/// [`MergeState`] borrowed from a running merge, for encoding.
+#[derive(Serialize)]
+struct MergeStateRef<'a> {
+    ticket: u64,
+    seq: u64,
+    cuts: &'a [u64],
+    fan_in: &'a FanIn,
+}
+
+impl MergeState {
+    pub(crate) fn decode(bytes: &[u8]) -> Result<MergeState, String> {
+        postcard::from_bytes(bytes).map_err(|e| e.to_string())
+    }
+}
+
 impl ShardMerge {
-    pub(crate) fn new(fan_in: SharedFanIn) -> Self {
+    /// Goes on after event `seq` and ticket `ticket` (a recovered market).
+    pub(crate) fn resume(fan_in: SharedFanIn, seq: u64, ticket: u64) -> Self {
         ShardMerge {
             fan_in,
-            seq: 0,
+            seq,
+            ticket,
             merged: Vec::with_capacity(1024),
         }
     }
 
-    /// Gives every event of `batch` its merged `seq` (in place: replies carry it too) and
-    /// returns the batch as the views see it.
-    pub(crate) fn merge(&mut self, batch: &mut [Event]) -> &[Event] {
+    /// The merged `seq` of the last event.
+    pub(crate) fn seq(&self) -> u64 {
+        self.seq
+    }
+
+    /// The fan-in it folds with (shared with the submitters).
+    pub(crate) fn fan_in(&self) -> &SharedFanIn {
+        &self.fan_in
+    }
+
+    /// Where the merge stands, encoded, with the shards' snapshot `cuts`.
+    pub(crate) fn encode_state(&self, cuts: &[u64]) -> Vec<u8> {
+        let fan_in = self.fan_in.lock();
+        postcard::to_allocvec(&MergeStateRef {
+            ticket: self.ticket,
+            seq: self.seq,
+            cuts,
+            fan_in: &fan_in,
+        })
+        .expect("a merge state always encodes")
+    }
+
+    /// Gives every event of `batch` (the run with merge ticket `ticket`) its merged `seq`
+    /// (in place: replies carry it too) and returns the batch as the views see it.
+    pub(crate) fn merge(&mut self, ticket: u64, batch: &mut [Event]) -> &[Event] {
+        self.ticket = ticket;
         self.merged.clear();
         let mut fan_in = self.fan_in.lock();
         for e in batch.iter_mut() {
@@ -140,14 +201,14 @@ mod tests {
             !expect(&fan_in, 8, outcomes(&by_id, 2)),
             "an order id names its shard"
         );
-        let mut merge = ShardMerge::new(fan_in.clone());
+        let mut merge = ShardMerge::resume(fan_in.clone(), 0, 0);
         let mut first = vec![outcome(7, false), outcome(8, false)];
-        let seen: Vec<_> = merge.merge(&mut first).to_vec();
+        let seen: Vec<_> = merge.merge(1, &mut first).to_vec();
         // The held unknown_order is left out; the one-shard command passes.
         assert_eq!(seen.len(), 1);
         assert_eq!((seen[0].seq, seen[0].kind.outcome_corr()), (2, Some(8)));
         let mut second = vec![outcome(7, true)];
-        let seen: Vec<_> = merge.merge(&mut second).to_vec();
+        let seen: Vec<_> = merge.merge(2, &mut second).to_vec();
         assert_eq!(seen.len(), 1);
         assert_eq!(seen[0].seq, 3);
         assert!(
@@ -157,6 +218,23 @@ mod tests {
         // Every event was renumbered in place, held ones too.
         assert_eq!((first[0].seq, first[1].seq, second[0].seq), (1, 2, 3));
         assert_eq!(fan_in.lock().pending(), 0);
+    }
+
+    #[test]
+    fn a_merge_state_round_trips_with_commands_in_flight() {
+        let fan_in = SharedFanIn::default();
+        expect(&fan_in, 7, outcomes(&cancel_by_client_id(7), 2));
+        let mut merge = ShardMerge::resume(fan_in, 0, 0);
+        merge.merge(5, &mut [outcome(7, false)]);
+        let state = MergeState::decode(&merge.encode_state(&[10, 20])).unwrap();
+        assert_eq!((state.ticket, state.seq, state.cuts), (5, 1, vec![10, 20]));
+        // The restored fan-in folds the outcome still to come.
+        let mut resumed = ShardMerge::resume(Arc::new(Mutex::new(state.fan_in)), 1, 5);
+        let seen = resumed.merge(6, &mut [outcome(7, true)]).to_vec();
+        assert_eq!(seen.len(), 1);
+        assert_eq!(seen[0].seq, 2);
+        assert!(matches!(seen[0].kind, EventKind::Accepted { corr: 7, .. }));
+        assert_eq!(resumed.fan_in().lock().pending(), 0);
     }
 
     #[test]

@@ -2,6 +2,12 @@
 //! `CommandKind::Snapshot`, the feeds thread adds its own at the same point (the end of that
 //! batch) and hands both here; this thread encodes them, writes the file beside the journal
 //! (temp file, sync, rename, directory sync) and prunes what the snapshots now cover.
+//!
+//! A sharded market cuts every shard at the same snapshot command (sent to every shard) and
+//! the feeds once the last shard's cut has arrived; each shard's engine goes beside that
+//! shard's journal, shard 0's file last with the feeds and where the merged stream stood
+//! ([`MERGE_SECTION`]: the index each shard was cut at). Pruning waits until the whole
+//! round is written, so a crash part-way leaves the previous round whole.
 
 use parking_lot::{Condvar, Mutex};
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,19 +18,32 @@ use ticker_engine::journal::{
     snapshot_file, snapshot_name, DirStorage, Journal, JournalError, SnapshotFile, SnapshotSection,
     Storage,
 };
+use ticker_engine::pipeline::Cut;
 use ticker_engine::EngineSnapshot;
 use ticker_feeds::snapshot::FeedsSnapshot;
 
 /// Section names in a snapshot file.
 pub const ENGINE_SECTION: &str = "engine";
 pub const FEEDS_SECTION: &str = "feeds";
+/// In shard 0's snapshot of a sharded market: the merge state (`crate::shard_merge::MergeState`).
+pub const MERGE_SECTION: &str = "merge";
 
 /// The state after one journaled command.
 pub struct SnapshotJob {
-    /// Journal index of the snapshot command.
+    /// Journal index of the snapshot command (shard 0's, with several shards).
     pub index: u64,
     pub engine: Box<EngineSnapshot>,
     pub feeds: FeedsSnapshot,
+    /// With several shards: the other shards' cuts and the merge state.
+    pub shards: Option<OtherShards>,
+}
+
+/// The rest of a sharded market's snapshot round.
+pub struct OtherShards {
+    /// Shard 1, 2, …: the journal index each was cut at, and its engine.
+    pub cuts: Vec<(u64, Box<EngineSnapshot>)>,
+    /// `crate::shard_merge::MergeState`, encoded.
+    pub merge: Vec<u8>,
 }
 
 /// What the writer has done, for `/metrics` and logs.
@@ -64,6 +83,32 @@ impl SnapshotStats {
     }
 }
 
+/// Gathers the shards' cuts of each snapshot command (sent to every shard) until every
+/// shard's has arrived. Each shard cuts the rounds in the order they were sent, so a shard's
+/// k-th cut belongs to the k-th round.
+pub(crate) struct CutRounds {
+    waiting: Vec<std::collections::VecDeque<Cut>>,
+}
+
+impl CutRounds {
+    pub(crate) fn new(shards: usize) -> Self {
+        CutRounds {
+            waiting: (0..shards).map(|_| Default::default()).collect(),
+        }
+    }
+
+    /// Adds shard `shard`'s cut; returns the whole round, in shard order, once it is.
+    pub(crate) fn add(&mut self, shard: usize, cut: Cut) -> Option<Vec<Cut>> {
+        self.waiting[shard].push_back(cut);
+        self.waiting.iter().all(|w| !w.is_empty()).then(|| {
+            self.waiting
+                .iter_mut()
+                .map(|w| w.pop_front().expect("every shard has one"))
+                .collect()
+        })
+    }
+}
+
 pub struct SnapshotWriter {
     pending: Arc<Pending>,
     thread: Option<JoinHandle<()>>,
@@ -84,8 +129,9 @@ struct Slot {
 }
 
 impl SnapshotWriter {
-    /// Starts the writer on the data directory; it keeps the newest `keep` snapshots.
-    pub fn spawn(storage: DirStorage, keep: usize) -> std::io::Result<Self> {
+    /// Starts the writer on the data directory (one per shard, shard 0 first); it keeps the
+    /// newest `keep` snapshots.
+    pub fn spawn(storages: Vec<DirStorage>, keep: usize) -> std::io::Result<Self> {
         let pending = Arc::new(Pending::default());
         let stats = Arc::new(SnapshotStats::default());
         let thread = {
@@ -105,7 +151,7 @@ impl SnapshotWriter {
                             pending.ready.wait(&mut slot);
                         }
                     };
-                    write(&storage, keep, job, &stats);
+                    write(&storages, keep, job, &stats);
                 })?
         };
         Ok(SnapshotWriter {
@@ -152,9 +198,9 @@ impl Drop for SnapshotWriter {
     }
 }
 
-fn write(storage: &DirStorage, keep: usize, job: SnapshotJob, stats: &SnapshotStats) {
+fn write(storages: &[DirStorage], keep: usize, job: SnapshotJob, stats: &SnapshotStats) {
     let started = Instant::now();
-    let bytes = match write_snapshot(storage, job.index, &job.engine, &job.feeds) {
+    let bytes = match write_round(storages, &job) {
         Ok(bytes) => bytes,
         Err(e) => {
             stats.failures.fetch_add(1, Ordering::Relaxed);
@@ -162,13 +208,13 @@ fn write(storage: &DirStorage, keep: usize, job: SnapshotJob, stats: &SnapshotSt
             return;
         }
     };
-    let pruned = match Journal::prune(storage, keep) {
-        Ok(deleted) => deleted.len(),
-        Err(e) => {
-            tracing::warn!("pruning after snapshot {}: {e}", job.index);
-            0
+    let mut pruned = 0;
+    for storage in storages {
+        match Journal::prune(storage, keep) {
+            Ok(deleted) => pruned += deleted.len(),
+            Err(e) => tracing::warn!("pruning after snapshot {}: {e}", job.index),
         }
-    };
+    }
     let took = started.elapsed();
     stats.written.fetch_add(1, Ordering::Relaxed);
     stats.last_index.store(job.index, Ordering::Relaxed);
@@ -186,31 +232,102 @@ fn write(storage: &DirStorage, keep: usize, job: SnapshotJob, stats: &SnapshotSt
     );
 }
 
-/// Encodes both halves of a snapshot cut after command `index` and writes the file durably;
-/// returns the bytes of its sections.
+/// Writes every shard's file of a snapshot round, shard 0's last; returns the bytes written.
+fn write_round(storages: &[DirStorage], job: &SnapshotJob) -> Result<usize, JournalError> {
+    let Some(shards) = &job.shards else {
+        return write_snapshot(&storages[0], job.index, &job.engine, &job.feeds, None);
+    };
+    let mut bytes = 0;
+    for ((index, engine), storage) in shards.cuts.iter().zip(&storages[1..]) {
+        let file = SnapshotFile {
+            index: *index,
+            sections: vec![engine_section(storage, *index, engine)?],
+        };
+        snapshot_file::write(storage, &file)?;
+        bytes += file.sections[0].bytes.len();
+    }
+    Ok(bytes
+        + write_snapshot(
+            &storages[0],
+            job.index,
+            &job.engine,
+            &job.feeds,
+            Some(&shards.merge),
+        )?)
+}
+
+fn engine_section(
+    storage: &DirStorage,
+    index: u64,
+    engine: &EngineSnapshot,
+) -> Result<SnapshotSection, JournalError> {
+    let bytes = postcard::to_allocvec(engine).map_err(|e| JournalError::BadSnapshot {
+        file: storage.describe(&snapshot_name(index)),
+        reason: format!("encoding the engine failed: {e}"),
+    })?;
+    Ok(SnapshotSection {
+        name: ENGINE_SECTION.into(),
+        bytes,
+    })
+}
+
+/// Encodes both halves of a snapshot cut after command `index` (and, in shard 0 of a sharded
+/// market, the merge state) and writes the file durably; returns the bytes of its sections.
 pub fn write_snapshot(
     storage: &DirStorage,
     index: u64,
     engine: &EngineSnapshot,
     feeds: &FeedsSnapshot,
+    merge: Option<&[u8]>,
 ) -> Result<usize, JournalError> {
-    let engine = postcard::to_allocvec(engine).map_err(|e| JournalError::BadSnapshot {
-        file: storage.describe(&snapshot_name(index)),
-        reason: format!("encoding the engine failed: {e}"),
-    })?;
-    let file = SnapshotFile {
-        index,
-        sections: vec![
-            SnapshotSection {
-                name: ENGINE_SECTION.into(),
-                bytes: engine,
-            },
-            SnapshotSection {
-                name: FEEDS_SECTION.into(),
-                bytes: feeds.encode(),
-            },
-        ],
-    };
+    let mut sections = vec![
+        engine_section(storage, index, engine)?,
+        SnapshotSection {
+            name: FEEDS_SECTION.into(),
+            bytes: feeds.encode(),
+        },
+    ];
+    if let Some(merge) = merge {
+        sections.push(SnapshotSection {
+            name: MERGE_SECTION.into(),
+            bytes: merge.to_vec(),
+        });
+    }
+    let file = SnapshotFile { index, sections };
     snapshot_file::write(storage, &file)?;
     Ok(file.sections.iter().map(|s| s.bytes.len()).sum())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cut(index: u64) -> Cut {
+        Cut {
+            index,
+            engine: Box::new(ticker_engine::Engine::default().snapshot()),
+        }
+    }
+
+    #[test]
+    fn a_round_is_whole_once_every_shard_cut_and_rounds_keep_their_order() {
+        let mut rounds = CutRounds::new(3);
+        assert!(rounds.add(1, cut(10)).is_none());
+        assert!(rounds.add(1, cut(20)).is_none(), "shard 1 cut twice");
+        assert!(rounds.add(0, cut(11)).is_none());
+        let first = rounds.add(2, cut(12)).expect("every shard cut once");
+        assert_eq!(
+            first.iter().map(|c| c.index).collect::<Vec<_>>(),
+            [11, 10, 12]
+        );
+        assert!(rounds.add(2, cut(22)).is_none());
+        let second = rounds.add(0, cut(21)).expect("the second round");
+        assert_eq!(
+            second.iter().map(|c| c.index).collect::<Vec<_>>(),
+            [21, 20, 22]
+        );
+        // One shard: every cut is a round.
+        let mut one = CutRounds::new(1);
+        assert_eq!(one.add(0, cut(5)).map(|r| r.len()), Some(1));
+    }
 }

@@ -140,7 +140,7 @@ async fn a_clean_restart_continues_books_ids_and_every_sequence() {
     let metrics = ticker_servers::metrics::render(&m);
     let durable = format!(
         "tickerd_journal_durable_index {}",
-        m.journal().unwrap().durability.synced()
+        m.journal().unwrap().durability[0].synced()
     );
     assert!(metrics.contains(&durable), "{metrics}");
     assert!(metrics.contains("tickerd_journal_failed 0"), "{metrics}");
@@ -299,7 +299,7 @@ async fn snapshot_plus_tail_gives_the_events_of_a_full_replay() {
     .await
     .expect("three snapshots in time")
     .unwrap();
-    assert!(durability.written() > 4_500);
+    assert!(durability[0].written() > 4_500);
     m.shutdown();
 
     let journal = Journal::open(DirStorage::new(&dir.0).unwrap(), OpenOptions::default()).unwrap();
@@ -436,7 +436,7 @@ async fn the_simulated_past_runs_on_a_fresh_start_only() {
     // The live simulator's commands after the restart are stamped now, not in a new past.
     let durability = m.journal().unwrap().durability.clone();
     tokio::time::timeout(GUARD, async {
-        while durability.written() < first_run + 50 {
+        while durability[0].written() < first_run + 50 {
             tokio::task::yield_now().await;
         }
     })

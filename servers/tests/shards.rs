@@ -298,18 +298,6 @@ async fn a_cancel_by_client_id_shows_once_as_the_holding_shards_accept() {
     rig.stop().await;
 }
 
-#[test]
-fn several_shards_with_a_journal_are_refused_with_the_reason() {
-    let market = MarketConfig {
-        simulator: None,
-        shards: 2,
-        journal: Some(Default::default()),
-        ..MarketConfig::default()
-    };
-    let e = ticker_servers::market::Market::start(market).err().unwrap();
-    assert!(e.to_string().contains("without a journal"), "{e}");
-}
-
 #[tokio::test]
 async fn the_simulator_trades_every_shard() {
     let market = MarketConfig {

@@ -167,8 +167,9 @@ pub struct MarketSection {
     /// over WebSocket and gRPC [300].
     pub candles_history: usize,
     /// Engine threads; instrument `id` is matched by shard `id % shards`, a rule that holds
-    /// across restarts (docs/engine.md, "Shards") [1]. More than one runs without a journal
-    /// and with `bus.role = "all"` for now.
+    /// across restarts (docs/engine.md, "Shards") [1]. Each shard journals in its own
+    /// `journal.dir/shard-K`; a data directory is refused by another number of shards. More
+    /// than one runs with `bus.role = "all"` for now.
     pub shards: usize,
 }
 

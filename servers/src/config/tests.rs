@@ -169,8 +169,6 @@ fn rules_beyond_types_are_checked() {
         ("grpc.max_header_bytes", "100", "1 KiB minimum"),
         ("market.shards", "0", "not in 1..=64"),
         ("market.shards", "65", "not in 1..=64"),
-        // The journal is on by default.
-        ("market.shards", "2", "without a journal"),
     ];
     for (key, value, expect) in cases {
         let mut layers = Layers::new();
@@ -182,16 +180,17 @@ fn rules_beyond_types_are_checked() {
 }
 
 #[test]
-fn shards_run_without_the_journal() {
-    let mut layers = Layers::new();
-    layers.set("market.shards", "4", "--set").unwrap();
-    layers.set("journal.enabled", "false", "--set").unwrap();
-    let c = layers.finish().unwrap();
-    assert_eq!(c.market_config().shards, 4);
-    assert!(c.market_config().journal.is_none());
+fn shards_run_with_or_without_the_journal_but_not_on_the_bus() {
+    for journal in ["true", "false"] {
+        let mut layers = Layers::new();
+        layers.set("market.shards", "4", "--set").unwrap();
+        layers.set("journal.enabled", journal, "--set").unwrap();
+        let c = layers.finish().unwrap();
+        assert_eq!(c.market_config().shards, 4);
+        assert_eq!(c.market_config().journal.is_some(), journal == "true");
+    }
     let mut layers = Layers::new();
     layers.set("market.shards", "2", "--set").unwrap();
-    layers.set("journal.enabled", "false", "--set").unwrap();
     layers.set("bus.role", "\"matcher\"", "--set").unwrap();
     let e = layers.finish().unwrap_err().to_string();
     assert!(e.contains("without the bus"), "{e}");

@@ -38,11 +38,8 @@ impl TickerdConfig {
                 format!("{} is not in 1..={MAX_SHARDS}", self.market.shards),
             ));
         }
-        if let Some(why) = crate::market::shards_refused(
-            self.market.shards,
-            self.journal.enabled,
-            self.bus.role != "all",
-        ) {
+        if let Some(why) = crate::market::shards_refused(self.market.shards, self.bus.role != "all")
+        {
             return Err(("market.shards", why));
         }
         if self.market.depth_levels == 0 {

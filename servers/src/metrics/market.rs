@@ -10,6 +10,8 @@ use prometheus_client::metrics::MetricType;
 use std::fmt;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
+use ticker_engine::journal::sync::Durability;
 use ticker_engine::pipeline::RingFill;
 use ticker_engine::RejectReason;
 use ticker_feeds::{Channel, HubStats, Topic};
@@ -197,34 +199,63 @@ fn write_hub(f: &mut Families, market: &Market) -> fmt::Result {
     )
 }
 
-/// The journal's progress and the snapshots written (docs/journal.md).
+/// The journal's progress and the snapshots written (docs/journal.md). With several shards,
+/// each shard's indexes carry a `shard` label (each journal counts its own commands) and the
+/// byte, sync and failure figures are over all of them.
 fn write_journal(f: &mut Families, j: &JournalState) -> fmt::Result {
     let d = &j.durability;
-    let (syncs, sync_time, sync_max) = d.sync_stats();
-    let gauges: [(&str, &str, u64); 5] = [
+    let (mut syncs, mut sync_time, mut sync_max) = (0, Duration::ZERO, Duration::ZERO);
+    for shard in d {
+        let (n, time, max) = shard.sync_stats();
+        syncs += n;
+        sync_time += time;
+        sync_max = sync_max.max(max);
+    }
+    let sum = |figure: fn(&Durability) -> u64| d.iter().map(|s| figure(s)).sum::<u64>();
+    type Figure = fn(&Durability) -> u64;
+    let indexes: [(&str, &str, Figure); 2] = [
         (
             "tickerd_journal_written_index",
             "Journal index of the last command written.",
-            d.written(),
+            Durability::written,
         ),
         (
             "tickerd_journal_durable_index",
             "Journal index of the last command known durable (synced; with fsync = off, what the last start found on disk).",
-            d.synced(),
+            Durability::synced,
         ),
+    ];
+    for (name, help, figure) in indexes {
+        match d.as_slice() {
+            [one] => f.gauge(name, help, figure(one))?,
+            shards => {
+                let labels: Vec<String> = (0..shards.len()).map(|k| k.to_string()).collect();
+                f.gauges(
+                    name,
+                    help,
+                    "shard",
+                    labels
+                        .iter()
+                        .map(String::as_str)
+                        .zip(shards.iter().map(|s| figure(s))),
+                )?
+            }
+        }
+    }
+    let gauges: [(&str, &str, u64); 3] = [
         (
             "tickerd_journal_unsynced_bytes",
             "Bytes written to the journal but not yet synced.",
-            d.unsynced_bytes(),
+            sum(Durability::unsynced_bytes),
         ),
         (
             "tickerd_snapshot_last_index",
-            "Journal index of the last snapshot written.",
+            "Journal index of the last snapshot written (shard 0's, with several shards).",
             get(&j.snapshots.last_index),
         ),
         (
             "tickerd_snapshot_last_bytes",
-            "Size of the last snapshot written.",
+            "Size of the last snapshot written (every shard's file of it).",
             get(&j.snapshots.last_bytes),
         ),
     ];
@@ -235,7 +266,7 @@ fn write_journal(f: &mut Families, j: &JournalState) -> fmt::Result {
         (
             "tickerd_journal_written_bytes_total",
             "Bytes appended to the journal since start.",
-            d.written_bytes(),
+            sum(Durability::written_bytes),
         ),
         (
             "tickerd_journal_fsyncs_total",
@@ -274,7 +305,7 @@ fn write_journal(f: &mut Families, j: &JournalState) -> fmt::Result {
     f.gauge(
         "tickerd_journal_failed",
         "1 once the journal failed (the market then takes no more commands).",
-        d.failure().is_some() as u64,
+        d.iter().any(|s| s.failure().is_some()) as u64,
     )
 }
 

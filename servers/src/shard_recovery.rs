@@ -1,0 +1,413 @@
+//! Starting a sharded market (`market.shards` > 1) from its data directory: every shard's
+//! journal in `shard-K/`, the newest snapshot round every shard has, then every shard's
+//! journaled runs after its cut, interleaved by their merge tickets — the order the market's
+//! feeds took them in — and merged into one stream exactly as the running market merged them
+//! ([`crate::shard_merge`]). The market then goes on with the same books, the same merged
+//! `seq`s, topic sequences and resume history.
+//!
+//! ```text
+//!  shard-0/ snapshot n0 (engine, feeds, merge: cuts n0, n1, …) ──► engine 0, feeds, merge
+//!  shard-1/ snapshot n1 (engine) ──────────────────────────────► engine 1
+//!  shard-0/ journal n0+1.. ─┐
+//!  shard-1/ journal n1+1.. ─┴─ by ticket ─► engine K ─► merge ─► feeds (runs after the
+//!                                                                 feeds' cut only)
+//! ```
+//!
+//! The feeds were cut when the round's last shard cut arrived, so runs with tickets up to
+//! then are in the feeds already: they go through their engine only. A round any of whose
+//! files does not read back is skipped for an older one.
+
+use crate::recovery::RecoveryReport;
+use crate::shard_merge::{MergeState, ShardMerge};
+use crate::snapshot_writer::{ENGINE_SECTION, FEEDS_SECTION, MERGE_SECTION};
+use parking_lot::Mutex;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Instant;
+use ticker_engine::journal::{
+    snapshot_name, DirLock, DirStorage, Journal, JournalConfig, JournalError, JournalWriter,
+    Storage,
+};
+use ticker_engine::shard::{route, FanIn, Shard};
+use ticker_engine::{Engine, EngineConfig, EngineSnapshot, Event};
+use ticker_feeds::snapshot::FeedsSnapshot;
+use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
+
+/// Merged events handed to the feeds thread at once during replay.
+const REPLAY_BATCH_EVENTS: usize = 4096;
+const REPLAY_BATCHES_IN_FLIGHT: usize = 8;
+
+/// Shard `k`'s directory inside the data directory.
+pub fn shard_dir(dir: &Path, k: usize) -> PathBuf {
+    dir.join(format!("shard-{k}"))
+}
+
+/// The shard directories a data directory holds, and whether it holds a one-engine journal
+/// (files of its own).
+fn layout(dir: &Path) -> std::io::Result<(usize, bool)> {
+    let mut shards = 0;
+    let mut own = false;
+    let entries = match std::fs::read_dir(dir) {
+        Ok(entries) => entries,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((0, false)),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let name = entry?.file_name();
+        let name = name.to_string_lossy();
+        if name
+            .strip_prefix("shard-")
+            .is_some_and(|k| k.parse::<usize>().is_ok())
+        {
+            shards += 1;
+        } else if name.ends_with(".journal") || name.ends_with(".snapshot") {
+            own = true;
+        }
+    }
+    Ok((shards, own))
+}
+
+/// Refuses a data directory written by a market of another number of shards: instruments
+/// would land on other shards than their journals.
+pub fn check_layout(dir: &Path, shards: usize) -> Result<(), JournalError> {
+    let (found, own) = layout(dir).map_err(JournalError::io(format!(
+        "listing the data directory {}",
+        dir.display()
+    )))?;
+    let wrong = match (shards, found, own) {
+        (1, 0, _) => None,
+        (1, n, _) => Some(format!("a market of {n} shards")),
+        (_, _, true) => Some("a market of one shard".to_string()),
+        (n, found, false) if found == 0 || found == n => None,
+        (_, found, false) => Some(format!("a market of {found} shards")),
+    };
+    match wrong {
+        None => Ok(()),
+        Some(writer) => Err(JournalError::Io {
+            context: format!("opening the data directory {}", dir.display()),
+            source: std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "it was written by {writer}, and this market has market.shards = {shards}: \
+                     start with the number of shards it was written with (the shard of an \
+                     instrument depends on it), or use another data directory"
+                ),
+            ),
+        }),
+    }
+}
+
+/// The recovered sharded market, ready to run.
+pub struct RecoveredShards {
+    /// In shard order.
+    pub engines: Vec<Engine>,
+    pub feeds: MarketData,
+    pub writers: Vec<JournalWriter<DirStorage>>,
+    /// Held while the market runs.
+    pub locks: Vec<DirLock>,
+    pub report: RecoveryReport,
+    /// The merged `seq` of the last event.
+    pub seq: u64,
+    /// The merge ticket the next published run takes.
+    pub next_ticket: u64,
+    /// Above every correlation id the journals hold, so a command of this run never shares
+    /// one with a command of an earlier run still folding in a later replay.
+    pub next_corr: u64,
+}
+
+/// Opens (creating) and locks `config.dir/shard-K` for every shard and rebuilds the engines,
+/// the feeds and the merge from them. The feeds publish into `hub` as they replay;
+/// `replayed` gets every merged event the journals' tails produce, in order.
+pub fn recover_shards(
+    config: &JournalConfig,
+    shards: usize,
+    engine_config: &EngineConfig,
+    feeds_config: &FeedsConfig,
+    hub: Arc<Hub>,
+    instruments: Arc<Instruments>,
+    replayed: &mut dyn FnMut(&[Event]),
+) -> Result<RecoveredShards, JournalError> {
+    check_layout(&config.dir, shards)?;
+    let mut journals = Vec::with_capacity(shards);
+    let mut locks = Vec::with_capacity(shards);
+    for k in 0..shards {
+        let dir = shard_dir(&config.dir, k);
+        let storage = DirStorage::new(&dir).map_err(JournalError::io(format!(
+            "creating the shard directory {}",
+            dir.display()
+        )))?;
+        locks.push(storage.lock()?);
+        journals.push(Journal::open(storage, config.open)?);
+    }
+    let engine_config_of = |k: usize| EngineConfig {
+        shard: Shard::new(k, shards).expect("shard counts are checked at start"),
+        ..engine_config.clone()
+    };
+    let started = Instant::now();
+    let mut skipped = Vec::new();
+    let mut restored = None;
+    for &index in journals[0].snapshots().iter().rev() {
+        match restore_round(&journals, index, &engine_config_of) {
+            Ok(round) => {
+                restored = Some((index, round));
+                break;
+            }
+            Err(e) => skipped.push(e.to_string()),
+        }
+    }
+    let (engines, mut feeds, state) = match restored {
+        Some((index, (engines, feeds_snapshot, state))) => {
+            let feeds = MarketData::restore(feeds_config.clone(), hub, instruments, feeds_snapshot)
+                .map_err(|e| JournalError::BadSnapshot {
+                    file: journals[0].storage().describe(&snapshot_name(index)),
+                    reason: format!("the feeds refuse it: {e}"),
+                })?;
+            (engines, feeds, state)
+        }
+        None => (
+            (0..shards)
+                .map(|k| Engine::new(engine_config_of(k)))
+                .collect(),
+            MarketData::new(feeds_config.clone(), hub, instruments),
+            MergeState {
+                ticket: 0,
+                seq: 0,
+                cuts: vec![0; shards],
+                fan_in: FanIn::default(),
+            },
+        ),
+    };
+    for (journal, &cut) in journals.iter().zip(&state.cuts) {
+        if journal.first_index() > cut + 1 {
+            return Err(JournalError::NoSnapshotCovers {
+                first: journal.first_index(),
+            });
+        }
+    }
+    let restore_time = started.elapsed();
+    let started = Instant::now();
+    let cuts = state.cuts.clone();
+    let feeds_ticket = state.ticket;
+    let merge = ShardMerge::resume(Arc::new(Mutex::new(state.fan_in)), state.seq, state.ticket);
+    let replay = replay(
+        &journals,
+        &cuts,
+        engines,
+        merge,
+        feeds_ticket,
+        &mut feeds,
+        replayed,
+    )?;
+    let replay_time = started.elapsed();
+    let mut writers = Vec::with_capacity(shards);
+    let mut last_index = 0;
+    let mut torn = None;
+    for (journal, &cut) in journals.into_iter().zip(&cuts) {
+        let last = journal.last_index().max(cut);
+        last_index += last;
+        torn = torn.or_else(|| journal.torn_tail().cloned());
+        writers.push(journal.into_writer(last + 1, config.segment_bytes)?);
+    }
+    let snapshot_total: u64 = cuts.iter().sum();
+    Ok(RecoveredShards {
+        engines: replay.engines,
+        feeds,
+        writers,
+        locks,
+        report: RecoveryReport {
+            snapshot: (snapshot_total > 0).then_some(snapshot_total),
+            skipped,
+            replayed: replay.commands,
+            last_index,
+            torn,
+            restore_time,
+            replay_time,
+        },
+        seq: replay.seq,
+        next_ticket: replay.max_ticket.max(feeds_ticket) + 1,
+        next_corr: replay.max_corr + 1,
+    })
+}
+
+/// Reads the snapshot round whose shard-0 file is at `index`: every shard's engine, the
+/// feeds and the merge state.
+fn restore_round(
+    journals: &[Journal<DirStorage>],
+    index: u64,
+    engine_config_of: &dyn Fn(usize) -> EngineConfig,
+) -> Result<(Vec<Engine>, FeedsSnapshot, MergeState), JournalError> {
+    let file = journals[0].read_snapshot(index)?;
+    let name = journals[0].storage().describe(&snapshot_name(index));
+    let bad = |file: &str, reason: String| JournalError::BadSnapshot {
+        file: file.to_string(),
+        reason,
+    };
+    let section = |s: &'static str| {
+        file.section(s)
+            .ok_or_else(|| bad(&name, format!("it has no {s} section")))
+    };
+    let state = MergeState::decode(section(MERGE_SECTION)?)
+        .map_err(|e| bad(&name, format!("the merge section does not decode: {e}")))?;
+    if state.cuts.len() != journals.len() || state.cuts[0] != index {
+        return Err(bad(
+            &name,
+            format!(
+                "its merge section names cuts {:?}, not {} shards' starting at {index}",
+                state.cuts,
+                journals.len()
+            ),
+        ));
+    }
+    let feeds = FeedsSnapshot::decode(section(FEEDS_SECTION)?)
+        .map_err(|e| bad(&name, format!("the feeds section does not decode: {e}")))?;
+    let mut engines = Vec::with_capacity(journals.len());
+    for (k, (journal, &cut)) in journals.iter().zip(&state.cuts).enumerate() {
+        let (file, name) = if k == 0 {
+            (None, name.clone())
+        } else {
+            (
+                Some(journal.read_snapshot(cut)?),
+                journal.storage().describe(&snapshot_name(cut)),
+            )
+        };
+        let bytes = match &file {
+            None => section(ENGINE_SECTION)?,
+            Some(f) => f
+                .section(ENGINE_SECTION)
+                .ok_or_else(|| bad(&name, format!("it has no {ENGINE_SECTION} section")))?,
+        };
+        let snapshot: EngineSnapshot = postcard::from_bytes(bytes)
+            .map_err(|e| bad(&name, format!("the engine section does not decode: {e}")))?;
+        let engine = Engine::restore(engine_config_of(k), &snapshot)
+            .map_err(|e| bad(&name, format!("the engine refuses it: {e}")))?;
+        engines.push(engine);
+    }
+    Ok((engines, feeds, state))
+}
+
+struct Replayed {
+    engines: Vec<Engine>,
+    commands: u64,
+    seq: u64,
+    max_ticket: u64,
+    max_corr: u64,
+}
+
+/// Replays every shard's runs after its cut, by ticket, through its engine and the merge (on
+/// a thread of its own), handing the merged events of runs after `feeds_ticket` to the feeds
+/// (on this one).
+fn replay(
+    journals: &[Journal<DirStorage>],
+    cuts: &[u64],
+    mut engines: Vec<Engine>,
+    mut merge: ShardMerge,
+    feeds_ticket: u64,
+    feeds: &mut MarketData,
+    on_events: &mut dyn FnMut(&[Event]),
+) -> Result<Replayed, JournalError> {
+    let shards = journals.len();
+    let (full_tx, full_rx) = sync_channel::<Vec<Event>>(REPLAY_BATCHES_IN_FLIGHT);
+    std::thread::scope(|s| {
+        let matching = s.spawn(move || -> Result<Replayed, JournalError> {
+            let mut runs: Vec<_> = journals
+                .iter()
+                .zip(cuts)
+                .map(|(j, &cut)| j.records_from(cut + 1).peekable())
+                .collect();
+            let mut out = Replayed {
+                engines: Vec::new(),
+                commands: 0,
+                seq: 0,
+                max_ticket: 0,
+                max_corr: merge.fan_in().lock().max_pending().unwrap_or(0),
+            };
+            let mut events = Vec::with_capacity(REPLAY_BATCH_EVENTS);
+            let mut merged = Vec::with_capacity(2 * REPLAY_BATCH_EVENTS);
+            loop {
+                // The next run: the lowest ticket at the head of a shard. A run without one
+                // published nothing, so its place among the other shards' runs is free.
+                let mut next: Option<(u64, usize)> = None;
+                for (k, shard_runs) in runs.iter_mut().enumerate() {
+                    if let Some(Err(_)) = shard_runs.peek() {
+                        return Err(shard_runs.next().expect("peeked").expect_err("peeked"));
+                    }
+                    let ticket = match shard_runs.peek() {
+                        Some(Ok(run)) => run.ticket.unwrap_or(0),
+                        _ => continue,
+                    };
+                    if next.is_none_or(|(t, _)| ticket < t) {
+                        next = Some((ticket, k));
+                    }
+                }
+                let Some((ticket, k)) = next else { break };
+                let run = runs[k].next().expect("peeked").expect("peeked");
+                out.max_ticket = out.max_ticket.max(ticket);
+                let to_feeds = ticket > feeds_ticket;
+                for (_, command) in &run.commands {
+                    out.max_corr = out.max_corr.max(command.corr);
+                    // As the submitter told the fan-in before its first copy went in.
+                    let outcomes = route(shards, &command.kind).outcomes(&command.kind, shards);
+                    if to_feeds && outcomes > 1 {
+                        let mut fan_in = merge.fan_in().lock();
+                        if !fan_in.is_pending(command.corr) {
+                            fan_in.expect(command.corr, outcomes);
+                        }
+                    }
+                    engines[k].apply(command, &mut events);
+                    out.commands += 1;
+                }
+                if to_feeds {
+                    merged.extend_from_slice(merge.merge(ticket, &mut events));
+                }
+                events.clear();
+                if merged.len() >= REPLAY_BATCH_EVENTS {
+                    let full =
+                        std::mem::replace(&mut merged, Vec::with_capacity(2 * REPLAY_BATCH_EVENTS));
+                    if full_tx.send(full).is_err() {
+                        break;
+                    }
+                }
+            }
+            let _ = full_tx.send(merged);
+            out.engines = engines;
+            out.seq = merge.seq();
+            Ok(out)
+        });
+        for events in full_rx {
+            feeds.apply(&events);
+            on_events(&events);
+        }
+        matching
+            .join()
+            .unwrap_or_else(|panic| std::panic::resume_unwind(panic))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_data_directory_of_another_shard_count_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        check_layout(dir.path(), 1).unwrap();
+        check_layout(dir.path(), 4).unwrap();
+        std::fs::create_dir(shard_dir(dir.path(), 0)).unwrap();
+        std::fs::create_dir(shard_dir(dir.path(), 1)).unwrap();
+        check_layout(dir.path(), 2).unwrap();
+        let refused = check_layout(dir.path(), 4).unwrap_err().to_string();
+        assert!(refused.contains("a market of 2 shards"), "{refused}");
+        let refused = check_layout(dir.path(), 1).unwrap_err().to_string();
+        assert!(refused.contains("market.shards = 1"), "{refused}");
+        let one = tempfile::tempdir().unwrap();
+        std::fs::write(
+            one.path().join(ticker_engine::journal::segment_name(1)),
+            b"",
+        )
+        .unwrap();
+        check_layout(one.path(), 1).unwrap();
+        let refused = check_layout(one.path(), 2).unwrap_err().to_string();
+        assert!(refused.contains("a market of one shard"), "{refused}");
+    }
+}

@@ -1,0 +1,332 @@
+//! A sharded market (`market.shards` > 1) that journals, restarted: each shard's journal in
+//! its own directory, the merged stream's order in the journals' merge tickets. After a clean
+//! stop the books, order ids, merged `seq`s and topic sequences continue; and whichever
+//! snapshot round a recovery starts from, or none, it rebuilds exactly the state the running
+//! market's feeds had — the merged stream, with commands of every shard folded, replays as it
+//! was published. The kill test (kill.rs) does the same with real processes.
+
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+use ticker_engine::journal::{snapshot_name, FsyncMode, JournalConfig};
+use ticker_engine::shard::Shard;
+use ticker_engine::*;
+use ticker_feeds::sim::SimConfig;
+use ticker_feeds::{Channel, Delivery, Hub, Instruments, Topic};
+use ticker_servers::market::{Market, MarketConfig};
+use ticker_servers::recovery::recover_market;
+use ticker_servers::shard_recovery::shard_dir;
+
+const GUARD: Duration = Duration::from_secs(30);
+
+fn config(dir: &Path, shards: usize) -> MarketConfig {
+    MarketConfig {
+        simulator: None,
+        shards,
+        journal: Some(JournalConfig {
+            dir: dir.to_path_buf(),
+            fsync: FsyncMode::Batch,
+            ..JournalConfig::default()
+        }),
+        ..MarketConfig::default()
+    }
+}
+
+fn limit(
+    account: AccountId,
+    client_id: ClientOrderId,
+    instrument: InstrumentId,
+    side: Side,
+    price: Ticks,
+    size: Lots,
+) -> Place {
+    Place {
+        client_id,
+        instrument,
+        ..Place::limit(account, 0, side, price, size)
+    }
+}
+
+async fn place(market: &Market, p: Place) -> Vec<Event> {
+    let events = market.execute(CommandKind::Place(p)).await.unwrap();
+    assert!(
+        matches!(events[0].kind, EventKind::PlaceAccepted { .. }),
+        "{events:?}"
+    );
+    events
+}
+
+fn order_id(events: &[Event]) -> OrderId {
+    match &events[0].kind {
+        EventKind::PlaceAccepted { order, .. } => order.order_id,
+        other => panic!("not accepted: {other:?}"),
+    }
+}
+
+async fn next_message(sub: &mut ticker_feeds::Subscription) -> Arc<ticker_feeds::Message> {
+    let d = tokio::time::timeout(GUARD, sub.recv())
+        .await
+        .expect("a message in time")
+        .expect("the subscription lives");
+    match d {
+        Delivery::Message(m) => m,
+        other => panic!("expected a plain message after a resume, got {other:?}"),
+    }
+}
+
+/// Where shard 0's journal and snapshots are.
+fn first_dir(dir: &Path, shards: usize) -> std::path::PathBuf {
+    match shards {
+        1 => dir.to_path_buf(),
+        _ => shard_dir(dir, 0),
+    }
+}
+
+/// A copy of a data directory and its shard directories, as it is now.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        if entry.file_type().unwrap().is_dir() {
+            copy_dir(&entry.path(), &to.join(entry.file_name()));
+        } else {
+            std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_sharded_market_restarts_with_its_books_ids_and_merged_sequence() {
+    let dir = tempfile::tempdir().unwrap();
+    let m = Market::start(config(dir.path(), 2)).unwrap();
+    let (btc, eth) = (0, 1);
+    assert_ne!(Shard::of_instrument(2, btc), Shard::of_instrument(2, eth));
+    let btc_ask = order_id(&place(&m, limit(1, 11, btc, Side::Sell, 6_500_000, 100)).await);
+    let eth_ask = order_id(&place(&m, limit(1, 12, eth, Side::Sell, 350_000, 100)).await);
+    place(&m, limit(2, 21, btc, Side::Buy, 6_490_000, 50)).await;
+    // One command per shard, one reply: a cancel by client id only shard 1 can carry out.
+    let cancel = m
+        .execute(CommandKind::Cancel(Cancel {
+            account: 2,
+            order: OrderRef::Client(21),
+        }))
+        .await
+        .unwrap();
+    assert!(
+        matches!(cancel[0].kind, EventKind::Accepted { .. }),
+        "{cancel:?}"
+    );
+    let taker = place(&m, limit(3, 31, btc, Side::Buy, 6_500_000, 40)).await;
+    let last_event = taker.last().unwrap().seq;
+    let trades = m.hub().topic(Topic::Market {
+        channel: Channel::Trades,
+        instrument: btc,
+    });
+    let last_trade = trades.latest().expect("a trade was published").seq;
+    let last_update = m
+        .hub()
+        .topic(Topic::Orders(1))
+        .latest()
+        .expect("account 1 had updates")
+        .seq;
+    m.shutdown();
+    drop(m);
+    for k in 0..2 {
+        assert!(
+            shard_dir(dir.path(), k).is_dir(),
+            "shard {k} journals in its directory"
+        );
+    }
+    // Another number of shards would put instruments on other shards than their journals.
+    let refused = Market::start(config(dir.path(), 3)).err().expect("refused");
+    assert!(
+        refused.to_string().contains("a market of 2 shards"),
+        "{refused}"
+    );
+
+    let m = Market::start(config(dir.path(), 2)).unwrap();
+    let recovery = &m.journal().unwrap().recovery;
+    assert!(
+        recovery.snapshot.is_some(),
+        "a clean stop leaves a snapshot round"
+    );
+    assert_eq!(recovery.replayed, 0, "and nothing to replay after it");
+    assert_eq!(m.instruments().all().len(), 4, "no instrument added twice");
+    let metrics = ticker_servers::metrics::render(&m);
+    assert!(
+        metrics.contains("tickerd_journal_durable_index{shard=\"1\"}"),
+        "{metrics}"
+    );
+    let mut trades = m.hub().subscribe(
+        Topic::Market {
+            channel: Channel::Trades,
+            instrument: btc,
+        },
+        Some(last_trade),
+    );
+    let mut updates = m.accounts().subscribe(1, Some(last_update));
+    // Both resting asks are still there with their ids, on their shards.
+    let more = place(&m, limit(4, 41, btc, Side::Buy, 6_500_000, 10)).await;
+    assert!(more[0].seq > last_event, "the merged sequence continues");
+    let maker = |events: &[Event]| {
+        events
+            .iter()
+            .find_map(|e| match e.kind {
+                EventKind::Trade {
+                    maker_order,
+                    maker_remaining,
+                    ..
+                } => Some((maker_order, maker_remaining)),
+                _ => None,
+            })
+            .expect("a resting ask survived the restart and traded")
+    };
+    assert_eq!(maker(&more), (btc_ask, 50));
+    let on_eth = place(&m, limit(4, 42, eth, Side::Buy, 350_000, 10)).await;
+    assert_eq!(maker(&on_eth), (eth_ask, 90));
+    assert!(on_eth[0].seq > more.last().unwrap().seq);
+    let m1 = next_message(&mut trades).await;
+    assert_eq!(m1.prev_seq, last_trade, "trades resume with no gap");
+    let u1 = next_message(&mut updates).await;
+    assert_eq!(u1.prev_seq, last_update, "order updates resume with no gap");
+    m.shutdown();
+}
+
+/// With the simulator trading on one and on three shards, commands for every shard in
+/// between and a snapshot round every 1,500 commands: recovering from the last round (the
+/// clean stop's, which holds the feeds the running market had), from any earlier one, or from
+/// no snapshot at all gives the same engines, the same merged `seq` and the same feeds, byte
+/// for byte — the merged stream replays as it was published.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_snapshot_round_and_a_full_replay_give_what_the_market_published() {
+    rounds_and_full_replay(1).await;
+    rounds_and_full_replay(3).await;
+}
+
+async fn rounds_and_full_replay(shards: usize) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), shards);
+    cfg.simulator = Some(SimConfig {
+        rate: 20_000,
+        history_secs: 0,
+        ..SimConfig::default()
+    });
+    cfg.heartbeat = Duration::from_millis(10);
+    let j = cfg.journal.as_mut().unwrap();
+    j.snapshot_every = 1_500;
+    j.keep_snapshots = 1_000;
+    let m = Market::start(cfg.clone()).unwrap();
+    let snapshots = m.journal().unwrap().snapshots.clone();
+    let mut written = snapshots.watch();
+    let mut round = 0u64;
+    tokio::time::timeout(GUARD, async {
+        while snapshots.written.load(Ordering::Relaxed) < 3 {
+            // Commands every shard carries out, folded into one outcome each.
+            round += 1;
+            let all: [CommandKind; 3] = [
+                CommandKind::MassCancel(MassCancel {
+                    account: 1 + round % 3,
+                    instrument: None,
+                    side: None,
+                }),
+                CommandKind::Cancel(Cancel {
+                    account: 2,
+                    order: OrderRef::Client(1_000_000 + round),
+                }),
+                CommandKind::DisableAccount { account: 7 },
+            ];
+            for kind in all {
+                m.execute(kind).await.unwrap();
+            }
+            m.execute(CommandKind::EnableAccount { account: 7 })
+                .await
+                .unwrap();
+            let _ = tokio::time::timeout(Duration::from_millis(20), written.changed()).await;
+        }
+    })
+    .await
+    .expect("three snapshot rounds in time");
+    m.shutdown();
+    drop(m);
+
+    let rounds: Vec<u64> = {
+        let mut r: Vec<u64> = std::fs::read_dir(first_dir(dir.path(), shards))
+            .unwrap()
+            .filter_map(|e| {
+                let name = e.unwrap().file_name().to_string_lossy().to_string();
+                name.strip_suffix(".snapshot").map(|n| n.parse().unwrap())
+            })
+            .collect();
+        r.sort_unstable();
+        r
+    };
+    assert!(
+        rounds.len() >= 4,
+        "three rounds and the clean stop's: {rounds:?}"
+    );
+    // Recover from the newest round, each older one (newer shard-0 files removed), and none.
+    let mut results = Vec::new();
+    for keep in (0..=rounds.len()).rev() {
+        let image = tempfile::tempdir().unwrap();
+        copy_dir(dir.path(), image.path());
+        for &index in &rounds[keep..] {
+            std::fs::remove_file(first_dir(image.path(), shards).join(snapshot_name(index)))
+                .unwrap();
+        }
+        let mut journal = cfg.journal.clone().unwrap();
+        journal.dir = image.path().to_path_buf();
+        let hub = Arc::new(Hub::new(cfg.feeds.hub.clone()));
+        let r = recover_market(
+            &journal,
+            shards,
+            &cfg.pipeline.engine,
+            &cfg.feeds,
+            hub,
+            Arc::new(Instruments::default()),
+            &mut |_| {},
+        )
+        .unwrap();
+        let started_from = keep.checked_sub(1).map(|k| rounds[k]);
+        assert_eq!(
+            r.restored.report.snapshot.is_some(),
+            started_from.is_some(),
+            "{}",
+            r.restored.report
+        );
+        if started_from.is_none() {
+            assert!(r.restored.report.replayed > 4_500, "{}", r.restored.report);
+        }
+        let seq = r.restored.merged_seq.max(r.feeds.last_seq());
+        let engines: Vec<EngineSnapshot> = r.engines.iter().map(Engine::snapshot).collect();
+        results.push((started_from, seq, engines, r.feeds.snapshot().encode()));
+    }
+    let (_, seq, engines, feeds) = &results[0];
+    assert!(*seq > 4_500);
+    for (from, other_seq, other_engines, other_feeds) in &results[1..] {
+        assert_eq!(other_seq, seq, "merged seq, starting from {from:?}");
+        for (k, (a, b)) in engines.iter().zip(other_engines).enumerate() {
+            if a != b {
+                let (a, b) = (format!("{a:?}"), format!("{b:?}"));
+                let at = a
+                    .bytes()
+                    .zip(b.bytes())
+                    .position(|(x, y)| x != y)
+                    .unwrap_or(0);
+                panic!(
+                    "engine {k}, starting from {from:?}: {} | {}",
+                    &a[at.saturating_sub(300)..(at + 200).min(a.len())],
+                    &b[at.saturating_sub(300)..(at + 200).min(b.len())]
+                );
+            }
+        }
+        let at = feeds.iter().zip(other_feeds).position(|(a, b)| a != b);
+        assert!(
+            other_feeds == feeds,
+            "feeds, starting from {from:?}: {} vs {} bytes, first difference at {at:?} of {:?}",
+            feeds.len(),
+            other_feeds.len(),
+            results.iter().map(|r| r.3.len()).collect::<Vec<_>>()
+        );
+    }
+}
