@@ -27,7 +27,7 @@ use std::sync::Arc;
 use std::time::Instant;
 use ticker_engine::journal::{
     snapshot_name, DirLock, DirStorage, Journal, JournalConfig, JournalError, JournalWriter,
-    Storage,
+    RecordsFrom, Run, Storage,
 };
 use ticker_engine::shard::{route, FanIn, Shard};
 use ticker_engine::{Engine, EngineConfig, EngineSnapshot, Event};
@@ -193,8 +193,7 @@ pub fn recover_shards(
     let replay = replay(
         &journals,
         &cuts,
-        engines,
-        merge,
+        MergedReplay::resume(engines, merge),
         feeds_ticket,
         &mut feeds,
         replayed,
@@ -210,23 +209,29 @@ pub fn recover_shards(
         writers.push(journal.into_writer(last + 1, config.segment_bytes)?);
     }
     let snapshot_total: u64 = cuts.iter().sum();
+    let (seq, commands, max_ticket, max_corr) = (
+        replay.seq(),
+        replay.commands,
+        replay.max_ticket,
+        replay.max_corr,
+    );
     Ok(RecoveredShards {
-        engines: replay.engines,
+        engines: replay.into_engines(),
         feeds,
         writers,
         locks,
         report: RecoveryReport {
             snapshot: (snapshot_total > 0).then_some(snapshot_total),
             skipped,
-            replayed: replay.commands,
+            replayed: commands,
             last_index,
             torn,
             restore_time,
             replay_time,
         },
-        seq: replay.seq,
-        next_ticket: replay.max_ticket.max(feeds_ticket) + 1,
-        next_corr: replay.max_corr + 1,
+        seq,
+        next_ticket: max_ticket.max(feeds_ticket) + 1,
+        next_corr: max_corr + 1,
     })
 }
 
@@ -286,12 +291,118 @@ fn restore_round(
     Ok((engines, feeds, state))
 }
 
-struct Replayed {
+/// Every shard's journaled runs after its cut, in the order the market's feeds took them: by
+/// merge ticket, a run without one (it published nothing, so its place among the other
+/// shards' runs changes no event) as soon as it is at the head of its shard's journal.
+pub struct RunsInTicketOrder<'a> {
+    runs: Vec<std::iter::Peekable<RecordsFrom<'a, DirStorage>>>,
+}
+
+/// The runs of `journals[k]` after command `cuts[k]`, for every shard `k`, in ticket order.
+pub fn runs_in_ticket_order<'a>(
+    journals: &'a [Journal<DirStorage>],
+    cuts: &[u64],
+) -> RunsInTicketOrder<'a> {
+    RunsInTicketOrder {
+        runs: journals
+            .iter()
+            .zip(cuts)
+            .map(|(j, &cut)| j.records_from(cut + 1).peekable())
+            .collect(),
+    }
+}
+
+impl Iterator for RunsInTicketOrder<'_> {
+    /// The shard and its run.
+    type Item = Result<(usize, Run), JournalError>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut next: Option<(u64, usize)> = None;
+        for (k, shard_runs) in self.runs.iter_mut().enumerate() {
+            let ticket = match shard_runs.peek() {
+                None => continue,
+                Some(Ok(run)) => run.ticket.unwrap_or(0),
+                Some(Err(_)) => return shard_runs.next().map(|r| r.map(|run| (k, run))),
+            };
+            if next.is_none_or(|(t, _)| ticket < t) {
+                next = Some((ticket, k));
+            }
+        }
+        let (_, k) = next?;
+        self.runs[k].next().map(|run| run.map(|run| (k, run)))
+    }
+}
+
+/// The shards' engines and the merge, replaying journaled runs as the market ran them.
+pub struct MergedReplay {
     engines: Vec<Engine>,
-    commands: u64,
-    seq: u64,
-    max_ticket: u64,
-    max_corr: u64,
+    merge: ShardMerge,
+    events: Vec<Event>,
+    /// Commands applied.
+    pub commands: u64,
+    /// The highest merge ticket replayed.
+    pub max_ticket: u64,
+    /// The highest correlation id replayed or still folding.
+    pub max_corr: u64,
+}
+
+impl MergedReplay {
+    /// Engines of a market that starts from nothing (`Engine::new` of each shard's config).
+    pub fn new(engines: Vec<Engine>) -> Self {
+        Self::resume(engines, ShardMerge::resume(Default::default(), 0, 0))
+    }
+
+    fn resume(engines: Vec<Engine>, merge: ShardMerge) -> Self {
+        let max_corr = merge.fan_in().lock().max_pending().unwrap_or(0);
+        MergedReplay {
+            engines,
+            merge,
+            events: Vec::with_capacity(REPLAY_BATCH_EVENTS),
+            commands: 0,
+            max_ticket: 0,
+            max_corr,
+        }
+    }
+
+    /// Applies one run of `shard` through its engine. With `merged`, the run's events are
+    /// merged — renumbered and folded as the market's feeds thread did — and appended to it;
+    /// without, they were merged before the feeds were cut and only the engine moves.
+    pub fn apply(&mut self, shard: usize, run: &Run, merged: Option<&mut Vec<Event>>) {
+        let shards = self.engines.len();
+        let ticket = run.ticket.unwrap_or(0);
+        self.max_ticket = self.max_ticket.max(ticket);
+        for (_, command) in &run.commands {
+            self.max_corr = self.max_corr.max(command.corr);
+            // As its submitter told the fan-in, before its first copy went in.
+            let outcomes = route(shards, &command.kind).outcomes(&command.kind, shards);
+            if merged.is_some() && outcomes > 1 {
+                let mut fan_in = self.merge.fan_in().lock();
+                if !fan_in.is_pending(command.corr) {
+                    fan_in.expect(command.corr, outcomes);
+                }
+            }
+            self.engines[shard].apply(command, &mut self.events);
+            self.commands += 1;
+        }
+        if let Some(merged) = merged {
+            merged.extend_from_slice(self.merge.merge(ticket, &mut self.events));
+        }
+        self.events.clear();
+    }
+
+    /// The engines, in shard order.
+    pub fn engines(&self) -> &[Engine] {
+        &self.engines
+    }
+
+    /// The merged `seq` of the last event.
+    pub fn seq(&self) -> u64 {
+        self.merge.seq()
+    }
+
+    pub fn into_engines(self) -> Vec<Engine> {
+        self.engines
+    }
 }
 
 /// Replays every shard's runs after its cut, by ticket, through its engine and the merge (on
@@ -300,67 +411,19 @@ struct Replayed {
 fn replay(
     journals: &[Journal<DirStorage>],
     cuts: &[u64],
-    mut engines: Vec<Engine>,
-    mut merge: ShardMerge,
+    mut replay: MergedReplay,
     feeds_ticket: u64,
     feeds: &mut MarketData,
     on_events: &mut dyn FnMut(&[Event]),
-) -> Result<Replayed, JournalError> {
-    let shards = journals.len();
+) -> Result<MergedReplay, JournalError> {
     let (full_tx, full_rx) = sync_channel::<Vec<Event>>(REPLAY_BATCHES_IN_FLIGHT);
     std::thread::scope(|s| {
-        let matching = s.spawn(move || -> Result<Replayed, JournalError> {
-            let mut runs: Vec<_> = journals
-                .iter()
-                .zip(cuts)
-                .map(|(j, &cut)| j.records_from(cut + 1).peekable())
-                .collect();
-            let mut out = Replayed {
-                engines: Vec::new(),
-                commands: 0,
-                seq: 0,
-                max_ticket: 0,
-                max_corr: merge.fan_in().lock().max_pending().unwrap_or(0),
-            };
-            let mut events = Vec::with_capacity(REPLAY_BATCH_EVENTS);
+        let matching = s.spawn(move || -> Result<MergedReplay, JournalError> {
             let mut merged = Vec::with_capacity(2 * REPLAY_BATCH_EVENTS);
-            loop {
-                // The next run: the lowest ticket at the head of a shard. A run without one
-                // published nothing, so its place among the other shards' runs is free.
-                let mut next: Option<(u64, usize)> = None;
-                for (k, shard_runs) in runs.iter_mut().enumerate() {
-                    if let Some(Err(_)) = shard_runs.peek() {
-                        return Err(shard_runs.next().expect("peeked").expect_err("peeked"));
-                    }
-                    let ticket = match shard_runs.peek() {
-                        Some(Ok(run)) => run.ticket.unwrap_or(0),
-                        _ => continue,
-                    };
-                    if next.is_none_or(|(t, _)| ticket < t) {
-                        next = Some((ticket, k));
-                    }
-                }
-                let Some((ticket, k)) = next else { break };
-                let run = runs[k].next().expect("peeked").expect("peeked");
-                out.max_ticket = out.max_ticket.max(ticket);
-                let to_feeds = ticket > feeds_ticket;
-                for (_, command) in &run.commands {
-                    out.max_corr = out.max_corr.max(command.corr);
-                    // As the submitter told the fan-in before its first copy went in.
-                    let outcomes = route(shards, &command.kind).outcomes(&command.kind, shards);
-                    if to_feeds && outcomes > 1 {
-                        let mut fan_in = merge.fan_in().lock();
-                        if !fan_in.is_pending(command.corr) {
-                            fan_in.expect(command.corr, outcomes);
-                        }
-                    }
-                    engines[k].apply(command, &mut events);
-                    out.commands += 1;
-                }
-                if to_feeds {
-                    merged.extend_from_slice(merge.merge(ticket, &mut events));
-                }
-                events.clear();
+            for item in runs_in_ticket_order(journals, cuts) {
+                let (shard, run) = item?;
+                let to_feeds = run.ticket.unwrap_or(0) > feeds_ticket;
+                replay.apply(shard, &run, to_feeds.then_some(&mut merged));
                 if merged.len() >= REPLAY_BATCH_EVENTS {
                     let full =
                         std::mem::replace(&mut merged, Vec::with_capacity(2 * REPLAY_BATCH_EVENTS));
@@ -370,9 +433,7 @@ fn replay(
                 }
             }
             let _ = full_tx.send(merged);
-            out.engines = engines;
-            out.seq = merge.seq();
-            Ok(out)
+            Ok(replay)
         });
         for events in full_rx {
             feeds.apply(&events);

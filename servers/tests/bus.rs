@@ -52,7 +52,7 @@ struct Nats {
 
 impl Nats {
     async fn start(seed: u64) -> Nats {
-        let store = DataDir::new(seed);
+        let store = DataDir::new(seed, 1);
         let binary = std::env::var("NATS_SERVER").unwrap_or_else(|_| "nats-server".into());
         let mut child = Command::new(&binary)
             .args(["-js", "-a", "127.0.0.1", "-p", "-1", "-sd"])
@@ -380,7 +380,7 @@ async fn stream_contents(nats: &str) -> Vec<(u64, u64)> {
 async fn gateways_serve_the_matchers_stream_across_kills() {
     let seed = std::process::id() as u64;
     let mut nats = Nats::start(seed).await;
-    let dir = DataDir::new(seed + 1);
+    let dir = DataDir::new(seed + 1, 1);
     let m = matcher(&nats.url, &dir).await;
     let (g1, g2, g3) = (
         gateway(&nats.url, 1).await,
@@ -631,7 +631,7 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
 async fn a_gateway_that_meets_a_gap_in_the_stream_stops_and_names_it() {
     let seed = std::process::id() as u64 + 100;
     let nats = Nats::start(seed).await;
-    let dir = DataDir::new(seed + 1);
+    let dir = DataDir::new(seed + 1, 1);
     let m = matcher(&nats.url, &dir).await;
     let g1 = gateway(&nats.url, 1).await;
     let mut ws1 = ws_trades(&g1.http, None).await;
@@ -675,7 +675,7 @@ async fn a_gateway_that_meets_a_gap_in_the_stream_stops_and_names_it() {
 async fn an_order_past_its_deadline_at_the_matcher_is_not_executed() {
     let seed = std::process::id() as u64 + 200;
     let nats = Nats::start(seed).await;
-    let dir = DataDir::new(seed + 1);
+    let dir = DataDir::new(seed + 1, 1);
     let m = matcher(&nats.url, &dir).await;
     let g1 = gateway(&nats.url, 1).await;
     let mut updates = orders(&g1)

@@ -16,7 +16,12 @@
 //! ended by a later journaled event; every snapshot on disk equals the replay at its command,
 //! the last one (the clean stop's) included; the client's open orders are the replay's.
 //!
-//! CI size by default; longer through the environment (see `kill/run.sh`):
+//! It runs on a market of one shard and on one of two (`market.shards`: each shard journals
+//! in its own directory, and the final replay interleaves the journals by merge ticket and
+//! checks the merged `seq`s the client was answered with).
+//!
+//! CI size by default (20 kills on one shard, 10 on two); longer through the environment (see
+//! `kill/run.sh`):
 //! `TICKERD_KILL_ROUNDS` kills at least [20], `TICKERD_KILL_SECONDS` goes on killing for at
 //! least this long [0], `TICKERD_KILL_SEED` replays a run's random choices (not its timing)
 //! [from the clock, printed], `TICKERD_KILL_MAX_DELAY_MS` the longest wait before a kill [1500],
@@ -78,10 +83,12 @@ struct Settings {
     /// before, during and after snapshot writes (each is a few MB, mostly the feeds' resume
     /// histories, and every one is kept: more would fill the disk).
     snapshot_every: u64,
+    shards: usize,
 }
 
 impl Settings {
-    fn from_env() -> Settings {
+    /// `default_rounds` kills unless the environment asks for more.
+    fn from_env(shards: usize, default_rounds: u64) -> Settings {
         let var = |name: &str| {
             std::env::var(name).ok().map(|v| {
                 v.parse::<u64>()
@@ -94,15 +101,16 @@ impl Settings {
             .as_nanos() as u64;
         Settings {
             seed: var("TICKERD_KILL_SEED").unwrap_or(clock),
-            rounds: var("TICKERD_KILL_ROUNDS").unwrap_or(20),
+            rounds: var("TICKERD_KILL_ROUNDS").unwrap_or(default_rounds),
             seconds: var("TICKERD_KILL_SECONDS").unwrap_or(0),
             max_delay_ms: var("TICKERD_KILL_MAX_DELAY_MS").unwrap_or(1_500),
             snapshot_every: var("TICKERD_KILL_SNAPSHOT_EVERY").unwrap_or(5_000),
+            shards,
         }
     }
 }
 
-/// tickerd's command line: the same data directory and tokens for every start.
+/// tickerd's command line: the same data directory, shards and tokens for every start.
 fn args(dir: &Path, settings: &Settings, simulator: bool) -> Vec<String> {
     let mut args: Vec<String> = [
         "--grpc-listen",
@@ -123,6 +131,8 @@ fn args(dir: &Path, settings: &Settings, simulator: bool) -> Vec<String> {
         "journal.keep_snapshots=1000000",
         "--set",
         &format!("journal.segment_bytes={SEGMENT_BYTES}"),
+        "--set",
+        &format!("market.shards={}", settings.shards),
     ]
     .map(String::from)
     .to_vec();
@@ -315,14 +325,7 @@ impl Tally {
 
     fn killed(&mut self, dir: &Path, stderr: &[String]) {
         self.ended(stderr);
-        let entries = std::fs::read_dir(dir).expect("the data directory lists");
-        let tmp = entries
-            .filter(|e| {
-                e.as_ref()
-                    .is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".tmp"))
-            })
-            .count();
-        self.half_written += usize::from(tmp > 0);
+        self.half_written += usize::from(half_written(dir) > 0);
     }
 
     /// Notes a start's journal line ("…, N journaled commands replayed (…)").
@@ -336,14 +339,37 @@ impl Tally {
     }
 }
 
+/// Snapshot files left half-written (`.tmp`) in `dir` and its shard directories.
+fn half_written(dir: &Path) -> usize {
+    let entries = std::fs::read_dir(dir).expect("the data directory lists");
+    entries
+        .filter_map(Result::ok)
+        .map(|e| {
+            if e.file_type().is_ok_and(|t| t.is_dir()) {
+                half_written(&e.path())
+            } else {
+                usize::from(e.file_name().to_string_lossy().ends_with(".tmp"))
+            }
+        })
+        .sum()
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_orders_and_both_streams_survive_kill_9() {
-    let settings = Settings::from_env();
+    kill_test(Settings::from_env(1, 20)).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_orders_and_both_streams_survive_kill_9_on_two_shards() {
+    kill_test(Settings::from_env(2, 10)).await;
+}
+
+async fn kill_test(settings: Settings) {
     eprintln!(
-        "kill test: seed {} (TICKERD_KILL_SEED={} replays its choices), {} kills and {} s at least",
-        settings.seed, settings.seed, settings.rounds, settings.seconds
+        "kill test on {} shard(s): seed {} (TICKERD_KILL_SEED={} replays its choices), {} kills and {} s at least",
+        settings.shards, settings.seed, settings.seed, settings.rounds, settings.seconds
     );
-    let dir = DataDir::new(settings.seed);
+    let dir = DataDir::new(settings.seed, settings.shards);
     let mut rng = Rng::new(settings.seed);
     let mut client = Client::new();
     let mut tally = Tally::default();
@@ -438,7 +464,7 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
 
     let replaying = Instant::now();
     let engine = TickerdConfig::default().market_config().pipeline.engine;
-    let replay = Replay::run(&dir.0, engine, TRADER.1);
+    let replay = Replay::run(&dir.0, engine, TRADER.1, settings.shards);
     let ledger = client.ledger.lock().unwrap();
     let wrong = replay.disagreements(&ledger, TRADER.1);
     assert!(
@@ -459,7 +485,7 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
         client.trades.borrow().messages,
     );
     eprintln!(
-        "kill test passed, seed {}:\n\
+        "kill test passed on {} shard(s), seed {}:\n\
          - {} kills after the client connected and {} during start-up in {:.1} s; {} left a \
          snapshot half-written; {} torn tails cut; at most {} commands replayed at a start\n\
          - {} places answered ({} accepted; {} more accepted whose answers died with the \
@@ -469,6 +495,7 @@ async fn acknowledged_orders_and_both_streams_survive_kill_9() {
          - {} journaled commands replayed and {} snapshots compared in {:.1} s; {} orders open \
          at the end\n\
          - {:.1} s in all",
+        settings.shards,
         settings.seed,
         tally.kills,
         tally.early,

@@ -237,8 +237,11 @@ async fn forward(stderr: impl AsyncRead + Unpin) -> Vec<String> {
 pub struct DataDir(pub PathBuf);
 
 impl DataDir {
-    pub fn new(seed: u64) -> DataDir {
-        let dir = std::env::temp_dir().join(format!("tickerd-kill-{}-{seed}", std::process::id()));
+    pub fn new(seed: u64, shards: usize) -> DataDir {
+        let dir = std::env::temp_dir().join(format!(
+            "tickerd-kill-{}-{seed}-{shards}",
+            std::process::id()
+        ));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("creating the data directory");
         DataDir(dir)

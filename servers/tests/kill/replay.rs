@@ -1,13 +1,17 @@
-//! After the clean stop: the whole journal replayed from its first command through a fresh
-//! engine (the library, not the server), compared with every snapshot on disk at the command
-//! it was cut, and what the client was told checked against it.
+//! After the clean stop: the whole journal replayed from its first command through fresh
+//! engines (the library, not the server; a sharded market's journals interleaved by merge
+//! ticket and merged as its feeds did, `ticker_servers::shard_recovery::MergedReplay`),
+//! compared with every snapshot on disk at the command it was cut, and what the client was
+//! told checked against it.
 
 use super::streams::OpenOrders;
 use super::trader::{Ledger, PlaceOutcome};
 use std::collections::HashMap;
 use std::path::Path;
 use ticker_engine::journal::{DirStorage, Journal, OpenOptions};
+use ticker_engine::shard::Shard;
 use ticker_engine::*;
+use ticker_servers::shard_recovery::{runs_in_ticket_order, shard_dir, MergedReplay};
 use ticker_servers::snapshot_writer::ENGINE_SECTION;
 
 /// An outcome event, as much of it as the checks read (a long run has millions).
@@ -28,9 +32,10 @@ enum Outcome {
     },
 }
 
-/// The engine rebuilt from the journal, and what its events said about one account.
+/// The engines rebuilt from the journal, and what their events said about one account.
 pub struct Replay {
-    pub engine: Engine,
+    /// In shard order.
+    pub engines: Vec<Engine>,
     pub commands: u64,
     /// Snapshots compared with the replay at their command.
     pub snapshots: usize,
@@ -43,66 +48,100 @@ pub struct Replay {
 }
 
 impl Replay {
-    /// Replays `dir` with the engine configuration tickerd runs with. Panics if the journal
-    /// is not whole from command 1, or if a snapshot differs from the replay at its command.
-    pub fn run(dir: &Path, config: EngineConfig, account: AccountId) -> Replay {
-        let storage = DirStorage::new(dir).expect("the data directory");
-        let journal = Journal::open(storage, OpenOptions::default()).expect("the journal opens");
-        assert!(
-            journal.torn_tail().is_none(),
-            "a clean stop leaves no torn tail: {:?}",
-            journal.torn_tail()
-        );
-        assert_eq!(journal.first_index(), 1, "nothing was pruned");
-        let snapshots = journal.snapshots().to_vec();
-        let newest = *snapshots.last().expect("a clean stop leaves a snapshot");
-        assert_eq!(
-            newest,
-            journal.last_index(),
-            "the clean stop's snapshot is cut after the last journaled command"
-        );
+    /// Replays `dir`, written by a market of `shards` shards, with the engine configuration
+    /// tickerd runs with. Panics if a journal is not whole from command 1, or if a snapshot
+    /// differs from the replay at its command.
+    pub fn run(dir: &Path, config: EngineConfig, account: AccountId, shards: usize) -> Replay {
+        let journals: Vec<Journal<DirStorage>> = (0..shards)
+            .map(|k| {
+                let dir = if shards == 1 {
+                    dir.to_path_buf()
+                } else {
+                    shard_dir(dir, k)
+                };
+                let storage = DirStorage::new(dir).expect("the data directory");
+                Journal::open(storage, OpenOptions::default()).expect("the journal opens")
+            })
+            .collect();
+        let mut snapshots = Vec::new();
+        for (k, journal) in journals.iter().enumerate() {
+            assert!(
+                journal.torn_tail().is_none(),
+                "a clean stop leaves no torn tail (shard {k}): {:?}",
+                journal.torn_tail()
+            );
+            assert_eq!(journal.first_index(), 1, "nothing was pruned (shard {k})");
+            let cut = journal.snapshots().to_vec();
+            assert_eq!(
+                cut.last().copied(),
+                Some(journal.last_index()),
+                "the clean stop's snapshot is cut after the last journaled command (shard {k})"
+            );
+            snapshots.push(cut.into_iter().peekable());
+        }
+        let engines = (0..shards)
+            .map(|k| {
+                Engine::new(EngineConfig {
+                    shard: Shard::new(k, shards).expect("a shard"),
+                    ..config.clone()
+                })
+            })
+            .collect();
+        let mut merged_replay = MergedReplay::new(engines);
         let mut replay = Replay {
-            engine: Engine::new(config),
+            engines: Vec::new(),
             commands: 0,
             snapshots: 0,
             outcomes: HashMap::new(),
             done: HashMap::new(),
             taken: HashMap::new(),
         };
+        let mut indexes = vec![0; shards];
         let mut events = Vec::new();
-        let mut next_snapshot = snapshots.iter().copied().peekable();
-        for item in journal.commands_from(1) {
-            let (index, command) = item.expect("every journaled command reads back");
-            replay.commands += 1;
-            assert_eq!(
-                index, replay.commands,
-                "command indexes run from 1 without a gap"
-            );
-            replay.engine.apply(&command, &mut events);
+        for item in runs_in_ticket_order(&journals, &vec![0; shards]) {
+            let (k, run) = item.expect("every journaled command reads back");
+            for &(index, _) in &run.commands {
+                indexes[k] += 1;
+                assert_eq!(
+                    index, indexes[k],
+                    "command indexes run from 1 without a gap (shard {k})"
+                );
+            }
+            merged_replay.apply(k, &run, Some(&mut events));
             for e in events.drain(..) {
                 replay.note(account, e);
             }
-            if next_snapshot.next_if_eq(&index).is_some() {
-                let file = journal
+            // A snapshot command ends its run: the cut is the engine after the run.
+            if snapshots[k].next_if_eq(&indexes[k]).is_some() {
+                let index = indexes[k];
+                let file = journals[k]
                     .read_snapshot(index)
-                    .unwrap_or_else(|e| panic!("snapshot {index} reads back: {e}"));
+                    .unwrap_or_else(|e| panic!("snapshot {index} of shard {k} reads back: {e}"));
                 let bytes = file.section(ENGINE_SECTION).expect("an engine section");
                 let cut: EngineSnapshot =
                     postcard::from_bytes(bytes).expect("the engine section decodes");
                 // Not assert_eq: the Debug form of two whole engines says nothing useful.
                 assert!(
-                    replay.engine.snapshot() == cut,
-                    "snapshot {index} differs from the replay of commands 1..={index}"
+                    merged_replay.engines()[k].snapshot() == cut,
+                    "snapshot {index} of shard {k} differs from the replay of commands 1..={index}"
                 );
                 replay.snapshots += 1;
             }
         }
-        assert_eq!(
-            replay.snapshots,
-            snapshots.len(),
-            "every snapshot lies within the journal"
-        );
+        for (k, left) in snapshots.iter_mut().enumerate() {
+            assert!(
+                left.peek().is_none(),
+                "every snapshot lies within the journal (shard {k})"
+            );
+        }
+        replay.commands = merged_replay.commands;
+        replay.engines = merged_replay.into_engines();
         replay
+    }
+
+    /// The live order `id`, on whichever shard holds it.
+    fn order(&self, id: OrderId) -> Option<OrderView> {
+        self.engines.iter().find_map(|e| e.order(id))
     }
 
     fn note(&mut self, account: AccountId, e: Event) {
@@ -161,8 +200,9 @@ impl Replay {
     /// The account's live orders at the end of the journal.
     pub fn open_orders(&self, account: AccountId) -> OpenOrders {
         OpenOrders(
-            self.engine
-                .live_orders()
+            self.engines
+                .iter()
+                .flat_map(Engine::live_orders)
                 .filter(|o| o.account == account)
                 .map(|o| (o.id, (o.client_id, o.remaining)))
                 .collect(),
@@ -200,10 +240,7 @@ impl Replay {
                         ));
                         continue;
                     }
-                    let live = self
-                        .engine
-                        .order(*order_id)
-                        .filter(|o| o.account == account);
+                    let live = self.order(*order_id).filter(|o| o.account == account);
                     match (live, self.done.get(order_id)) {
                         (Some(_), None) => {}
                         (None, Some((seq, _))) if *seq > p.engine_seq => {}
