@@ -165,7 +165,7 @@ pub struct TargetArgs {
     /// afterwards) with this fsync mode [default: no journal].
     #[arg(long, value_enum)]
     pub journal: Option<JournalArg>,
-    /// Engine threads of the spawned tickerd (`market.shards`; more than one cannot journal).
+    /// Engine threads of the spawned tickerd (`market.shards`).
     #[arg(long, default_value_t = 1)]
     pub shards: usize,
 }
