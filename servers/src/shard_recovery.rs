@@ -68,6 +68,22 @@ fn layout(dir: &Path) -> std::io::Result<(usize, bool)> {
     Ok((shards, own))
 }
 
+/// How many shards' journals a data directory holds: one per `shard-K` subdirectory, 0 when
+/// it has none (a one-shard market's journal, if any, is in the directory itself). Files of a
+/// one-shard journal beside shard directories are no one market's, so that is an error.
+pub fn shards_in(dir: &Path) -> std::io::Result<usize> {
+    match layout(dir)? {
+        (shards, true) if shards > 0 => Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!(
+                "{} holds both a one-shard journal and {shards} shard directories",
+                dir.display()
+            ),
+        )),
+        (shards, _) => Ok(shards),
+    }
+}
+
 /// Refuses a data directory written by a market of another number of shards: instruments
 /// would land on other shards than their journals.
 pub fn check_layout(dir: &Path, shards: usize) -> Result<(), JournalError> {
@@ -237,7 +253,7 @@ pub fn recover_shards(
 
 /// Reads the snapshot round whose shard-0 file is at `index`: every shard's engine, the
 /// feeds and the merge state.
-fn restore_round(
+pub(crate) fn restore_round(
     journals: &[Journal<DirStorage>],
     index: u64,
     engine_config_of: &dyn Fn(usize) -> EngineConfig,
@@ -352,7 +368,8 @@ impl MergedReplay {
         Self::resume(engines, ShardMerge::resume(Default::default(), 0, 0))
     }
 
-    fn resume(engines: Vec<Engine>, merge: ShardMerge) -> Self {
+    /// Engines restored from a snapshot round, going on with its merge.
+    pub(crate) fn resume(engines: Vec<Engine>, merge: ShardMerge) -> Self {
         let max_corr = merge.fan_in().lock().max_pending().unwrap_or(0);
         MergedReplay {
             engines,
@@ -470,5 +487,24 @@ mod tests {
         check_layout(one.path(), 1).unwrap();
         let refused = check_layout(one.path(), 2).unwrap_err().to_string();
         assert!(refused.contains("a market of one shard"), "{refused}");
+    }
+
+    #[test]
+    fn the_shards_a_data_directory_holds_are_its_shard_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        assert_eq!(shards_in(&dir.path().join("absent")).unwrap(), 0);
+        assert_eq!(shards_in(dir.path()).unwrap(), 0);
+        for k in 0..3 {
+            std::fs::create_dir(shard_dir(dir.path(), k)).unwrap();
+        }
+        std::fs::create_dir(dir.path().join("shard-x")).unwrap();
+        assert_eq!(shards_in(dir.path()).unwrap(), 3);
+        std::fs::write(
+            dir.path().join(ticker_engine::journal::snapshot_name(4)),
+            b"",
+        )
+        .unwrap();
+        let mixed = shards_in(dir.path()).unwrap_err().to_string();
+        assert!(mixed.contains("both"), "{mixed}");
     }
 }

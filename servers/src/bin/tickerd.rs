@@ -60,7 +60,8 @@ struct Flags {
 
 #[derive(Subcommand, Debug)]
 enum Tool {
-    /// Inspect a data directory (read-only; safe on a copy or beside a running tickerd).
+    /// Inspect a data directory (read-only; safe on a copy or beside a running tickerd). A
+    /// sharded market's (shard-K subdirectories) is taken shard by shard.
     #[command(subcommand)]
     Journal(JournalTool),
 }
@@ -68,23 +69,27 @@ enum Tool {
 #[derive(Subcommand, Debug)]
 enum JournalTool {
     /// Check every checksum, the continuity of command indexes, that every command decodes
-    /// and that every snapshot reads back. Exit status 1 if anything is wrong.
+    /// and that every snapshot reads back; sharded, also that every snapshot round has each
+    /// shard's file. Exit status 1 if anything is wrong.
     Verify { dir: PathBuf },
-    /// Print snapshots and journaled commands.
+    /// Print snapshots and journaled commands; sharded, each shard's, with each record's
+    /// merge ticket.
     Inspect {
         dir: PathBuf,
-        /// First command index to print [default: the first on disk].
+        /// First command index to print [default: the first on disk]; sharded, of each shard.
         #[arg(long)]
         from: Option<u64>,
-        /// Most commands to print.
+        /// Most commands to print (sharded: per shard).
         #[arg(long, default_value_t = 100)]
         limit: u64,
     },
     /// Rebuild the engine from the newest snapshot and the journal after it, and print each
-    /// book's checksum (equal output = equal state).
+    /// book's checksum (equal output = equal state); sharded, every shard's engine from the
+    /// newest whole round, the runs merged by ticket, with the merged event seq.
     Replay {
         dir: PathBuf,
-        /// Ignore snapshots: replay the journal from its first command (needs every segment).
+        /// Ignore snapshots: replay the journal from its first command (needs every segment;
+        /// sharded, of every shard).
         #[arg(long)]
         full: bool,
     },
