@@ -60,8 +60,8 @@ pub struct MarketConfig {
     pub risk: RiskLimits,
     /// Engine threads, each holding the instruments `id % shards` names
     /// ([`ticker_engine::shard`]) [1]. Each shard journals to its own directory
-    /// (`journal.dir/shard-K`, [`crate::shard_recovery`]). Several shards run without the bus
-    /// for now: [`Market::start_matcher`] refuses them.
+    /// (`journal.dir/shard-K`, [`crate::shard_recovery`]); a matcher publishes their merged
+    /// stream to the bus.
     pub shards: usize,
 }
 
@@ -319,9 +319,6 @@ impl Market {
         config: MarketConfig,
         bus: Option<(BusConfig, Publisher)>,
     ) -> std::io::Result<Arc<Market>> {
-        if let Some(why) = shards_refused(config.shards, bus.is_some()) {
-            return Err(std::io::Error::other(why));
-        }
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
         let instruments = Arc::new(Instruments::default());
         let (engines, mut md, journal) = match &config.journal {
@@ -1333,18 +1330,6 @@ fn keep_alive(
             tick.tick().await;
             let _ = client.publish(subject.clone(), payload.clone()).await;
         }
-    })
-}
-
-/// Why a market of `shards` shards cannot run on the bus, if it cannot: the bus publisher
-/// and gateways follow one engine's stream and snapshots, not yet a merged one.
-pub fn shards_refused(shards: usize, on_bus: bool) -> Option<String> {
-    (shards > 1 && on_bus).then(|| {
-        format!(
-            "{shards} shards run without the bus for now (publishing a sharded market's \
-             merged stream to gateways is not built): set bus.role = \"all\", or \
-             market.shards = 1"
-        )
     })
 }
 

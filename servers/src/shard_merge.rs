@@ -3,11 +3,10 @@
 //!
 //! The feeds thread takes the shards' batches in turn ([`ticker_engine::pipeline::ShardedEgress`])
 //! and renumbers every event with one `seq` that goes up by one per event, so everything
-//! downstream sees the stream of one engine. A command sent to every shard gives an outcome on
-//! each; the merged stream carries one ([`FanIn::offer_first_accept`]): the first accept where
-//! it arrives, before the events it caused, or when every shard refused, the folded reject
-//! where the last arrives (`seq`s of the outcomes left out are skipped, as topics skip `seq`s
-//! anyway). A cancel by client order id that one shard carried out is its accept, not an accept
+//! downstream sees the stream of one engine, gap-free. A command sent to every shard gives an
+//! outcome on each; the merged stream carries one ([`FanIn::offer_first_accept`]): the first
+//! accept where it arrives, before the events it caused, or when every shard refused, the
+//! folded reject where the last arrives (the outcomes left out take no `seq`). A cancel by client order id that one shard carried out is its accept, not an accept
 //! and `unknown_order`s, and a kill switch is one accept, not one per shard. Whoever submits a
 //! command tells the [`FanIn`] first ([`expect`]), so it is known before any outcome arrives.
 //!
@@ -119,16 +118,24 @@ impl ShardMerge {
         self.merged.clear();
         let mut fan_in = self.fan_in.lock();
         for e in batch.iter_mut() {
-            self.seq += 1;
-            e.seq = self.seq;
             match fan_in.offer_first_accept(&e.kind) {
-                Offered::Pass => self.merged.push(e.clone()),
-                Offered::Held => {}
-                Offered::Folded(kind) => self.merged.push(Event {
-                    seq: e.seq,
-                    ts: e.ts,
-                    kind,
-                }),
+                Offered::Pass => {
+                    self.seq += 1;
+                    e.seq = self.seq;
+                    self.merged.push(e.clone());
+                }
+                // Left out of the stream (and of every reply), so it takes no `seq` of its
+                // own: the stream stays gap-free, as the bus and resuming clients need.
+                Offered::Held => e.seq = self.seq,
+                Offered::Folded(kind) => {
+                    self.seq += 1;
+                    e.seq = self.seq;
+                    self.merged.push(Event {
+                        seq: e.seq,
+                        ts: e.ts,
+                        kind,
+                    });
+                }
             }
         }
         &self.merged
@@ -204,19 +211,19 @@ mod tests {
         let mut merge = ShardMerge::resume(fan_in.clone(), 0, 0);
         let mut first = vec![outcome(7, false), outcome(8, false)];
         let seen: Vec<_> = merge.merge(1, &mut first).to_vec();
-        // The held unknown_order is left out; the one-shard command passes.
+        // The held unknown_order is left out and takes no seq; the one-shard command passes.
         assert_eq!(seen.len(), 1);
-        assert_eq!((seen[0].seq, seen[0].kind.outcome_corr()), (2, Some(8)));
+        assert_eq!((seen[0].seq, seen[0].kind.outcome_corr()), (1, Some(8)));
         let mut second = vec![outcome(7, true)];
         let seen: Vec<_> = merge.merge(2, &mut second).to_vec();
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].seq, 3);
+        assert_eq!(seen[0].seq, 2, "the stream has no gap");
         assert!(
             matches!(seen[0].kind, EventKind::Accepted { corr: 7, .. }),
             "the shard that held the order answers: {seen:?}"
         );
-        // Every event was renumbered in place, held ones too.
-        assert_eq!((first[0].seq, first[1].seq, second[0].seq), (1, 2, 3));
+        // Events are renumbered in place; a held one carries the seq before it.
+        assert_eq!((first[0].seq, first[1].seq, second[0].seq), (0, 1, 2));
         assert_eq!(fan_in.lock().pending(), 0);
     }
 
@@ -227,12 +234,12 @@ mod tests {
         let mut merge = ShardMerge::resume(fan_in, 0, 0);
         merge.merge(5, &mut [outcome(7, false)]);
         let state = MergeState::decode(&merge.encode_state(&[10, 20])).unwrap();
-        assert_eq!((state.ticket, state.seq, state.cuts), (5, 1, vec![10, 20]));
+        assert_eq!((state.ticket, state.seq, state.cuts), (5, 0, vec![10, 20]));
         // The restored fan-in folds the outcome still to come.
-        let mut resumed = ShardMerge::resume(Arc::new(Mutex::new(state.fan_in)), 1, 5);
+        let mut resumed = ShardMerge::resume(Arc::new(Mutex::new(state.fan_in)), 0, 5);
         let seen = resumed.merge(6, &mut [outcome(7, true)]).to_vec();
         assert_eq!(seen.len(), 1);
-        assert_eq!(seen[0].seq, 2);
+        assert_eq!(seen[0].seq, 1);
         assert!(matches!(seen[0].kind, EventKind::Accepted { corr: 7, .. }));
         assert_eq!(resumed.fan_in().lock().pending(), 0);
     }

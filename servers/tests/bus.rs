@@ -126,9 +126,16 @@ async fn gateway(nats: &str, node: u16) -> Tickerd {
     .await
 }
 
-async fn matcher(nats: &str, dir: &DataDir) -> Tickerd {
+/// A matcher of `shards` engine threads (`market.shards`) on the data directory `dir`.
+async fn matcher(nats: &str, dir: &DataDir, shards: usize) -> Tickerd {
     let d = dir.0.display().to_string();
-    Tickerd::start(&args("matcher", nats, &["--data-dir", &d])).await
+    let shards = format!("market.shards={shards}");
+    Tickerd::start(&args(
+        "matcher",
+        nats,
+        &["--data-dir", &d, "--set", &shards],
+    ))
+    .await
 }
 
 fn btc() -> Instrument {
@@ -378,10 +385,23 @@ async fn stream_contents(nats: &str) -> Vec<(u64, u64)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "needs nats-server: servers/tests/bus/run.sh"]
 async fn gateways_serve_the_matchers_stream_across_kills() {
-    let seed = std::process::id() as u64;
+    stream_across_kills(1, 0).await;
+}
+
+/// The same with a matcher of two shards: the stream is their merged one, and a matcher
+/// restarted from its journals republishes it with the same `seq`s.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "needs nats-server: servers/tests/bus/run.sh"]
+async fn gateways_serve_a_sharded_matchers_stream_across_kills() {
+    stream_across_kills(2, 10).await;
+}
+
+/// `seeds` keeps the two runs' NATS and data directories apart.
+async fn stream_across_kills(shards: usize, seeds: u64) {
+    let seed = std::process::id() as u64 + seeds;
     let mut nats = Nats::start(seed).await;
-    let dir = DataDir::new(seed + 1, 1);
-    let m = matcher(&nats.url, &dir).await;
+    let dir = DataDir::new(seed + 1, shards);
+    let m = matcher(&nats.url, &dir, shards).await;
     let (g1, g2, g3) = (
         gateway(&nats.url, 1).await,
         gateway(&nats.url, 2).await,
@@ -429,13 +449,15 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
     }
     assert!(!metrics.contains("ring=\"ingress\""), "{metrics}");
     let (_, metrics) = get(&m.http, "/metrics").await;
+    // With several shards each ring is labelled with its shard.
+    let shard = if shards > 1 { ",shard=\"1\"" } else { "" };
     for sample in [
-        "tickerd_ring_capacity{ring=\"ingress\"} 65536\n",
-        "tickerd_ring_capacity{ring=\"egress\"} 256\n",
-        "tickerd_ring_capacity{ring=\"journal_rotations\"} 8\n",
+        format!("tickerd_ring_capacity{{ring=\"ingress\"{shard}}} 65536\n"),
+        format!("tickerd_ring_capacity{{ring=\"egress\"{shard}}} 256\n"),
+        format!("tickerd_ring_capacity{{ring=\"journal_rotations\"{shard}}} 8\n"),
     ] {
         assert!(
-            metrics.contains(sample),
+            metrics.contains(&sample),
             "{sample} in the matcher's\n{metrics}"
         );
     }
@@ -536,7 +558,7 @@ async fn gateways_serve_the_matchers_stream_across_kills() {
         "{error}"
     );
     drop(trader);
-    let m = matcher(&nats.url, &dir).await;
+    let m = matcher(&nats.url, &dir, shards).await;
     assert!(m.recovery.contains("replayed"), "{}", m.recovery);
     // After the restart the chain goes on, on every gateway.
     let last = resumed[3].0;
@@ -632,7 +654,7 @@ async fn a_gateway_that_meets_a_gap_in_the_stream_stops_and_names_it() {
     let seed = std::process::id() as u64 + 100;
     let nats = Nats::start(seed).await;
     let dir = DataDir::new(seed + 1, 1);
-    let m = matcher(&nats.url, &dir).await;
+    let m = matcher(&nats.url, &dir, 1).await;
     let g1 = gateway(&nats.url, 1).await;
     let mut ws1 = ws_trades(&g1.http, None).await;
     let reference = btc().reference_ticks;
@@ -676,7 +698,7 @@ async fn an_order_past_its_deadline_at_the_matcher_is_not_executed() {
     let seed = std::process::id() as u64 + 200;
     let nats = Nats::start(seed).await;
     let dir = DataDir::new(seed + 1, 1);
-    let m = matcher(&nats.url, &dir).await;
+    let m = matcher(&nats.url, &dir, 1).await;
     let g1 = gateway(&nats.url, 1).await;
     let mut updates = orders(&g1)
         .await

@@ -168,8 +168,7 @@ pub struct MarketSection {
     pub candles_history: usize,
     /// Engine threads; instrument `id` is matched by shard `id % shards`, a rule that holds
     /// across restarts (docs/engine.md, "Shards") [1]. Each shard journals in its own
-    /// `journal.dir/shard-K`; a data directory is refused by another number of shards. More
-    /// than one runs with `bus.role = "all"` for now.
+    /// `journal.dir/shard-K`; a data directory is refused by another number of shards.
     pub shards: usize,
 }
 

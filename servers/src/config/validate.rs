@@ -38,10 +38,6 @@ impl TickerdConfig {
                 format!("{} is not in 1..={MAX_SHARDS}", self.market.shards),
             ));
         }
-        if let Some(why) = crate::market::shards_refused(self.market.shards, self.bus.role != "all")
-        {
-            return Err(("market.shards", why));
-        }
         if self.market.depth_levels == 0 {
             return Err(("market.depth_levels", "must be > 0".into()));
         }
