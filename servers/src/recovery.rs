@@ -99,7 +99,7 @@ pub fn recover_market(
     replayed: &mut dyn FnMut(&[Event]),
 ) -> Result<RecoveredMarket, JournalError> {
     if shards > 1 {
-        let r = crate::shard_recovery::recover_shards(
+        return crate::shard_recovery::recover_shards(
             config,
             shards,
             engine_config,
@@ -107,19 +107,7 @@ pub fn recover_market(
             hub,
             instruments,
             replayed,
-        )?;
-        return Ok(RecoveredMarket {
-            engines: r.engines,
-            feeds: r.feeds,
-            restored: Restored {
-                writers: r.writers,
-                locks: r.locks,
-                report: r.report,
-                merged_seq: r.seq,
-                next_ticket: r.next_ticket,
-                next_corr: r.next_corr,
-            },
-        });
+        );
     }
     crate::shard_recovery::check_layout(&config.dir, 1)?;
     let r = recover_with(

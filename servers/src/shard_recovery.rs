@@ -17,7 +17,7 @@
 //! then are in the feeds already: they go through their engine only. A round any of whose
 //! files does not read back is skipped for an older one.
 
-use crate::recovery::RecoveryReport;
+use crate::recovery::{RecoveredMarket, RecoveryReport, Restored};
 use crate::shard_merge::{MergeState, ShardMerge};
 use crate::snapshot_writer::{ENGINE_SECTION, FEEDS_SECTION, MERGE_SECTION};
 use parking_lot::Mutex;
@@ -26,8 +26,7 @@ use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Instant;
 use ticker_engine::journal::{
-    snapshot_name, DirLock, DirStorage, Journal, JournalConfig, JournalError, JournalWriter,
-    RecordsFrom, Run, Storage,
+    snapshot_name, DirStorage, Journal, JournalConfig, JournalError, RecordsFrom, Run, Storage,
 };
 use ticker_engine::shard::{route, FanIn, Shard};
 use ticker_engine::{Engine, EngineConfig, EngineSnapshot, Event};
@@ -114,24 +113,6 @@ pub fn check_layout(dir: &Path, shards: usize) -> Result<(), JournalError> {
     }
 }
 
-/// The recovered sharded market, ready to run.
-pub struct RecoveredShards {
-    /// In shard order.
-    pub engines: Vec<Engine>,
-    pub feeds: MarketData,
-    pub writers: Vec<JournalWriter<DirStorage>>,
-    /// Held while the market runs.
-    pub locks: Vec<DirLock>,
-    pub report: RecoveryReport,
-    /// The merged `seq` of the last event.
-    pub seq: u64,
-    /// The merge ticket the next published run takes.
-    pub next_ticket: u64,
-    /// Above every correlation id the journals hold, so a command of this run never shares
-    /// one with a command of an earlier run still folding in a later replay.
-    pub next_corr: u64,
-}
-
 /// Opens (creating) and locks `config.dir/shard-K` for every shard and rebuilds the engines,
 /// the feeds and the merge from them. The feeds publish into `hub` as they replay;
 /// `replayed` gets every merged event the journals' tails produce, in order.
@@ -143,7 +124,7 @@ pub fn recover_shards(
     hub: Arc<Hub>,
     instruments: Arc<Instruments>,
     replayed: &mut dyn FnMut(&[Event]),
-) -> Result<RecoveredShards, JournalError> {
+) -> Result<RecoveredMarket, JournalError> {
     check_layout(&config.dir, shards)?;
     let mut journals = Vec::with_capacity(shards);
     let mut locks = Vec::with_capacity(shards);
@@ -231,23 +212,27 @@ pub fn recover_shards(
         replay.max_ticket,
         replay.max_corr,
     );
-    Ok(RecoveredShards {
+    Ok(RecoveredMarket {
         engines: replay.into_engines(),
         feeds,
-        writers,
-        locks,
-        report: RecoveryReport {
-            snapshot: (snapshot_total > 0).then_some(snapshot_total),
-            skipped,
-            replayed: commands,
-            last_index,
-            torn,
-            restore_time,
-            replay_time,
+        restored: Restored {
+            writers,
+            locks,
+            report: RecoveryReport {
+                snapshot: (snapshot_total > 0).then_some(snapshot_total),
+                skipped,
+                replayed: commands,
+                last_index,
+                torn,
+                restore_time,
+                replay_time,
+            },
+            merged_seq: seq,
+            next_ticket: max_ticket.max(feeds_ticket) + 1,
+            // Above every correlation id the journals hold, so a command of this run never
+            // shares one with a command of an earlier run still folding in a later replay.
+            next_corr: max_corr + 1,
         },
-        seq,
-        next_ticket: max_ticket.max(feeds_ticket) + 1,
-        next_corr: max_corr + 1,
     })
 }
 

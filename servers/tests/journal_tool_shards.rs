@@ -4,26 +4,22 @@
 //! command, to the same books and merged `seq`. A one-shard directory reads as before.
 
 use std::path::Path;
-use ticker_engine::journal::{FsyncMode, JournalConfig};
 use ticker_engine::shard::Shard;
 use ticker_engine::*;
 use ticker_servers::journal_tool::{inspect, replay, verify};
 use ticker_servers::market::{Market, MarketConfig};
 use ticker_servers::shard_recovery::shard_dir;
 
+#[allow(dead_code)]
+mod journaled;
+
+/// Every round kept, and so every segment: a full replay stays possible.
 fn config(dir: &Path, shards: usize) -> MarketConfig {
-    MarketConfig {
-        simulator: None,
-        shards,
-        journal: Some(JournalConfig {
-            dir: dir.to_path_buf(),
-            fsync: FsyncMode::Batch,
-            // Every round kept, and so every segment: a full replay stays possible.
-            keep_snapshots: 1_000,
-            ..JournalConfig::default()
-        }),
-        ..MarketConfig::default()
+    let mut config = journaled::config(dir, shards);
+    if let Some(j) = config.journal.as_mut() {
+        j.keep_snapshots = 1_000;
     }
+    config
 }
 
 fn limit(account: AccountId, instrument: InstrumentId, side: Side, price: Ticks) -> Place {

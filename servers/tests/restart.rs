@@ -5,16 +5,21 @@
 //! cut and reported, damage in the middle refuses to start. The kill test (kill.rs) does the
 //! same with real processes.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 use ticker_engine::codec::encode_event;
-use ticker_engine::journal::{snapshot_name, FsyncMode, Journal, JournalConfig, OpenOptions};
+use ticker_engine::journal::{snapshot_name, Journal, OpenOptions};
 use ticker_engine::journal::{DirStorage, Storage};
 use ticker_engine::*;
 use ticker_feeds::sim::SimConfig;
-use ticker_feeds::{Channel, Delivery, Topic};
-use ticker_servers::market::{Market, MarketConfig};
+use ticker_feeds::{Channel, Topic};
+use ticker_servers::market::Market;
 use ticker_servers::snapshot_writer::ENGINE_SECTION;
+
+#[allow(dead_code)]
+mod journaled;
+
+use journaled::{config, limit, next_message, order_id, place};
 
 const GUARD: Duration = Duration::from_secs(20);
 
@@ -51,64 +56,10 @@ impl Drop for TempDir {
     }
 }
 
-fn config(dir: &Path) -> MarketConfig {
-    MarketConfig {
-        simulator: None,
-        journal: Some(JournalConfig {
-            dir: dir.to_path_buf(),
-            fsync: FsyncMode::Batch,
-            ..JournalConfig::default()
-        }),
-        ..MarketConfig::default()
-    }
-}
-
-async fn place(market: &Market, p: Place) -> Vec<Event> {
-    let events = market.execute(CommandKind::Place(p)).await.unwrap();
-    assert!(
-        matches!(events[0].kind, EventKind::PlaceAccepted { .. }),
-        "{events:?}"
-    );
-    events
-}
-
-fn order_id(events: &[Event]) -> OrderId {
-    match &events[0].kind {
-        EventKind::PlaceAccepted { order, .. } => order.order_id,
-        other => panic!("not accepted: {other:?}"),
-    }
-}
-
-fn limit(
-    account: AccountId,
-    client_id: ClientOrderId,
-    side: Side,
-    price: Ticks,
-    size: Lots,
-) -> Place {
-    Place {
-        client_id,
-        ..Place::limit(account, 0, side, price, size)
-    }
-}
-
-async fn next_message(
-    sub: &mut ticker_feeds::Subscription,
-) -> std::sync::Arc<ticker_feeds::Message> {
-    let d = tokio::time::timeout(GUARD, sub.recv())
-        .await
-        .expect("a message in time")
-        .expect("the subscription lives");
-    match d {
-        Delivery::Message(m) => m,
-        other => panic!("expected a plain message after a resume, got {other:?}"),
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_clean_restart_continues_books_ids_and_every_sequence() {
     let dir = TempDir::new("clean");
-    let m = Market::start(config(&dir.0)).unwrap();
+    let m = Market::start(config(&dir.0, 1)).unwrap();
     let btc = m.instruments().by_symbol("BTC-USD").unwrap().id();
     assert_eq!(btc, 0);
     let ask = order_id(&place(&m, limit(1, 11, Side::Sell, 6_500_000, 100)).await);
@@ -129,7 +80,7 @@ async fn a_clean_restart_continues_books_ids_and_every_sequence() {
     m.shutdown();
     drop(m);
 
-    let m = Market::start(config(&dir.0)).unwrap();
+    let m = Market::start(config(&dir.0, 1)).unwrap();
     let recovery = &m.journal().unwrap().recovery;
     assert!(
         recovery.snapshot.is_some(),
@@ -179,7 +130,7 @@ async fn a_clean_restart_continues_books_ids_and_every_sequence() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_crash_image_replays_the_journal_and_cancels_dead_sessions() {
     let dir = TempDir::new("crash");
-    let m = Market::start(config(&dir.0)).unwrap();
+    let m = Market::start(config(&dir.0, 1)).unwrap();
     let session = m.new_session();
     let tagged = order_id(
         &place(
@@ -196,7 +147,7 @@ async fn a_crash_image_replays_the_journal_and_cancels_dead_sessions() {
     let image = dir.crash_image("crash-image");
     m.shutdown();
 
-    let m = Market::start(config(&image.0)).unwrap();
+    let m = Market::start(config(&image.0, 1)).unwrap();
     let recovery = &m.journal().unwrap().recovery;
     assert_eq!(
         recovery.snapshot, None,
@@ -235,7 +186,7 @@ async fn a_crash_image_replays_the_journal_and_cancels_dead_sessions() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_torn_tail_is_cut_and_damage_in_the_middle_refuses_to_start() {
     let dir = TempDir::new("torn");
-    let m = Market::start(config(&dir.0)).unwrap();
+    let m = Market::start(config(&dir.0, 1)).unwrap();
     for i in 0..20 {
         place(&m, limit(7, 70 + i, Side::Buy, 6_400_000 - i as i64, 1)).await;
     }
@@ -255,7 +206,7 @@ async fn a_torn_tail_is_cut_and_damage_in_the_middle_refuses_to_start() {
     let mut torn = clean.clone();
     torn.extend_from_slice(&clean[32..32 + 30]);
     std::fs::write(&path, &torn).unwrap();
-    let m = Market::start(config(&image.0)).unwrap();
+    let m = Market::start(config(&image.0, 1)).unwrap();
     let report = m.journal().unwrap().recovery.clone();
     let cut = report.torn.expect("the torn tail is reported");
     assert_eq!((cut.offset, cut.bytes), (clean.len() as u64, 30));
@@ -266,7 +217,7 @@ async fn a_torn_tail_is_cut_and_damage_in_the_middle_refuses_to_start() {
     let mut damaged = std::fs::read(&path).unwrap();
     damaged[32 + 30] ^= 0x40;
     std::fs::write(&path, &damaged).unwrap();
-    let err = Market::start(config(&image.0)).err().expect("refused");
+    let err = Market::start(config(&image.0, 1)).err().expect("refused");
     let text = err.to_string();
     assert!(text.contains(&segment), "{text}");
     assert!(text.contains("at byte 32"), "{text}");
@@ -279,7 +230,7 @@ async fn a_torn_tail_is_cut_and_damage_in_the_middle_refuses_to_start() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_plus_tail_gives_the_events_of_a_full_replay() {
     let dir = TempDir::new("replay");
-    let mut cfg = config(&dir.0);
+    let mut cfg = config(&dir.0, 1);
     cfg.simulator = Some(SimConfig {
         rate: 20_000,
         ..SimConfig::default()
@@ -349,7 +300,7 @@ async fn snapshot_plus_tail_gives_the_events_of_a_full_replay() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_counts_snapshot_commands_from_the_last_snapshot_not_from_itself() {
     let dir = TempDir::new("cadence");
-    let mut cfg = config(&dir.0);
+    let mut cfg = config(&dir.0, 1);
     cfg.journal.as_mut().unwrap().snapshot_every = 100;
     // No beat comes round in the first run, so it never checks for a cut: what a process
     // killed before its count was reached leaves.
@@ -395,7 +346,7 @@ fn wall_ns() -> u64 {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_simulated_past_runs_on_a_fresh_start_only() {
     let dir = TempDir::new("past");
-    let mut cfg = config(&dir.0);
+    let mut cfg = config(&dir.0, 1);
     let past_s = 120;
     cfg.simulator = Some(SimConfig {
         history_secs: past_s,

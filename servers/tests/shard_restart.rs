@@ -9,71 +9,21 @@ use std::path::Path;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
-use ticker_engine::journal::{snapshot_name, FsyncMode, JournalConfig};
+use ticker_engine::journal::snapshot_name;
 use ticker_engine::shard::Shard;
 use ticker_engine::*;
 use ticker_feeds::sim::SimConfig;
-use ticker_feeds::{Channel, Delivery, Hub, Instruments, Topic};
-use ticker_servers::market::{Market, MarketConfig};
+use ticker_feeds::{Channel, Hub, Instruments, Topic};
+use ticker_servers::market::Market;
 use ticker_servers::recovery::recover_market;
 use ticker_servers::shard_recovery::shard_dir;
 
+#[allow(dead_code)]
+mod journaled;
+
+use journaled::{config, limit_on as limit, next_message, order_id, place};
+
 const GUARD: Duration = Duration::from_secs(30);
-
-fn config(dir: &Path, shards: usize) -> MarketConfig {
-    MarketConfig {
-        simulator: None,
-        shards,
-        journal: Some(JournalConfig {
-            dir: dir.to_path_buf(),
-            fsync: FsyncMode::Batch,
-            ..JournalConfig::default()
-        }),
-        ..MarketConfig::default()
-    }
-}
-
-fn limit(
-    account: AccountId,
-    client_id: ClientOrderId,
-    instrument: InstrumentId,
-    side: Side,
-    price: Ticks,
-    size: Lots,
-) -> Place {
-    Place {
-        client_id,
-        instrument,
-        ..Place::limit(account, 0, side, price, size)
-    }
-}
-
-async fn place(market: &Market, p: Place) -> Vec<Event> {
-    let events = market.execute(CommandKind::Place(p)).await.unwrap();
-    assert!(
-        matches!(events[0].kind, EventKind::PlaceAccepted { .. }),
-        "{events:?}"
-    );
-    events
-}
-
-fn order_id(events: &[Event]) -> OrderId {
-    match &events[0].kind {
-        EventKind::PlaceAccepted { order, .. } => order.order_id,
-        other => panic!("not accepted: {other:?}"),
-    }
-}
-
-async fn next_message(sub: &mut ticker_feeds::Subscription) -> Arc<ticker_feeds::Message> {
-    let d = tokio::time::timeout(GUARD, sub.recv())
-        .await
-        .expect("a message in time")
-        .expect("the subscription lives");
-    match d {
-        Delivery::Message(m) => m,
-        other => panic!("expected a plain message after a resume, got {other:?}"),
-    }
-}
 
 /// Where shard 0's journal and snapshots are.
 fn first_dir(dir: &Path, shards: usize) -> std::path::PathBuf {
