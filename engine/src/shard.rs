@@ -358,9 +358,14 @@ impl FanIn {
         self.pending.keys().copied().max()
     }
 
-    /// Forgets every command in flight (their submitters are gone: a restart).
-    pub fn clear(&mut self) {
-        self.pending.clear();
+    /// The correlation ids still waiting, in no order.
+    pub fn pending_corrs(&self) -> impl Iterator<Item = Correlation> + '_ {
+        self.pending.keys().copied()
+    }
+
+    /// Keeps only the commands in flight `keep` says to.
+    pub fn retain(&mut self, mut keep: impl FnMut(Correlation) -> bool) {
+        self.pending.retain(|&corr, _| keep(corr));
     }
 
     /// Looks at one event of a merged stream.

@@ -321,7 +321,7 @@ impl Market {
     ) -> std::io::Result<Arc<Market>> {
         let hub = Arc::new(Hub::new(config.feeds.hub.clone()));
         let instruments = Arc::new(Instruments::default());
-        let (engines, mut md, journal) = match &config.journal {
+        let (engines, mut md, mut journal) = match &config.journal {
             None => (
                 Shard::all(config.shards)
                     .map_err(std::io::Error::other)?
@@ -439,6 +439,13 @@ impl Market {
         let (merged_seq, next_corr) = journal
             .as_ref()
             .map_or((0, 1), |(r, _)| (r.merged_seq, r.next_corr));
+        let (recovered_fan_in, unfinished) = match &mut journal {
+            Some((r, _)) => (
+                std::mem::take(&mut r.fan_in),
+                std::mem::take(&mut r.unfinished),
+            ),
+            None => Default::default(),
+        };
         let (pipeline, ingress, mut egress, journaled) = match journal {
             None => {
                 let (p, i, e) = ShardedPipeline::spawn_with(engines, config.pipeline.clone())?;
@@ -499,7 +506,29 @@ impl Market {
             Some((c, p)) => (Some(c), Some(Arc::new(Mutex::new(p)))),
             None => (None, None),
         };
-        let fan_in: Option<SharedFanIn> = (ingress.count() > 1).then(SharedFanIn::default);
+        let fan_in: Option<SharedFanIn> =
+            (ingress.count() > 1).then(|| Arc::new(Mutex::new(recovered_fan_in)));
+        // Commands sent to every shard that a crash let only some shards journal go to the
+        // others first, so every shard has them (a kill switch, an instrument); the fan-in
+        // still waits for their outcomes and folds them as if they had come late.
+        for u in &unfinished {
+            for &shard in &u.missing {
+                ingress
+                    .submit_to(shard, u.command.clone())
+                    .map_err(|_| std::io::Error::other("the engine stopped at start"))?;
+            }
+        }
+        if !unfinished.is_empty() {
+            tracing::warn!(
+                "{} commands sent to every shard had reached only some of them before the \
+                 crash; sent to the others now: {:?}",
+                unfinished.len(),
+                unfinished
+                    .iter()
+                    .map(|u| (u.command.corr, &u.missing))
+                    .collect::<Vec<_>>()
+            );
+        }
         let feeds = {
             let fan_in = fan_in.clone();
             let replies = replies.clone();

@@ -85,6 +85,11 @@ pub struct Restored {
     pub next_ticket: u64,
     /// The correlation id the next command gets.
     pub next_corr: u64,
+    /// Several shards: the merge's fan-in, holding the commands of `unfinished` only.
+    pub fan_in: ticker_engine::shard::FanIn,
+    /// Commands sent to every shard that a crash left in some shards' journals only: the
+    /// market sends each to the shards that lack it before anything else.
+    pub unfinished: Vec<crate::shard_recovery::Unfinished>,
 }
 
 /// Recovers a market of `shards` shards from `config.dir` (`crate::shard_recovery` for
@@ -128,6 +133,8 @@ pub fn recover_market(
             merged_seq: 0,
             next_ticket: ticker_engine::pipeline::FIRST_TICKET,
             next_corr: 1,
+            fan_in: Default::default(),
+            unfinished: Vec::new(),
         },
     })
 }

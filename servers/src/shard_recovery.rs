@@ -21,6 +21,7 @@ use crate::recovery::{RecoveredMarket, RecoveryReport, Restored};
 use crate::shard_merge::{MergeState, ShardMerge};
 use crate::snapshot_writer::{ENGINE_SECTION, FEEDS_SECTION, MERGE_SECTION};
 use parking_lot::Mutex;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
@@ -29,7 +30,7 @@ use ticker_engine::journal::{
     snapshot_name, DirStorage, Journal, JournalConfig, JournalError, RecordsFrom, Run, Storage,
 };
 use ticker_engine::shard::{route, FanIn, Shard};
-use ticker_engine::{Engine, EngineConfig, EngineSnapshot, Event};
+use ticker_engine::{Command, Correlation, Engine, EngineConfig, EngineSnapshot, Event};
 use ticker_feeds::snapshot::FeedsSnapshot;
 use ticker_feeds::{FeedsConfig, Hub, Instruments, MarketData};
 
@@ -187,7 +188,7 @@ pub fn recover_shards(
     let cuts = state.cuts.clone();
     let feeds_ticket = state.ticket;
     let merge = ShardMerge::resume(Arc::new(Mutex::new(state.fan_in)), state.seq, state.ticket);
-    let replay = replay(
+    let mut replay = replay(
         &journals,
         &cuts,
         MergedReplay::resume(engines, merge),
@@ -206,6 +207,7 @@ pub fn recover_shards(
         writers.push(journal.into_writer(last + 1, config.segment_bytes)?);
     }
     let snapshot_total: u64 = cuts.iter().sum();
+    let (unfinished, fan_in) = replay.take_unfinished();
     let (seq, commands, max_ticket, max_corr) = (
         replay.seq(),
         replay.commands,
@@ -232,6 +234,8 @@ pub fn recover_shards(
             // Above every correlation id the journals hold, so a command of this run never
             // shares one with a command of an earlier run still folding in a later replay.
             next_corr: max_corr + 1,
+            fan_in,
+            unfinished,
         },
     })
 }
@@ -345,6 +349,21 @@ pub struct MergedReplay {
     pub max_ticket: u64,
     /// The highest correlation id replayed or still folding.
     pub max_corr: u64,
+    /// Commands sent to every shard whose outcomes are not all merged yet, with the shards
+    /// whose copies were replayed (a bit each), while the replay's merge folds them.
+    in_flight: HashMap<Correlation, (Command, u64)>,
+    /// The commands still folding in the snapshot the replay started from: which shards had
+    /// their copies before the cut is not known, so they cannot be completed.
+    from_snapshot: HashSet<Correlation>,
+}
+
+/// A command sent to every shard that a crash left in the journals of some shards only (its
+/// caller was never answered): a start sends it to the others, so every shard has it.
+#[derive(Debug, Clone)]
+pub struct Unfinished {
+    pub command: Command,
+    /// The shards whose journals lack it, ascending.
+    pub missing: Vec<usize>,
 }
 
 impl MergedReplay {
@@ -355,7 +374,13 @@ impl MergedReplay {
 
     /// Engines restored from a snapshot round, going on with its merge.
     pub(crate) fn resume(engines: Vec<Engine>, merge: ShardMerge) -> Self {
-        let max_corr = merge.fan_in().lock().max_pending().unwrap_or(0);
+        let (max_corr, from_snapshot) = {
+            let fan_in = merge.fan_in().lock();
+            (
+                fan_in.max_pending().unwrap_or(0),
+                fan_in.pending_corrs().collect(),
+            )
+        };
         MergedReplay {
             engines,
             merge,
@@ -363,6 +388,8 @@ impl MergedReplay {
             commands: 0,
             max_ticket: 0,
             max_corr,
+            in_flight: HashMap::new(),
+            from_snapshot,
         }
     }
 
@@ -382,14 +409,58 @@ impl MergedReplay {
                 if !fan_in.is_pending(command.corr) {
                     fan_in.expect(command.corr, outcomes);
                 }
+                let copies = self
+                    .in_flight
+                    .entry(command.corr)
+                    .or_insert_with(|| (command.clone(), 0));
+                copies.1 |= 1 << shard;
             }
             self.engines[shard].apply(command, &mut self.events);
             self.commands += 1;
         }
         if let Some(merged) = merged {
             merged.extend_from_slice(self.merge.merge(ticket, &mut self.events));
+            // Only this run's commands can have been completed by it.
+            let fan_in = self.merge.fan_in().lock();
+            for (_, command) in &run.commands {
+                if !fan_in.is_pending(command.corr) {
+                    self.in_flight.remove(&command.corr);
+                }
+            }
         }
         self.events.clear();
+    }
+
+    /// The commands sent to every shard that only some shards' journals hold, and the merge's
+    /// fan-in kept for them alone (so their missing outcomes fold as if they had come late).
+    /// A command still folding in the snapshot the replay started from is left out and named
+    /// in the log: whether a shard had it before its cut is not known.
+    pub(crate) fn take_unfinished(&mut self) -> (Vec<Unfinished>, FanIn) {
+        let shards = self.engines.len();
+        let mut unfinished: Vec<Unfinished> = self
+            .in_flight
+            .values()
+            .filter(|(command, _)| !self.from_snapshot.contains(&command.corr))
+            .map(|(command, seen)| Unfinished {
+                command: command.clone(),
+                missing: (0..shards).filter(|k| seen & (1 << k) == 0).collect(),
+            })
+            .collect();
+        unfinished.sort_by_key(|u| u.command.corr);
+        for corr in &self.from_snapshot {
+            if self.merge.fan_in().lock().is_pending(*corr) {
+                tracing::warn!(
+                    corr,
+                    "a command sent to every shard was still folding at the snapshot and some \
+                     shards never took it; it is not completed (resend it if it was a kill \
+                     switch or an instrument)"
+                );
+            }
+        }
+        let mut fan_in = std::mem::take(&mut *self.merge.fan_in().lock());
+        let keep: HashSet<Correlation> = unfinished.iter().map(|u| u.command.corr).collect();
+        fan_in.retain(|corr| keep.contains(&corr));
+        (unfinished, fan_in)
     }
 
     /// The engines, in shard order.

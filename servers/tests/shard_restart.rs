@@ -14,7 +14,7 @@ use ticker_engine::shard::Shard;
 use ticker_engine::*;
 use ticker_feeds::sim::SimConfig;
 use ticker_feeds::{Channel, Hub, Instruments, Topic};
-use ticker_servers::market::Market;
+use ticker_servers::market::{Market, MarketConfig};
 use ticker_servers::recovery::recover_market;
 use ticker_servers::shard_recovery::shard_dir;
 
@@ -200,8 +200,22 @@ async fn rounds_and_full_replay(shards: usize) {
     m.shutdown();
     drop(m);
 
+    let (rounds, seq, replayed) = recoveries_agree(dir.path(), &cfg, shards);
+    assert!(rounds >= 4, "three rounds and the clean stop's: {rounds}");
+    assert!(
+        seq > 4_500 && replayed > 4_500,
+        "seq {seq}, {replayed} replayed"
+    );
+}
+
+/// Recovers copies of the stopped market's data directory `dir` from its newest snapshot
+/// round, from each older one (newer shard-0 files removed) and from none, checks that all
+/// give the same engines, merged `seq` and feeds byte for byte. Returns the rounds, the merged
+/// `seq` and the commands replayed from nothing.
+fn recoveries_agree(dir: &Path, cfg: &MarketConfig, shards: usize) -> (usize, u64, u64) {
+    let mut from_nothing = 0;
     let rounds: Vec<u64> = {
-        let mut r: Vec<u64> = std::fs::read_dir(first_dir(dir.path(), shards))
+        let mut r: Vec<u64> = std::fs::read_dir(first_dir(dir, shards))
             .unwrap()
             .filter_map(|e| {
                 let name = e.unwrap().file_name().to_string_lossy().to_string();
@@ -211,15 +225,11 @@ async fn rounds_and_full_replay(shards: usize) {
         r.sort_unstable();
         r
     };
-    assert!(
-        rounds.len() >= 4,
-        "three rounds and the clean stop's: {rounds:?}"
-    );
     // Recover from the newest round, each older one (newer shard-0 files removed), and none.
     let mut results = Vec::new();
     for keep in (0..=rounds.len()).rev() {
         let image = tempfile::tempdir().unwrap();
-        copy_dir(dir.path(), image.path());
+        copy_dir(dir, image.path());
         for &index in &rounds[keep..] {
             std::fs::remove_file(first_dir(image.path(), shards).join(snapshot_name(index)))
                 .unwrap();
@@ -245,14 +255,13 @@ async fn rounds_and_full_replay(shards: usize) {
             r.restored.report
         );
         if started_from.is_none() {
-            assert!(r.restored.report.replayed > 4_500, "{}", r.restored.report);
+            from_nothing = r.restored.report.replayed;
         }
         let seq = r.restored.merged_seq.max(r.feeds.last_seq());
         let engines: Vec<EngineSnapshot> = r.engines.iter().map(Engine::snapshot).collect();
         results.push((started_from, seq, engines, r.feeds.snapshot().encode()));
     }
     let (_, seq, engines, feeds) = &results[0];
-    assert!(*seq > 4_500);
     for (from, other_seq, other_engines, other_feeds) in &results[1..] {
         assert_eq!(other_seq, seq, "merged seq, starting from {from:?}");
         for (k, (a, b)) in engines.iter().zip(other_engines).enumerate() {
@@ -279,4 +288,102 @@ async fn rounds_and_full_replay(shards: usize) {
             results.iter().map(|r| r.3.len()).collect::<Vec<_>>()
         );
     }
+    (rounds.len(), results[0].1, from_nothing)
+}
+
+/// What a crash can leave of a command sent to every shard: journaled (and its accept
+/// published) by one shard, still in the other's ring. Here account 5's kill switch is in
+/// shard 0's journal only, as its last run. A start sends it to shard 1 too, so the account's
+/// order there is cancelled and it cannot trade on either shard; the merge folds the late
+/// outcome with the first as the running market would have, so a replay of the journals from
+/// nothing agrees with the market byte for byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kill_switch_that_reached_one_shard_before_a_crash_reaches_every_shard_at_start() {
+    use ticker_engine::journal::{DirStorage, Journal, OpenOptions};
+    let dir = tempfile::tempdir().unwrap();
+    let mut cfg = config(dir.path(), 2);
+    cfg.journal.as_mut().unwrap().keep_snapshots = 1_000;
+    let m = Market::start(cfg.clone()).unwrap();
+    let (btc, eth) = (0, 1);
+    let on_btc = order_id(&place(&m, limit(5, 51, btc, Side::Sell, 6_500_000, 10)).await);
+    let on_eth = order_id(&place(&m, limit(5, 52, eth, Side::Sell, 350_000, 10)).await);
+    m.shutdown();
+    drop(m);
+
+    // Shard 0's journal gets the kill switch as a published run: a ticket above every other.
+    let journals: Vec<Journal<DirStorage>> = (0..2)
+        .map(|k| {
+            let storage = DirStorage::new(shard_dir(dir.path(), k)).unwrap();
+            Journal::open(storage, OpenOptions::default()).unwrap()
+        })
+        .collect();
+    let mut ticket = 0;
+    let mut ts = 0;
+    for journal in &journals {
+        for run in journal.records_from(1) {
+            let run = run.unwrap();
+            ticket = ticket.max(run.ticket.unwrap_or(0));
+            ts = run.commands.iter().map(|(_, c)| c.ts).fold(ts, u64::max);
+        }
+    }
+    let shard0 = journals.into_iter().next().unwrap();
+    let last = shard0.last_index();
+    let mut writer = shard0.into_writer(last + 1, 64 << 20).unwrap();
+    let kill = Command::new(ts, 1 << 40, CommandKind::DisableAccount { account: 5 });
+    writer.push(&kill);
+    writer.commit(last, Some(ticket + 1)).unwrap();
+    writer.sync().unwrap();
+    drop(writer);
+
+    let m = Market::start(cfg.clone()).unwrap();
+    for (instrument, price) in [(btc, 6_490_000), (eth, 349_000)] {
+        let bid = limit(5, 60 + instrument as u64, instrument, Side::Buy, price, 1);
+        let events = m.execute(CommandKind::Place(bid)).await.unwrap();
+        assert!(
+            matches!(
+                events[0].kind,
+                EventKind::Rejected {
+                    reason: RejectReason::AccountDisabled,
+                    ..
+                }
+            ),
+            "account 5 is disabled on the shard of instrument {instrument}: {events:?}"
+        );
+    }
+    for order in [on_btc, on_eth] {
+        let events = m
+            .execute(CommandKind::Cancel(Cancel {
+                account: 5,
+                order: OrderRef::Id(order),
+            }))
+            .await
+            .unwrap();
+        assert!(
+            matches!(
+                events[0].kind,
+                EventKind::Rejected {
+                    reason: RejectReason::UnknownOrder,
+                    ..
+                }
+            ),
+            "the kill switch cancelled order {order} on its shard: {events:?}"
+        );
+    }
+    // The account's stream, gap-free: each shard's order ended by the kill switch.
+    let history = m.hub().topic(Topic::Orders(5)).history();
+    let ended = history
+        .iter()
+        .filter(|message| {
+            let json = String::from_utf8_lossy(message.json());
+            json.contains("\"done\"") && json.contains("account_disabled")
+        })
+        .count();
+    assert_eq!(ended, 2, "both orders ended by the kill switch");
+    assert!(
+        history.windows(2).all(|w| w[1].prev_seq == w[0].seq),
+        "account 5's stream has no gap"
+    );
+    m.shutdown();
+    drop(m);
+    recoveries_agree(dir.path(), &cfg, 2);
 }

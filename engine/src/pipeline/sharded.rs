@@ -294,6 +294,13 @@ impl ShardedIngress {
         Ok(route)
     }
 
+    /// Submits to shard `shard` alone, whatever the command's route, waiting while its ring is
+    /// full: for a copy of a command sent to every shard that some shards never took (a
+    /// recovery completing what a crash cut short).
+    pub fn submit_to(&self, shard: usize, command: Command) -> Result<(), SubmitError> {
+        self.shards[shard].submit(command)
+    }
+
     /// Submits without waiting when the command goes to one shard: a full ring hands it back.
     /// A command for every shard is handed back only if the first shard's ring is full; once
     /// that took it, the other copies are submitted waiting, so no shard misses it.
