@@ -427,6 +427,71 @@ fn the_shards_journals_give_back_the_merged_stream() {
     }
 }
 
+/// A shard whose journal fails after taking a merge ticket never publishes that ticket: the
+/// merged egress ends (as a one-shard pipeline's does) instead of waiting for it forever with
+/// the other shard's later batch ready.
+#[test]
+fn a_shard_whose_journal_fails_ends_the_merged_egress() {
+    use std::time::{Duration, Instant};
+    use ticker_engine::journal::{FsyncMode, Journal, OpenOptions, SimStorage};
+    use ticker_engine::pipeline::{JournalSetup, RecvTimeoutError, FIRST_TICKET};
+    let disks: Vec<SimStorage> = (0..2).map(|_| SimStorage::new()).collect();
+    let journals = disks
+        .iter()
+        .map(|disk| JournalSetup {
+            writer: Journal::open(disk.clone(), OpenOptions::default())
+                .unwrap()
+                .into_writer(1, 1 << 20)
+                .unwrap(),
+            fsync: FsyncMode::Batch,
+            group_commit_bytes: 1 << 20,
+            group_commit_delay: Duration::ZERO,
+        })
+        .collect();
+    let engines = (0..2)
+        .map(|i| {
+            Engine::new(EngineConfig {
+                shard: shard::Shard::new(i, 2).unwrap(),
+                order_capacity: 64,
+                ..EngineConfig::default()
+            })
+        })
+        .collect();
+    let (pipeline, ingress, mut egress) = ShardedPipeline::spawn_journaled(
+        engines,
+        PipelineConfig::default(),
+        journals,
+        FIRST_TICKET,
+    )
+    .unwrap();
+    // Instrument i lives on shard i; halting an unknown one is a reject: one event each.
+    let halt = |corr, instrument| Command::new(corr, corr, CommandKind::Halt { instrument });
+    ingress.submit(halt(1, 1)).unwrap();
+    ingress.submit(halt(2, 0)).unwrap();
+    for _ in 0..2 {
+        let (_, batch) = egress.recv().expect("both shards publish");
+        assert!(batch.ticket() < FIRST_TICKET + 2);
+    }
+    disks[1].fail_from_now();
+    ingress.submit(halt(3, 1)).unwrap();
+    // Shard 1 takes the next ticket and fails to write its record.
+    let guard = Instant::now() + Duration::from_secs(20);
+    while pipeline.journal_failure().is_none() {
+        assert!(Instant::now() < guard, "shard 1's journal fails in time");
+        std::thread::yield_now();
+    }
+    // Shard 0's batch takes a later ticket and is ready; the one before it never will be.
+    ingress.submit(halt(4, 0)).unwrap();
+    match egress.recv_deadline(Instant::now() + Duration::from_secs(20)) {
+        Err(RecvTimeoutError::Closed) => {}
+        other => panic!("the merged egress ends, not {other:?}"),
+    }
+    assert_eq!(pipeline.journal_failure().map(|(shard, _)| shard), Some(1));
+    pipeline.shutdown();
+    drop(ingress);
+    pipeline.join();
+}
+
 #[test]
 fn a_kill_switch_reaches_every_shard_and_gives_one_reply() {
     let config = EngineConfig {
