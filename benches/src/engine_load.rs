@@ -57,9 +57,24 @@ line per mix and mode on stdout (the peer's mode is \"lobster\"); then, on stder
 JSON, a table of every row with tickerd's book-mode throughput as a multiple of the peer's.";
 
 /// How each mode was measured, repeated in every report's `note`.
-const BOOK_NOTE: &str = "ops_per_sec from a pass without per-op timing; latency percentiles from \
-a separate pass on a fresh engine timing each Engine::apply with Instant (includes ~20-40 ns of \
-clock reads)";
+const BOOK_NOTE: &str = "ops_per_sec from a pass without per-op timing (--apply runs: the stream \
+in runs of 256 through Engine::apply_all, which starts each command's first memory loads while \
+the two before it are applied; --apply one: Engine::apply per command); latency percentiles \
+from a separate pass on a fresh engine timing each Engine::apply with Instant (includes ~20-40 \
+ns of clock reads)";
+
+/// Commands per `Engine::apply_all` call in book mode's throughput pass: the pipeline's
+/// default `max_batch`.
+const BOOK_RUN: usize = 256;
+
+/// `--apply`: how book mode's throughput pass hands the stream to the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Apply {
+    /// `Engine::apply_all` on runs of 256 commands (lookahead across commands).
+    Runs,
+    /// `Engine::apply`, one command at a time.
+    One,
+}
 
 /// Which way to drive the engine.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -113,6 +128,11 @@ pub struct EngineArgs {
     /// The peer order book measured with book mode on the same stream, or `none`.
     #[arg(long, value_enum, default_value_t = Peer::Lobster)]
     pub peer: Peer,
+    /// Book mode's throughput pass: `runs` of 256 commands through `Engine::apply_all`, or
+    /// `one` command at a time through `Engine::apply` (the latency pass always times each
+    /// `Engine::apply`).
+    #[arg(long, value_enum, default_value_t = Apply::Runs)]
+    pub apply: Apply,
 }
 
 /// `--mix`: one [`Mix`] or all of them.
@@ -232,7 +252,7 @@ fn run_mix(
     for &mode in modes {
         let (mut report, repeat_max_ns) = match mode {
             Mode::Book => {
-                let (report, repeat) = measure_book(&workload)?;
+                let (report, repeat) = measure_book(&workload, args.apply)?;
                 (report, Some(repeat))
             }
             Mode::Pipeline => {
@@ -337,14 +357,24 @@ pub fn table(rows: &[Row]) -> String {
 
 /// Book mode: both passes on the calling thread, then a repeat of the latency pass for
 /// [`repeat_max_ns`]. Returns the report and that figure.
-pub fn measure_book(workload: &Workload) -> anyhow::Result<(ModeReport, u64)> {
+pub fn measure_book(workload: &Workload, apply: Apply) -> anyhow::Result<(ModeReport, u64)> {
     let mut events: Vec<Event> = Vec::with_capacity(1024);
 
     let mut engine = workload.prepared_engine();
     let start = Instant::now();
-    for cmd in &workload.ops {
-        engine.apply(cmd, &mut events);
-        events.clear();
+    match apply {
+        Apply::Runs => {
+            for run in workload.ops.chunks(BOOK_RUN) {
+                engine.apply_all(run, &mut events);
+                events.clear();
+            }
+        }
+        Apply::One => {
+            for cmd in &workload.ops {
+                engine.apply(cmd, &mut events);
+                events.clear();
+            }
+        }
     }
     let elapsed = start.elapsed();
     let throughput_seq = engine.last_seq();

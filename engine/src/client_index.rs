@@ -242,6 +242,32 @@ impl ClientIndex {
         Some(entry_slot(self.old.entries[i]))
     }
 
+    /// Lookahead, first stage: starts loading the entry where `(account, client_id)` would be
+    /// found (in the table inserts go to, which holds nearly every live id).
+    #[inline]
+    pub fn prefetch_entry(&self, account: AccountId, client_id: ClientOrderId) {
+        if self.table.size > 0 {
+            let i = self.table.home(hash(account, client_id));
+            crate::prefetch::prefetch(&self.table.entries[i]);
+        }
+    }
+
+    /// Lookahead, second stage (after [`ClientIndex::prefetch_entry`] had time to land): if
+    /// the home entry holds the key's hash, starts loading the order it names, which a cancel
+    /// reads next. Reads only the home entry: a miss here costs the command nothing.
+    #[inline]
+    pub fn prefetch_order(&self, account: AccountId, client_id: ClientOrderId, pool: &OrderPool) {
+        if self.table.size == 0 {
+            return;
+        }
+        let h = hash(account, client_id);
+        let e = self.table.entries[self.table.home(h)];
+        if e != EMPTY && (e >> 32) as u32 == h {
+            pool.prefetch(entry_slot(e), false);
+            pool.prefetch(entry_slot(e), true);
+        }
+    }
+
     /// Indexes the order in `slot` under its account and client id, which no live order of
     /// the index has (the engine checks before it places).
     pub fn insert(&mut self, slot: u32, pool: &OrderPool) {

@@ -308,6 +308,62 @@ impl Engine {
     /// client order id, stop already triggered, post-only cross, FOK fillability, then the risk
     /// limits ([`crate::risk`]): account disabled, order size, notional, long, short, open
     /// orders, order rate.
+    /// Applies a run of commands in order, exactly as [`Engine::apply`] one by one would,
+    /// overlapping each command's first memory misses with the commands before it: while
+    /// command `i` is applied, the index entry command `i + 2` looks up is on its way, and the
+    /// order command `i + 1` names (a cancel or amend by client order id or by id).
+    pub fn apply_all(&mut self, cmds: &[Command], out: &mut Vec<Event>) {
+        for (i, cmd) in cmds.iter().enumerate() {
+            if let Some(far) = cmds.get(i + 2) {
+                self.prefetch_far(far);
+            }
+            if let Some(near) = cmds.get(i + 1) {
+                self.prefetch_near(near);
+            }
+            self.apply(cmd, out);
+        }
+    }
+
+    /// Lookahead, first stage: the client-order-id index entry `cmd` will read.
+    #[inline]
+    pub fn prefetch_far(&self, cmd: &Command) {
+        match &cmd.kind {
+            CommandKind::Place(p) if p.client_id != 0 => {
+                self.st.client_ids.prefetch_entry(p.account, p.client_id)
+            }
+            CommandKind::Cancel(Cancel {
+                account,
+                order: OrderRef::Client(cid),
+            })
+            | CommandKind::Amend(Amend {
+                account,
+                order: OrderRef::Client(cid),
+                ..
+            }) => self.st.client_ids.prefetch_entry(*account, *cid),
+            _ => {}
+        }
+    }
+
+    /// Lookahead, second stage: the order `cmd` names.
+    #[inline]
+    pub fn prefetch_near(&self, cmd: &Command) {
+        let (account, order) = match &cmd.kind {
+            CommandKind::Cancel(c) => (c.account, c.order),
+            CommandKind::Amend(a) => (a.account, a.order),
+            _ => return,
+        };
+        match order {
+            OrderRef::Client(cid) => self
+                .st
+                .client_ids
+                .prefetch_order(account, cid, &self.st.pool),
+            OrderRef::Id(id) => {
+                self.st.pool.prefetch(id.slot(), false);
+                self.st.pool.prefetch(id.slot(), true);
+            }
+        }
+    }
+
     pub fn apply(&mut self, cmd: &Command, out: &mut Vec<Event>) {
         let ts = cmd.ts;
         let corr = cmd.corr;

@@ -120,6 +120,9 @@ const BUFFERS_BEYOND_EGRESS: usize = 2;
 /// one is needed per thread the consumer moves to, so a few are plenty.
 const WAKER_MAILBOX: usize = 4;
 const ENGINE_THREAD_NAME: &str = "ticker-engine";
+/// Commands the engine thread takes off the ingress ahead of the one it applies, to start
+/// their memory loads early (see `Engine::apply_all`).
+const LOOKAHEAD: usize = 2;
 
 /// What the handles and the engine thread share besides the rings.
 #[derive(Default)]
@@ -316,6 +319,7 @@ impl Pipeline {
             last_stamp: 0,
             journal,
             tickets,
+            ahead: std::collections::VecDeque::with_capacity(LOOKAHEAD),
         };
         let thread = thread::Builder::new()
             .name(ENGINE_THREAD_NAME.into())
@@ -895,6 +899,9 @@ struct EngineThread<Q: MpscQueue<Command>> {
     journal: Option<Box<dyn Journaling>>,
     /// A shard of several: the merge tickets all shards take from.
     tickets: Option<Arc<AtomicU64>>,
+    /// Commands taken off the ingress ahead of the one being applied (at most
+    /// [`LOOKAHEAD`]); one left after a cut starts the next run.
+    ahead: std::collections::VecDeque<Command>,
 }
 
 impl<Q: MpscQueue<Command>> EngineThread<Q> {
@@ -906,7 +913,7 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
         if let Some(journal) = &self.journal {
             journal.on_engine_thread();
         }
-        while let Some(first) = self.next_command() {
+        while let Some(first) = self.ahead.pop_front().or_else(|| self.next_command()) {
             let mut events = spare
                 .take()
                 .or_else(|| self.recycled.try_pop().ok())
@@ -916,6 +923,25 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
             let mut taken = 0;
             let mut cut = None;
             while let Some(mut command) = next.take() {
+                // Lookahead within the run: the next commands' first memory misses (the
+                // client-order-id index, the order a cancel names) overlap this one's work,
+                // as `Engine::apply_all` does. A cut ends its run, so none is taken past it.
+                let cuts = self.journal.is_some() && matches!(command.kind, CommandKind::Snapshot);
+                while !cuts
+                    && self.ahead.len() < LOOKAHEAD
+                    && taken + 1 + self.ahead.len() < self.max_batch
+                {
+                    match self.commands.try_pop() {
+                        Ok(later) => {
+                            self.engine.prefetch_far(&later);
+                            self.ahead.push_back(later);
+                        }
+                        Err(_) => break,
+                    }
+                }
+                if let Some(later) = self.ahead.front() {
+                    self.engine.prefetch_near(later);
+                }
                 stamp(&mut command);
                 let index = self.journal.as_mut().map(|j| j.push(&command));
                 self.engine.apply(&command, &mut events);
@@ -929,7 +955,10 @@ impl<Q: MpscQueue<Command>> EngineThread<Q> {
                     break;
                 }
                 if taken < self.max_batch {
-                    next = self.commands.try_pop().ok();
+                    next = self
+                        .ahead
+                        .pop_front()
+                        .or_else(|| self.commands.try_pop().ok());
                 }
             }
             // A run that publishes takes its place in the merged stream now, before its

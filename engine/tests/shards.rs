@@ -312,6 +312,24 @@ fn the_threaded_shards_give_exactly_what_their_engines_give() {
     }
 }
 
+/// `Engine::apply_all` (runs applied with lookahead) gives exactly what `Engine::apply` gives
+/// one command at a time, whatever the length of the runs.
+#[test]
+fn applying_runs_with_lookahead_gives_what_one_at_a_time_gives() {
+    let scenario = long_stream(6_000);
+    let mut runs = Runs::new(&scenario.config, &[1]);
+    runs.run(&scenario).unwrap();
+    let expected = bytes(&runs.sets[0].streams[0]);
+    for run in [1, 2, 3, 7, 256, usize::MAX] {
+        let mut engine = Engine::new(scenario.config.clone());
+        let mut events = Vec::new();
+        for chunk in runs.commands[0].chunks(run.min(runs.commands[0].len())) {
+            engine.apply_all(chunk, &mut events);
+        }
+        assert_eq!(bytes(&events), expected, "runs of {run}");
+    }
+}
+
 /// Each shard's journal holds, with every run it published, that run's merge ticket: reading
 /// the journals back and interleaving their runs by ticket gives exactly the merged stream
 /// the egress handed out, event for event — what a sharded market's recovery relies on.
