@@ -1,17 +1,16 @@
 //! One stream out of several shards' (`market.shards`): what the views, topics and metrics of a
 //! sharded market read.
 //!
-//! The feeds thread takes the shards' batches in turn ([`ticker_engine::pipeline::ShardedEgress`])
-//! and renumbers every event with one `seq` that goes up by one per event, so everything
-//! downstream sees the stream of one engine, gap-free. A command sent to every shard gives an
-//! outcome on each; the merged stream carries one ([`FanIn::offer_first_accept`]): the first
-//! accept where it arrives, before the events it caused, or when every shard refused, the
-//! folded reject where the last arrives (the outcomes left out take no `seq`). A cancel by client order id that one shard carried out is its accept, not an accept
-//! and `unknown_order`s, and a kill switch is one accept, not one per shard. Whoever submits a
-//! command tells the [`FanIn`] first ([`expect`]), so it is known before any outcome arrives.
-//!
-//! The order of the batches is the shards' merge tickets (`ticker_engine::pipeline::ShardedEgress`),
-//! which their journals record, so a recovery merges the replayed runs into the same stream
+//! The feeds thread takes the shards' batches in merge-ticket order
+//! ([`ticker_engine::pipeline::ShardedEgress`]), which their journals record, and renumbers every
+//! event with one `seq` that goes up by one per event, so everything downstream sees the stream
+//! of one engine, gap-free. A command sent to every shard gives an outcome on each; the merged
+//! stream carries one ([`FanIn::offer_first_accept`]): the first accept where it arrives, before
+//! the events it caused, or when every shard refused, the folded reject where the last arrives
+//! (the outcomes left out take no `seq`). A cancel by client order id that one shard carried out
+//! is its accept, not an accept and `unknown_order`s, and a kill switch is one accept, not one
+//! per shard. Whoever submits a command tells the [`FanIn`] first ([`expect`]), so it is known
+//! before any outcome arrives. A recovery merges the replayed runs into the same stream
 //! (`crate::shard_recovery`); a snapshot keeps where the merge stood ([`MergeState`]).
 
 use parking_lot::Mutex;
