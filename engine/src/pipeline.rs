@@ -325,6 +325,7 @@ impl Pipeline {
             .name(ENGINE_THREAD_NAME.into())
             .spawn(move || engine_thread.run())?;
         let ingress = Ingress {
+            fill: commands_tx.occupancy(),
             commands: commands_tx,
             shared: shared.clone(),
             engine_thread: thread.thread().clone(),
@@ -445,6 +446,8 @@ impl SubmitError {
 /// A producer's handle: clone one per thread (or share it; it is `Sync`).
 pub struct Ingress<Q: MpscQueue<Command> = MpscRing> {
     commands: Q::Producer,
+    /// How full the ring is, read without touching it.
+    fill: Occupancy,
     shared: Arc<Shared>,
     engine_thread: Thread,
     wait: WaitStrategy,
@@ -454,6 +457,7 @@ impl<Q: MpscQueue<Command>> Clone for Ingress<Q> {
     fn clone(&self) -> Self {
         Ingress {
             commands: self.commands.clone(),
+            fill: self.fill.clone(),
             shared: self.shared.clone(),
             engine_thread: self.engine_thread.clone(),
             wait: self.wait,
@@ -510,6 +514,12 @@ impl<Q: MpscQueue<Command>> Ingress<Q> {
     /// Commands the ingress ring holds.
     pub fn capacity(&self) -> usize {
         self.commands.capacity()
+    }
+
+    /// Whether the ring had room for one more command when looked at (other producers may
+    /// take it before this one pushes).
+    pub fn has_room(&self) -> bool {
+        self.fill.len() < self.commands.capacity()
     }
 
     fn wake_engine(&self) {

@@ -510,6 +510,72 @@ fn a_shard_whose_journal_fails_ends_the_merged_egress() {
     pipeline.join();
 }
 
+/// A command for every shard is handed back when any shard's ring is full, before any copy
+/// goes in, instead of going into the others' and waiting for room in the full one: a front's
+/// task that must not wait gets `IngressFull`, and no shard applies half the command.
+#[test]
+fn a_command_for_every_shard_is_handed_back_whole_when_a_ring_is_full() {
+    use std::time::{Duration, Instant};
+    use ticker_engine::pipeline::SubmitError;
+    let config = PipelineConfig {
+        ingress_capacity: 8,
+        egress_capacity: 2,
+        max_batch: 1,
+        engine: EngineConfig {
+            order_capacity: 64,
+            ..EngineConfig::default()
+        },
+        ..PipelineConfig::default()
+    };
+    let (pipeline, ingress, mut egress) = ShardedPipeline::spawn(config, 2).unwrap();
+    // Nobody reads the egress yet: shard 1's engine thread stops at its full egress ring, then
+    // its ingress ring fills with rejected halts of instrument 1.
+    let guard = Instant::now() + Duration::from_secs(20);
+    let mut corr = 0;
+    loop {
+        corr += 1;
+        let halt = Command::new(corr, corr, CommandKind::Halt { instrument: 1 });
+        match ingress.try_submit(halt) {
+            // Full while the engine thread waits on its egress: it stays full.
+            Err(SubmitError::IngressFull(_)) if pipeline.egress_stalls() > 0 => break,
+            Err(SubmitError::IngressFull(_)) => corr -= 1,
+            Ok(_) => {}
+            Err(e) => panic!("{e}"),
+        }
+        assert!(Instant::now() < guard, "shard 1's ring fills in time");
+        std::thread::yield_now();
+    }
+    let kill = Command::new(
+        corr + 1,
+        corr + 1,
+        CommandKind::DisableAccount { account: 9 },
+    );
+    let (tx, rx) = std::sync::mpsc::channel();
+    let submitter = {
+        let ingress = ingress.clone();
+        std::thread::spawn(move || tx.send(ingress.try_submit(kill)).unwrap())
+    };
+    let handed_back = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("try_submit does not wait for room");
+    assert!(
+        matches!(handed_back, Err(SubmitError::IngressFull(_))),
+        "{handed_back:?}"
+    );
+    submitter.join().unwrap();
+    drop(ingress);
+    let mut seen = Vec::new();
+    while let Some((shard, batch)) = egress.recv() {
+        seen.extend(batch.iter().map(|e| (shard, e.kind.outcome_corr())));
+    }
+    assert!(
+        !seen.iter().any(|&(_, c)| c == Some(corr + 1)),
+        "no shard applied the command handed back"
+    );
+    assert_eq!(seen.len() as u64, corr - 1, "every halt taken was applied");
+    pipeline.join();
+}
+
 #[test]
 fn a_kill_switch_reaches_every_shard_and_gives_one_reply() {
     let config = EngineConfig {

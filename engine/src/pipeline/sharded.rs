@@ -302,13 +302,17 @@ impl ShardedIngress {
     }
 
     /// Submits without waiting when the command goes to one shard: a full ring hands it back.
-    /// A command for every shard is handed back only if the first shard's ring is full; once
-    /// that took it, the other copies are submitted waiting, so no shard misses it.
+    /// A command for every shard is handed back if any shard's ring is full when looked at,
+    /// before any copy goes in; once the first shard took it, the other copies are submitted
+    /// waiting (for room another producer took in between), so no shard misses it.
     pub fn try_submit(&self, command: Command) -> Result<Route, SubmitError> {
         let route = route(self.shards.len(), &command.kind);
         match route {
             Route::One(shard) => self.shards[shard].try_submit(command)?,
             Route::All => {
+                if !self.shards.iter().all(Ingress::has_room) {
+                    return Err(SubmitError::IngressFull(command));
+                }
                 let (first, rest) = self.shards.split_first().expect("at least one shard");
                 first.try_submit(command.clone())?;
                 for shard in rest {
