@@ -29,4 +29,6 @@ mod reply_routing;
 mod shard_merge;
 pub mod shard_recovery;
 pub mod snapshot_writer;
+#[cfg(test)]
+mod test_outcomes;
 pub mod ws;

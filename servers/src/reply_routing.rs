@@ -107,37 +107,11 @@ fn folded(runs: Vec<Event>) -> Vec<Event> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use ticker_engine::{AccountId, CommandTag, EventKind, OrderId, RejectReason};
+    use crate::test_outcomes::{accepted, unknown_order};
+    use ticker_engine::{AccountId, CommandTag, EventKind, OrderId};
 
     fn event(seq: u64, kind: EventKind) -> Event {
         Event { seq, ts: 0, kind }
-    }
-
-    fn accepted(seq: u64, corr: Correlation, command: CommandTag, order: u64) -> Event {
-        event(
-            seq,
-            EventKind::Accepted {
-                corr,
-                command,
-                account: 1,
-                order_id: OrderId(order),
-                instrument: None,
-            },
-        )
-    }
-
-    fn unknown_order(seq: u64, corr: Correlation) -> Event {
-        event(
-            seq,
-            EventKind::Rejected {
-                corr,
-                command: CommandTag::Cancel,
-                account: 1,
-                client_id: 9,
-                order_id: OrderId(0),
-                reason: RejectReason::UnknownOrder,
-            },
-        )
     }
 
     /// Something a command caused (its kind does not matter here).

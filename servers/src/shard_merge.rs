@@ -144,39 +144,19 @@ impl ShardMerge {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::test_outcomes::{accepted, unknown_order};
     use ticker_engine::shard::route;
-    use ticker_engine::{
-        Cancel, Command, CommandKind, CommandTag, EventKind, OrderId, OrderRef, RejectReason,
-    };
+    use ticker_engine::{Cancel, Command, CommandKind, CommandTag, EventKind, OrderId, OrderRef};
 
     /// What the market computes when it submits `command` to `shards` shards.
     fn outcomes(command: &Command, shards: usize) -> usize {
         route(shards, &command.kind).outcomes(&command.kind, shards)
     }
 
-    fn outcome(corr: u64, accepted: bool) -> Event {
-        let kind = if accepted {
-            EventKind::Accepted {
-                corr,
-                command: CommandTag::Cancel,
-                account: 1,
-                order_id: OrderId(42),
-                instrument: None,
-            }
-        } else {
-            EventKind::Rejected {
-                corr,
-                command: CommandTag::Cancel,
-                account: 1,
-                client_id: 9,
-                order_id: OrderId(0),
-                reason: RejectReason::UnknownOrder,
-            }
-        };
-        Event {
-            seq: 0,
-            ts: 0,
-            kind,
+    fn outcome(corr: u64, accept: bool) -> Event {
+        match accept {
+            true => accepted(0, corr, CommandTag::Cancel, 42),
+            false => unknown_order(0, corr),
         }
     }
 

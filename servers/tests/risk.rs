@@ -8,7 +8,7 @@
 use std::time::Duration;
 use ticker_proto::v1 as pb;
 use ticker_servers::auth::{Principal, Role};
-use ticker_servers::grpc::{AuthConfig, GrpcConfig};
+use ticker_servers::grpc::AuthConfig;
 use ticker_servers::market::{Market, MarketConfig};
 use tonic::{Code, Request};
 
@@ -34,14 +34,7 @@ async fn start_rig_on(shards: usize) -> Rig {
     auth.tokens.insert(ADMIN.into(), role(Role::Admin, None));
     auth.tokens
         .insert(ADMIN_TRADING.into(), role(Role::Admin, Some(2)));
-    Rig::start_sharded(
-        GrpcConfig {
-            auth,
-            ..GrpcConfig::default()
-        },
-        shards,
-    )
-    .await
+    Rig::start_sharded(auth, shards).await
 }
 
 /// `message` with `token` as its bearer token, or with none.

@@ -31,14 +31,7 @@ async fn start(shards: usize) -> Rig {
             account: None,
         },
     );
-    Rig::start_sharded(
-        GrpcConfig {
-            auth,
-            ..GrpcConfig::default()
-        },
-        shards,
-    )
-    .await
+    Rig::start_sharded(auth, shards).await
 }
 
 /// The trades channel of `symbol`.
@@ -150,11 +143,29 @@ async fn the_kill_switch_and_a_mass_cancel_reach_every_shard_and_answer_once() {
         let (_, low, size) = prices(symbol);
         limit(symbol, pb::Side::Buy, low, size)
     };
-    let mut resting = Vec::new();
-    for symbol in ["BTC-USD", "ETH-USD", "BTC-USD", "ETH-USD"] {
-        let p = place(&rig, ALICE, rest(symbol)).await;
-        resting.push(p.order.unwrap().order_id);
-    }
+    // Rests an order on each symbol and returns their ids, sorted.
+    let rest_on = |symbols: &'static [&'static str]| {
+        let rig = &rig;
+        async move {
+            let mut ids = Vec::new();
+            for &symbol in symbols {
+                ids.push(
+                    place(rig, ALICE, rest(symbol))
+                        .await
+                        .order
+                        .unwrap()
+                        .order_id,
+                );
+            }
+            ids.sort();
+            ids
+        }
+    };
+    let sorted = |mut ids: Vec<u64>| {
+        ids.sort();
+        ids
+    };
+    let resting = rest_on(&["BTC-USD", "ETH-USD", "BTC-USD", "ETH-USD"]).await;
     let mass = rig
         .orders()
         .mass_cancel(authed(pb::MassCancelRequest::default(), ALICE))
@@ -162,24 +173,13 @@ async fn the_kill_switch_and_a_mass_cancel_reach_every_shard_and_answer_once() {
         .unwrap()
         .into_inner();
     assert!(mass.result.unwrap().accepted);
-    let mut cancelled = mass.cancelled_order_ids.clone();
-    cancelled.sort();
-    resting.sort();
     assert_eq!(
-        cancelled, resting,
+        sorted(mass.cancelled_order_ids),
+        resting,
         "one reply names the orders of both shards"
     );
 
-    let mut resting = Vec::new();
-    for symbol in ["BTC-USD", "ETH-USD"] {
-        resting.push(
-            place(&rig, ALICE, rest(symbol))
-                .await
-                .order
-                .unwrap()
-                .order_id,
-        );
-    }
+    let resting = rest_on(&["BTC-USD", "ETH-USD"]).await;
     let killed = rig
         .risk()
         .disable_account(authed(pb::AccountRequest { account: 1 }, RISK))
@@ -187,10 +187,7 @@ async fn the_kill_switch_and_a_mass_cancel_reach_every_shard_and_answer_once() {
         .unwrap()
         .into_inner();
     assert!(killed.result.unwrap().accepted);
-    let mut cancelled = killed.cancelled_order_ids.clone();
-    cancelled.sort();
-    resting.sort();
-    assert_eq!(cancelled, resting);
+    assert_eq!(sorted(killed.cancelled_order_ids), resting);
     for symbol in ["BTC-USD", "ETH-USD"] {
         let refused = place(&rig, ALICE, rest(symbol)).await.result.unwrap();
         assert_eq!(

@@ -10,7 +10,7 @@ use ticker_proto::v1::admin_service_client::AdminServiceClient;
 use ticker_proto::v1::market_data_service_client::MarketDataServiceClient;
 use ticker_proto::v1::order_service_client::OrderServiceClient;
 use ticker_proto::v1::risk_service_client::RiskServiceClient;
-use ticker_servers::grpc::{GrpcConfig, GrpcServer};
+use ticker_servers::grpc::{AuthConfig, GrpcConfig, GrpcServer};
 use ticker_servers::market::{Market, MarketConfig};
 use tokio::net::TcpListener;
 use tonic::transport::Channel;
@@ -23,21 +23,30 @@ pub struct Rig {
     pub channel: Channel,
 }
 
+/// A market of `shards` engine threads without the simulator.
+fn quiet_market(shards: usize) -> MarketConfig {
+    MarketConfig {
+        simulator: None,
+        shards,
+        ..MarketConfig::default()
+    }
+}
+
 impl Rig {
     /// A market without simulator served on `config` (its `listen` aside: the rig binds a free
     /// loopback port), and a channel connected to it.
     pub async fn start_with(config: GrpcConfig) -> Rig {
-        Rig::start_sharded(config, 1).await
+        Rig::start_on(quiet_market(1), config).await
     }
 
-    /// As [`Rig::start_with`], on a market of `shards` engine threads.
-    pub async fn start_sharded(config: GrpcConfig, shards: usize) -> Rig {
-        let market = MarketConfig {
-            simulator: None,
-            shards,
-            ..MarketConfig::default()
+    /// A server with `auth` and otherwise default settings, on a market of `shards` engine
+    /// threads.
+    pub async fn start_sharded(auth: AuthConfig, shards: usize) -> Rig {
+        let config = GrpcConfig {
+            auth,
+            ..GrpcConfig::default()
         };
-        Rig::start_on(market, config).await
+        Rig::start_on(quiet_market(shards), config).await
     }
 
     /// As [`Rig::start_with`], on a market of `market`.
