@@ -6,7 +6,8 @@
 //! seeded simulator's commands until JetStream has acknowledged `--messages` event messages
 //! (one per command); then the matcher goes quiet and a gateway market starts: it loads the
 //! start snapshot and applies every message after it, and `Market::start_gateway` returns once
-//! it has applied the stream as it was at its start. Rate = messages applied / that time.
+//! it has applied the stream as it was at its start. Rate = messages applied / that time. Then
+//! what NATS alone delivers to a consumer that only counts, push (the gateway's kind) and pull.
 
 use crate::load::nats::NatsServer;
 use crate::load::spawn::start_matcher;
@@ -97,10 +98,80 @@ pub fn run(args: &CatchupArgs, out: &mut impl Write) -> anyhow::Result<()> {
         rates.len(),
         args.messages
     )?;
+    for kind in [Consumer::Push, Consumer::Pull] {
+        let (read, seconds) = runtime.block_on(nats_alone(&bus, kind))?;
+        writeln!(
+            out,
+            "NATS alone, one ordered {kind:?} consumer counting the stream from its start: {read} messages in {seconds:.3} s, {:.0} messages/s",
+            read as f64 / seconds
+        )?;
+    }
     matcher.shutdown();
     runtime.shutdown_timeout(Duration::from_secs(1));
     drop(nats);
     Ok(())
+}
+
+/// The two ways JetStream hands a stream to a consumer.
+#[derive(Clone, Copy, Debug)]
+enum Consumer {
+    /// The server sends as flow control allows (what a gateway uses).
+    Push,
+    /// The client asks for batches.
+    Pull,
+}
+
+/// What JetStream delivers on this machine to one ordered consumer reading the same stream from
+/// its first message to its last and only counting: how much of the catch-up time is NATS's
+/// own, and why the gateway reads with a push consumer.
+async fn nats_alone(bus: &BusConfig, kind: Consumer) -> anyhow::Result<(u64, f64)> {
+    use async_nats::jetstream::{self, consumer};
+    use futures_util::{Stream, StreamExt};
+    async fn count<M, E>(mut messages: M, last: u64) -> anyhow::Result<u64>
+    where
+        M: Stream<Item = Result<jetstream::Message, E>> + Unpin,
+        E: std::error::Error + Send + Sync + 'static,
+    {
+        let mut read = 0;
+        while let Some(message) = messages.next().await {
+            read += 1;
+            let info = message?
+                .info()
+                .map_err(|e| anyhow::anyhow!("{e}"))?
+                .stream_sequence;
+            if info >= last {
+                break;
+            }
+        }
+        Ok(read)
+    }
+    let client = async_nats::connect(bus.url.as_str()).await?;
+    let js = jetstream::new(client.clone());
+    let mut stream = js.get_stream(&bus.stream).await?;
+    let last = stream.info().await?.state.last_sequence;
+    let started = Instant::now();
+    let read = match kind {
+        Consumer::Push => {
+            let consumer = stream
+                .create_consumer(consumer::push::OrderedConfig {
+                    deliver_subject: client.new_inbox(),
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await?;
+            count(consumer.messages().await?, last).await?
+        }
+        Consumer::Pull => {
+            let consumer = stream
+                .create_consumer(consumer::pull::OrderedConfig {
+                    deliver_policy: consumer::DeliverPolicy::All,
+                    ..Default::default()
+                })
+                .await?;
+            count(consumer.messages().await?, last).await?
+        }
+    };
+    Ok((read, started.elapsed().as_secs_f64()))
 }
 
 /// Feeds the matcher simulator commands until `--messages` are published and acknowledged.

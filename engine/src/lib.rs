@@ -49,7 +49,7 @@ pub mod journal;
 mod levels;
 mod order;
 pub mod pipeline;
-mod prefetch;
+pub mod prefetch;
 pub mod ring;
 pub mod risk;
 pub mod shard;

@@ -1,11 +1,12 @@
 //! A hint that asks the CPU to start fetching a cache line the engine will touch a little
 //! later, so that the miss overlaps other work of the same command instead of stalling it.
-//! The one place the engine issues the instruction (orders, levels and bitmap words use it).
+//! The one place tickerd issues the instruction (orders, levels and bitmap words use it, and
+//! the feeds' hub for the messages a long history is about to let go of).
 
 /// Starts fetching the cache line holding `at` into every cache level. Never reads memory
 /// into the program and never faults, so any address is fine; a no-op off x86_64.
 #[inline(always)]
-pub(crate) fn prefetch<T>(at: *const T) {
+pub fn prefetch<T: ?Sized>(at: *const T) {
     #[cfg(target_arch = "x86_64")]
     {
         use std::arch::x86_64::{_mm_prefetch, _MM_HINT_T0};
