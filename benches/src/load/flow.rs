@@ -143,6 +143,11 @@ impl Server {
         self.spawned.as_ref().map(Spawned::market)
     }
 
+    /// The NATS server the tool started for `--via bus`.
+    pub fn nats_url(&self) -> Option<&str> {
+        self.spawned.as_ref().and_then(Spawned::nats_url)
+    }
+
     pub fn token(&self, client: usize) -> &str {
         &self.tokens[client % self.tokens.len()]
     }
@@ -196,6 +201,11 @@ fn run_via(pace: Pace, args: &FlowArgs, via: Via) -> anyhow::Result<(Vec<Value>,
             let (report, mut s) = phase(front, pace, args, &server, &instrument).await?;
             phases.push(report);
             series.append(&mut s);
+        }
+        if let (Some(url), Pace::Fixed(rate)) = (server.nats_url(), pace) {
+            let total = rate * args.clients as u64;
+            let each = ((args.duration * total as f64 / 2.0) as u64).max(1000);
+            phases.push(json!({ "nats_alone": super::nats::one_hop(url, total, each).await? }));
         }
         anyhow::Ok((phases, series))
     });

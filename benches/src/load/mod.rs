@@ -152,7 +152,8 @@ pub struct TargetArgs {
     pub server_threads: usize,
     /// Which spawned tickerd the clients use: `single` (one process), `bus` (a matcher and
     /// `--gateways` gateways over a nats-server the tool starts; the clients use the gateways),
-    /// or, for latency and throughput, `single,bus` in one run.
+    /// or, for latency and throughput, `single,bus` in one run. Latency with `bus` also times
+    /// one hop through the same nats-server alone (JetStream and core), at the same rate.
     #[arg(long, value_enum, value_delimiter = ',', default_value = "single")]
     pub via: Vec<Via>,
     /// Gateways with `--via bus`; fan-out spreads its connections over them.

@@ -71,7 +71,7 @@ pub fn flow_table(report: &Value) -> String {
         }
     }
     if vias.len() <= 1 {
-        return via_table(report);
+        return via_table(report) + &nats_alone(report);
     }
     let mut out = String::new();
     for via in vias {
@@ -79,9 +79,27 @@ pub fn flow_table(report: &Value) -> String {
         if let Some(phases) = one["phases"].as_array_mut() {
             phases.retain(|p| p["via"] == via);
         }
-        let _ = writeln!(out, "via {via}:\n{}", via_table(&one));
+        let _ = writeln!(out, "via {via}:\n{}{}", via_table(&one), nats_alone(&one));
     }
     out
+}
+
+/// The line of `--via bus`'s one-hop measurement of the NATS server, if the report has it.
+fn nats_alone(report: &Value) -> String {
+    let Some(hop) = report["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|p| p.get("nats_alone"))
+    else {
+        return String::new();
+    };
+    format!(
+        "NATS alone, one hop at {} messages/s: JetStream publish → push consumer {}, core publish → subscriber {} (p50 / p99)\n",
+        hop["rate"],
+        pair(&hop["jetstream_publish_to_push_consumer"], "p50_us", "p99_us"),
+        pair(&hop["core_publish_to_subscriber"], "p50_us", "p99_us"),
+    )
 }
 
 fn via_table(report: &Value) -> String {
@@ -249,4 +267,29 @@ pub fn emit(
         writeln!(out, "plot: {}", path.display())?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_bus_run_prints_its_nats_hop_under_its_own_table_only() {
+        let hop = |p50: f64, p99: f64| json!({"count": 1000, "p50_us": p50, "p99_us": p99});
+        let report = json!({"mode": "latency", "phases": [
+            {"via": "single", "front": "grpc"},
+            {"via": "bus", "front": "grpc"},
+            {"via": "bus", "nats_alone": {
+                "rate": 2000,
+                "jetstream_publish_to_push_consumer": hop(180.4, 351.0),
+                "core_publish_to_subscriber": hop(131.0, 1294.0),
+            }},
+        ]});
+        let table = flow_table(&report);
+        let line = "NATS alone, one hop at 2000 messages/s: JetStream publish → push consumer 180 µs / 351 µs, core publish → subscriber 131 µs / 1.29 ms (p50 / p99)";
+        let (single, bus) = table.split_once("via bus:").expect("two tables");
+        assert!(!single.contains("NATS alone"));
+        assert!(bus.contains(line), "{bus}");
+    }
 }

@@ -188,6 +188,10 @@ impl Spawned {
     }
 
     /// The matching market when the fronts are gateways.
+    pub fn nats_url(&self) -> Option<&str> {
+        self.nats.as_ref().map(|n| n.url.as_str())
+    }
+
     pub fn matcher(&self) -> Option<&Arc<Market>> {
         self.matcher.as_ref()
     }
