@@ -338,6 +338,36 @@ fn prune_keeps_the_newest_snapshots_and_the_segments_after_them() {
 }
 
 #[test]
+fn prune_to_keeps_exactly_the_snapshots_named_and_the_segments_the_oldest_needs() {
+    let disk = SimStorage::new();
+    let w = write(&disk, 1, &[10; 12], 400);
+    sync_all(&w);
+    // 30 and 70 belong to whole rounds of a sharded market; 50 is a shard's file of a round
+    // that failed before its shard-0 file (an orphan), 90 a newer one.
+    for index in [30, 50, 70, 90] {
+        snapshot_file::write(
+            &disk,
+            &SnapshotFile {
+                index,
+                sections: vec![],
+            },
+        )
+        .unwrap();
+    }
+    assert!(Journal::prune_to(&disk, &[]).unwrap().is_empty());
+    let deleted = Journal::prune_to(&disk, &[70, 30]).unwrap();
+    assert!(deleted.contains(&snapshot_name(50)) && deleted.contains(&snapshot_name(90)));
+    assert_eq!(Journal::snapshots_in(&disk).unwrap(), [30, 70]);
+    let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
+    assert!(
+        journal.first_index() <= 31,
+        "the oldest kept snapshot's tail is kept"
+    );
+    assert!(journal.first_index() > 1, "covered segments went");
+    assert_eq!(journal.commands_from(31).count(), 90);
+}
+
+#[test]
 fn a_gap_is_allowed_only_where_a_snapshot_covers_it() {
     let disk = SimStorage::new();
     let w = write(&disk, 1, &[5], 1 << 20);

@@ -7,9 +7,14 @@
 //! the feeds once the last shard's cut has arrived; each shard's engine goes beside that
 //! shard's journal, shard 0's file last with the feeds and where the merged stream stood
 //! ([`MERGE_SECTION`]: the index each shard was cut at). Pruning waits until the whole
-//! round is written, so a crash part-way leaves the previous round whole.
+//! round is written, so a crash part-way leaves the previous round whole, and keeps whole
+//! rounds: the newest `keep` of shard 0's files, and in every other shard exactly the files
+//! those rounds name — a shard's file of a round that failed before shard 0's (an orphan) is
+//! deleted rather than counted, so it never pushes out a round recovery could fall back to.
 
+use crate::shard_merge::MergeState;
 use parking_lot::{Condvar, Mutex};
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -138,20 +143,23 @@ impl SnapshotWriter {
             let (pending, stats) = (pending.clone(), stats.clone());
             std::thread::Builder::new()
                 .name("ticker-snapshots".into())
-                .spawn(move || loop {
-                    let job = {
-                        let mut slot = pending.slot.lock();
-                        loop {
-                            if let Some(job) = slot.job.take() {
-                                break job;
+                .spawn(move || {
+                    let mut rounds = Rounds::default();
+                    loop {
+                        let job = {
+                            let mut slot = pending.slot.lock();
+                            loop {
+                                if let Some(job) = slot.job.take() {
+                                    break job;
+                                }
+                                if slot.finished {
+                                    return;
+                                }
+                                pending.ready.wait(&mut slot);
                             }
-                            if slot.finished {
-                                return;
-                            }
-                            pending.ready.wait(&mut slot);
-                        }
-                    };
-                    write(&storages, keep, job, &stats);
+                        };
+                        write(&storages, keep, job, &stats, &mut rounds);
+                    }
                 })?
         };
         Ok(SnapshotWriter {
@@ -198,7 +206,13 @@ impl Drop for SnapshotWriter {
     }
 }
 
-fn write(storages: &[DirStorage], keep: usize, job: SnapshotJob, stats: &SnapshotStats) {
+fn write(
+    storages: &[DirStorage],
+    keep: usize,
+    job: SnapshotJob,
+    stats: &SnapshotStats,
+    rounds: &mut Rounds,
+) {
     let started = Instant::now();
     let bytes = match write_round(storages, &job) {
         Ok(bytes) => bytes,
@@ -208,13 +222,19 @@ fn write(storages: &[DirStorage], keep: usize, job: SnapshotJob, stats: &Snapsho
             return;
         }
     };
-    let mut pruned = 0;
-    for storage in storages {
-        match Journal::prune(storage, keep) {
-            Ok(deleted) => pruned += deleted.len(),
-            Err(e) => tracing::warn!("pruning after snapshot {}: {e}", job.index),
-        }
+    if let Some(shards) = &job.shards {
+        let cuts = std::iter::once(job.index)
+            .chain(shards.cuts.iter().map(|(index, _)| *index))
+            .collect();
+        rounds.0.insert(job.index, cuts);
     }
+    let pruned = match prune(storages, keep, rounds) {
+        Ok(deleted) => deleted,
+        Err(e) => {
+            tracing::warn!("pruning after snapshot {}: {e}", job.index);
+            0
+        }
+    };
     let took = started.elapsed();
     stats.written.fetch_add(1, Ordering::Relaxed);
     stats.last_index.store(job.index, Ordering::Relaxed);
@@ -230,6 +250,68 @@ fn write(storages: &[DirStorage], keep: usize, job: SnapshotJob, stats: &Snapsho
         "snapshot written in {:.1} ms",
         took.as_secs_f64() * 1e3
     );
+}
+
+/// The whole snapshot rounds of a sharded market: shard 0's index → the index each shard was
+/// cut at. Learnt when this writer writes a round; read from shard 0's file for a round an
+/// earlier run wrote.
+#[derive(Default)]
+struct Rounds(BTreeMap<u64, Vec<u64>>);
+
+/// Keeps the newest `keep` snapshots (whole rounds with several shards) and what they need of
+/// the journals; returns how many files went. With several shards, a shard-0 file whose
+/// round cannot be read stops the pruning of the other shards (they keep more, never less).
+fn prune<S: Storage>(
+    storages: &[S],
+    keep: usize,
+    rounds: &mut Rounds,
+) -> Result<usize, JournalError> {
+    let mut pruned = Journal::prune(&storages[0], keep)?.len();
+    if storages.len() == 1 {
+        return Ok(pruned);
+    }
+    let kept = Journal::snapshots_in(&storages[0])?;
+    rounds.0.retain(|index, _| kept.contains(index));
+    for &index in &kept {
+        if let std::collections::btree_map::Entry::Vacant(unknown) = rounds.0.entry(index) {
+            unknown.insert(round_cuts(&storages[0], index)?);
+        }
+    }
+    let mut cuts = Vec::with_capacity(kept.len());
+    for &index in &kept {
+        let round = &rounds.0[&index];
+        if round.len() != storages.len() {
+            return Err(JournalError::BadSnapshot {
+                file: storages[0].describe(&snapshot_name(index)),
+                reason: format!(
+                    "its round names {} shards' cuts, not {}",
+                    round.len(),
+                    storages.len()
+                ),
+            });
+        }
+        cuts.push(round);
+    }
+    for (k, storage) in storages.iter().enumerate().skip(1) {
+        let mine: Vec<u64> = cuts.iter().map(|round| round[k]).collect();
+        pruned += Journal::prune_to(storage, &mine)?.len();
+    }
+    Ok(pruned)
+}
+
+/// The index each shard was cut at in the round of shard 0's snapshot `index`.
+fn round_cuts<S: Storage>(storage: &S, index: u64) -> Result<Vec<u64>, JournalError> {
+    let file = snapshot_file::read(storage, index)?;
+    let bad = |reason: String| JournalError::BadSnapshot {
+        file: storage.describe(&snapshot_name(index)),
+        reason,
+    };
+    let merge = file
+        .section(MERGE_SECTION)
+        .ok_or_else(|| bad(format!("it has no {MERGE_SECTION} section")))?;
+    MergeState::decode(merge)
+        .map(|state| state.cuts)
+        .map_err(|e| bad(format!("the merge section does not decode: {e}")))
 }
 
 /// Writes every shard's file of a snapshot round, shard 0's last; returns the bytes written.
@@ -301,6 +383,66 @@ pub fn write_snapshot(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::shard_merge::ShardMerge;
+    use ticker_engine::journal::SimStorage;
+
+    /// Shard 0's file of a round cut at `cuts` (shard 0's index first), and the other shards'.
+    fn round(storages: &[SimStorage], cuts: &[u64]) {
+        let merge = ShardMerge::resume(Default::default(), 0, 0).encode_state(cuts);
+        for (k, (storage, &index)) in storages.iter().zip(cuts).enumerate().rev() {
+            let sections = if k == 0 {
+                vec![SnapshotSection {
+                    name: MERGE_SECTION.into(),
+                    bytes: merge.clone(),
+                }]
+            } else {
+                vec![]
+            };
+            snapshot_file::write(storage, &SnapshotFile { index, sections }).unwrap();
+        }
+    }
+
+    fn orphan(storage: &SimStorage, index: u64) {
+        let file = SnapshotFile {
+            index,
+            sections: vec![],
+        };
+        snapshot_file::write(storage, &file).unwrap();
+    }
+
+    #[test]
+    fn pruning_keeps_whole_rounds_and_drops_a_failed_rounds_orphans() {
+        let storages = [SimStorage::new(), SimStorage::new()];
+        round(&storages, &[10, 7]);
+        // A round that failed after shard 1's file: shard 0 never got its file.
+        orphan(&storages[1], 15);
+        round(&storages, &[30, 21]);
+        let mut rounds = Rounds::default();
+        // Two rounds kept: shard 1 keeps both rounds' files, not the orphan in their place.
+        assert_eq!(prune(&storages, 2, &mut rounds).unwrap(), 1);
+        assert_eq!(Journal::snapshots_in(&storages[0]).unwrap(), [10, 30]);
+        assert_eq!(Journal::snapshots_in(&storages[1]).unwrap(), [7, 21]);
+        // Learnt from shard 0's files (an earlier run's rounds).
+        assert_eq!(rounds.0[&10], [10, 7]);
+        orphan(&storages[1], 40);
+        round(&storages, &[50, 44]);
+        assert_eq!(prune(&storages, 1, &mut rounds).unwrap(), 5);
+        assert_eq!(Journal::snapshots_in(&storages[0]).unwrap(), [50]);
+        assert_eq!(Journal::snapshots_in(&storages[1]).unwrap(), [44]);
+        assert_eq!(rounds.0.keys().copied().collect::<Vec<_>>(), [50]);
+    }
+
+    #[test]
+    fn a_round_shard_0_cannot_read_prunes_no_other_shard() {
+        let storages = [SimStorage::new(), SimStorage::new()];
+        round(&storages, &[10, 7]);
+        orphan(&storages[0], 30);
+        orphan(&storages[1], 21);
+        let mut rounds = Rounds::default();
+        assert!(prune(&storages, 1, &mut rounds).is_err());
+        assert_eq!(Journal::snapshots_in(&storages[0]).unwrap(), [30]);
+        assert_eq!(Journal::snapshots_in(&storages[1]).unwrap(), [7, 21]);
+    }
 
     fn cut(index: u64) -> Cut {
         Cut {

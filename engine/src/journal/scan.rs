@@ -386,27 +386,38 @@ impl<S: Storage> Journal<S> {
     /// whose commands the oldest kept snapshot covers, except the last segment. Safe while a
     /// writer appends: the segment it writes to is always the last. Returns the files deleted.
     pub fn prune(storage: &S, keep: usize) -> Result<Vec<String>, JournalError> {
-        let names = storage.list().map_err(JournalError::io(format!(
-            "listing {}",
-            storage.describe("")
-        )))?;
-        let mut snapshots: Vec<u64> = names
+        let snapshots = Self::snapshots_in(storage)?;
+        let kept = &snapshots[snapshots.len().saturating_sub(keep.max(1))..];
+        Self::prune_to(storage, kept)
+    }
+
+    /// The indexes of the snapshot files in `storage`, oldest first (whether they read back
+    /// whole or not).
+    pub fn snapshots_in(storage: &S) -> Result<Vec<u64>, JournalError> {
+        let mut snapshots: Vec<u64> = Self::names(storage)?
             .iter()
             .filter_map(|n| parse_snapshot_name(n))
             .collect();
-        let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
         snapshots.sort_unstable();
-        segments.sort_unstable();
-        let keep = keep.max(1);
-        if snapshots.is_empty() {
+        Ok(snapshots)
+    }
+
+    /// Deletes every snapshot but those at `kept`, and every segment whose commands the oldest
+    /// of them covers, except the last segment; with nothing in `kept`, deletes nothing. For a
+    /// shard of a sharded market, whose snapshots count only as part of a whole round (the
+    /// caller knows which). Returns the files deleted.
+    pub fn prune_to(storage: &S, kept: &[u64]) -> Result<Vec<String>, JournalError> {
+        let Some(&covered) = kept.iter().min() else {
             return Ok(Vec::new());
-        }
-        let mut deleted = Vec::new();
-        let cut = snapshots.len().saturating_sub(keep);
-        for &index in &snapshots[..cut] {
-            deleted.push(super::snapshot_name(index));
-        }
-        let covered = snapshots[cut];
+        };
+        let names = Self::names(storage)?;
+        let mut segments: Vec<u64> = names.iter().filter_map(|n| parse_segment_name(n)).collect();
+        segments.sort_unstable();
+        let mut deleted: Vec<String> = names
+            .iter()
+            .filter(|n| parse_snapshot_name(n).is_some_and(|i| !kept.contains(&i)))
+            .cloned()
+            .collect();
         for pair in segments.windows(2) {
             // The segment's last command is one before the next segment's first.
             if pair[1] - 1 <= covered {
@@ -426,6 +437,13 @@ impl<S: Storage> Journal<S> {
             )))?;
         }
         Ok(deleted)
+    }
+
+    fn names(storage: &S) -> Result<Vec<String>, JournalError> {
+        storage.list().map_err(JournalError::io(format!(
+            "listing {}",
+            storage.describe("")
+        )))
     }
 }
 
