@@ -301,6 +301,17 @@ fn a_crash_loses_nothing_that_was_synced() {
     }
 }
 
+/// Snapshot files with no sections at `indexes` (pruning reads only their names).
+fn empty_snapshots(disk: &SimStorage, indexes: &[u64]) {
+    for &index in indexes {
+        let file = SnapshotFile {
+            index,
+            sections: vec![],
+        };
+        snapshot_file::write(disk, &file).unwrap();
+    }
+}
+
 #[test]
 fn prune_keeps_the_newest_snapshots_and_the_segments_after_them() {
     let disk = SimStorage::new();
@@ -310,16 +321,7 @@ fn prune_keeps_the_newest_snapshots_and_the_segments_after_them() {
         .unwrap()
         .segments()
         .to_vec();
-    for index in [15, 40, 80] {
-        snapshot_file::write(
-            &disk,
-            &SnapshotFile {
-                index,
-                sections: vec![],
-            },
-        )
-        .unwrap();
-    }
+    empty_snapshots(&disk, &[15, 40, 80]);
     let deleted = Journal::prune(&disk, 2).unwrap();
     assert!(deleted.contains(&snapshot_name(15)));
     let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
@@ -344,16 +346,7 @@ fn prune_to_keeps_exactly_the_snapshots_named_and_the_segments_the_oldest_needs(
     sync_all(&w);
     // 30 and 70 belong to whole rounds of a sharded market; 50 is a shard's file of a round
     // that failed before its shard-0 file (an orphan), 90 a newer one.
-    for index in [30, 50, 70, 90] {
-        snapshot_file::write(
-            &disk,
-            &SnapshotFile {
-                index,
-                sections: vec![],
-            },
-        )
-        .unwrap();
-    }
+    empty_snapshots(&disk, &[30, 50, 70, 90]);
     assert!(Journal::prune_to(&disk, &[]).unwrap().is_empty());
     let deleted = Journal::prune_to(&disk, &[70, 30]).unwrap();
     assert!(deleted.contains(&snapshot_name(50)) && deleted.contains(&snapshot_name(90)));
