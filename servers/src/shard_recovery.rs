@@ -349,12 +349,11 @@ pub struct MergedReplay {
     pub max_ticket: u64,
     /// The highest correlation id replayed or still folding.
     pub max_corr: u64,
-    /// Commands sent to every shard whose outcomes are not all merged yet, with the shards
-    /// whose copies were replayed (a bit each), while the replay's merge folds them.
+    /// Commands sent to every shard that may not have all their outcomes merged, with the
+    /// shards whose copies were replayed (a bit each). Such commands reach every shard in one
+    /// order (`ShardedIngress`), so one still folding at the snapshot round had no copy before
+    /// any shard's cut: the copies replayed are all the copies there are.
     in_flight: HashMap<Correlation, (Command, u64)>,
-    /// The commands still folding in the snapshot the replay started from: which shards had
-    /// their copies before the cut is not known, so they cannot be completed.
-    from_snapshot: HashSet<Correlation>,
 }
 
 /// A command sent to every shard that a crash left in the journals of some shards only (its
@@ -374,13 +373,7 @@ impl MergedReplay {
 
     /// Engines restored from a snapshot round, going on with its merge.
     pub(crate) fn resume(engines: Vec<Engine>, merge: ShardMerge) -> Self {
-        let (max_corr, from_snapshot) = {
-            let fan_in = merge.fan_in().lock();
-            (
-                fan_in.max_pending().unwrap_or(0),
-                fan_in.pending_corrs().collect(),
-            )
-        };
+        let max_corr = merge.fan_in().lock().max_pending().unwrap_or(0);
         MergedReplay {
             engines,
             merge,
@@ -389,7 +382,6 @@ impl MergedReplay {
             max_ticket: 0,
             max_corr,
             in_flight: HashMap::new(),
-            from_snapshot,
         }
     }
 
@@ -404,10 +396,14 @@ impl MergedReplay {
             self.max_corr = self.max_corr.max(command.corr);
             // As its submitter told the fan-in, before its first copy went in.
             let outcomes = route(shards, &command.kind).outcomes(&command.kind, shards);
-            if merged.is_some() && outcomes > 1 {
-                let mut fan_in = self.merge.fan_in().lock();
-                if !fan_in.is_pending(command.corr) {
-                    fan_in.expect(command.corr, outcomes);
+            if outcomes > 1 {
+                // A run the feeds had merged before their cut is in the snapshot's fan-in
+                // already; its copy still counts as one a shard has.
+                if merged.is_some() {
+                    let mut fan_in = self.merge.fan_in().lock();
+                    if !fan_in.is_pending(command.corr) {
+                        fan_in.expect(command.corr, outcomes);
+                    }
                 }
                 let copies = self
                     .in_flight
@@ -433,31 +429,24 @@ impl MergedReplay {
 
     /// The commands sent to every shard that only some shards' journals hold, and the merge's
     /// fan-in kept for them alone (so their missing outcomes fold as if they had come late).
-    /// A command still folding in the snapshot the replay started from is left out and named
-    /// in the log: whether a shard had it before its cut is not known.
+    /// One the fan-in still waits for that no shard's journal holds never ran anywhere: it is
+    /// dropped, like any command a crash lost before its journal write.
     pub(crate) fn take_unfinished(&mut self) -> (Vec<Unfinished>, FanIn) {
         let shards = self.engines.len();
+        let mut fan_in = std::mem::take(&mut *self.merge.fan_in().lock());
         let mut unfinished: Vec<Unfinished> = self
             .in_flight
-            .values()
-            .filter(|(command, _)| !self.from_snapshot.contains(&command.corr))
-            .map(|(command, seen)| Unfinished {
-                command: command.clone(),
+            .drain()
+            .filter(|(corr, _)| fan_in.is_pending(*corr))
+            .map(|(_, (command, seen))| Unfinished {
+                command,
                 missing: (0..shards).filter(|k| seen & (1 << k) == 0).collect(),
             })
+            // Every shard has it yet its outcomes did not all fold: nothing to send, and
+            // nothing more will come for the fan-in to wait for.
+            .filter(|u| !u.missing.is_empty())
             .collect();
         unfinished.sort_by_key(|u| u.command.corr);
-        for corr in &self.from_snapshot {
-            if self.merge.fan_in().lock().is_pending(*corr) {
-                tracing::warn!(
-                    corr,
-                    "a command sent to every shard was still folding at the snapshot and some \
-                     shards never took it; it is not completed (resend it if it was a kill \
-                     switch or an instrument)"
-                );
-            }
-        }
-        let mut fan_in = std::mem::take(&mut *self.merge.fan_in().lock());
         let keep: HashSet<Correlation> = unfinished.iter().map(|u| u.command.corr).collect();
         fan_in.retain(|corr| keep.contains(&corr));
         (unfinished, fan_in)
@@ -521,6 +510,43 @@ fn replay(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use ticker_engine::shard::Shard;
+    use ticker_engine::CommandKind;
+
+    fn shard_engines(count: usize) -> Vec<Engine> {
+        (0..count)
+            .map(|k| {
+                Engine::new(EngineConfig {
+                    shard: Shard::new(k, count).unwrap(),
+                    ..EngineConfig::default()
+                })
+            })
+            .collect()
+    }
+
+    /// A kill switch still folding at the snapshot round had reached shard 0 after its cut
+    /// (in a run the feeds had merged before theirs) and never shard 1: the replay names it
+    /// for shard 1. One still folding that no shard's journal holds never ran: dropped.
+    #[test]
+    fn a_command_still_folding_at_the_snapshot_is_completed_where_it_is_missing() {
+        let mut snapshot_fan_in = FanIn::new();
+        snapshot_fan_in.expect(5, 2);
+        snapshot_fan_in.expect(6, 2);
+        let merge = ShardMerge::resume(Arc::new(Mutex::new(snapshot_fan_in)), 40, 9);
+        let mut replay = MergedReplay::resume(shard_engines(2), merge);
+        let kill = Command::new(5, 5, CommandKind::DisableAccount { account: 3 });
+        let run = Run {
+            ticket: Some(8),
+            commands: vec![(12, kill.clone())],
+        };
+        replay.apply(0, &run, None);
+        let (unfinished, fan_in) = replay.take_unfinished();
+        assert_eq!(unfinished.len(), 1);
+        assert_eq!(unfinished[0].command, kill);
+        assert_eq!(unfinished[0].missing, [1]);
+        assert!(fan_in.is_pending(5), "its last outcome will fold as if late");
+        assert!(!fan_in.is_pending(6), "never ran: nothing to wait for");
+    }
 
     #[test]
     fn a_data_directory_of_another_shard_count_is_refused() {

@@ -47,6 +47,13 @@ pub struct ShardedPipeline {
 #[derive(Clone, Debug)]
 pub struct ShardedIngress {
     shards: Vec<Ingress>,
+    /// Held while the copies of a command for every shard go in, so such commands reach every
+    /// shard in the same order: a snapshot is then before or after another such command (a
+    /// kill switch, a mass cancel) in every shard, never between its copies, and a command
+    /// still folding at a snapshot round has no copy before any shard's cut — what lets a
+    /// recovery complete one a crash cut short. Only these (rare) commands take it; one for a
+    /// single shard never does.
+    every_shard: Arc<parking_lot::Mutex<()>>,
 }
 
 /// Every shard's batches, each shard's in its order.
@@ -176,7 +183,10 @@ impl ShardedPipeline {
         }
         (
             ShardedPipeline { shards: pipelines },
-            ShardedIngress { shards: ingresses },
+            ShardedIngress {
+                shards: ingresses,
+                every_shard: Arc::default(),
+            },
             ShardedEgress {
                 bells: egresses
                     .iter()
@@ -284,6 +294,7 @@ impl ShardedIngress {
         match route {
             Route::One(shard) => self.shards[shard].submit(command)?,
             Route::All => {
+                let _in_order = self.every_shard.lock();
                 let (last, rest) = self.shards.split_last().expect("at least one shard");
                 for shard in rest {
                     shard.submit(command.clone())?;
@@ -310,6 +321,7 @@ impl ShardedIngress {
         match route {
             Route::One(shard) => self.shards[shard].try_submit(command)?,
             Route::All => {
+                let _in_order = self.every_shard.lock();
                 if !self.shards.iter().all(Ingress::has_room) {
                     return Err(SubmitError::IngressFull(command));
                 }
