@@ -39,7 +39,7 @@ pub const LONG_ABOUT: &str = "\
 How fast a gateway catches up with the JetStream stream when it starts --messages behind: a \
 nats-server started by the tool, a matcher in this process fed the seeded simulator's commands \
 until that many event messages are acknowledged, then a gateway that loads the start snapshot \
-and applies every message after it. Prints messages/s per run.";
+and applies every message after it. Prints messages/s per run, then what NATS alone delivers to an ordered consumer that only counts the same stream (push, the gateway's kind, and pull).";
 
 pub fn run(args: &CatchupArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let nats = NatsServer::start(&args.nats_server)?;
