@@ -544,7 +544,10 @@ mod tests {
         assert_eq!(unfinished.len(), 1);
         assert_eq!(unfinished[0].command, kill);
         assert_eq!(unfinished[0].missing, [1]);
-        assert!(fan_in.is_pending(5), "its last outcome will fold as if late");
+        assert!(
+            fan_in.is_pending(5),
+            "its last outcome will fold as if late"
+        );
         assert!(!fan_in.is_pending(6), "never ran: nothing to wait for");
     }
 
