@@ -563,16 +563,57 @@ fn a_command_for_every_shard_is_handed_back_whole_when_a_ring_is_full() {
         "{handed_back:?}"
     );
     submitter.join().unwrap();
+    // A submitter that waits for room holds the turn of commands for every shard: another
+    // such command is handed back, not made to wait behind it.
+    let waiting = {
+        let ingress = ingress.clone();
+        let enable = Command::new(
+            corr + 2,
+            corr + 2,
+            CommandKind::EnableAccount { account: 9 },
+        );
+        std::thread::spawn(move || ingress.submit(enable).unwrap())
+    };
+    let (tx, rx) = std::sync::mpsc::channel();
+    let again = {
+        let ingress = ingress.clone();
+        let kill = Command::new(
+            corr + 3,
+            corr + 3,
+            CommandKind::DisableAccount { account: 9 },
+        );
+        std::thread::spawn(move || tx.send(ingress.try_submit(kill)).unwrap())
+    };
+    let handed_back = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("try_submit does not wait behind a waiting submitter");
+    assert!(
+        matches!(handed_back, Err(SubmitError::IngressFull(_))),
+        "{handed_back:?}"
+    );
+    again.join().unwrap();
     drop(ingress);
     let mut seen = Vec::new();
     while let Some((shard, batch)) = egress.recv() {
         seen.extend(batch.iter().map(|e| (shard, e.kind.outcome_corr())));
     }
     assert!(
-        !seen.iter().any(|&(_, c)| c == Some(corr + 1)),
-        "no shard applied the command handed back"
+        !seen
+            .iter()
+            .any(|&(_, c)| c == Some(corr + 1) || c == Some(corr + 3)),
+        "no shard applied a command handed back"
     );
-    assert_eq!(seen.len() as u64, corr - 1, "every halt taken was applied");
+    waiting.join().unwrap();
+    let enabled = seen.iter().filter(|&&(_, c)| c == Some(corr + 2)).count();
+    assert_eq!(
+        enabled, 2,
+        "the waiting submitter's command reached both shards"
+    );
+    let halts = seen
+        .iter()
+        .filter(|&&(_, c)| c.is_some_and(|c| c < corr))
+        .count();
+    assert_eq!(halts as u64, corr - 1, "every halt taken was applied");
     pipeline.join();
 }
 

@@ -56,6 +56,10 @@ pub struct ShardedIngress {
     every_shard: Arc<parking_lot::Mutex<()>>,
 }
 
+/// The longest [`ShardedIngress::try_submit`] waits for another command for every shard to
+/// finish going in; that takes well under a microsecond unless a ring is full.
+pub const TURN_WAIT: std::time::Duration = std::time::Duration::from_micros(100);
+
 /// Every shard's batches, each shard's in its order.
 #[derive(Debug)]
 pub struct ShardedEgress {
@@ -313,7 +317,8 @@ impl ShardedIngress {
     }
 
     /// Submits without waiting when the command goes to one shard: a full ring hands it back.
-    /// A command for every shard is handed back if any shard's ring is full when looked at,
+    /// A command for every shard is handed back if another such command holds the turn for
+    /// longer than [`TURN_WAIT`] (its submitter waiting for room), or if any shard's ring is full when looked at,
     /// before any copy goes in; once the first shard took it, the other copies are submitted
     /// waiting (for room another producer took in between), so no shard misses it.
     pub fn try_submit(&self, command: Command) -> Result<Route, SubmitError> {
@@ -321,7 +326,11 @@ impl ShardedIngress {
         match route {
             Route::One(shard) => self.shards[shard].try_submit(command)?,
             Route::All => {
-                let _in_order = self.every_shard.lock();
+                // A submitter holding the turn may be waiting for room in a full ring: hand
+                // the command back rather than wait behind it.
+                let Some(_in_order) = self.every_shard.try_lock_for(TURN_WAIT) else {
+                    return Err(SubmitError::IngressFull(command));
+                };
                 if !self.shards.iter().all(Ingress::has_room) {
                     return Err(SubmitError::IngressFull(command));
                 }
