@@ -266,11 +266,11 @@ fn prune<S: Storage>(
     keep: usize,
     rounds: &mut Rounds,
 ) -> Result<usize, JournalError> {
-    let mut pruned = Journal::prune(&storages[0], keep)?.len();
+    let kept = Journal::newest_snapshots(&storages[0], keep)?;
+    let mut pruned = Journal::prune_to(&storages[0], &kept)?.len();
     if storages.len() == 1 {
         return Ok(pruned);
     }
-    let kept = Journal::snapshots_in(&storages[0])?;
     rounds.0.retain(|index, _| kept.contains(index));
     for &index in &kept {
         if let std::collections::btree_map::Entry::Vacant(unknown) = rounds.0.entry(index) {

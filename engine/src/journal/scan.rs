@@ -386,9 +386,15 @@ impl<S: Storage> Journal<S> {
     /// whose commands the oldest kept snapshot covers, except the last segment. Safe while a
     /// writer appends: the segment it writes to is always the last. Returns the files deleted.
     pub fn prune(storage: &S, keep: usize) -> Result<Vec<String>, JournalError> {
-        let snapshots = Self::snapshots_in(storage)?;
-        let kept = &snapshots[snapshots.len().saturating_sub(keep.max(1))..];
-        Self::prune_to(storage, kept)
+        Self::prune_to(storage, &Self::newest_snapshots(storage, keep)?)
+    }
+
+    /// The indexes of the newest `keep` snapshot files in `storage` (at least one if any),
+    /// oldest first: what [`Journal::prune`] keeps.
+    pub fn newest_snapshots(storage: &S, keep: usize) -> Result<Vec<u64>, JournalError> {
+        let mut snapshots = Self::snapshots_in(storage)?;
+        snapshots.drain(..snapshots.len().saturating_sub(keep.max(1)));
+        Ok(snapshots)
     }
 
     /// The indexes of the snapshot files in `storage`, oldest first (whether they read back
