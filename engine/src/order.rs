@@ -203,6 +203,10 @@ impl OrderPool {
         let slot = if self.free_head != NIL {
             let slot = self.free_head;
             self.free_head = self.slots[slot as usize].next;
+            // The next alloc reads and rewrites the new head's two lines; freed long ago,
+            // they are cold, and the commands in between hide the miss.
+            self.prefetch(self.free_head, false);
+            self.prefetch(self.free_head, true);
             slot
         } else if (self.slots.len() as u32) < self.capacity {
             // Within the reserved capacity: push never reallocates.
