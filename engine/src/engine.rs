@@ -310,8 +310,9 @@ impl Engine {
     /// orders, order rate.
     /// Applies a run of commands in order, exactly as [`Engine::apply`] one by one would,
     /// overlapping each command's first memory misses with the commands before it: while
-    /// command `i` is applied, the index entry command `i + 2` looks up is on its way, and the
-    /// order command `i + 1` names (a cancel or amend by client order id or by id).
+    /// command `i` is applied, command `i + 8` itself is on its way (a long slice is not in
+    /// cache), the index entry command `i + 2` looks up, and the order command `i + 1` names
+    /// (a cancel or amend by client order id or by id).
     pub fn apply_all(&mut self, cmds: &[Command], out: &mut Vec<Event>) {
         for (i, cmd) in cmds.iter().enumerate() {
             if let Some(ahead) = cmds.get(i + COMMAND_AHEAD) {
