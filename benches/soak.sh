@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # The soak test (issue 18): tickerd, the release binary, as a child process under mixed load —
-# gRPC order flow and order updates, WebSocket and gRPC subscribers that come, go and resume,
+# gRPC order flow and order updates, orders at the touch that cross the book and get filled,
+# WebSocket and gRPC subscribers that come, go and resume,
 # slow and stalled readers, bad inputs on both fronts — with a table row every INTERVAL (RSS,
 # fds, threads, tasks, CPU, order → ack p50/p99/p99.9, slow-consumer counters, failures) and a
 # verdict at the end: the exit status is non-zero on a lost sequence, an unexpected answer,

@@ -10,6 +10,8 @@
 //! - [`grpc_flow`]: place/cancel pairs over one gRPC `OrderSession` (order → ack latency per
 //!   interval), and the account's order-update stream, reopened with `from_seq`, checked for
 //!   an unbroken `seq`;
+//! - [`touch_flow`]: orders of the same account priced from the live book, which cross it
+//!   (post-only rejects) and are filled by it, so the order updates carry fills;
 //! - [`churn`]: WebSocket (permessage-deflate) and gRPC market-data subscribers that stay
 //!   5–30 s, leave and come back resuming trades with `from_seq`, every `prev_seq` checked;
 //! - [`slow_readers`]: readers that pause, and readers that stall until the server conflates,
@@ -35,6 +37,7 @@ pub mod report;
 pub mod scrape;
 pub mod slow_readers;
 pub mod tally;
+pub mod touch_flow;
 
 use crate::load::{Clock, Target, DEFLATE_OFFER};
 use clap::Args;
@@ -75,6 +78,9 @@ pub struct SoakArgs {
     /// Order commands a second over gRPC (place/cancel pairs).
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
+    /// Rounds a second of orders at the touch (two post-only places each, and their cancels).
+    #[arg(long, default_value_t = 4)]
+    pub touch_rounds: u64,
     /// WebSocket subscribers that connect, stay 5–30 s and reconnect.
     #[arg(long, default_value_t = 6)]
     pub ws_subscribers: usize,
@@ -142,13 +148,15 @@ async fn soak(args: &SoakArgs, binary: &Path, out: &mut dyn Write) -> anyhow::Re
     writeln!(
         out,
         "soak: {} with a row every {}; tickerd pid {} (gRPC {grpc}, HTTP {http}, simulator on, journal on)\n\
-         load: {} order commands/s over a gRPC OrderSession + its order-update stream; {} WebSocket \
+         load: {} order commands/s over a gRPC OrderSession + its order-update stream; {} rounds/s \
+         of orders at the touch; {} WebSocket \
          (deflate) and {} gRPC subscribers staying 5–30 s and resuming; {} slow and {} stalled \
          readers; a round of bad inputs on both fronts every 2 s\n",
         report::clock(args.duration),
         report::clock(args.interval),
         tickerd.pid,
         args.rate,
+        args.touch_rounds,
         args.ws_subscribers,
         args.grpc_subscribers,
         args.slow_readers,
@@ -174,7 +182,7 @@ async fn soak(args: &SoakArgs, binary: &Path, out: &mut dyn Write) -> anyhow::Re
     let outcome = measure(args, &ctx, tickerd, out).await;
     let _ = stop.send(true);
     let (rows, tickerd) = outcome?;
-    finish(&ctx, rows, load, tickerd, out).await
+    finish(&ctx, rows, load, tickerd, args.touch_rounds > 0, out).await
 }
 
 /// Spawns every load task.
@@ -184,6 +192,14 @@ fn start_load(ctx: &Arc<Ctx>, args: &SoakArgs) -> Vec<(String, JoinHandle<()>)> 
     spawn(
         "gRPC order flow".into(),
         tokio::spawn(grpc_flow::orders(ctx.clone(), args.rate)),
+    );
+    spawn(
+        "orders at the touch".into(),
+        tokio::spawn(touch_flow::run(
+            ctx.clone(),
+            args.touch_rounds,
+            args.seed * 1_000 + 400,
+        )),
     );
     spawn(
         "order updates".into(),
@@ -297,6 +313,7 @@ async fn finish(
     rows: Vec<Row>,
     load: Vec<(String, JoinHandle<()>)>,
     tickerd: Tickerd,
+    touching: bool,
     out: &mut dyn Write,
 ) -> anyhow::Result<()> {
     let mut problems = report::verdict(&rows);
@@ -327,15 +344,24 @@ async fn finish(
     // last row are judged when they end).
     let sum =
         |f: fn(&tally::Counts) -> u64| rows.iter().map(|r| f(&r.counts)).sum::<u64>() + f(&after);
+    // An order at the far touch crosses unless the market moved away within the round trip:
+    // none crossing means the flow is not reading the book it trades against.
+    if touching && sum(|c| c.touch_crossed) == 0 {
+        problems
+            .push("no order at the touch crossed the book: the flow is not at the market".into());
+    }
     writeln!(
         out,
-        "\ntotals: {} order commands answered ({} expected engine rejects: post-only would cross, \
-         unknown order); {} WebSocket connections and {} gRPC streams opened; {} resumes verified \
+        "\ntotals: {} order commands answered ({} expected engine rejects of the session flow: \
+         post-only would cross, unknown order); orders at the touch: {} rejected as crossing, {} \
+         filled before their cancel; {} WebSocket connections and {} gRPC streams opened; {} resumes verified \
          (server: {} resumes, {} too old); stalled and slow readers: {} closed 1013, {} caught up \
          after a short stall, {} dropped after a long one (write_timeout); {} bad inputs answered \
          as documented",
         sum(|c| c.commands),
         sum(|c| c.engine_rejects),
+        sum(|c| c.touch_crossed),
+        sum(|c| c.touch_filled),
         sum(|c| c.ws_connects),
         sum(|c| c.grpc_streams),
         sum(|c| c.resumes_verified),

@@ -18,6 +18,10 @@ pub struct Tally {
     /// Engine rejects the flow expects (post-only would cross, unknown order: the simulated
     /// market moved onto or through the flow's price).
     pub engine_rejects: AtomicU64,
+    /// Post-only orders of the touch flow the engine rejected as crossing the book.
+    pub touch_crossed: AtomicU64,
+    /// Orders of the touch flow the market filled before their cancel (`unknown_order`).
+    pub touch_filled: AtomicU64,
     /// WebSocket connections opened (churners, slow and stalled readers, bad inputs).
     pub ws_connects: AtomicU64,
     /// gRPC market-data and order-update streams opened.
@@ -45,6 +49,8 @@ pub struct Tally {
 pub struct Counts {
     pub commands: u64,
     pub engine_rejects: u64,
+    pub touch_crossed: u64,
+    pub touch_filled: u64,
     pub ws_connects: u64,
     pub grpc_streams: u64,
     pub resumes_verified: u64,
@@ -61,6 +67,8 @@ impl Default for Tally {
         Tally {
             commands: AtomicU64::new(0),
             engine_rejects: AtomicU64::new(0),
+            touch_crossed: AtomicU64::new(0),
+            touch_filled: AtomicU64::new(0),
             ws_connects: AtomicU64::new(0),
             grpc_streams: AtomicU64::new(0),
             resumes_verified: AtomicU64::new(0),
@@ -120,6 +128,8 @@ impl Tally {
         let counts = Counts {
             commands: take(&self.commands),
             engine_rejects: take(&self.engine_rejects),
+            touch_crossed: take(&self.touch_crossed),
+            touch_filled: take(&self.touch_filled),
             ws_connects: take(&self.ws_connects),
             grpc_streams: take(&self.grpc_streams),
             resumes_verified: take(&self.resumes_verified),
