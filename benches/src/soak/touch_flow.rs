@@ -90,11 +90,7 @@ async fn rounds(ctx: &Ctx, rounds_per_sec: u64, seed: u64) -> anyhow::Result<()>
         let Some((bid, ask)) = flow.touch().await? else {
             continue;
         };
-        let (far, inside) = match side {
-            pb::Side::Buy => (ask, (bid + flow.tick).min(ask)),
-            _ => (bid, (ask - flow.tick).max(bid)),
-        };
-        for price in [far, inside] {
+        for price in prices(side, bid, ask, flow.tick) {
             let coid = flow.next_coid;
             flow.next_coid += 1;
             match flow.place(ctx, side, price, coid).await? {
@@ -116,6 +112,15 @@ async fn rounds(ctx: &Ctx, rounds_per_sec: u64, seed: u64) -> anyhow::Result<()>
     // Leave nothing resting: the account's orders end with the soak.
     flow.cancel_due(ctx, Instant::now() + Duration::from_millis(REST_MS.1))
         .await
+}
+
+/// A round's two prices on `side`: the far touch (crosses), then one tick inside the spread
+/// (first in a new level), which is the far touch again when the spread is one tick.
+fn prices(side: pb::Side, bid: Decimal, ask: Decimal, tick: Decimal) -> [Decimal; 2] {
+    match side {
+        pb::Side::Sell => [bid, (ask - tick).max(bid)],
+        _ => [ask, (bid + tick).min(ask)],
+    }
 }
 
 impl Flow {
@@ -223,4 +228,35 @@ fn authed<T>(message: T) -> anyhow::Result<tonic::Request<T>> {
         format!("Bearer {ORDER_ACCOUNT_TOKEN}").parse()?,
     );
     Ok(request)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(s: &str) -> Decimal {
+        Decimal::from_str(s).unwrap()
+    }
+
+    #[test]
+    fn a_round_crosses_at_the_far_touch_then_steps_one_tick_inside_the_spread() {
+        let tick = d("0.01");
+        assert_eq!(
+            prices(pb::Side::Buy, d("100.00"), d("100.05"), tick),
+            [d("100.05"), d("100.01")]
+        );
+        assert_eq!(
+            prices(pb::Side::Sell, d("100.00"), d("100.05"), tick),
+            [d("100.00"), d("100.04")]
+        );
+        // A one-tick spread has no inside: both orders are at the far touch and cross.
+        assert_eq!(
+            prices(pb::Side::Buy, d("100.00"), d("100.01"), tick),
+            [d("100.01"), d("100.01")]
+        );
+        assert_eq!(
+            prices(pb::Side::Sell, d("100.00"), d("100.01"), tick),
+            [d("100.00"), d("100.00")]
+        );
+    }
 }
