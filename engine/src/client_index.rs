@@ -263,8 +263,7 @@ impl ClientIndex {
         let h = hash(account, client_id);
         let e = self.table.entries[self.table.home(h)];
         if e != EMPTY && (e >> 32) as u32 == h {
-            pool.prefetch(entry_slot(e), false);
-            pool.prefetch(entry_slot(e), true);
+            pool.prefetch_order(entry_slot(e));
         }
     }
 

@@ -316,7 +316,8 @@ impl Engine {
     pub fn apply_all(&mut self, cmds: &[Command], out: &mut Vec<Event>) {
         for (i, cmd) in cmds.iter().enumerate() {
             if let Some(ahead) = cmds.get(i + COMMAND_AHEAD) {
-                prefetch_command(ahead);
+                let at = (ahead as *const Command).cast::<u8>();
+                crate::prefetch::prefetch_bytes(at, std::mem::size_of::<Command>());
             }
             if let Some(far) = cmds.get(i + 2) {
                 self.prefetch_far(far);
@@ -361,10 +362,7 @@ impl Engine {
                 .st
                 .client_ids
                 .prefetch_order(account, cid, &self.st.pool),
-            OrderRef::Id(id) => {
-                self.st.pool.prefetch(id.slot(), false);
-                self.st.pool.prefetch(id.slot(), true);
-            }
+            OrderRef::Id(id) => self.st.pool.prefetch_order(id.slot()),
         }
     }
 
@@ -423,15 +421,6 @@ impl Engine {
 
 /// How far ahead in a run [`Engine::apply_all`] starts loading the commands themselves.
 const COMMAND_AHEAD: usize = 8;
-
-/// Starts loading every cache line of `cmd` (a command spans two or three).
-#[inline(always)]
-fn prefetch_command(cmd: &Command) {
-    let first = (cmd as *const Command).cast::<u8>();
-    crate::prefetch::prefetch(first);
-    crate::prefetch::prefetch(first.wrapping_add(64));
-    crate::prefetch::prefetch(first.wrapping_add(std::mem::size_of::<Command>() - 1));
-}
 
 fn rejected(
     corr: Correlation,

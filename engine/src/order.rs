@@ -205,8 +205,7 @@ impl OrderPool {
             self.free_head = self.slots[slot as usize].next;
             // The next alloc reads and rewrites the new head's two lines; freed long ago,
             // they are cold, and the commands in between hide the miss.
-            self.prefetch(self.free_head, false);
-            self.prefetch(self.free_head, true);
+            self.prefetch_order(self.free_head);
             slot
         } else if (self.slots.len() as u32) < self.capacity {
             // Within the reserved capacity: push never reallocates.
@@ -332,6 +331,13 @@ impl OrderPool {
             .wrapping_add(if second { 64 } else { 0 });
         crate::prefetch::prefetch(line);
     }
+
+    /// [`OrderPool::prefetch`] of both lines of the order in `slot`.
+    #[inline(always)]
+    pub fn prefetch_order(&self, slot: u32) {
+        self.prefetch(slot, false);
+        self.prefetch(slot, true);
+    }
 }
 
 #[cfg(test)]
@@ -444,8 +450,7 @@ mod tests {
         let a = pool.alloc().unwrap();
         let before = format!("{:?}", pool.get(a));
         for slot in [a, 1, 3, 4, NIL] {
-            pool.prefetch(slot, false);
-            pool.prefetch(slot, true);
+            pool.prefetch_order(slot);
         }
         assert_eq!(format!("{:?}", pool.get(a)), before);
         assert_eq!(pool.live(), 1);

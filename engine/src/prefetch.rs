@@ -19,8 +19,28 @@ pub fn prefetch<T: ?Sized>(at: *const T) {
     let _ = at;
 }
 
+/// Starts fetching every cache line of the `len` bytes from `start`, wherever the first byte
+/// falls in its line (so a value of 104 bytes may span three).
+#[inline(always)]
+pub fn prefetch_bytes(start: *const u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    for offset in (0..len).step_by(64).chain([len - 1]) {
+        prefetch(start.wrapping_add(offset));
+    }
+}
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn prefetching_any_bytes_is_harmless() {
+        for len in [0, 1, 64, 104, 4096] {
+            super::prefetch_bytes(std::ptr::null(), len);
+            super::prefetch_bytes(usize::MAX as *const u8, len);
+        }
+    }
+
     #[test]
     fn prefetching_any_address_is_harmless() {
         super::prefetch(std::ptr::null::<u8>());

@@ -415,10 +415,7 @@ fn prefetch_message(message: &Arc<Message>) {
     let start = data.wrapping_sub(2 * std::mem::size_of::<usize>());
     let len =
         (std::mem::size_of_val(&**message) + 2 * std::mem::size_of::<usize>()).min(LINES * 64);
-    // Every line from the first byte's to the last byte's, wherever the first falls.
-    for offset in (0..len).step_by(64).chain([len - 1]) {
-        ticker_engine::prefetch::prefetch(start.wrapping_add(offset));
-    }
+    ticker_engine::prefetch::prefetch_bytes(start, len);
 }
 
 /// One topic: its ring, history, snapshot source and waiting subscribers.

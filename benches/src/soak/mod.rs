@@ -78,7 +78,8 @@ pub struct SoakArgs {
     /// Order commands a second over gRPC (place/cancel pairs).
     #[arg(long, default_value_t = 200)]
     pub rate: u64,
-    /// Rounds a second of orders at the touch (two post-only places each, and their cancels).
+    /// Rounds a second of orders at the touch (two post-only places each, and their cancels);
+    /// 0 runs none.
     #[arg(long, default_value_t = 4)]
     pub touch_rounds: u64,
     /// WebSocket subscribers that connect, stay 5–30 s and reconnect.
@@ -193,14 +194,16 @@ fn start_load(ctx: &Arc<Ctx>, args: &SoakArgs) -> Vec<(String, JoinHandle<()>)> 
         "gRPC order flow".into(),
         tokio::spawn(grpc_flow::orders(ctx.clone(), args.rate)),
     );
-    spawn(
-        "orders at the touch".into(),
-        tokio::spawn(touch_flow::run(
-            ctx.clone(),
-            args.touch_rounds,
-            args.seed * 1_000 + 400,
-        )),
-    );
+    if args.touch_rounds > 0 {
+        spawn(
+            "orders at the touch".into(),
+            tokio::spawn(touch_flow::run(
+                ctx.clone(),
+                args.touch_rounds,
+                args.seed * 1_000 + 400,
+            )),
+        );
+    }
     spawn(
         "order updates".into(),
         tokio::spawn(grpc_flow::order_updates(ctx.clone(), args.seed)),

@@ -21,7 +21,8 @@ use super::{tally, Ctx, ORDER_ACCOUNT_TOKEN};
 use crate::rng::SplitMix64;
 use anyhow::Context;
 use rust_decimal::Decimal;
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
 use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +59,8 @@ struct Flow {
     tick: Decimal,
     size: String,
     next_coid: u64,
-    /// Resting orders by cancel time (client order id).
-    resting: VecDeque<(Instant, u64)>,
+    /// Resting orders, soonest cancel first (cancel time, client order id).
+    resting: BinaryHeap<Reverse<(Instant, u64)>>,
 }
 
 async fn rounds(ctx: &Ctx, rounds_per_sec: u64, seed: u64) -> anyhow::Result<()> {
@@ -73,7 +74,7 @@ async fn rounds(ctx: &Ctx, rounds_per_sec: u64, seed: u64) -> anyhow::Result<()>
         tick: Decimal::from_str(&ctx.instrument.tick_size)?,
         size: ctx.instrument.min_size.clone(),
         next_coid: COID_BASE,
-        resting: VecDeque::new(),
+        resting: BinaryHeap::new(),
     };
     let mut rng = SplitMix64::new(seed);
     let mut pace =
@@ -96,9 +97,7 @@ async fn rounds(ctx: &Ctx, rounds_per_sec: u64, seed: u64) -> anyhow::Result<()>
             match flow.place(ctx, side, price, coid).await? {
                 Answer::Accepted => {
                     let rest = Duration::from_millis(rng.between(REST_MS.0, REST_MS.1));
-                    flow.resting.push_back((Instant::now() + rest, coid));
-                    // Cancel times must stay in order for `cancel_due`.
-                    flow.resting.make_contiguous().sort_unstable();
+                    flow.resting.push(Reverse((Instant::now() + rest, coid)));
                 }
                 Answer::Expected => tally::add(&ctx.tally.touch_crossed, 1),
                 Answer::Unexpected => {}
@@ -174,11 +173,11 @@ impl Flow {
 
     /// Cancels every resting order whose time has come by `until`.
     async fn cancel_due(&mut self, ctx: &Ctx, until: Instant) -> anyhow::Result<()> {
-        while let Some(&(due, coid)) = self.resting.front() {
+        while let Some(&Reverse((due, coid))) = self.resting.peek() {
             if due > until {
                 break;
             }
-            self.resting.pop_front();
+            self.resting.pop();
             let request = authed(pb::CancelOrderRequest {
                 order: Some(pb::cancel_order_request::Order::ClientOrderId(coid)),
             })?;

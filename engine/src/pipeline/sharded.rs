@@ -318,8 +318,8 @@ impl ShardedIngress {
 
     /// Submits without waiting when the command goes to one shard: a full ring hands it back.
     /// A command for every shard is handed back if another such command holds the turn for
-    /// longer than [`TURN_WAIT`] (its submitter waiting for room), or if any shard's ring is full when looked at,
-    /// before any copy goes in; once the first shard took it, the other copies are submitted
+    /// longer than [`TURN_WAIT`] (its submitter waiting for room), or if any shard's ring is
+    /// full when looked at, before any copy goes in; once the first shard took it, the other copies are submitted
     /// waiting (for room another producer took in between), so no shard misses it.
     pub fn try_submit(&self, command: Command) -> Result<Route, SubmitError> {
         let route = route(self.shards.len(), &command.kind);
