@@ -99,6 +99,32 @@ test("the page loads from the server and connects to /ws", async () => {
   connected = true;
 });
 
+/** Asserts that the page fits the screen as it is now: no page scroll, the ticket, my orders and
+ * my fills above the status bar, and the two lists tall enough for a few rows. */
+async function assertFitsTheScreen() {
+  const box = await page.evaluate(() => {
+    const rect = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
+    return {
+      ticket: rect("ticket"),
+      place: rect("place"),
+      orders: rect("orders"),
+      fills: rect("fills"),
+      footer: rect("status-bar"),
+      scrollWidth: document.documentElement.scrollWidth,
+      scrollHeight: document.documentElement.scrollHeight,
+    };
+  });
+  assert.ok(box.scrollWidth <= SCREEN.width, `no horizontal scroll: ${box.scrollWidth}`);
+  assert.ok(box.scrollHeight <= SCREEN.height, `no vertical scroll: ${box.scrollHeight}`);
+  for (const name of ["ticket", "place", "orders", "fills"]) {
+    assert.ok(box[name].bottom <= box.footer.top && box[name].height > 0, `${name} on screen: ${JSON.stringify(box[name])}`);
+  }
+  // My orders and fills show several rows without scrolling the page, not just their titles.
+  for (const name of ["orders", "fills"]) {
+    assert.ok(box[name].height >= 150, `${name} is tall enough for a few rows: ${JSON.stringify(box[name])}`);
+  }
+}
+
 step("the browser negotiated permessage-deflate", async () => {
   const s = await state();
   assert.match(s.extensions, /permessage-deflate/, `Sec-WebSocket-Extensions was "${s.extensions}"`);
@@ -182,22 +208,7 @@ step("the depth chart draws cumulative bids and asks", async () => {
 });
 
 step("the page fits a 1366×768 screen with the ticket above the fold", async () => {
-  const box = await page.evaluate(() => {
-    const rect = (id) => document.getElementById(id).getBoundingClientRect().toJSON();
-    return {
-      ticket: rect("ticket"),
-      place: rect("place"),
-      orders: rect("orders"),
-      fills: rect("fills"),
-      scrollWidth: document.documentElement.scrollWidth,
-      scrollHeight: document.documentElement.scrollHeight,
-    };
-  });
-  assert.ok(box.scrollWidth <= SCREEN.width, `no horizontal scroll: ${box.scrollWidth}`);
-  assert.ok(box.scrollHeight <= SCREEN.height, `no vertical scroll: ${box.scrollHeight}`);
-  for (const name of ["ticket", "place", "orders", "fills"]) {
-    assert.ok(box[name].bottom <= SCREEN.height && box[name].height > 0, `${name} on screen: ${JSON.stringify(box[name])}`);
-  }
+  await assertFitsTheScreen();
 });
 
 step("every depth checksum verifies", async () => {
@@ -236,13 +247,20 @@ step("a market order's fill appears in my fills", async () => {
 });
 
 step("clicking a ladder level puts its price in the ticket", async () => {
-  const price = await page.evaluate(() => document.querySelector("#ladder-bids tr:nth-child(3) .price").textContent);
+  // The book moves between any two steps of the test, so the row's price is read in the same
+  // click event the page handles: a capturing listener on the ladder runs just before it.
+  await page.evaluate(() => {
+    window.clickedLadderPrice = undefined;
+    document.getElementById("depth").addEventListener(
+      "click",
+      (e) => (window.clickedLadderPrice = e.target.closest("tr")?.querySelector(".price")?.textContent),
+      { capture: true, once: true },
+    );
+  });
   await page.click("#ladder-bids tr:nth-child(3)");
-  // The book moves; the clicked row's price was the one read unless it changed in between.
-  const filled = await page.inputValue("#order-price");
-  assert.match(filled, /^\d+(\.\d+)?$/);
-  const now = await page.evaluate(() => Array.from(document.querySelectorAll("#ladder-bids .price"), (td) => td.textContent));
-  assert.ok(filled === price || now.includes(filled), `ticket price ${filled} is a ladder price`);
+  const clicked = await page.evaluate(() => window.clickedLadderPrice);
+  assert.match(clicked ?? "", /^\d+(\.\d+)?$/, "the clicked row shows a price");
+  assert.equal(await page.inputValue("#order-price"), clicked);
 });
 
 step("a limit order away from the market appears in my orders", async () => {
@@ -277,6 +295,8 @@ step("a limit order away from the market appears in my orders", async () => {
     orderId,
   );
   assert.deepEqual(row.slice(1, 4), [await page.inputValue("#instrument"), "buy", orderPrice]);
+  // A busy tape and a signed-in ticket must not push the lists off the screen either.
+  await assertFitsTheScreen();
   await screenshot("02-signed-in-order-and-fill");
 });
 
