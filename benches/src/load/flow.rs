@@ -202,10 +202,23 @@ fn run_via(pace: Pace, args: &FlowArgs, via: Via) -> anyhow::Result<(Vec<Value>,
             phases.push(report);
             series.append(&mut s);
         }
-        if let (Some(url), Pace::Fixed(rate)) = (server.nats_url(), pace) {
+        if let Pace::Fixed(rate) = pace {
             let total = rate * args.clients as u64;
             let each = ((args.duration * total as f64 / 2.0) as u64).max(1000);
-            phases.push(json!({ "nats_alone": super::nats::one_hop(url, total, each).await? }));
+            let endpoints = &server.endpoints;
+            let front = super::front_alone::round_trips(
+                endpoints.grpc,
+                endpoints.ws,
+                server.token(0),
+                &args.target.instrument,
+                total,
+                each,
+            )
+            .await?;
+            phases.push(json!({ "front_alone": front }));
+            if let Some(url) = server.nats_url() {
+                phases.push(json!({ "nats_alone": super::nats::one_hop(url, total, each).await? }));
+            }
         }
         anyhow::Ok((phases, series))
     });
@@ -256,7 +269,7 @@ pub fn run(
         "duration_s": args.duration,
         "warmup_s": args.warmup,
         "phases": phases,
-        "method": "Each order-entry client alternates a post-only buy 1-5 ticks under the reference price and its cancel. Ack latency: command handed to the client's writer -> its reply read. Market-data latency: the same send time -> arrival of the first message on the subscriber with seq >= the command's engine_seq (joined after the run). engine_to_client: the message's engine timestamp -> arrival (wall clock). CPU: the tool's process CPU time during the measured window (with --spawn it includes the server).",
+        "method": "Each order-entry client alternates a post-only buy 1-5 ticks under the reference price and its cancel. Ack latency: command handed to the client's writer -> its reply read. Market-data latency: the same send time -> arrival of the first message on the subscriber with seq >= the command's engine_seq (joined after the run). engine_to_client: the message's engine timestamp -> arrival (wall clock). CPU: the tool's process CPU time during the measured window (with --spawn it includes the server). front_alone (latency only): after the flow, orders with a price that is not a decimal, which the front refuses without the engine, sent one at a time at the flow's rate over a gRPC OrderSession and a signed-in WebSocket and timed from the send call to the reply read in one task: the floor under order -> ack.",
     });
     Ok((report, series))
 }

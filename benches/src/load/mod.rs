@@ -15,6 +15,7 @@ pub mod depth_check;
 pub mod fanout;
 pub mod flow;
 pub mod frame_count;
+pub mod front_alone;
 pub mod grpc_count;
 pub mod latency;
 pub mod nats;

@@ -71,7 +71,7 @@ pub fn flow_table(report: &Value) -> String {
         }
     }
     if vias.len() <= 1 {
-        return via_table(report) + &nats_alone(report);
+        return via_table(report) + &front_alone(report) + &nats_alone(report);
     }
     let mut out = String::new();
     for via in vias {
@@ -79,9 +79,34 @@ pub fn flow_table(report: &Value) -> String {
         if let Some(phases) = one["phases"].as_array_mut() {
             phases.retain(|p| p["via"] == via);
         }
-        let _ = writeln!(out, "via {via}:\n{}{}", via_table(&one), nats_alone(&one));
+        let _ = writeln!(
+            out,
+            "via {via}:\n{}{}{}",
+            via_table(&one),
+            front_alone(&one),
+            nats_alone(&one)
+        );
     }
     out
+}
+
+/// The line of `latency`'s round trips that the fronts answer without the engine, if the
+/// report has them.
+fn front_alone(report: &Value) -> String {
+    let Some(front) = report["phases"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .find_map(|p| p.get("front_alone"))
+    else {
+        return String::new();
+    };
+    format!(
+        "Front alone (an order the front refuses without the engine), one at a time at {} per second: gRPC {}, WebSocket {} (p50 / p99)\n",
+        front["rate"],
+        pair(&front["grpc_refused_order"], "p50_us", "p99_us"),
+        pair(&front["ws_refused_order"], "p50_us", "p99_us"),
+    )
 }
 
 /// The line of `--via bus`'s one-hop measurement of the NATS server, if the report has it.
@@ -291,5 +316,29 @@ mod tests {
         let (single, bus) = table.split_once("via bus:").expect("two tables");
         assert!(!single.contains("NATS alone"));
         assert!(bus.contains(line), "{bus}");
+    }
+
+    #[test]
+    fn each_deployment_prints_its_own_front_alone_round_trips() {
+        let took = |p50: f64, p99: f64| json!({"count": 1000, "p50_us": p50, "p99_us": p99});
+        let front = |ws: f64, grpc: f64| json!({"rate": 2000, "ws_refused_order": took(ws, 90.0), "grpc_refused_order": took(grpc, 120.0)});
+        let report = json!({"mode": "latency", "phases": [
+            {"via": "single", "front": "grpc"},
+            {"via": "single", "front_alone": front(61.2, 84.0)},
+            {"via": "bus", "front": "grpc"},
+            {"via": "bus", "front_alone": front(70.0, 95.0)},
+        ]});
+        let table = flow_table(&report);
+        let (single, bus) = table.split_once("via bus:").expect("two tables");
+        let line = |ws: &str, grpc: &str| {
+            format!("Front alone (an order the front refuses without the engine), one at a time at 2000 per second: gRPC {grpc} / 120 µs, WebSocket {ws} / 90 µs (p50 / p99)")
+        };
+        assert!(single.contains(&line("61 µs", "84 µs")), "{single}");
+        assert!(bus.contains(&line("70 µs", "95 µs")), "{bus}");
+        let alone = json!({"mode": "latency", "phases": [
+            {"via": "single", "front": "ws"},
+            {"via": "single", "front_alone": front(61.2, 84.0)},
+        ]});
+        assert!(flow_table(&alone).contains(&line("61 µs", "84 µs")));
     }
 }
