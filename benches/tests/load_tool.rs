@@ -66,9 +66,23 @@ fn latency_mode_measures_both_fronts_and_every_subscriber_kind() {
         "200",
     ]);
     assert_eq!(report["mode"], "latency");
-    let phases = report["phases"].as_array().unwrap();
+    let (phases, floor): (Vec<&Value>, Vec<&Value>) = report["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .partition(|p| p.get("order_entry").is_some());
     assert_eq!(phases.len(), 2, "gRPC then WebSocket order entry");
-    for phase in phases {
+    // Then orders the fronts refuse before the engine, one at a time: the floor under an ack.
+    assert_eq!(floor.len(), 1, "one front-alone phase: {floor:?}");
+    for kind in ["grpc_refused_order", "ws_refused_order"] {
+        let h = &floor[0]["front_alone"][kind];
+        assert_sane(h, kind);
+        assert_eq!(
+            h["count"], 100,
+            "{kind}: 200 commands/s for 1 s, half over each front"
+        );
+    }
+    for phase in &phases {
         let front = phase["order_entry"].as_str().unwrap();
         assert_sane(&phase["ack"], &format!("{front} ack"));
         // 200 commands/s for 1 s: allow for a slow test machine, not for a dead flow.

@@ -204,7 +204,8 @@ fn run_via(pace: Pace, args: &FlowArgs, via: Via) -> anyhow::Result<(Vec<Value>,
         }
         if let Pace::Fixed(rate) = pace {
             let total = rate * args.clients as u64;
-            let each = ((args.duration * total as f64 / 2.0) as u64).max(1000);
+            // Half of what the flow sent over one front, for each of the two kinds.
+            let half = (args.duration * total as f64 / 2.0) as u64;
             let endpoints = &server.endpoints;
             let front = super::front_alone::round_trips(
                 endpoints.grpc,
@@ -212,11 +213,12 @@ fn run_via(pace: Pace, args: &FlowArgs, via: Via) -> anyhow::Result<(Vec<Value>,
                 server.token(0),
                 &args.target.instrument,
                 total,
-                each,
+                half.max(50),
             )
             .await?;
             phases.push(json!({ "front_alone": front }));
             if let Some(url) = server.nats_url() {
+                let each = half.max(1000);
                 phases.push(json!({ "nats_alone": super::nats::one_hop(url, total, each).await? }));
             }
         }
