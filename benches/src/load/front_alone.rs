@@ -28,21 +28,28 @@ pub async fn round_trips(
     rate: u64,
     count: u64,
 ) -> anyhow::Result<Value> {
-    let interval = Duration::from_nanos(1_000_000_000 / rate.max(1));
+    let run = Refusals {
+        token,
+        instrument,
+        interval: Duration::from_nanos(1_000_000_000 / rate.max(1)),
+        count,
+    };
     Ok(json!({
-        "grpc_refused_order": summary(&grpc_refused(grpc, token, instrument, interval, count).await?),
-        "ws_refused_order": summary(&ws_refused(ws, token, instrument, interval, count).await?),
+        "grpc_refused_order": summary(&grpc_refused(grpc, &run).await?),
+        "ws_refused_order": summary(&ws_refused(ws, &run).await?),
         "rate": rate,
     }))
 }
 
-async fn grpc_refused(
-    addr: SocketAddr,
-    token: &str,
-    instrument: &str,
+/// What both kinds send: `count` orders, one `interval` apart, for `instrument`.
+struct Refusals<'a> {
+    token: &'a str,
+    instrument: &'a str,
     interval: Duration,
     count: u64,
-) -> anyhow::Result<Histogram<u64>> {
+}
+
+async fn grpc_refused(addr: SocketAddr, run: &Refusals<'_>) -> anyhow::Result<Histogram<u64>> {
     use pb::session_request::Action;
     let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
         .tcp_nodelay(true)
@@ -57,7 +64,7 @@ async fn grpc_refused(
     let mut request = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
     request
         .metadata_mut()
-        .insert("authorization", format!("Bearer {token}").parse()?);
+        .insert("authorization", format!("Bearer {}", run.token).parse()?);
     let mut responses = client.order_session(request).await?.into_inner();
     responses
         .message()
@@ -65,13 +72,13 @@ async fn grpc_refused(
         .ok_or_else(|| anyhow::anyhow!("the order session ended before it started"))?;
     let mut took = histogram();
     let start = tokio::time::Instant::now();
-    for id in 1..=count {
-        tokio::time::sleep_until(start + interval * id as u32).await;
+    for id in 1..=run.count {
+        tokio::time::sleep_until(start + run.interval * id as u32).await;
         let sent = Instant::now();
         tx.send(pb::SessionRequest {
             request_id: id,
             action: Some(Action::Place(pb::PlaceOrderRequest {
-                instrument: instrument.to_string(),
+                instrument: run.instrument.to_string(),
                 side: pb::Side::Buy as i32,
                 price: "not-a-price".into(),
                 size: "1".into(),
@@ -89,28 +96,24 @@ async fn grpc_refused(
     Ok(took)
 }
 
-async fn ws_refused(
-    addr: SocketAddr,
-    token: &str,
-    instrument: &str,
-    interval: Duration,
-    count: u64,
-) -> anyhow::Result<Histogram<u64>> {
+async fn ws_refused(addr: SocketAddr, run: &Refusals<'_>) -> anyhow::Result<Histogram<u64>> {
     let conn =
         ticker_servers::ws::client::connect(addr, "/ws", None, &Default::default(), None).await?;
     let (mut sink, mut stream) = conn.ws.split();
     sink.send(WsMessage::text(format!(
-        r#"{{"op":"auth","id":0,"token":"{token}"}}"#
+        r#"{{"op":"auth","id":0,"token":"{}"}}"#,
+        run.token
     )))
     .await?;
     reply_to(&mut stream, 0, "authenticated").await?;
     let mut took = histogram();
     let start = tokio::time::Instant::now();
-    for id in 1..=count {
-        tokio::time::sleep_until(start + interval * id as u32).await;
+    for id in 1..=run.count {
+        tokio::time::sleep_until(start + run.interval * id as u32).await;
         let sent = Instant::now();
         sink.send(WsMessage::text(format!(
-            r#"{{"op":"place","id":{id},"instrument":"{instrument}","side":"buy","price":"not-a-price","size":"1","client_order_id":{id}}}"#
+            r#"{{"op":"place","id":{id},"instrument":"{}","side":"buy","price":"not-a-price","size":"1","client_order_id":{id}}}"#,
+            run.instrument
         )))
         .await?;
         reply_to(&mut stream, id, "error").await?;

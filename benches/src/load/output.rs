@@ -93,38 +93,37 @@ pub fn flow_table(report: &Value) -> String {
 /// The line of `latency`'s round trips that the fronts answer without the engine, if the
 /// report has them.
 fn front_alone(report: &Value) -> String {
-    let Some(front) = report["phases"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .find_map(|p| p.get("front_alone"))
-    else {
-        return String::new();
-    };
-    format!(
-        "Front alone (an order the front refuses without the engine), one at a time at {} per second: gRPC {}, WebSocket {} (p50 / p99)\n",
-        front["rate"],
-        pair(&front["grpc_refused_order"], "p50_us", "p99_us"),
-        pair(&front["ws_refused_order"], "p50_us", "p99_us"),
-    )
+    calibration(report, "front_alone", |front| {
+        format!(
+            "Front alone (an order the front refuses without the engine), one at a time at {} per second: gRPC {}, WebSocket {} (p50 / p99)\n",
+            front["rate"],
+            pair(&front["grpc_refused_order"], "p50_us", "p99_us"),
+            pair(&front["ws_refused_order"], "p50_us", "p99_us"),
+        )
+    })
 }
 
 /// The line of `--via bus`'s one-hop measurement of the NATS server, if the report has it.
 fn nats_alone(report: &Value) -> String {
-    let Some(hop) = report["phases"]
+    calibration(report, "nats_alone", |hop| {
+        format!(
+            "NATS alone, one hop at {} messages/s: JetStream publish → push consumer {}, core publish → subscriber {} (p50 / p99)\n",
+            hop["rate"],
+            pair(&hop["jetstream_publish_to_push_consumer"], "p50_us", "p99_us"),
+            pair(&hop["core_publish_to_subscriber"], "p50_us", "p99_us"),
+        )
+    })
+}
+
+/// `line` of the report's phase `key` (a measurement beside the flow's, read against it), or
+/// nothing if the run did not take it.
+fn calibration(report: &Value, key: &str, line: impl Fn(&Value) -> String) -> String {
+    report["phases"]
         .as_array()
         .into_iter()
         .flatten()
-        .find_map(|p| p.get("nats_alone"))
-    else {
-        return String::new();
-    };
-    format!(
-        "NATS alone, one hop at {} messages/s: JetStream publish → push consumer {}, core publish → subscriber {} (p50 / p99)\n",
-        hop["rate"],
-        pair(&hop["jetstream_publish_to_push_consumer"], "p50_us", "p99_us"),
-        pair(&hop["core_publish_to_subscriber"], "p50_us", "p99_us"),
-    )
+        .find_map(|p| p.get(key))
+        .map_or_else(String::new, line)
 }
 
 fn via_table(report: &Value) -> String {
