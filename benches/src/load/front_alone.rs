@@ -9,13 +9,13 @@
 //! command to a writer task and read replies in another: a hop each way more than this.)
 
 use super::latency::{histogram, summary};
+use super::order_flow::{grpc_session, ws_signed_in, WsReply};
 use futures_util::{SinkExt, StreamExt};
 use hdrhistogram::Histogram;
 use serde_json::{json, Value};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 use ticker_proto::v1 as pb;
-use tokio::sync::mpsc;
 use tungstenite::Message as WsMessage;
 
 /// Refused orders over both fronts, `count` of each at `rate` per second, signed in with
@@ -51,25 +51,7 @@ struct Refusals<'a> {
 
 async fn grpc_refused(addr: SocketAddr, run: &Refusals<'_>) -> anyhow::Result<Histogram<u64>> {
     use pb::session_request::Action;
-    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-        .tcp_nodelay(true)
-        .connect()
-        .await?;
-    let mut client = pb::order_service_client::OrderServiceClient::new(channel);
-    let (tx, rx) = mpsc::unbounded_channel();
-    tx.send(pb::SessionRequest {
-        request_id: 0,
-        action: Some(Action::Start(pb::SessionStart::default())),
-    })?;
-    let mut request = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
-    request
-        .metadata_mut()
-        .insert("authorization", format!("Bearer {}", run.token).parse()?);
-    let mut responses = client.order_session(request).await?.into_inner();
-    responses
-        .message()
-        .await?
-        .ok_or_else(|| anyhow::anyhow!("the order session ended before it started"))?;
+    let (tx, mut responses) = grpc_session(addr, run.token, pb::SessionStart::default()).await?;
     let mut took = histogram();
     let start = tokio::time::Instant::now();
     for id in 1..=run.count {
@@ -97,15 +79,7 @@ async fn grpc_refused(addr: SocketAddr, run: &Refusals<'_>) -> anyhow::Result<Hi
 }
 
 async fn ws_refused(addr: SocketAddr, run: &Refusals<'_>) -> anyhow::Result<Histogram<u64>> {
-    let conn =
-        ticker_servers::ws::client::connect(addr, "/ws", None, &Default::default(), None).await?;
-    let (mut sink, mut stream) = conn.ws.split();
-    sink.send(WsMessage::text(format!(
-        r#"{{"op":"auth","id":0,"token":"{}"}}"#,
-        run.token
-    )))
-    .await?;
-    reply_to(&mut stream, 0, "authenticated").await?;
+    let (mut sink, mut stream) = ws_signed_in(addr, run.token).await?;
     let mut took = histogram();
     let start = tokio::time::Instant::now();
     for id in 1..=run.count {
@@ -127,12 +101,6 @@ async fn reply_to<S>(stream: &mut S, id: u64, kind: &str) -> anyhow::Result<()>
 where
     S: futures_util::Stream<Item = Result<WsMessage, tungstenite::Error>> + Unpin,
 {
-    #[derive(serde::Deserialize)]
-    struct Reply {
-        #[serde(rename = "type")]
-        kind: String,
-        id: Option<u64>,
-    }
     loop {
         let Some(message) = stream.next().await else {
             anyhow::bail!("the WebSocket closed before the reply to {id}");
@@ -140,7 +108,7 @@ where
         let WsMessage::Text(text) = message? else {
             continue;
         };
-        let reply: Reply = serde_json::from_str(&text)?;
+        let reply: WsReply = serde_json::from_str(&text)?;
         if reply.id == Some(id) {
             anyhow::ensure!(reply.kind == kind, "expected {kind} for {id}, got {text}");
             return Ok(());

@@ -15,12 +15,15 @@
 
 use super::latency::Sent;
 use super::{Clock, Target};
+use futures_util::stream::{SplitSink, SplitStream};
 use futures_util::{SinkExt, StreamExt};
 use rust_decimal::Decimal;
 use std::collections::{BTreeMap, VecDeque};
+use std::net::SocketAddr;
 use std::str::FromStr;
 use std::sync::Arc;
 use ticker_proto::v1 as pb;
+use ticker_servers::ws::stream::InflatingStream;
 use tokio::sync::{mpsc, Semaphore};
 use tokio::task::JoinHandle;
 use tungstenite::Message as WsMessage;
@@ -227,32 +230,11 @@ impl OrderClient {
         let window = Arc::new(Semaphore::new(window));
         let (writer, reader) = match target {
             Target::Grpc(addr) => {
-                let (tx, rx) = mpsc::unbounded_channel();
-                let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
-                    .tcp_nodelay(true)
-                    .connect()
-                    .await?;
-                let mut client = pb::order_service_client::OrderServiceClient::new(channel);
-                tx.send(pb::SessionRequest {
-                    request_id: 0,
-                    action: Some(pb::session_request::Action::Start(pb::SessionStart {
-                        cancel_on_disconnect: true,
-                        ..Default::default()
-                    })),
-                })?;
-                let mut request =
-                    tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
-                request
-                    .metadata_mut()
-                    .insert("authorization", format!("Bearer {token}").parse()?);
-                let mut responses = client.order_session(request).await?.into_inner();
-                match responses.message().await? {
-                    Some(pb::SessionResponse {
-                        event: Some(pb::session_response::Event::Started(_)),
-                        ..
-                    }) => {}
-                    other => anyhow::bail!("gRPC order session did not start: {other:?}"),
-                }
+                let start = pb::SessionStart {
+                    cancel_on_disconnect: true,
+                    ..Default::default()
+                };
+                let (tx, responses) = grpc_session(*addr, token, start).await?;
                 let reader = tokio::spawn(read_grpc(
                     responses,
                     Matcher::new(timing_rx, clock.clone(), window.clone(), replies),
@@ -260,32 +242,7 @@ impl OrderClient {
                 (Writer::Grpc(tx), reader)
             }
             Target::Ws { addr, .. } => {
-                let conn = ticker_servers::ws::client::connect(
-                    *addr,
-                    "/ws",
-                    None,
-                    &Default::default(),
-                    None,
-                )
-                .await?;
-                let (mut sink, mut stream) = conn.ws.split();
-                sink.send(WsMessage::text(format!(
-                    r#"{{"op":"auth","id":0,"token":"{token}"}}"#
-                )))
-                .await?;
-                loop {
-                    let Some(message) = stream.next().await else {
-                        anyhow::bail!("WebSocket closed before authentication");
-                    };
-                    if let WsMessage::Text(text) = message? {
-                        let reply: WsReply = serde_json::from_str(&text)?;
-                        match reply.kind.as_str() {
-                            "authenticated" => break,
-                            "error" => anyhow::bail!("WebSocket auth refused: {text}"),
-                            _ => {}
-                        }
-                    }
-                }
+                let (mut sink, stream) = ws_signed_in(*addr, token).await?;
                 let (tx, mut rx) = mpsc::unbounded_channel::<String>();
                 tokio::spawn(async move {
                     // Feed what is queued, flush when the queue is empty: one write per burst.
@@ -351,12 +308,80 @@ impl OrderClient {
     }
 }
 
+/// Opens an `OrderSession` at `addr` signed with `token`, starts it with `start` and waits for
+/// `Started`: the sender of further requests and the responses that follow.
+pub(super) async fn grpc_session(
+    addr: SocketAddr,
+    token: &str,
+    start: pb::SessionStart,
+) -> anyhow::Result<(
+    mpsc::UnboundedSender<pb::SessionRequest>,
+    tonic::Streaming<pb::SessionResponse>,
+)> {
+    let channel = tonic::transport::Endpoint::from_shared(format!("http://{addr}"))?
+        .tcp_nodelay(true)
+        .connect()
+        .await?;
+    let mut client = pb::order_service_client::OrderServiceClient::new(channel);
+    let (tx, rx) = mpsc::unbounded_channel();
+    tx.send(pb::SessionRequest {
+        request_id: 0,
+        action: Some(pb::session_request::Action::Start(start)),
+    })?;
+    let mut request = tonic::Request::new(tokio_stream::wrappers::UnboundedReceiverStream::new(rx));
+    request
+        .metadata_mut()
+        .insert("authorization", format!("Bearer {token}").parse()?);
+    let mut responses = client.order_session(request).await?.into_inner();
+    match responses.message().await? {
+        Some(pb::SessionResponse {
+            event: Some(pb::session_response::Event::Started(_)),
+            ..
+        }) => Ok((tx, responses)),
+        other => anyhow::bail!("gRPC order session did not start: {other:?}"),
+    }
+}
+
+/// An order-entry WebSocket (no compression), as the tool opens them.
+type WsConnection = tokio_tungstenite::WebSocketStream<InflatingStream<tokio::net::TcpStream>>;
+
+/// Connects a WebSocket to `addr` and signs in with `token`: its two halves once the server
+/// said `authenticated`.
+pub(super) async fn ws_signed_in(
+    addr: SocketAddr,
+    token: &str,
+) -> anyhow::Result<(
+    SplitSink<WsConnection, WsMessage>,
+    SplitStream<WsConnection>,
+)> {
+    let conn =
+        ticker_servers::ws::client::connect(addr, "/ws", None, &Default::default(), None).await?;
+    let (mut sink, mut stream) = conn.ws.split();
+    sink.send(WsMessage::text(format!(
+        r#"{{"op":"auth","id":0,"token":"{token}"}}"#
+    )))
+    .await?;
+    loop {
+        let Some(message) = stream.next().await else {
+            anyhow::bail!("WebSocket closed before authentication");
+        };
+        if let WsMessage::Text(text) = message? {
+            let reply: WsReply = serde_json::from_str(&text)?;
+            match reply.kind.as_str() {
+                "authenticated" => return Ok((sink, stream)),
+                "error" => anyhow::bail!("WebSocket auth refused: {text}"),
+                _ => {}
+            }
+        }
+    }
+}
+
 /// The fields of a WebSocket reply the load tool reads.
 #[derive(serde::Deserialize)]
-struct WsReply {
+pub(super) struct WsReply {
     #[serde(rename = "type")]
-    kind: String,
-    id: Option<u64>,
+    pub(super) kind: String,
+    pub(super) id: Option<u64>,
     accepted: Option<bool>,
     engine_seq: Option<u64>,
     reason: Option<String>,
