@@ -2,12 +2,13 @@
 //!
 //! - **append**: the workload's commands written by a [`JournalWriter`] alone, in records of
 //!   `--run` commands (the engine's batch), with no sync (`fsync = off`) and with an
-//!   `fdatasync` after every record (`batch` with no other work to overlap): records/s,
-//!   commands/s and MB/s.
+//!   `fdatasync` after every record (`batch` with no other work to overlap), into segments
+//!   that grow as they are written and into preallocated ones: records/s, commands/s and MB/s.
 //! - **pipeline**: the workload through the engine pipeline (producer → engine thread →
-//!   consumer) with no journal, `fsync = off` and `fsync = batch` (group commit), the three
-//!   interleaved `--rounds` times in one run so they share the machine's state: commands/s,
-//!   and for each journaled pass the bytes, syncs and sync times.
+//!   consumer) with no journal, `fsync = off` and `fsync = batch` (group commit) into growing
+//!   and into preallocated segments, the four interleaved `--rounds` times in one run so they
+//!   share the machine's state: commands/s, and for each journaled pass the bytes, syncs and
+//!   sync times.
 //!
 //! Journals go to `--dir` (default: a fresh directory under the system temp dir, removed at
 //! the end); put it on the disk you want to measure.
@@ -20,7 +21,7 @@ use std::io::Write;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 use ticker_engine::journal::{
-    DirStorage, FsyncMode, Journal, JournalConfig, JournalWriter, OpenOptions,
+    DirStorage, FsyncMode, Journal, JournalConfig, JournalWriter, OpenOptions, SegmentLayout,
 };
 
 /// Arguments of `ticker-bench journal`.
@@ -48,8 +49,9 @@ pub struct JournalArgs {
 
 pub const LONG_ABOUT: &str = "\
 What the journal costs: appending alone (records/s, MB/s with fsync off and with an fdatasync \
-per record), and the engine pipeline's commands/s with no journal, fsync = off and fsync = batch \
-(group commit), interleaved in one run. Output: Markdown tables, then one JSON line.";
+per record, into growing and into preallocated segments), and the engine pipeline's commands/s \
+with no journal, fsync = off and fsync = batch (group commit, growing and preallocated \
+segments), interleaved in one run. Output: Markdown tables, then one JSON line.";
 
 pub fn run(args: &JournalArgs, out: &mut impl Write) -> anyhow::Result<()> {
     let workload = Workload::generate(&WorkloadConfig {
@@ -94,8 +96,16 @@ fn measure(
     )?;
     writeln!(out, "|---|---|---|---|---|")?;
     let mut json = Vec::new();
-    for (mode, sync) in [("fsync = off", false), ("fdatasync per record", true)] {
-        let a = append(&commands, args.run, sync, &base.join("append"))?;
+    let segments = |preallocate| SegmentLayout {
+        bytes: JournalConfig::default().segment_bytes,
+        preallocate,
+    };
+    for (mode, sync, layout) in [
+        ("fsync = off", false, segments(true)),
+        ("fdatasync per record, appending", true, segments(false)),
+        ("fdatasync per record, preallocated", true, segments(true)),
+    ] {
+        let a = append(&commands, args.run, sync, layout, &base.join("append"))?;
         writeln!(
             out,
             "| {mode} | {:.0} | {:.0} | {:.1} | {:.1} |",
@@ -113,18 +123,23 @@ fn measure(
     writeln!(out)?;
     writeln!(out, "| pipeline ({} ops) | commands/s | vs no journal | MB/s | fdatasyncs | commands per sync | mean sync | max sync |", workload.ops.len())?;
     writeln!(out, "|---|---|---|---|---|---|---|---|")?;
-    let modes: [(&str, Option<FsyncMode>); 3] = [
+    let modes: [(&str, Option<(FsyncMode, bool)>); 4] = [
         ("no journal", None),
-        ("fsync = off", Some(FsyncMode::Off)),
-        ("fsync = batch", Some(FsyncMode::Batch)),
+        ("fsync = off", Some((FsyncMode::Off, true))),
+        ("fsync = batch, appending", Some((FsyncMode::Batch, false))),
+        (
+            "fsync = batch, preallocated",
+            Some((FsyncMode::Batch, true)),
+        ),
     ];
     let mut rates: Vec<Vec<f64>> = vec![Vec::new(); modes.len()];
     let mut passes: Vec<Vec<JournalPass>> = vec![Vec::new(); modes.len()];
     for _ in 0..args.rounds.max(1) {
         for (i, (_, fsync)) in modes.iter().enumerate() {
-            let config = fsync.map(|fsync| JournalConfig {
+            let config = fsync.map(|(fsync, preallocate)| JournalConfig {
                 dir: base.join("pipeline"),
                 fsync,
+                preallocate,
                 ..JournalConfig::default()
             });
             let pass =
@@ -196,6 +211,7 @@ fn append(
     commands: &[ticker_engine::Command],
     run: usize,
     sync: bool,
+    layout: SegmentLayout,
     dir: &std::path::Path,
 ) -> anyhow::Result<Append> {
     if dir.exists() {
@@ -203,7 +219,7 @@ fn append(
     }
     let storage = DirStorage::new(dir)?;
     let mut writer: JournalWriter<DirStorage> =
-        Journal::open(storage, OpenOptions::default())?.into_writer(1, 64 << 20)?;
+        Journal::open(storage, OpenOptions::default())?.into_writer(1, layout)?;
     let mut handle = writer.sync_handle()?;
     let mut records = 0u64;
     let mut bytes = 0u64;

@@ -156,7 +156,7 @@ pub fn run_pass(
             let storage =
                 DirStorage::new(&j.dir).with_context(|| format!("creating {}", j.dir.display()))?;
             let writer =
-                Journal::open(storage, OpenOptions::default())?.into_writer(1, j.segment_bytes)?;
+                Journal::open(storage, OpenOptions::default())?.into_writer(1, j.segments())?;
             let setup = JournalSetup {
                 writer,
                 fsync: j.fsync,

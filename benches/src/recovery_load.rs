@@ -177,7 +177,7 @@ fn build(
 ) -> anyhow::Result<(u64, u64)> {
     let storage = DirStorage::new(dir)?;
     let mut writer = Journal::open(storage.clone(), OpenOptions::default())?
-        .into_writer(1, JournalConfig::default().segment_bytes)?;
+        .into_writer(1, JournalConfig::default().segments())?;
     let mut engine = Engine::new(EngineConfig::default());
     let hub = Arc::new(Hub::new(FeedsConfig::default().hub));
     let mut feeds = MarketData::new(

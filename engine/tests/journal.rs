@@ -46,10 +46,10 @@ fn write(
     disk: &SimStorage,
     from: u64,
     runs: &[u64],
-    segment_bytes: u64,
+    segments: impl Into<SegmentLayout>,
 ) -> JournalWriter<SimStorage> {
     let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
-    let mut w = journal.into_writer(from, segment_bytes).unwrap();
+    let mut w = journal.into_writer(from, segments).unwrap();
     let mut i = from;
     for &n in runs {
         // As in `batch` mode under a light load: each run was synced before the next.
@@ -129,11 +129,23 @@ fn a_huge_batch_is_one_record() {
 
 #[test]
 fn a_torn_last_record_is_cut_at_every_byte_offset() {
+    for preallocate in [false, true] {
+        a_torn_last_record_is_cut_at_every_byte_offset_in(SegmentLayout {
+            bytes: 4_096,
+            preallocate,
+        });
+    }
+}
+
+fn a_torn_last_record_is_cut_at_every_byte_offset_in(layout: SegmentLayout) {
     let disk = SimStorage::new();
-    let w = write(&disk, 1, &[3, 4], 1 << 20);
+    let w = write(&disk, 1, &[3, 4], layout);
     sync_all(&w);
     let name = segment_name(1);
-    let synced_len = disk.read(&name).unwrap().len();
+    let synced_len = Journal::open(disk.clone(), OpenOptions::default())
+        .unwrap()
+        .segments()[0]
+        .len as usize;
     // The next record: written, never synced.
     let mut w = w;
     for i in 8..=12 {
@@ -142,18 +154,28 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
     w.commit(7, None).unwrap();
     let record_len = disk.unsynced(&name);
     assert!(record_len > 32);
+    let record = disk.read(&name).unwrap()[synced_len..synced_len + record_len].to_vec();
     for keep in 0..=record_len {
         for tear in [Tear::Keep(keep), Tear::Garble(keep)] {
             let after = disk.crash(|_| tear);
             let journal = Journal::open(after.clone(), OpenOptions::default()).unwrap();
-            let whole = keep == record_len && matches!(tear, Tear::Keep(_));
+            // Whole when every byte is there: in a preallocated segment, a record's last bytes
+            // may be zeros that the preallocation had put there already.
+            let whole = after
+                .read(&name)
+                .unwrap()
+                .get(synced_len..synced_len + record_len)
+                == Some(&record[..]);
             if whole {
                 assert_eq!(journal.last_index(), 12);
                 assert!(journal.torn_tail().is_none());
                 continue;
             }
-            assert_eq!(journal.last_index(), 7, "{tear:?}");
-            if keep == 0 {
+            assert_eq!(journal.last_index(), 7, "{tear:?} {layout:?}");
+            // Reported up to the last byte that is not zero.
+            let left = after.read(&name).unwrap()[synced_len..].to_vec();
+            let discarded = left.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+            if discarded == 0 {
                 assert!(journal.torn_tail().is_none());
                 continue;
             }
@@ -162,10 +184,10 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
                 .expect("a torn tail is reported")
                 .clone();
             assert_eq!(torn.offset, synced_len as u64, "{tear:?}");
-            assert_eq!(torn.bytes, keep as u64);
+            assert_eq!(torn.bytes, discarded as u64);
             assert!(!torn.deliberate);
             // Repair, append, and the journal reads whole again.
-            let mut w = journal.into_writer(8, 1 << 20).unwrap();
+            let mut w = journal.into_writer(8, layout).unwrap();
             w.push(&command(7));
             w.commit(7, None).unwrap();
             w.sync().unwrap();
@@ -177,15 +199,28 @@ fn a_torn_last_record_is_cut_at_every_byte_offset() {
 }
 
 #[test]
-fn zeros_after_the_last_record_are_a_torn_tail() {
+fn zeros_after_the_last_record_are_its_unwritten_rest_and_anything_else_is_a_torn_tail() {
     let disk = SimStorage::new();
     let w = write(&disk, 1, &[2], 1 << 20);
     sync_all(&w);
-    let mut f = disk.append_to(&segment_name(1)).unwrap();
+    let name = segment_name(1);
+    let len = disk.read(&name).unwrap().len() as u64;
+    let mut f = disk.write_at(&name, len).unwrap();
     f.append(&[0; 100]).unwrap();
     let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
-    assert_eq!(journal.torn_tail().unwrap().bytes, 100);
+    assert!(journal.torn_tail().is_none(), "zeros: a preallocated rest");
+    assert_eq!((journal.last_index(), journal.segments()[0].len), (2, len));
+
+    f.append(&[0, 0, 7, 0]).unwrap();
+    let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
+    let torn = journal.torn_tail().expect("a byte after the zeros").clone();
+    assert_eq!((torn.offset, torn.bytes), (len, 103));
     assert_eq!(journal.last_index(), 2);
+    let mut w = journal.into_writer(3, 1 << 20).unwrap();
+    w.push(&command(2));
+    w.commit(2, None).unwrap();
+    w.sync().unwrap();
+    assert_eq!(read_all(&disk).len(), 3);
 }
 
 #[test]
@@ -390,9 +425,18 @@ fn a_gap_is_allowed_only_where_a_snapshot_covers_it() {
 /// crash at that moment still recovers every command up to the batch's journal index.
 #[test]
 fn batch_mode_publishes_only_what_a_crash_keeps() {
+    for preallocate in [false, true] {
+        batch_mode_publishes_only_what_a_crash_keeps_in(SegmentLayout {
+            bytes: 4_096,
+            preallocate,
+        });
+    }
+}
+
+fn batch_mode_publishes_only_what_a_crash_keeps_in(layout: SegmentLayout) {
     let disk = SimStorage::new();
     let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
-    let writer = journal.into_writer(1, 4_096).unwrap();
+    let writer = journal.into_writer(1, layout).unwrap();
     let config = PipelineConfig {
         max_batch: 16,
         ..PipelineConfig::default()
@@ -685,12 +729,14 @@ mod crashes {
         fn recovery_after_any_crash_keeps_what_was_synced(
             steps in steps(),
             segment_bytes in 200u64..4_000,
+            preallocate in any::<bool>(),
             tears in prop::collection::vec(tear(), 1..8),
         ) {
+            let layout = SegmentLayout { bytes: segment_bytes, preallocate };
             let disk = SimStorage::new();
             let mut w = Journal::open(disk.clone(), OpenOptions::default())
                 .unwrap()
-                .into_writer(1, segment_bytes)
+                .into_writer(1, layout)
                 .unwrap();
             let mut handles = vec![w.sync_handle().unwrap()];
             let (mut synced, mut written) = (0u64, 0u64);
@@ -724,7 +770,7 @@ mod crashes {
             prop_assert!(last >= synced, "lost synced commands: {last} < {synced}");
             prop_assert!(last <= written);
             let next = last + 1;
-            let mut w = journal.into_writer(next, segment_bytes).unwrap();
+            let mut w = journal.into_writer(next, layout).unwrap();
             w.push(&command(next - 1));
             w.commit(last, None).unwrap();
             w.sync().unwrap();

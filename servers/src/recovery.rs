@@ -224,7 +224,7 @@ pub fn recover_with(
     let replay_time = started.elapsed();
     let last_index = journal.last_index().max(start - 1);
     let torn = journal.torn_tail().cloned();
-    let writer = journal.into_writer(last_index + 1, config.segment_bytes)?;
+    let writer = journal.into_writer(last_index + 1, config.segments())?;
     Ok(Recovered {
         engine,
         feeds,

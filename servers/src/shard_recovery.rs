@@ -204,7 +204,7 @@ pub fn recover_shards(
         let last = journal.last_index().max(cut);
         last_index += last;
         torn = torn.or_else(|| journal.torn_tail().cloned());
-        writers.push(journal.into_writer(last + 1, config.segment_bytes)?);
+        writers.push(journal.into_writer(last + 1, config.segments())?);
     }
     let snapshot_total: u64 = cuts.iter().sum();
     let (unfinished, fan_in) = replay.take_unfinished();

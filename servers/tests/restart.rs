@@ -201,15 +201,24 @@ async fn a_torn_tail_is_cut_and_damage_in_the_middle_refuses_to_start() {
         .unwrap();
     let path = image.0.join(&segment);
     let clean = std::fs::read(&path).unwrap();
+    // Where the records end: the rest of a preallocated segment is zeros.
+    let end = Journal::open(storage.clone(), OpenOptions::default())
+        .unwrap()
+        .segments()[0]
+        .len as usize;
 
-    // Half a record at the end: what a crash mid-write leaves.
+    // Half a record after the last one: what a crash mid-write leaves.
+    let half = &clean[32..32 + 30];
     let mut torn = clean.clone();
-    torn.extend_from_slice(&clean[32..32 + 30]);
+    torn.resize(torn.len().max(end + 30), 0);
+    torn[end..end + 30].copy_from_slice(half);
     std::fs::write(&path, &torn).unwrap();
     let m = Market::start(config(&image.0, 1)).unwrap();
     let report = m.journal().unwrap().recovery.clone();
     let cut = report.torn.expect("the torn tail is reported");
-    assert_eq!((cut.offset, cut.bytes), (clean.len() as u64, 30));
+    // Counted up to its last byte that is not zero.
+    let discarded = half.iter().rposition(|&b| b != 0).unwrap() + 1;
+    assert_eq!((cut.offset, cut.bytes), (end as u64, discarded as u64));
     m.shutdown();
     drop(m);
 

@@ -107,7 +107,7 @@ impl Server {
                 simulator_rate: args.sim_rate.filter(|r| *r > 0),
                 max_connections,
                 workers: args.server_threads,
-                journal: args.journal.map(|j| j.fsync()),
+                journal: args.journal,
                 bus: (via == Via::Bus).then(|| BusSpawn {
                     nats_server: args.nats_server.clone(),
                     gateways: args.gateways,

@@ -190,20 +190,32 @@ impl Via {
     }
 }
 
-/// `--journal`: tickerd's `journal.fsync` modes.
+/// `--journal`: tickerd's `journal.fsync` modes (and `journal.preallocate`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum JournalArg {
-    /// Results published once synced (group commit): tickerd's default.
+    /// Results published once synced (group commit) into preallocated segments: tickerd's
+    /// default.
     Batch,
+    /// `batch` into segments that grow as they are written (`journal.preallocate = false`).
+    BatchAppending,
     /// Written before publishing, not synced.
     Off,
 }
 
 impl JournalArg {
-    pub fn fsync(self) -> ticker_engine::journal::FsyncMode {
-        match self {
-            JournalArg::Batch => ticker_engine::journal::FsyncMode::Batch,
-            JournalArg::Off => ticker_engine::journal::FsyncMode::Off,
+    /// The journal of a spawned tickerd writing into `dir`.
+    pub fn config(self, dir: std::path::PathBuf) -> ticker_engine::journal::JournalConfig {
+        use ticker_engine::journal::{FsyncMode, JournalConfig};
+        let (fsync, preallocate) = match self {
+            JournalArg::Batch => (FsyncMode::Batch, true),
+            JournalArg::BatchAppending => (FsyncMode::Batch, false),
+            JournalArg::Off => (FsyncMode::Off, true),
+        };
+        JournalConfig {
+            dir,
+            fsync,
+            preallocate,
+            ..JournalConfig::default()
         }
     }
 }

@@ -12,7 +12,6 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
-use ticker_engine::journal::{FsyncMode, JournalConfig};
 use ticker_feeds::sim::SimConfig;
 use ticker_servers::auth::AuthConfig;
 use ticker_servers::bus::publisher::Publisher;
@@ -33,8 +32,8 @@ pub struct SpawnOptions {
     pub max_connections: usize,
     /// Server worker threads.
     pub workers: usize,
-    /// Journal into a temporary data directory with this fsync mode, or not at all.
-    pub journal: Option<FsyncMode>,
+    /// Journal into a temporary data directory this way, or not at all.
+    pub journal: Option<super::JournalArg>,
     /// Serve the fronts from gateways over NATS JetStream instead of the matching process.
     pub bus: Option<BusSpawn>,
     /// Engine threads (`market.shards`).
@@ -92,11 +91,7 @@ impl Spawned {
             journal: options
                 .journal
                 .zip(data_dir.clone())
-                .map(|(fsync, dir)| JournalConfig {
-                    dir,
-                    fsync,
-                    ..JournalConfig::default()
-                }),
+                .map(|(journal, dir)| journal.config(dir)),
             shards: options.shards,
             ..MarketConfig::default()
         };

@@ -35,7 +35,7 @@ mod writer;
 pub use scan::{CommandsFrom, Journal, OpenOptions, RecordsFrom, Run, SegmentInfo, TornTail};
 pub use snapshot_file::{SnapshotFile, SnapshotSection};
 pub use storage::{DirLock, DirStorage, SimStorage, Storage, StorageFile, SyncFile, Tear};
-pub use writer::{Commit, JournalWriter};
+pub use writer::{Commit, JournalWriter, SegmentLayout};
 
 use std::io;
 use std::path::PathBuf;
@@ -62,6 +62,9 @@ pub struct JournalConfig {
     pub fsync: FsyncMode,
     /// A segment is closed and a new one started once it reaches this size [64 MiB].
     pub segment_bytes: u64,
+    /// Zero-fill each segment to `segment_bytes` before writing into it, so a group commit's
+    /// `fdatasync` writes data alone [true]. See [`SegmentLayout`].
+    pub preallocate: bool,
     /// Group commit, size bound: the engine thread waits for a sync before writing more when
     /// this many bytes are written but not yet durable [4 MiB].
     pub group_commit_bytes: u64,
@@ -82,11 +85,22 @@ impl Default for JournalConfig {
             dir: PathBuf::from("tickerd-data"),
             fsync: FsyncMode::Batch,
             segment_bytes: 64 << 20,
+            preallocate: true,
             group_commit_bytes: 4 << 20,
             group_commit_delay: Duration::ZERO,
             snapshot_every: 250_000,
             keep_snapshots: 2,
             open: OpenOptions::default(),
+        }
+    }
+}
+
+impl JournalConfig {
+    /// How the writer lays out segment files.
+    pub fn segments(&self) -> SegmentLayout {
+        SegmentLayout {
+            bytes: self.segment_bytes,
+            preallocate: self.preallocate,
         }
     }
 }

@@ -12,7 +12,7 @@
 use super::format::{parse_record, HeaderError, Parsed, SegmentHeader, SEGMENT_HEADER_LEN};
 use super::snapshot_file::{self, SnapshotFile};
 use super::storage::{DirStorage, Storage};
-use super::writer::JournalWriter;
+use super::writer::{JournalWriter, SegmentLayout};
 use super::{parse_segment_name, parse_snapshot_name, JournalError};
 use crate::command::Command;
 
@@ -44,7 +44,8 @@ pub struct TornTail {
     /// The file, as the storage describes it.
     pub file: String,
     pub offset: u64,
-    /// Bytes cut from that file.
+    /// Bytes discarded: from `offset` to the last byte that is not zero (zeros after it are
+    /// a preallocated segment's unwritten rest, or nothing a reader could use).
     pub bytes: u64,
     pub reason: String,
     /// Whole segments after it that are dropped too (only when truncating damage on purpose).
@@ -154,13 +155,14 @@ impl<S: Storage> Journal<S> {
             .storage
             .read(name)
             .map_err(JournalError::io(format!("reading {file}")))?;
-        let len = bytes.len() as u64;
+        // The records end where only zeros remain: a preallocated segment's unwritten rest.
+        let written = written_len(&bytes);
         let broken = |info, offset: usize, reason: String, tail_like| Scanned::Broken {
             info,
             offset: offset as u64,
             reason,
             tail_like,
-            len,
+            len: written.max(offset) as u64,
         };
         let header = match SegmentHeader::decode(&bytes) {
             Ok(h) => h,
@@ -206,7 +208,7 @@ impl<S: Storage> Journal<S> {
             records: 0,
         };
         let mut pos = SEGMENT_HEADER_LEN;
-        while pos < bytes.len() {
+        while pos < written {
             let (reason, tail_like) = match parse_record(&bytes, pos) {
                 Parsed::Record(r) if r.first == info.last + 1 => {
                     info.last = r.last();
@@ -337,8 +339,9 @@ impl<S: Storage> Journal<S> {
     pub fn into_writer(
         self,
         next: u64,
-        segment_bytes: u64,
+        layout: impl Into<SegmentLayout>,
     ) -> Result<JournalWriter<S>, JournalError> {
+        let layout = layout.into();
         let Journal {
             storage,
             mut segments,
@@ -370,15 +373,10 @@ impl<S: Storage> Journal<S> {
             "the next command ({next}) must come after the journal's last ({end})"
         );
         match segments.pop() {
-            Some(last) if last.last + 1 == next => JournalWriter::append(
-                storage,
-                &last.name,
-                last.first,
-                last.len,
-                next,
-                segment_bytes,
-            ),
-            _ => JournalWriter::create(storage, next, segment_bytes),
+            Some(last) if last.last + 1 == next => {
+                JournalWriter::append(storage, &last.name, last.first, last.len, next, layout)
+            }
+            _ => JournalWriter::create(storage, next, layout),
         }
     }
 
@@ -460,7 +458,9 @@ fn find_claim(bytes: &[u8], start: usize, expected: u64) -> Option<(usize, u64)>
     let u32_at = |p: usize| u32::from_le_bytes(bytes[p..p + 4].try_into().expect("4 bytes"));
     let u64_at = |p: usize| u64::from_le_bytes(bytes[p..p + 8].try_into().expect("8 bytes"));
     let mut pos = start;
-    while pos + super::format::RECORD_HEADER_LEN <= bytes.len() {
+    // No record starts among the zeros at the end (its kind and count are not zero).
+    let written = written_len(bytes);
+    while pos < written && pos + super::format::RECORD_HEADER_LEN <= bytes.len() {
         let kind = u32_at(pos + 20);
         let plausible = (kind == super::format::RECORD_COMMANDS
             || kind == super::format::RECORD_TICKETED_COMMANDS)
@@ -480,6 +480,23 @@ fn find_claim(bytes: &[u8], start: usize, expected: u64) -> Option<(usize, u64)>
     None
 }
 
+/// Bytes up to the last one that is not zero.
+fn written_len(bytes: &[u8]) -> usize {
+    // Block by block from the end: a preallocated segment is mostly zeros, and OR-ing a block
+    // vectorizes where a byte-by-byte search does not.
+    const BLOCK: usize = 4096;
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &bytes[start..end];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return start + block.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        }
+        end = start;
+    }
+    0
+}
+
 enum Scanned {
     Whole(SegmentInfo),
     /// Something at `offset` does not check out: `info` is the part of the segment before it
@@ -490,6 +507,7 @@ enum Scanned {
         offset: u64,
         reason: String,
         tail_like: bool,
+        /// Where the file's bytes that are not zeros end.
         len: u64,
     },
 }
@@ -560,7 +578,7 @@ impl<S: Storage> CommandsFrom<'_, S> {
                 self.bytes = self
                     .journal
                     .storage
-                    .read(&info.name)
+                    .read_prefix(&info.name, info.len)
                     .map_err(JournalError::io(format!(
                         "reading {}",
                         self.journal.storage.describe(&info.name)

@@ -81,6 +81,7 @@ impl TickerdConfig {
                 FsyncMode::Batch
             },
             segment_bytes: j.segment_bytes,
+            preallocate: j.preallocate,
             group_commit_bytes: j.group_commit_bytes,
             group_commit_delay: Duration::from_micros(j.group_commit_delay_us),
             snapshot_every: j.snapshot_every,

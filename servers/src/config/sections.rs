@@ -54,6 +54,7 @@ impl Default for TickerdConfig {
                     dir: j.dir,
                     fsync: fsync_name(j.fsync).into(),
                     segment_bytes: j.segment_bytes,
+                    preallocate: j.preallocate,
                     group_commit_bytes: j.group_commit_bytes,
                     group_commit_delay_us: j.group_commit_delay.as_micros() as u64,
                     snapshot_every: j.snapshot_every,
@@ -194,6 +195,9 @@ pub struct JournalSection {
     pub fsync: String,
     /// Segment file size before the next one starts [64 MiB].
     pub segment_bytes: u64,
+    /// Zero-fill each segment file to `segment_bytes` before writing into it (the next one on
+    /// a background thread), so each group commit's `fdatasync` writes data alone [true].
+    pub preallocate: bool,
     /// Written-but-unsynced bytes at which the engine waits for the disk [4 MiB].
     pub group_commit_bytes: u64,
     /// How long a sync may wait to gather more commands, in µs [0].
