@@ -328,6 +328,24 @@ pub fn parse_record(buf: &[u8], at: usize) -> Parsed<'_> {
     })
 }
 
+/// Bytes up to the last one that is not zero: where a preallocated segment's records end
+/// (records never start with zeros; see `docs/journal.md`).
+pub fn written_len(bytes: &[u8]) -> usize {
+    // Block by block from the end: a preallocated segment is mostly zeros, and OR-ing a block
+    // vectorizes where a byte-by-byte search does not.
+    const BLOCK: usize = 4096;
+    let mut end = bytes.len();
+    while end > 0 {
+        let start = end.saturating_sub(BLOCK);
+        let block = &bytes[start..end];
+        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
+            return start + block.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
+        }
+        end = start;
+    }
+    0
+}
+
 fn u32_at(b: &[u8], at: usize) -> u32 {
     u32::from_le_bytes(b[at..at + 4].try_into().expect("4 bytes"))
 }

@@ -9,7 +9,9 @@
 //! than silently dropping acknowledged commands. Intact records out of order, a gap between
 //! segments and another build's format are damage too.
 
-use super::format::{parse_record, HeaderError, Parsed, SegmentHeader, SEGMENT_HEADER_LEN};
+use super::format::{
+    parse_record, written_len, HeaderError, Parsed, SegmentHeader, SEGMENT_HEADER_LEN,
+};
 use super::snapshot_file::{self, SnapshotFile};
 use super::storage::{DirStorage, Storage};
 use super::writer::{JournalWriter, SegmentLayout};
@@ -93,8 +95,11 @@ impl<S: Storage> Journal<S> {
             torn: None,
             stale,
         };
+        // One buffer for every segment: its pages are faulted in once.
+        let mut bytes = Vec::new();
         for (i, (first, name)) in segment_names.iter().enumerate() {
-            let (info, offset, reason, tail_like, len) = match journal.scan_segment(*first, name)? {
+            let scanned = journal.scan_segment(*first, name, &mut bytes)?;
+            let (info, offset, reason, tail_like, len) = match scanned {
                 Scanned::Whole(info) => {
                     journal.segments.push(info);
                     continue;
@@ -149,14 +154,30 @@ impl<S: Storage> Journal<S> {
         Ok(journal)
     }
 
-    fn scan_segment(&self, first: u64, name: &str) -> Result<Scanned, JournalError> {
+    /// Checks segment `name` (read into `bytes`).
+    fn scan_segment(
+        &self,
+        first: u64,
+        name: &str,
+        bytes: &mut Vec<u8>,
+    ) -> Result<Scanned, JournalError> {
         let file = self.storage.describe(name);
-        let bytes = self
-            .storage
-            .read(name)
-            .map_err(JournalError::io(format!("reading {file}")))?;
-        // The records end where only zeros remain: a preallocated segment's unwritten rest.
-        let written = written_len(&bytes);
+        let io = || JournalError::io(format!("reading {file}"));
+        // The records end where only zeros remain: a preallocated segment's unwritten rest,
+        // which is not read (bytes past `written` that a record needs are known zeros).
+        let (written, file_len) = self.storage.written_end(name).map_err(io())?;
+        self.storage
+            .read_prefix(name, written, bytes)
+            .map_err(io())?;
+        let zeros_up_to = |bytes: &mut Vec<u8>, len: usize| {
+            let len = len.min(file_len as usize);
+            if bytes.len() < len {
+                bytes.resize(len, 0);
+                return true;
+            }
+            false
+        };
+        let written = written as usize;
         let broken = |info, offset: usize, reason: String, tail_like| Scanned::Broken {
             info,
             offset: offset as u64,
@@ -164,7 +185,8 @@ impl<S: Storage> Journal<S> {
             tail_like,
             len: written.max(offset) as u64,
         };
-        let header = match SegmentHeader::decode(&bytes) {
+        zeros_up_to(bytes, SEGMENT_HEADER_LEN);
+        let header = match SegmentHeader::decode(bytes) {
             Ok(h) => h,
             // Written by another build: nothing a crash does.
             Err(e @ (HeaderError::Version(_) | HeaderError::Codec(_))) => {
@@ -209,7 +231,7 @@ impl<S: Storage> Journal<S> {
         };
         let mut pos = SEGMENT_HEADER_LEN;
         while pos < written {
-            let (reason, tail_like) = match parse_record(&bytes, pos) {
+            let (reason, tail_like) = match parse_record(bytes, pos) {
                 Parsed::Record(r) if r.first == info.last + 1 => {
                     info.last = r.last();
                     info.records += 1;
@@ -226,6 +248,10 @@ impl<S: Storage> Journal<S> {
                     false,
                 ),
                 Parsed::Incomplete { needed } => {
+                    if zeros_up_to(bytes, bytes.len() + needed) {
+                        // A record whose last bytes are zeros: they are in the file.
+                        continue;
+                    }
                     (format!("record cut short: {needed} bytes missing"), true)
                 }
                 Parsed::BadChecksum => ("record fails its checksum".into(), true),
@@ -480,23 +506,6 @@ fn find_claim(bytes: &[u8], start: usize, expected: u64) -> Option<(usize, u64)>
     None
 }
 
-/// Bytes up to the last one that is not zero.
-fn written_len(bytes: &[u8]) -> usize {
-    // Block by block from the end: a preallocated segment is mostly zeros, and OR-ing a block
-    // vectorizes where a byte-by-byte search does not.
-    const BLOCK: usize = 4096;
-    let mut end = bytes.len();
-    while end > 0 {
-        let start = end.saturating_sub(BLOCK);
-        let block = &bytes[start..end];
-        if block.iter().fold(0u8, |acc, &b| acc | b) != 0 {
-            return start + block.iter().rposition(|&b| b != 0).map_or(0, |i| i + 1);
-        }
-        end = start;
-    }
-    0
-}
-
 enum Scanned {
     Whole(SegmentInfo),
     /// Something at `offset` does not check out: `info` is the part of the segment before it
@@ -575,10 +584,9 @@ impl<S: Storage> CommandsFrom<'_, S> {
                 return Ok(false);
             };
             if !self.loaded {
-                self.bytes = self
-                    .journal
+                self.journal
                     .storage
-                    .read_prefix(&info.name, info.len)
+                    .read_prefix(&info.name, info.len, &mut self.bytes)
                     .map_err(JournalError::io(format!(
                         "reading {}",
                         self.journal.storage.describe(&info.name)

@@ -23,9 +23,13 @@ pub trait Storage: Clone + Send + Sync + 'static {
     fn list(&self) -> io::Result<Vec<String>>;
     /// A whole file.
     fn read(&self, name: &str) -> io::Result<Vec<u8>>;
-    /// The first `len` bytes of a file (fewer if it is shorter): a preallocated segment's
-    /// records without its zeros.
-    fn read_prefix(&self, name: &str, len: u64) -> io::Result<Vec<u8>>;
+    /// The first `len` bytes of a file (fewer if it is shorter) into `into`, replacing what it
+    /// held (its memory reused: a segment is tens of MiB, and fresh pages for each one cost
+    /// more than reading it).
+    fn read_prefix(&self, name: &str, len: u64, into: &mut Vec<u8>) -> io::Result<()>;
+    /// Where a file's last byte that is not zero ends, and its length: what of a preallocated
+    /// segment has been written, found without reading its zeros into memory.
+    fn written_end(&self, name: &str) -> io::Result<(u64, u64)>;
     /// Creates a file (emptying one of that name) for writing from its start.
     fn create(&self, name: &str) -> io::Result<Self::File>;
     /// Opens an existing file for writing from byte `at` on (its end, or the end of the records
@@ -132,13 +136,31 @@ impl Storage for DirStorage {
         fs::read(self.path(name))
     }
 
-    fn read_prefix(&self, name: &str, len: u64) -> io::Result<Vec<u8>> {
+    fn read_prefix(&self, name: &str, len: u64, into: &mut Vec<u8>) -> io::Result<()> {
         use std::io::Read;
-        let mut bytes = Vec::with_capacity(len as usize);
-        File::open(self.path(name))?
-            .take(len)
-            .read_to_end(&mut bytes)?;
-        Ok(bytes)
+        into.clear();
+        File::open(self.path(name))?.take(len).read_to_end(into)?;
+        Ok(())
+    }
+
+    fn written_end(&self, name: &str) -> io::Result<(u64, u64)> {
+        use std::os::unix::fs::FileExt;
+        const CHUNK: u64 = 1 << 20;
+        let file = File::open(self.path(name))?;
+        let len = file.metadata()?.len();
+        let mut buf = vec![0u8; CHUNK.min(len) as usize];
+        let mut end = len;
+        while end > 0 {
+            let start = end.saturating_sub(CHUNK);
+            let chunk = &mut buf[..(end - start) as usize];
+            file.read_exact_at(chunk, start)?;
+            let written = super::format::written_len(chunk);
+            if written > 0 {
+                return Ok((start + written as u64, len));
+            }
+            end = start;
+        }
+        Ok((0, len))
     }
 
     fn create(&self, name: &str) -> io::Result<DiskFile> {
@@ -396,10 +418,19 @@ impl Storage for SimStorage {
         Ok(self.file(name)?.lock().data.clone())
     }
 
-    fn read_prefix(&self, name: &str, len: u64) -> io::Result<Vec<u8>> {
+    fn read_prefix(&self, name: &str, len: u64, into: &mut Vec<u8>) -> io::Result<()> {
         let file = self.file(name)?;
         let f = file.lock();
-        Ok(f.data[..f.data.len().min(len as usize)].to_vec())
+        into.clear();
+        into.extend_from_slice(&f.data[..f.data.len().min(len as usize)]);
+        Ok(())
+    }
+
+    fn written_end(&self, name: &str) -> io::Result<(u64, u64)> {
+        let file = self.file(name)?;
+        let f = file.lock();
+        let end = super::format::written_len(&f.data);
+        Ok((end as u64, f.data.len() as u64))
     }
 
     fn create(&self, name: &str) -> io::Result<SimWriter> {
@@ -586,8 +617,25 @@ mod tests {
         f.append(b"12").unwrap();
         f.append(b"3").unwrap();
         assert_eq!(disk.read("x").unwrap(), b"a123\0\0");
-        assert_eq!(disk.read_prefix("x", 3).unwrap(), b"a12");
-        assert_eq!(disk.read_prefix("x", 60).unwrap(), b"a123\0\0");
+        let mut bytes = b"left over".to_vec();
+        disk.read_prefix("x", 3, &mut bytes).unwrap();
+        assert_eq!(bytes, b"a12");
+        disk.read_prefix("x", 60, &mut bytes).unwrap();
+        assert_eq!(bytes, b"a123\0\0");
+        assert_eq!(disk.written_end("x").unwrap(), (4, 6));
+        // Across the reads' chunk boundary, and a file of zeros only.
+        disk.preallocate("x", (1 << 20) + 5).unwrap();
+        assert_eq!(disk.written_end("x").unwrap(), (4, (1 << 20) + 5));
+        let mut f = disk.write_at("x", 1 << 20).unwrap();
+        f.append(b"q").unwrap();
+        assert_eq!(
+            disk.written_end("x").unwrap(),
+            ((1 << 20) + 1, (1 << 20) + 5)
+        );
+        let mut z = disk.create("z").unwrap();
+        z.append(&[0; 10]).unwrap();
+        assert_eq!(disk.written_end("z").unwrap(), (0, 10));
+        disk.remove("z").unwrap();
         assert_eq!(disk.list().unwrap(), vec!["x".to_string()]);
         disk.remove("x").unwrap();
         let lock = disk.lock().unwrap();
