@@ -479,7 +479,14 @@ fn batch_mode_publishes_only_what_a_crash_keeps_in(layout: SegmentLayout) {
         }
     }
     producer.join().unwrap();
+    let durability = pipeline.durability().unwrap().clone();
     let engine = pipeline.join();
+    // 3,000 commands in 4 KiB segments: many rotations, each counted.
+    assert!(durability.segments_started() > 10);
+    assert!(durability.segments_unprepared() <= durability.segments_started());
+    if !layout.preallocate {
+        assert_eq!(durability.segments_unprepared(), 0);
+    }
     assert!(checks > 0);
     let d = last_index;
     assert!(d > 0);

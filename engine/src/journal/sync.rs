@@ -37,6 +37,8 @@ pub struct Durability {
     syncs: AtomicU64,
     sync_nanos: AtomicU64,
     max_sync_nanos: AtomicU64,
+    segments_started: AtomicU64,
+    segments_unprepared: AtomicU64,
 }
 
 impl Durability {
@@ -77,6 +79,25 @@ impl Durability {
             Duration::from_nanos(self.sync_nanos.load(Ordering::Relaxed)),
             Duration::from_nanos(self.max_sync_nanos.load(Ordering::Relaxed)),
         )
+    }
+
+    /// Segments started by rotations since the journal was opened.
+    pub fn segments_started(&self) -> u64 {
+        self.segments_started.load(Ordering::Relaxed)
+    }
+
+    /// Of those, the ones started empty although segments are preallocated: no zero-filled
+    /// spare was ready (writes outran the spare thread, or it failed, as on a full disk).
+    pub fn segments_unprepared(&self) -> u64 {
+        self.segments_unprepared.load(Ordering::Relaxed)
+    }
+
+    /// Writer side: a rotation started a segment.
+    pub(crate) fn started_segment(&self, unprepared: bool) {
+        self.segments_started.fetch_add(1, Ordering::Relaxed);
+        if unprepared {
+            self.segments_unprepared.fetch_add(1, Ordering::Relaxed);
+        }
     }
 
     /// Why the journal stopped, if it failed.

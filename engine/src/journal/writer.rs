@@ -61,6 +61,9 @@ pub struct Commit<F> {
     /// After a rotation: the new segment's sync handle. Every byte before it belongs to the
     /// previous segment, which must be synced before this one counts as durable.
     pub rotated: Option<F>,
+    /// After a rotation: segments are preallocated but no zero-filled spare was ready, so the
+    /// new one started empty (it grows as it is written, syncs costing what appends cost).
+    pub unprepared: bool,
 }
 
 impl<S: Storage> JournalWriter<S> {
@@ -170,9 +173,11 @@ impl<S: Storage> JournalWriter<S> {
         self.segment_len += bytes;
         self.record.begin(self.next_index);
         let mut rotated = None;
+        let mut unprepared = false;
         if self.segment_len >= self.segment_bytes {
-            let file = self.start_segment(self.next_index)?;
+            let (file, spare) = self.start_segment(self.next_index)?;
             rotated = Some(file.sync_handle()?);
+            unprepared = self.spares.is_some() && !spare;
             self.file = file;
             self.segment_len = super::format::SEGMENT_HEADER_LEN as u64;
             bytes += self.segment_len;
@@ -181,6 +186,7 @@ impl<S: Storage> JournalWriter<S> {
             last: self.next_index - 1,
             bytes,
             rotated,
+            unprepared,
         }))
     }
 
@@ -201,14 +207,14 @@ impl<S: Storage> JournalWriter<S> {
     }
 
     /// The next segment: a zero-filled spare renamed into place when one is ready, a new
-    /// empty file otherwise (never a wait for one).
-    fn start_segment(&mut self, first: u64) -> io::Result<S::File> {
+    /// empty file otherwise (never a wait for one); and whether it was a spare.
+    fn start_segment(&mut self, first: u64) -> io::Result<(S::File, bool)> {
         let Some((spare, mut file)) = self.spares.as_mut().and_then(Spares::take) else {
-            return new_segment(&self.storage, first);
+            return Ok((new_segment(&self.storage, first)?, false));
         };
         self.storage.rename(&spare, &segment_name(first))?;
         file.append(&SegmentHeader::new(first).encode())?;
-        Ok(file)
+        Ok((file, true))
     }
 }
 
@@ -311,6 +317,7 @@ mod tests {
             i += 1;
             w.push(&Command::new(i, i, CommandKind::Heartbeat));
             let commit = w.commit(0, None).unwrap().unwrap();
+            assert!(!commit.unprepared);
             rotated = commit.rotated.map(|_| commit.last + 1);
         }
         let second = segment_name(rotated.unwrap());
@@ -334,6 +341,38 @@ mod tests {
         let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
         assert!(journal.torn_tail().is_none());
         assert_eq!(journal.last_index(), i + 1);
+        assert_eq!(journal.commands_from(1).count() as u64, i + 1);
+    }
+
+    #[test]
+    fn with_no_spare_ready_a_rotation_starts_an_empty_segment_and_says_so() {
+        let disk = SimStorage::new();
+        let layout = SegmentLayout {
+            bytes: 1_024,
+            preallocate: true,
+        };
+        let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
+        let mut w = journal.into_writer(1, layout).unwrap();
+        // As if the spare thread had failed (a full disk): nothing will be handed over.
+        w.spares.as_mut().unwrap().ready = None;
+        let mut i = 0;
+        let commit = loop {
+            i += 1;
+            w.push(&Command::new(i, i, CommandKind::Heartbeat));
+            let commit = w.commit(0, None).unwrap().unwrap();
+            if commit.rotated.is_some() {
+                break commit;
+            }
+            assert!(!commit.unprepared);
+        };
+        assert!(commit.unprepared);
+        let next = segment_name(commit.last + 1);
+        let header = super::super::format::SEGMENT_HEADER_LEN;
+        assert_eq!(disk.read(&next).unwrap().len(), header, "empty, growing");
+        w.push(&Command::new(i + 1, i + 1, CommandKind::Heartbeat));
+        w.commit(0, None).unwrap();
+        w.sync().unwrap();
+        let journal = Journal::open(disk.clone(), OpenOptions::default()).unwrap();
         assert_eq!(journal.commands_from(1).count() as u64, i + 1);
     }
 }

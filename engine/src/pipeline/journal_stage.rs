@@ -60,6 +60,9 @@ impl<S: Storage> Journaling for JournalStage<S> {
             Ok(None) => return Ok(0),
             Err(e) => return Err(format!("journal write failed: {e}")),
         };
+        if commit.rotated.is_some() {
+            d.started_segment(commit.unprepared);
+        }
         match &mut self.segments {
             Segments::ToConsumer(rotations) => {
                 if let Some(next) = commit.rotated {

@@ -262,11 +262,21 @@ fn write_journal(f: &mut Families, j: &JournalState) -> fmt::Result {
     for (name, help, value) in gauges {
         f.gauge(name, help, value)?;
     }
-    let counters: [(&str, &str, u64); 5] = [
+    let counters: [(&str, &str, u64); 7] = [
         (
             "tickerd_journal_written_bytes_total",
             "Bytes appended to the journal since start.",
             sum(Durability::written_bytes),
+        ),
+        (
+            "tickerd_journal_segments_started_total",
+            "Journal segments started by rotations since start.",
+            sum(Durability::segments_started),
+        ),
+        (
+            "tickerd_journal_segments_unprepared_total",
+            "Of those, segments started empty because no zero-filled spare was ready (journal.preallocate): writes outran the spare thread, or it failed (a full disk).",
+            sum(Durability::segments_unprepared),
         ),
         (
             "tickerd_journal_fsyncs_total",
@@ -392,7 +402,7 @@ mod tests {
 
     /// Every family a journaled market exposes, with its type, as tickerd named them before
     /// prometheus-client wrote the exposition, and the rings since.
-    const FAMILIES: [(&str, &str); 33] = [
+    const FAMILIES: [(&str, &str); 35] = [
         ("tickerd_commands_total", "counter"),
         ("tickerd_orders_total", "counter"),
         ("tickerd_rejects_total", "counter"),
@@ -416,6 +426,8 @@ mod tests {
         ("tickerd_snapshot_last_index", "gauge"),
         ("tickerd_snapshot_last_bytes", "gauge"),
         ("tickerd_journal_written_bytes_total", "counter"),
+        ("tickerd_journal_segments_started_total", "counter"),
+        ("tickerd_journal_segments_unprepared_total", "counter"),
         ("tickerd_journal_fsyncs_total", "counter"),
         ("tickerd_snapshots_written_total", "counter"),
         ("tickerd_snapshots_dropped_total", "counter"),
@@ -478,6 +490,7 @@ mod tests {
             "tickerd_feed_messages_total{channel=\"orders\"} ",
             "tickerd_subscribers{channel=\"orders\"} 0\n",
             "tickerd_journal_failed 0\n",
+            "tickerd_journal_segments_unprepared_total 0\n",
             "tickerd_journal_fsync_seconds_total ",
             "tickerd_ring_depth{ring=\"ingress\"} 0\n",
             "tickerd_ring_capacity{ring=\"ingress\"} 65536\n",
