@@ -5,14 +5,24 @@
 use serde_json::Value;
 use std::process::Command;
 
+/// A directory removed when dropped, however the test ends.
+struct TempDir(std::path::PathBuf);
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn run(args: &[&str]) -> Value {
-    let dir = std::env::temp_dir().join(format!("ticker-bench-test-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    // Tests run in parallel, several per mode: each run writes files of its own.
+    // Tests run in parallel, several per mode: each run writes into a directory of its own.
     static RUNS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
     let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-    let json = dir.join(format!("{}-{n}.json", args[0]));
-    let svg = dir.join(format!("{}-{n}.svg", args[0]));
+    let dir =
+        TempDir(std::env::temp_dir().join(format!("ticker-bench-test-{}-{n}", std::process::id())));
+    std::fs::create_dir_all(&dir.0).unwrap();
+    let json = dir.0.join(format!("{}.json", args[0]));
+    let svg = dir.0.join(format!("{}.svg", args[0]));
     let output = Command::new(env!("CARGO_BIN_EXE_ticker-bench"))
         .args(args)
         .args(["--spawn", "--json"])
