@@ -21,7 +21,7 @@ use ticker_servers::shard_recovery::shard_dir;
 #[allow(dead_code)]
 mod journaled;
 
-use journaled::{config, limit_on as limit, next_message, order_id, place};
+use journaled::{config, execute, limit_on as limit, next_message, order_id, place};
 
 const GUARD: Duration = Duration::from_secs(30);
 
@@ -187,11 +187,9 @@ async fn rounds_and_full_replay(shards: usize) {
                 CommandKind::DisableAccount { account: 7 },
             ];
             for kind in all {
-                m.execute(kind).await.unwrap();
+                execute(&m, kind).await;
             }
-            m.execute(CommandKind::EnableAccount { account: 7 })
-                .await
-                .unwrap();
+            execute(&m, CommandKind::EnableAccount { account: 7 }).await;
             let _ = tokio::time::timeout(Duration::from_millis(20), written.changed()).await;
         }
     })

@@ -53,6 +53,19 @@ pub fn limit(
 }
 
 /// Places `p`, which must be accepted, and returns its events.
+/// Executes `kind`, again while the market answers `Busy`: a command for every shard is handed
+/// back, before any copy goes in, when another such command holds the turn for longer than
+/// `TURN_WAIT` (100 µs), which a descheduled thread on 2 loaded cores can do. Retrying is what
+/// a client does; the caller's timeout bounds it.
+pub async fn execute(market: &Market, kind: CommandKind) -> Vec<Event> {
+    loop {
+        match market.execute(kind.clone()).await {
+            Err(ticker_servers::market::ExecuteError::Busy) => tokio::task::yield_now().await,
+            outcome => return outcome.unwrap(),
+        }
+    }
+}
+
 pub async fn place(market: &Market, p: Place) -> Vec<Event> {
     let events = market.execute(CommandKind::Place(p)).await.unwrap();
     assert!(
